@@ -1,0 +1,8 @@
+"""nibble: distributed low-precision (FP8, NVFP4, MXFP4, any ExMy) transformer training.
+
+This package is the Python face of the C++ library; the kernels live in the extension module ``nibble._C``.
+"""
+from . import _C
+from .formats import decode, encode, format_info, get_num_threads, set_num_threads
+
+__all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads"]
