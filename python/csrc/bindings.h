@@ -5,5 +5,6 @@
 namespace nibble::python {
 
 void bind_formats(pybind11::module_& m);
+void bind_quantize(pybind11::module_& m);
 
 }  // namespace nibble::python

@@ -1,0 +1,95 @@
+#pragma once
+// Block-scaled quantization: the quantized-tensor description and quantize/dequantize (docs/QUANTIZATION.md).
+// Non-owning, like TE's Tensor: callers allocate the buffers from the layouts computed here, so the same
+// code serves torch tensors, plain vectors and (later) device memory.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "precision/format.h"
+
+namespace nibble::precision {
+
+enum class Scheme : uint8_t {
+  kFP8Tensor,         // per-tensor current (or delayed) scaling, E4M3 or E5M2
+  kFP8Block128,       // 1x128 blocks, FP32 scales
+  kFP8Block128x128,   // 128x128 tiles, FP32 scales
+  kMXFP8,             // 1x32 blocks, E8M0 scales
+  kNVFP4,             // 1x16 blocks, UE4M3 scales + FP32 global
+  kNVFP4_2D,          // 16x16 tiles, UE4M3 scales + FP32 global
+  kMXFP4,             // 1x32 blocks, E8M0 scales (absmax, TE rule)
+  kMXFP4Quest,        // Hadamard-32 + sigma scale + clip mask (Quartet forward)
+};
+
+enum class ScaleStorage : uint8_t { kFloat32, kE8M0, kUE4M3 };
+enum class MxScaleRule : uint8_t { kCeil, kFloor };
+enum class InputType : uint8_t { kFloat32, kBFloat16 };
+
+// Parses "fp8_tensor", "fp8_tensor_e5m2", "fp8_block128", ...; sets *element to the scheme's default
+// element format. Throws InvalidArgument listing the valid names.
+Scheme parse_scheme(const std::string& name, Format* element);
+std::string scheme_name(Scheme scheme);
+
+struct QuantizeOptions {
+  Scheme scheme = Scheme::kFP8Tensor;
+  Format element = formats::kE4M3;  // E4M3 or E5M2 for FP8 schemes; E2M1 for FP4 schemes
+  bool rowwise = true;
+  bool columnwise = false;
+  Rounding rounding = Rounding::kNearestEven;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  bool rht = false;           // NVFP4 columnwise copy only
+  uint64_t rht_seed = 0;      // 0 = TE's fixed sign vector
+  bool pow2_scale = false;    // FP8 per-tensor and block scales
+  float amax_epsilon = 0.0f;  // FP8 per-tensor and block scales
+  MxScaleRule mx_rule = MxScaleRule::kCeil;
+  bool use_fixed_scale = false;  // delayed scaling: use fixed_scale instead of the current amax
+  float fixed_scale = 1.0f;
+};
+
+// Sensible defaults per scheme (block FP8 uses power-of-two scales, FP4 schemes use E2M1).
+QuantizeOptions default_options(Scheme scheme);
+
+// Shape of one copy: rowwise = (M, K), columnwise = (K, M), both stored row-major.
+struct CopyLayout {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t data_row_bytes = 0;  // cols for 8-bit elements, ceil(cols/2) for FP4
+  int64_t scale_rows = 0;
+  int64_t scale_cols = 0;
+  ScaleStorage scale_storage = ScaleStorage::kFloat32;
+  bool has_mask = false;  // QuEST clip mask, one byte per element
+};
+
+CopyLayout copy_layout(const QuantizeOptions& options, int64_t rows, int64_t cols);
+
+// One quantized copy: buffers sized by copy_layout (data rows*data_row_bytes, scales scale_rows*scale_cols
+// of float or uint8, mask rows*cols bytes when has_mask).
+struct QuantizedCopy {
+  uint8_t* data = nullptr;
+  void* scale = nullptr;
+  float* global_amax = nullptr;
+  uint8_t* mask = nullptr;
+};
+
+struct QuantizeInput {
+  const void* data = nullptr;
+  InputType type = InputType::kFloat32;
+  int64_t rows = 0;  // M: the product of all leading dimensions
+  int64_t cols = 0;  // K: the last dimension
+  std::string name = "tensor";  // used in error messages
+};
+
+struct QuantizeStats {
+  float amax = 0.0f;  // max|x| of the input (what delayed scaling records)
+};
+
+// Validates shapes and options (InvalidArgument with the reason), then fills the requested copies.
+QuantizeStats quantize(const QuantizeInput& input, const QuantizeOptions& options, const QuantizedCopy* rowwise,
+                       const QuantizedCopy* columnwise);
+
+// Decodes one copy (layout from copy_layout) to float32 (rows x cols). QuEST and RHT copies decode to
+// the transformed domain the GEMM consumes.
+void dequantize(const QuantizedCopy& copy, const CopyLayout& layout, const QuantizeOptions& options, float* out);
+
+}  // namespace nibble::precision

@@ -1,0 +1,191 @@
+// nibble.quantize / DelayedScaling / rht: block-scaled quantization of torch tensors (CPU).
+#include <string>
+
+#include "precision/delayed_scaling.h"
+#include "precision/error.h"
+#include "precision/format_names.h"
+#include "precision/hadamard.h"
+#include "precision/quantize.h"
+#include "python/csrc/bindings.h"
+
+namespace nibble::python {
+namespace {
+
+namespace py = pybind11;
+using precision::CopyLayout;
+using precision::QuantizeOptions;
+
+struct CopyTensors {
+  torch::Tensor data, scale, global_amax, mask;
+  precision::QuantizedCopy view() {
+    return precision::QuantizedCopy{data.data_ptr<uint8_t>(), scale.data_ptr(), global_amax.data_ptr<float>(),
+                                    mask.defined() ? mask.data_ptr<uint8_t>() : nullptr};
+  }
+  py::dict to_dict() const {
+    py::dict d;
+    d["data"] = data;
+    d["scale"] = scale;
+    d["global_amax"] = global_amax;
+    d["mask"] = mask.defined() ? py::cast(mask) : py::none();
+    return d;
+  }
+};
+
+CopyTensors allocate(const CopyLayout& L) {
+  const auto u8 = torch::TensorOptions().dtype(torch::kUInt8);
+  CopyTensors t;
+  t.data = torch::empty({L.rows, L.data_row_bytes}, u8);
+  t.scale = torch::empty({L.scale_rows, L.scale_cols},
+                         L.scale_storage == precision::ScaleStorage::kFloat32 ? torch::TensorOptions().dtype(torch::kFloat32)
+                                                                              : u8);
+  t.global_amax = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32));
+  if (L.has_mask) t.mask = torch::empty({L.rows, L.cols}, u8);
+  return t;
+}
+
+QuantizeOptions make_options(const std::string& scheme, bool rowwise, bool columnwise, const std::string& rounding,
+                             uint64_t seed, uint64_t offset, bool rht, uint64_t rht_seed, const py::object& fmt,
+                             const py::object& pow2_scale, float amax_epsilon, const std::string& mx_scale_rule) {
+  precision::Format element;
+  const precision::Scheme s = precision::parse_scheme(scheme, &element);
+  QuantizeOptions o = precision::default_options(s);
+  o.element = fmt.is_none() ? element : precision::parse_format(fmt.cast<std::string>());
+  o.rowwise = rowwise;
+  o.columnwise = columnwise;
+  if (rounding == "rne") {
+    o.rounding = precision::Rounding::kNearestEven;
+  } else if (rounding == "stochastic") {
+    o.rounding = precision::Rounding::kStochastic;
+  } else {
+    throw InvalidArgument("nibble.quantize: unknown rounding '" + rounding + "'; valid: 'rne', 'stochastic'");
+  }
+  o.seed = seed;
+  o.offset = offset;
+  o.rht = rht;
+  o.rht_seed = rht_seed;
+  if (!pow2_scale.is_none()) o.pow2_scale = pow2_scale.cast<bool>();
+  o.amax_epsilon = amax_epsilon;
+  if (mx_scale_rule == "ceil") {
+    o.mx_rule = precision::MxScaleRule::kCeil;
+  } else if (mx_scale_rule == "floor") {
+    o.mx_rule = precision::MxScaleRule::kFloor;
+  } else {
+    throw InvalidArgument("nibble.quantize: unknown mx_scale_rule '" + mx_scale_rule + "'; valid: 'ceil', 'floor'");
+  }
+  return o;
+}
+
+// Returns (rowwise dict or None, columnwise dict or None, amax of the input).
+py::tuple quantize(const torch::Tensor& x, const std::string& scheme, bool rowwise, bool columnwise,
+                   const std::string& rounding, uint64_t seed, uint64_t offset, bool rht, uint64_t rht_seed,
+                   const py::object& fmt, const py::object& pow2_scale, float amax_epsilon,
+                   const std::string& mx_scale_rule, py::object delayed, const std::string& name) {
+  QuantizeOptions o = make_options(scheme, rowwise, columnwise, rounding, seed, offset, rht, rht_seed, fmt,
+                                   pow2_scale, amax_epsilon, mx_scale_rule);
+  precision::DelayedScaling* state = delayed.is_none() ? nullptr : delayed.cast<precision::DelayedScaling*>();
+  if (state) {
+    o.use_fixed_scale = true;
+    o.fixed_scale = state->scale();
+    if (state->format() != o.element)
+      throw InvalidArgument("nibble.quantize(" + name + "): the DelayedScaling state is for " +
+                            precision::format_name(state->format()) + " but the scheme quantizes to " +
+                            precision::format_name(o.element));
+  }
+  if (!x.device().is_cpu())
+    throw InvalidArgument("nibble.quantize(" + name + "): input is on " + x.device().str() + "; pass a CPU tensor");
+  if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
+    throw py::type_error("nibble.quantize(" + name + "): input dtype " + std::string(c10::toString(x.scalar_type())) +
+                         " is not supported; pass torch.float32 or torch.bfloat16");
+  if (x.dim() < 1) throw InvalidArgument("nibble.quantize(" + name + "): input must have at least one dimension");
+  const torch::Tensor input = x.contiguous();
+  precision::QuantizeInput in;
+  in.data = input.data_ptr();
+  in.type = x.scalar_type() == torch::kFloat32 ? precision::InputType::kFloat32 : precision::InputType::kBFloat16;
+  in.cols = x.size(-1);
+  in.rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) in.rows *= x.size(d);  // leading dims flatten into M
+  in.name = name;
+  CopyTensors row, col;
+  precision::QuantizedCopy row_view, col_view;
+  if (rowwise) {
+    row = allocate(precision::copy_layout(o, in.rows, in.cols));
+    row_view = row.view();
+  }
+  if (columnwise) {
+    col = allocate(precision::copy_layout(o, in.cols, in.rows));
+    col_view = col.view();
+  }
+  precision::QuantizeStats stats;
+  {
+    py::gil_scoped_release no_gil;
+    stats = precision::quantize(in, o, rowwise ? &row_view : nullptr, columnwise ? &col_view : nullptr);
+  }
+  if (state) state->record(stats.amax);
+  return py::make_tuple(rowwise ? py::object(row.to_dict()) : py::none(),
+                        columnwise ? py::object(col.to_dict()) : py::none(), stats.amax);
+}
+
+torch::Tensor dequantize(const torch::Tensor& data, const torch::Tensor& scale, const torch::Tensor& global_amax,
+                         int64_t rows, int64_t cols, const std::string& scheme, const py::object& fmt) {
+  QuantizeOptions o = make_options(scheme, true, false, "rne", 0, 0, false, 0, fmt, py::none(), 0.0f, "ceil");
+  const CopyLayout L = precision::copy_layout(o, rows, cols);
+  if (data.numel() != L.rows * L.data_row_bytes || scale.numel() != L.scale_rows * L.scale_cols)
+    throw InvalidArgument("nibble.dequantize: data/scale sizes do not match a (" + std::to_string(rows) + ", " +
+                          std::to_string(cols) + ") " + scheme + " copy");
+  torch::Tensor d = data.contiguous(), s = scale.contiguous(), a = global_amax.to(torch::kFloat32).contiguous();
+  torch::Tensor out = torch::empty({rows, cols}, torch::TensorOptions().dtype(torch::kFloat32));
+  precision::QuantizedCopy q{d.data_ptr<uint8_t>(), s.data_ptr(), a.data_ptr<float>(), nullptr};
+  {
+    py::gil_scoped_release no_gil;
+    precision::dequantize(q, L, o, out.data_ptr<float>());
+  }
+  return out;
+}
+
+// The RHT applied to the rows of a (rows, n) float32 matrix, in groups of 16 along each row.
+torch::Tensor rht(const torch::Tensor& x, uint64_t seed) {
+  if (x.dim() != 2 || x.scalar_type() != torch::kFloat32 || x.size(1) % 16 != 0)
+    throw InvalidArgument("nibble.rht: expects a 2-D float32 tensor whose last dimension is a multiple of 16, got " +
+                          c10::str(x.sizes()) + " " + std::string(c10::toString(x.scalar_type())));
+  torch::Tensor in = x.contiguous();
+  torch::Tensor out = torch::empty_like(in);
+  const uint32_t mask = precision::rht_sign_mask(seed);
+  const float* src = in.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  for (int64_t g = 0; g < in.numel() / 16; ++g) precision::rht16(src + 16 * g, mask, dst + 16 * g);
+  return out;
+}
+
+}  // namespace
+
+void bind_quantize(py::module_& m) {
+  m.def("quantize", &quantize, py::arg("x"), py::arg("scheme"), py::arg("rowwise"), py::arg("columnwise"),
+        py::arg("rounding"), py::arg("seed"), py::arg("offset"), py::arg("rht"), py::arg("rht_seed"), py::arg("fmt"),
+        py::arg("pow2_scale"), py::arg("amax_epsilon"), py::arg("mx_scale_rule"), py::arg("delayed"),
+        py::arg("name"));
+  m.def("dequantize", &dequantize, py::arg("data"), py::arg("scale"), py::arg("global_amax"), py::arg("rows"),
+        py::arg("cols"), py::arg("scheme"), py::arg("fmt"));
+  m.def("rht", &rht, py::arg("x"), py::arg("seed") = 0);
+
+  py::class_<precision::DelayedScaling>(m, "DelayedScaling")
+      .def(py::init([](int history_len, const std::string& algo, int margin, const std::string& fmt) {
+             return precision::DelayedScaling(history_len, precision::parse_amax_algo(algo), margin,
+                                              precision::parse_format(fmt));
+           }),
+           py::arg("history_len") = 1024, py::arg("algo") = "max", py::arg("margin") = 0, py::arg("fmt") = "e4m3")
+      .def("record", &precision::DelayedScaling::record, py::arg("amax"))
+      .def("update", &precision::DelayedScaling::update)
+      .def_property_readonly("scale", &precision::DelayedScaling::scale)
+      .def_property_readonly("amax_history",
+                             [](const precision::DelayedScaling& s) {
+                               const auto& h = s.history();
+                               return torch::tensor(std::vector<float>(h.begin(), h.end()));
+                             })
+      .def_property_readonly("margin", &precision::DelayedScaling::margin)
+      .def("restore", [](precision::DelayedScaling& s, const torch::Tensor& history, float scale) {
+        torch::Tensor h = history.to(torch::kFloat32).contiguous();
+        s.restore(std::vector<float>(h.data_ptr<float>(), h.data_ptr<float>() + h.numel()), scale);
+      });
+}
+
+}  // namespace nibble::python

@@ -1,0 +1,96 @@
+"""Block-scaled quantization: per-tensor FP8 (current and delayed), FP8 1x128 / 128x128, MXFP8, NVFP4 (1-D,
+2-D, RHT, stochastic rounding), MXFP4 and MXFP4 QuEST. The exact rules are in docs/QUANTIZATION.md."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from . import _C
+
+DelayedScaling = _C.DelayedScaling
+
+SCHEMES = ("fp8_tensor", "fp8_tensor_e5m2", "fp8_block128", "fp8_block128x128", "mxfp8", "nvfp4", "nvfp4_2d",
+           "mxfp4", "mxfp4_quest")
+
+
+@dataclass
+class QuantizedCopy:
+    """One stored copy: ``data`` (uint8; FP4 packed two per byte), ``scale`` (float32 decode scales, or
+    uint8 E8M0/UE4M3 codes), ``global_amax`` (0-d float32), ``mask`` (QuEST clip mask or None)."""
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    global_amax: torch.Tensor
+    mask: Optional[torch.Tensor]
+    shape: tuple
+    scheme: str
+    fmt: Optional[str]
+
+    def dequantize(self) -> torch.Tensor:
+        """Decode to float32 of this copy's 2-D shape (RHT / QuEST copies decode to the transformed domain)."""
+        rows, cols = self.shape
+        return _C.dequantize(self.data, self.scale, self.global_amax, rows, cols, self.scheme, self.fmt)
+
+
+class QuantizedTensor(QuantizedCopy):
+    """The rowwise copy (blocks along the last dim of the (M, K) flattened input) plus, when asked, the
+    columnwise copy ``.columnwise`` (the (K, M) transpose, blocks along M)."""
+
+    def __init__(self, rowwise: Optional[QuantizedCopy], columnwise: Optional[QuantizedCopy], amax: float):
+        self.rowwise_present = rowwise is not None
+        self.columnwise = columnwise
+        self.input_amax = amax
+        base = rowwise if rowwise is not None else None
+        for field in ("data", "scale", "global_amax", "mask", "shape", "scheme", "fmt"):
+            setattr(self, field, getattr(base, field) if base is not None else None)
+
+    def dequantize(self) -> torch.Tensor:
+        if not self.rowwise_present:
+            raise ValueError("this QuantizedTensor holds only the columnwise copy: use q.columnwise.dequantize()")
+        return QuantizedCopy.dequantize(self)
+
+    def __repr__(self) -> str:
+        copies = [c for c, present in (("rowwise", self.rowwise_present), ("columnwise", self.columnwise is not None))
+                  if present]
+        scheme = self.scheme or (self.columnwise.scheme if self.columnwise else "?")
+        return f"QuantizedTensor({scheme}, copies={copies}, amax={self.input_amax:g})"
+
+
+def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: bool = False,
+             rounding: str = "rne", seed: int = 0, offset: int = 0, rht: bool = False, rht_seed: int = 0,
+             fmt: Optional[str] = None, pow2_scale: Optional[bool] = None, amax_epsilon: float = 0.0,
+             mx_scale_rule: str = "ceil", delayed: Optional[DelayedScaling] = None,
+             name: str = "tensor") -> QuantizedTensor:
+    """Quantize ``x`` (float32 or bfloat16, CPU; leading dims flatten into M) with ``scheme``.
+
+    ``fmt`` overrides the FP8 element format ("e4m3"/"e5m2"); ``pow2_scale`` None keeps the scheme default
+    (on for block FP8); ``delayed`` (fp8_tensor only) uses the state's scale and records this amax into it;
+    ``rht`` (nvfp4) transforms the columnwise copy; ``name`` appears in error messages.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
+    element = fmt
+    if scheme == "fp8_tensor_e5m2" and fmt is None:
+        element = "e5m2"
+    row, col, amax = _C.quantize(x, scheme, rowwise, columnwise, rounding, seed, offset, rht, rht_seed, fmt,
+                                 pow2_scale, amax_epsilon, mx_scale_rule, delayed, name)
+    m = 1
+    for d in x.shape[:-1]:
+        m *= d
+    k = x.shape[-1] if x.dim() else 1
+    make = lambda d, shape: None if d is None else QuantizedCopy(d["data"], d["scale"], d["global_amax"], d["mask"],
+                                                                shape, scheme, element)
+    return QuantizedTensor(make(row, (m, k)), make(col, (k, m)), amax)
+
+
+def rht(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The 16-point random Hadamard transform applied to each row of a 2-D float32 tensor in groups of 16
+    (seed 0 = Transformer Engine's fixed sign vector)."""
+    return _C.rht(x, seed)
+
+
+def rht_matrix(seed: int = 0) -> torch.Tensor:
+    """The 16x16 RHT matrix H = diag(sign) H16 / 4, so that rht(x) == x @ H for each 16-group."""
+    return _C.rht(torch.eye(16, dtype=torch.float32), seed)
