@@ -1,6 +1,7 @@
 // nibble.quantize / DelayedScaling / rht: block-scaled quantization of torch tensors (CPU).
 #include <string>
 
+#include "core/quantized_tensor.h"
 #include "precision/delayed_scaling.h"
 #include "precision/error.h"
 #include "precision/format_names.h"
@@ -15,32 +16,13 @@ namespace py = pybind11;
 using precision::CopyLayout;
 using precision::QuantizeOptions;
 
-struct CopyTensors {
-  torch::Tensor data, scale, global_amax, mask;
-  precision::QuantizedCopy view() {
-    return precision::QuantizedCopy{data.data_ptr<uint8_t>(), scale.data_ptr(), global_amax.data_ptr<float>(),
-                                    mask.defined() ? mask.data_ptr<uint8_t>() : nullptr};
-  }
-  py::dict to_dict() const {
-    py::dict d;
-    d["data"] = data;
-    d["scale"] = scale;
-    d["global_amax"] = global_amax;
-    d["mask"] = mask.defined() ? py::cast(mask) : py::none();
-    return d;
-  }
-};
-
-CopyTensors allocate(const CopyLayout& L) {
-  const auto u8 = torch::TensorOptions().dtype(torch::kUInt8);
-  CopyTensors t;
-  t.data = torch::empty({L.rows, L.data_row_bytes}, u8);
-  t.scale = torch::empty({L.scale_rows, L.scale_cols},
-                         L.scale_storage == precision::ScaleStorage::kFloat32 ? torch::TensorOptions().dtype(torch::kFloat32)
-                                                                              : u8);
-  t.global_amax = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32));
-  if (L.has_mask) t.mask = torch::empty({L.rows, L.cols}, u8);
-  return t;
+py::dict to_dict(const nn::QuantizedCopyTensor& c) {
+  py::dict d;
+  d["data"] = c.data;
+  d["scale"] = c.scale;
+  d["global_amax"] = c.global_amax;
+  d["mask"] = c.mask.defined() ? py::cast(c.mask) : py::none();
+  return d;
 }
 
 QuantizeOptions make_options(const std::string& scheme, bool rowwise, bool columnwise, const std::string& rounding,
@@ -75,6 +57,14 @@ QuantizeOptions make_options(const std::string& scheme, bool rowwise, bool colum
   return o;
 }
 
+}  // namespace
+
+QuantizeOptions options_for_copy(const std::string& scheme, const py::object& fmt) {
+  return make_options(scheme, true, false, "rne", 0, 0, false, 0, fmt, py::none(), 0.0f, "ceil");
+}
+
+namespace {
+
 // Returns (rowwise dict or None, columnwise dict or None, amax of the input).
 py::tuple quantize(const torch::Tensor& x, const std::string& scheme, bool rowwise, bool columnwise,
                    const std::string& rounding, uint64_t seed, uint64_t offset, bool rht, uint64_t rht_seed,
@@ -91,43 +81,22 @@ py::tuple quantize(const torch::Tensor& x, const std::string& scheme, bool rowwi
                             precision::format_name(state->format()) + " but the scheme quantizes to " +
                             precision::format_name(o.element));
   }
-  if (!x.device().is_cpu())
-    throw InvalidArgument("nibble.quantize(" + name + "): input is on " + x.device().str() + "; pass a CPU tensor");
   if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
     throw py::type_error("nibble.quantize(" + name + "): input dtype " + std::string(c10::toString(x.scalar_type())) +
                          " is not supported; pass torch.float32 or torch.bfloat16");
-  if (x.dim() < 1) throw InvalidArgument("nibble.quantize(" + name + "): input must have at least one dimension");
-  const torch::Tensor input = x.contiguous();
-  precision::QuantizeInput in;
-  in.data = input.data_ptr();
-  in.type = x.scalar_type() == torch::kFloat32 ? precision::InputType::kFloat32 : precision::InputType::kBFloat16;
-  in.cols = x.size(-1);
-  in.rows = 1;
-  for (int64_t d = 0; d + 1 < x.dim(); ++d) in.rows *= x.size(d);  // leading dims flatten into M
-  in.name = name;
-  CopyTensors row, col;
-  precision::QuantizedCopy row_view, col_view;
-  if (rowwise) {
-    row = allocate(precision::copy_layout(o, in.rows, in.cols));
-    row_view = row.view();
-  }
-  if (columnwise) {
-    col = allocate(precision::copy_layout(o, in.cols, in.rows));
-    col_view = col.view();
-  }
-  precision::QuantizeStats stats;
+  nn::QuantizedTensor q;
   {
     py::gil_scoped_release no_gil;
-    stats = precision::quantize(in, o, rowwise ? &row_view : nullptr, columnwise ? &col_view : nullptr);
+    q = nn::quantize(x, o, name);
   }
-  if (state) state->record(stats.amax);
-  return py::make_tuple(rowwise ? py::object(row.to_dict()) : py::none(),
-                        columnwise ? py::object(col.to_dict()) : py::none(), stats.amax);
+  if (state) state->record(q.input_amax);
+  return py::make_tuple(q.rowwise ? py::object(to_dict(*q.rowwise)) : py::none(),
+                        q.columnwise ? py::object(to_dict(*q.columnwise)) : py::none(), q.input_amax);
 }
 
 torch::Tensor dequantize(const torch::Tensor& data, const torch::Tensor& scale, const torch::Tensor& global_amax,
                          int64_t rows, int64_t cols, const std::string& scheme, const py::object& fmt) {
-  QuantizeOptions o = make_options(scheme, true, false, "rne", 0, 0, false, 0, fmt, py::none(), 0.0f, "ceil");
+  const QuantizeOptions o = options_for_copy(scheme, fmt);
   const CopyLayout L = precision::copy_layout(o, rows, cols);
   if (data.numel() != L.rows * L.data_row_bytes || scale.numel() != L.scale_rows * L.scale_cols)
     throw InvalidArgument("nibble.dequantize: data/scale sizes do not match a (" + std::to_string(rows) + ", " +

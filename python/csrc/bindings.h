@@ -2,9 +2,17 @@
 // Declarations shared by the binding files of nibble._C: each file registers one area of the API.
 #include <torch/extension.h>
 
+#include <string>
+
+#include "precision/quantize.h"
+
 namespace nibble::python {
 
 void bind_formats(pybind11::module_& m);
 void bind_quantize(pybind11::module_& m);
+void bind_gemm(pybind11::module_& m);
+
+// The options describing a stored copy of `scheme` (element format `fmt`, None = the scheme's default).
+precision::QuantizeOptions options_for_copy(const std::string& scheme, const pybind11::object& fmt);
 
 }  // namespace nibble::python

@@ -10,4 +10,5 @@ PYBIND11_MODULE(_C, m) {
   pybind11::register_exception<nibble::InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
   nibble::python::bind_formats(m);
   nibble::python::bind_quantize(m);
+  nibble::python::bind_gemm(m);
 }

@@ -94,3 +94,20 @@ def rht(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def rht_matrix(seed: int = 0) -> torch.Tensor:
     """The 16x16 RHT matrix H = diag(sign) H16 / 4, so that rht(x) == x @ H for each 16-group."""
     return _C.rht(torch.eye(16, dtype=torch.float32), seed)
+
+
+def _operand(x):
+    if isinstance(x, QuantizedCopy):
+        rows, cols = x.shape
+        return (x.data, x.scale, x.global_amax, rows, cols, x.scheme, x.fmt)
+    if isinstance(x, torch.Tensor):
+        return x
+    raise TypeError(f"nibble.gemm operands are QuantizedCopy/QuantizedTensor or torch.Tensor, got {type(x).__name__}")
+
+
+def gemm(a, b, *, bias: Optional[torch.Tensor] = None, accumulate: Optional[torch.Tensor] = None,
+         out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """C = A · Bᵀ with FP32 accumulation. A (M, K) and B (N, K) are quantized copies (any scheme, mixed
+    formats allowed; pass ``q`` for the rowwise copy or ``q.columnwise``) or float32/bfloat16 tensors (rounded
+    to BF16). ``bias`` (N,) is added; ``accumulate`` (M, N) float32 receives the result in place."""
+    return _C.gemm(_operand(a), _operand(b), bias, accumulate, out_dtype)

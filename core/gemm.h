@@ -1,0 +1,37 @@
+#pragma once
+// Low-precision GEMM: C = A · Bᵀ (the "TN" layout: both operands have K as their contiguous last dim),
+// FP32 accumulation. Operands are quantized copies of any scheme (mixed formats allowed, e.g. E4M3 x E5M2)
+// or high-precision tensors (rounded to BF16, the "bf16" recipe). Which copy feeds which GEMM of a Linear
+// layer is DESIGN.md's table: fprop x·Wᵀ (x row, W row), dgrad dy·W (dy row, W col), wgrad dyᵀ·x (dy col, x col).
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+
+#include "core/quantized_tensor.h"
+
+namespace nibble::nn {
+
+struct GemmOperand {
+  const QuantizedCopyTensor* copy = nullptr;  // quantized operand (rows, K) ...
+  precision::QuantizeOptions options;         // ... and how it was quantized
+  torch::Tensor dense;                        // or a float32 / bfloat16 (rows, K) tensor
+
+  static GemmOperand quantized(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options);
+  static GemmOperand high_precision(const torch::Tensor& x);
+  int64_t rows() const;
+  int64_t k() const;
+  std::string describe() const;
+};
+
+struct GemmOptions {
+  std::optional<torch::Tensor> bias;        // (N,) added to every row
+  std::optional<torch::Tensor> accumulate;  // (M, N) float32: the result is added into it, in place
+  torch::ScalarType out_dtype = torch::kFloat32;  // float32 or bfloat16
+  std::string name = "gemm";                // used in error messages
+};
+
+// Returns (M, N) = A (M, K) · B (N, K)ᵀ, or the `accumulate` tensor after adding into it.
+torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions& options = {});
+
+}  // namespace nibble::nn

@@ -1,0 +1,79 @@
+#include "core/quantized_tensor.h"
+
+#include "precision/error.h"
+
+namespace nibble::nn {
+namespace {
+
+QuantizedCopyTensor allocate(const precision::CopyLayout& L) {
+  const auto u8 = torch::TensorOptions().dtype(torch::kUInt8);
+  QuantizedCopyTensor t;
+  t.rows = L.rows;
+  t.cols = L.cols;
+  t.data = torch::empty({L.rows, L.data_row_bytes}, u8);
+  t.scale = torch::empty({L.scale_rows, L.scale_cols}, L.scale_storage == precision::ScaleStorage::kFloat32
+                                                           ? torch::TensorOptions().dtype(torch::kFloat32)
+                                                           : u8);
+  t.global_amax = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32));
+  if (L.has_mask) t.mask = torch::empty({L.rows, L.cols}, u8);
+  return t;
+}
+
+}  // namespace
+
+precision::QuantizedCopy QuantizedCopyTensor::view() const {
+  return precision::QuantizedCopy{data.data_ptr<uint8_t>(), scale.data_ptr(), global_amax.data_ptr<float>(),
+                                  mask.defined() ? mask.data_ptr<uint8_t>() : nullptr};
+}
+
+int64_t QuantizedCopyTensor::bytes() const {
+  int64_t b = data.numel() + scale.numel() * static_cast<int64_t>(scale.element_size()) + 4;
+  if (mask.defined()) b += mask.numel();
+  return b;
+}
+
+int64_t QuantizedTensor::bytes() const {
+  return (rowwise ? rowwise->bytes() : 0) + (columnwise ? columnwise->bytes() : 0);
+}
+
+QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOptions& options, const std::string& name) {
+  if (!x.device().is_cpu())
+    throw InvalidArgument("quantize(" + name + "): input is on " + x.device().str() + "; this path takes CPU tensors");
+  if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
+    throw InvalidArgument("quantize(" + name + "): input dtype " + std::string(c10::toString(x.scalar_type())) +
+                          " is not supported; pass float32 or bfloat16");
+  if (x.dim() < 1) throw InvalidArgument("quantize(" + name + "): input must have at least one dimension");
+  const torch::Tensor input = x.contiguous();
+  precision::QuantizeInput in;
+  in.data = input.data_ptr();
+  in.type = x.scalar_type() == torch::kFloat32 ? precision::InputType::kFloat32 : precision::InputType::kBFloat16;
+  in.cols = x.size(-1);
+  in.rows = 1;
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) in.rows *= x.size(d);  // leading dims flatten into M
+  in.name = name;
+  QuantizedTensor q;
+  q.options = options;
+  q.shape = x.sizes().vec();
+  precision::QuantizedCopy row_view, col_view;
+  if (options.rowwise) {
+    q.rowwise = allocate(precision::copy_layout(options, in.rows, in.cols));
+    row_view = q.rowwise->view();
+  }
+  if (options.columnwise) {
+    q.columnwise = allocate(precision::copy_layout(options, in.cols, in.rows));
+    col_view = q.columnwise->view();
+  }
+  const precision::QuantizeStats stats = precision::quantize(in, options, options.rowwise ? &row_view : nullptr,
+                                                             options.columnwise ? &col_view : nullptr);
+  q.input_amax = stats.amax;
+  return q;
+}
+
+torch::Tensor dequantize(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options) {
+  torch::Tensor out = torch::empty({copy.rows, copy.cols}, torch::TensorOptions().dtype(torch::kFloat32));
+  precision::dequantize(copy.view(), precision::copy_layout(options, copy.rows, copy.cols), options,
+                        out.data_ptr<float>());
+  return out;
+}
+
+}  // namespace nibble::nn
