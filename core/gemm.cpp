@@ -9,8 +9,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#if defined(__AVX512F__)
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#endif
 
 #include "core/cpu/gemm_bf16.h"
 #include "precision/error.h"
@@ -38,34 +49,52 @@ int block_cols(Scheme s) {
     case Scheme::kFP8Tensor: return 0;
     case Scheme::kFP8Block128:
     case Scheme::kFP8Block128x128: return 128;
+    case Scheme::kFP8Block16: return 16;
     case Scheme::kNVFP4:
     case Scheme::kNVFP4_2D: return 16;
     default: return 32;
   }
 }
 
-// How one operand decodes: code -> element value (LUT), times fold[row][k / block], times alpha overall.
+// How one operand decodes: code -> element value (LUT), times fold(row, k / block), times alpha overall.
+// The fold of (row, block) is fold_lut[scale code] for one-byte scale codes (UE4M3, E8M0), else an FP32
+// table fold[(row / fold_row_div) * fold_cols + block]; block == 0 means no fold (per-tensor scaling).
 struct DecodePlan {
   const GemmOperand* op = nullptr;
-  float lut[256];
+  float lut[256] = {};
+  uint16_t lut16[256] = {};  // lut truncated to BF16 bits: lut itself when lut_bf16
+  alignas(64) uint8_t lut16_lo[256] = {};  // ... split into low and high bytes (the vector decode's tables)
+  alignas(64) uint8_t lut16_hi[256] = {};
+  bool lut_bf16 = true;      // every lut entry is a BF16 value (true for every format of <= 8 bits)
+  const uint8_t* data = nullptr;
+  int64_t data_ld = 0;
   int block = 0;             // block length along K (0 = one scale for the tensor)
   int64_t fold_cols = 0;
-  std::vector<float> fold;   // rows x fold_cols; empty = 1
+  const uint8_t* scale_codes = nullptr;  // one-byte scale codes (rows x scale_ld), or null: FP32 `fold`
+  int64_t scale_ld = 0;
+  float fold_lut[256] = {};
+  std::vector<float> fold;   // FP32 scales: ceil(rows / fold_row_div) x fold_cols
+  int64_t fold_row_div = 1;
   double alpha = 1.0;
   bool exact_bf16 = true;    // value * fold is exactly representable (and normal) in BF16
   bool fp4 = false;
 };
 
-float decode_scale(const QuantizedCopyTensor& c, const precision::QuantizeOptions& o, int64_t r, int64_t kb) {
-  switch (o.scheme) {
-    case Scheme::kFP8Block128: return c.scale.data_ptr<float>()[r * c.scale.size(1) + kb];
-    case Scheme::kFP8Block128x128: return c.scale.data_ptr<float>()[(r / 128) * c.scale.size(1) + kb];
+// The value of a one-byte scale code: UE4M3 for NVFP4, E8M0 for the MX schemes.
+float decode_scale_code(Scheme s, uint32_t code) {
+  switch (s) {
     case Scheme::kNVFP4:
-    case Scheme::kNVFP4_2D:
-      return precision::decode_scalar(c.scale.data_ptr<uint8_t>()[r * c.scale.size(1) + kb], precision::formats::kE4M3);
-    default: return precision::e8m0_decode_multiplier(c.scale.data_ptr<uint8_t>()[r * c.scale.size(1) + kb]);
+    case Scheme::kNVFP4_2D: return precision::decode_scalar(code, precision::formats::kE4M3);
+    default: return precision::e8m0_decode_multiplier(code);
   }
 }
+
+bool float_scales(Scheme s) {
+  return s == Scheme::kFP8Block128 || s == Scheme::kFP8Block16 || s == Scheme::kFP8Block128x128;
+}
+
+// Rows of the operand that share one row of FP32 scales.
+int64_t scale_row_div(Scheme s) { return s == Scheme::kFP8Block128x128 ? 128 : 1; }
 
 DecodePlan plan_for(const GemmOperand& op) {
   DecodePlan p;
@@ -74,23 +103,53 @@ DecodePlan plan_for(const GemmOperand& op) {
   const QuantizedCopyTensor& c = *op.copy;
   const precision::QuantizeOptions& o = op.options;
   p.fp4 = o.element.bits() <= 4;
-  for (uint32_t code = 0; code < (p.fp4 ? 16u : 256u); ++code) p.lut[code] = precision::decode_scalar(code, o.element);
+  p.data = c.data.data_ptr<uint8_t>();
+  p.data_ld = c.data.size(1);
+  for (uint32_t code = 0; code < (p.fp4 ? 16u : 256u); ++code) {
+    p.lut[code] = precision::decode_scalar(code, o.element);
+    uint32_t u;
+    std::memcpy(&u, &p.lut[code], 4);
+    p.lut16[code] = static_cast<uint16_t>(u >> 16);
+    p.lut16_lo[code] = static_cast<uint8_t>(u >> 16);
+    p.lut16_hi[code] = static_cast<uint8_t>(u >> 24);
+    if ((u & 0xFFFFu) != 0) p.lut_bf16 = false;
+  }
   p.block = block_cols(o.scheme);
   if (o.scheme == Scheme::kFP8Tensor) {
     p.alpha = c.scale.data_ptr<float>()[0];
     return p;
   }
   p.fold_cols = (c.cols + p.block - 1) / p.block;
-  p.fold.resize(static_cast<size_t>(c.rows * p.fold_cols));
   const bool nvfp4 = o.scheme == Scheme::kNVFP4 || o.scheme == Scheme::kNVFP4_2D;
+  // Every distinct scale value s the operand uses goes through the same checks: the largest power of two
+  // (ref_exp) and whether all are powers of two (NVFP4's E4M3 scales need not be).
   int ref_exp = -1000;
-  for (int64_t r = 0; r < c.rows; ++r)
-    for (int64_t kb = 0; kb < p.fold_cols; ++kb) {
-      const float s = decode_scale(c, o, r, kb);
-      p.fold[r * p.fold_cols + kb] = s;
-      if (s > 0) ref_exp = std::max(ref_exp, std::ilogb(s));
-      if (!nvfp4 && s > 0 && std::ldexp(1.0f, std::ilogb(s)) != s) p.exact_bf16 = false;  // not a power of two
+  auto visit = [&](float s) {
+    if (s > 0) ref_exp = std::max(ref_exp, std::ilogb(s));
+    if (!nvfp4 && s > 0 && std::ldexp(1.0f, std::ilogb(s)) != s) p.exact_bf16 = false;  // not a power of two
+  };
+  bool present[256] = {};
+  if (float_scales(o.scheme)) {
+    p.fold_row_div = scale_row_div(o.scheme);
+    const int64_t fold_rows = (c.rows + p.fold_row_div - 1) / p.fold_row_div;
+    const float* s = c.scale.data_ptr<float>();
+    const int64_t ld = c.scale.size(1);
+    p.fold.resize(static_cast<size_t>(fold_rows * p.fold_cols));
+    for (int64_t q = 0; q < fold_rows; ++q)
+      for (int64_t kb = 0; kb < p.fold_cols; ++kb) visit(p.fold[q * p.fold_cols + kb] = s[q * ld + kb]);
+  } else {
+    p.scale_codes = c.scale.data_ptr<uint8_t>();
+    p.scale_ld = c.scale.size(1);
+    for (uint32_t code = 0; code < 256; ++code) p.fold_lut[code] = decode_scale_code(o.scheme, code);
+    if (!nvfp4) {  // (NVFP4 uses neither check)
+      for (int64_t r = 0; r < c.rows; ++r) {
+        const uint8_t* row = p.scale_codes + r * p.scale_ld;
+        for (int64_t kb = 0; kb < p.fold_cols; ++kb) present[row[kb]] = true;
+      }
+      for (uint32_t code = 0; code < 256; ++code)
+        if (present[code]) visit(p.fold_lut[code]);
     }
+  }
   if (nvfp4) {
     p.alpha = 1.0 / precision::nvfp4_global_encode_scale(c.global_amax.item<float>());
     return p;  // E2M1 x E4M3 products have <= 6 significant bits, >= 2^-10: exact BF16 normals
@@ -100,23 +159,148 @@ DecodePlan plan_for(const GemmOperand& op) {
   // remaining fold must stay a BF16 normal (the hardware flushes BF16 subnormals), else use the FP32 path.
   const float min_element = precision::decode_scalar(1u, o.element);
   p.alpha = std::ldexp(1.0, ref_exp);
-  for (float& f : p.fold) {
+  auto rescale = [&](float& f, bool used) {
     f = std::ldexp(f, -ref_exp);
-    if (f > 0 && f * min_element < 1.1754944e-38f) p.exact_bf16 = false;
-  }
+    if (used && f > 0 && f * min_element < 1.1754944e-38f) p.exact_bf16 = false;
+  };
+  for (float& f : p.fold) rescale(f, true);
+  for (uint32_t code = 0; code < 256; ++code)
+    if (p.scale_codes) rescale(p.fold_lut[code], present[code]);
   return p;
 }
 
+float fold_at(const DecodePlan& p, int64_t r, int64_t kb) {
+  if (p.scale_codes) return p.fold_lut[p.scale_codes[r * p.scale_ld + kb]];
+  return p.fold[(r / p.fold_row_div) * p.fold_cols + kb];
+}
+
 uint32_t code_at(const DecodePlan& p, int64_t r, int64_t k) {
-  const QuantizedCopyTensor& c = *p.op->copy;
-  const uint8_t* row = c.data.data_ptr<uint8_t>() + r * c.data.size(1);
+  const uint8_t* row = p.data + r * p.data_ld;
   return p.fp4 ? (row[k / 2] >> ((k % 2) * 4)) & 0xFu : row[k];
 }
 
 // Element (r, k) of the operand, dequantized except for alpha, in FP32.
 float value_at(const DecodePlan& p, int64_t r, int64_t k) {
   const float v = p.lut[code_at(p, r, k)];
-  return p.fold.empty() ? v : v * p.fold[r * p.fold_cols + k / p.block];
+  return p.block == 0 ? v : v * fold_at(p, r, k / p.block);
+}
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+#define NIBBLE_VECTOR_DECODE 1
+
+// The plan's 256-entry table of BF16 values as low and high bytes, 64 entries per register.
+struct ByteLut {
+  __m512i lo[4], hi[4];
+  explicit ByteLut(const DecodePlan& p) {
+    for (int j = 0; j < 4; ++j) {
+      lo[j] = _mm512_load_si512(p.lut16_lo + 64 * j);
+      hi[j] = _mm512_load_si512(p.lut16_hi + 64 * j);
+    }
+  }
+};
+
+// Byte 2j of the result is byte j of the first table, byte 2j + 1 byte j of the second (j < 32).
+alignas(64) constexpr uint8_t kInterleave[64] = {
+    0,  64, 1,  65, 2,  66, 3,  67, 4,  68, 5,  69, 6,  70, 7,  71, 8,  72, 9,  73, 10, 74,
+    11, 75, 12, 76, 13, 77, 14, 78, 15, 79, 16, 80, 17, 81, 18, 82, 19, 83, 20, 84, 21, 85,
+    22, 86, 23, 87, 24, 88, 25, 89, 26, 90, 27, 91, 28, 92, 29, 93, 30, 94, 31, 95};
+
+// 64 one-byte codes -> 64 BF16 values: w0 (codes 0..31) and w1 (32..63).
+inline void lookup64(const ByteLut& t, __m512i codes, __m512i& w0, __m512i& w1) {
+  const __m512i kLo = _mm512_load_si512(kInterleave);
+  const __m512i kHi = _mm512_add_epi8(kLo, _mm512_set1_epi8(32));
+  const __mmask64 top = _mm512_movepi8_mask(codes);  // code >= 128
+  const __m512i lo = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t.lo[0], codes, t.lo[1]),
+                                            _mm512_permutex2var_epi8(t.lo[2], codes, t.lo[3]));
+  const __m512i hi = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t.hi[0], codes, t.hi[1]),
+                                            _mm512_permutex2var_epi8(t.hi[2], codes, t.hi[3]));
+  w0 = _mm512_permutex2var_epi8(lo, kLo, hi);
+  w1 = _mm512_permutex2var_epi8(lo, kHi, hi);
+}
+
+// 32 BF16 values times FP32 folds (one per pair of values), truncated back to BF16: the FP32 product
+// value * fold, exactly as the scalar decode computes it.
+inline __m512i fold32(__m512i w, __m512 f) {
+  const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  const __m512i pe = _mm512_castps_si512(_mm512_mul_ps(even, f));
+  const __m512i po = _mm512_castps_si512(_mm512_mul_ps(odd, f));
+  return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(pe, 16), po);
+}
+
+// The folds of elements k..k+31 of row r, one per pair (k a multiple of 16, the block a multiple of 16).
+inline __m512 folds32(const DecodePlan& p, int64_t r, int64_t k) {
+  return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(fold_at(p, r, k / p.block)),
+                              _mm512_set1_ps(fold_at(p, r, (k + 16) / p.block)));
+}
+#endif
+
+// Row r, columns [k0, k0 + kc), as BF16: bits of value_at(p, r, k), which the plan made exact.
+void decode_row(const DecodePlan& p, int64_t r, int64_t k0, int64_t kc, uint16_t* out) {
+  const int64_t end = k0 + kc;
+  int64_t k = k0;
+#if NIBBLE_VECTOR_DECODE
+  const uint8_t* row = p.data + r * p.data_ld;
+  const bool folded = p.block != 0;
+  if (p.lut_bf16 && (!folded || p.block % 16 == 0)) {
+    // Scalar up to the first multiple of 32 (whole blocks and whole bytes from there), then vectors.
+    for (; k < end && k % 32 != 0; ++k) out[k - k0] = float_to_bf16_exact(value_at(p, r, k));
+    if (p.fp4) {
+      const __m512i table = _mm512_maskz_loadu_epi16(0xFFFF, p.lut16);
+      const __m512i nib = _mm512_set1_epi32(0xF);
+      for (; k + 32 <= end; k += 32) {
+        const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k / 2)));
+        const __m512i idx = _mm512_or_si512(_mm512_and_si512(d, nib), _mm512_slli_epi32(_mm512_srli_epi32(d, 4), 16));
+        __m512i w = _mm512_permutexvar_epi16(idx, table);
+        if (folded) w = fold32(w, folds32(p, r, k));
+        _mm512_storeu_si512(out + (k - k0), w);
+      }
+    } else {
+      const ByteLut t(p);
+      for (; k + 64 <= end; k += 64) {
+        __m512i w0, w1;
+        lookup64(t, _mm512_loadu_si512(row + k), w0, w1);
+        if (folded) {
+          w0 = fold32(w0, folds32(p, r, k));
+          w1 = fold32(w1, folds32(p, r, k + 32));
+        }
+        _mm512_storeu_si512(out + (k - k0), w0);
+        _mm512_storeu_si512(out + (k - k0) + 32, w1);
+      }
+    }
+  }
+#endif
+  for (; k < end; ++k) out[k - k0] = float_to_bf16_exact(value_at(p, r, k));
+}
+
+// FP32 -> BF16, RNE with satfinite (as encode_scalar to kBF16: Inf and overflow give ±max, NaN 0x7FC0).
+void f32_to_bf16_row(const float* in, int64_t n, uint16_t* out) {
+  int64_t k = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  const __m512i one = _mm512_set1_epi32(1), round = _mm512_set1_epi32(0x7FFF), abs = _mm512_set1_epi32(0x7FFFFFFF);
+  const __m512i inf = _mm512_set1_epi32(0x7F800000), max_bf16 = _mm512_set1_epi32(0x7F7F);
+  for (; k + 16 <= n; k += 16) {
+    const __m512i u = _mm512_loadu_si512(in + k);
+    const __m512i a = _mm512_and_si512(u, abs);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, round), _mm512_and_si512(_mm512_srli_epi32(u, 16), one)), 16);
+    // |rounded| reached the Inf pattern (overflow, or an Inf input): ±max. NaN: the canonical NaN.
+    const __mmask16 big = _mm512_cmpge_epu32_mask(_mm512_slli_epi32(r, 17), _mm512_slli_epi32(_mm512_srli_epi32(inf, 16), 17));
+    r = _mm512_mask_or_epi32(r, big, _mm512_and_si512(r, _mm512_set1_epi32(0x8000)), max_bf16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epu32_mask(a, inf), _mm512_set1_epi32(0x7FC0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm512_cvtepi32_epi16(r));
+  }
+#endif
+  for (; k < n; ++k) out[k] = float_to_bf16_rne(in[k]);
+}
+
+// Rows are decoded one after the other, each a short run of a long row (one K block): too short for the
+// hardware prefetcher to pick up, so the row kPrefetchRows ahead is requested explicitly.
+constexpr int64_t kPrefetchRows = 2;
+
+void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i);
+  if (bytes > 0) __builtin_prefetch(c + bytes - 1);
 }
 
 cpu::RowSource bf16_source(const DecodePlan& p) {
@@ -127,19 +311,27 @@ cpu::RowSource bf16_source(const DecodePlan& p) {
       const auto* base = reinterpret_cast<const uint16_t*>(d.data_ptr());
       const int64_t ld = d.size(1);
       return [base, ld](int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t* out, int64_t ldo) {
-        for (int64_t r = 0; r < nr; ++r) std::memcpy(out + r * ldo, base + (r0 + r) * ld + k0, kc * 2);
+        for (int64_t r = 0; r < nr; ++r) {
+          if (r + kPrefetchRows < nr) prefetch_bytes(base + (r0 + r + kPrefetchRows) * ld + k0, kc * 2);
+          std::memcpy(out + r * ldo, base + (r0 + r) * ld + k0, kc * 2);
+        }
       };
     }
     const float* base = d.data_ptr<float>();
     const int64_t ld = d.size(1);
     return [base, ld](int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t* out, int64_t ldo) {
-      for (int64_t r = 0; r < nr; ++r)
-        for (int64_t k = 0; k < kc; ++k) out[r * ldo + k] = float_to_bf16_rne(base[(r0 + r) * ld + k0 + k]);
+      for (int64_t r = 0; r < nr; ++r) {
+        if (r + kPrefetchRows < nr) prefetch_bytes(base + (r0 + r + kPrefetchRows) * ld + k0, kc * 4);
+        f32_to_bf16_row(base + (r0 + r) * ld + k0, kc, out + r * ldo);
+      }
     };
   }
   return [&p](int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t* out, int64_t ldo) {
-    for (int64_t r = 0; r < nr; ++r)
-      for (int64_t k = 0; k < kc; ++k) out[r * ldo + k] = float_to_bf16_exact(value_at(p, r0 + r, k0 + k));
+    const int64_t b0 = p.fp4 ? k0 / 2 : k0, bytes = (p.fp4 ? (k0 + kc + 1) / 2 : k0 + kc) - b0;
+    for (int64_t r = 0; r < nr; ++r) {
+      if (r + kPrefetchRows < nr) prefetch_bytes(p.data + (r0 + r + kPrefetchRows) * p.data_ld + b0, bytes);
+      decode_row(p, r0 + r, k0, kc, out + r * ldo);
+    }
   };
 }
 
@@ -153,6 +345,23 @@ torch::Tensor f32_panel(const DecodePlan& p, int64_t r0, int64_t nr) {
   for (int64_t r = 0; r < nr; ++r)
     for (int64_t k = 0; k < K; ++k) o[r * K + k] = value_at(p, r0 + r, k);
   return out;
+}
+
+// A large fresh output is first touched by the GEMM, 4 KiB page fault by page fault (for a 4096 x 4096
+// FP32 result that is ~10% of the GEMM's time): ask for transparent huge pages, as torch's own allocator
+// does under THP_MEM_ALLOC_ENABLE. Only from 32 MiB, where glibc always maps fresh memory (smaller blocks
+// are recycled from the heap already faulted in, and measured slower with huge pages). Advisory only.
+void advise_huge_pages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (bytes < (size_t{32} << 20)) return;
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 void check_dense(const torch::Tensor& t, const std::string& what) {
@@ -211,8 +420,11 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
   }
   const DecodePlan pa = plan_for(a), pb = plan_for(b);
   torch::Tensor raw = torch::empty({M, N}, torch::TensorOptions().dtype(torch::kFloat32));
+  advise_huge_pages(raw.data_ptr(), static_cast<size_t>(M * N) * sizeof(float));
+  const float alpha = static_cast<float>(pa.alpha * pb.alpha);
   if (pa.exact_bf16 && pb.exact_bf16) {
-    cpu::gemm_bf16_tn(M, N, K, bf16_source(pa), bf16_source(pb), raw.data_ptr<float>(), N);
+    // alpha is applied inside, as the last K block is stored: the same FP32 product as raw.mul_(alpha).
+    cpu::gemm_bf16_tn(M, N, K, bf16_source(pa), bf16_source(pb), raw.data_ptr<float>(), N, alpha);
   } else {
     // FP32 path over panels of A: never a full FP32 copy of A; B's FP32 panel is reused for every A panel.
     constexpr int64_t kPanel = 256;
@@ -223,9 +435,8 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
         raw.narrow(0, m0, ap.size(0)).narrow(1, n0, bp.size(0)).copy_(torch::mm(ap, bp.t()));
       }
     }
+    if (alpha != 1.0f) raw.mul_(alpha);
   }
-  const float alpha = static_cast<float>(pa.alpha * pb.alpha);
-  if (alpha != 1.0f) raw.mul_(alpha);
   if (options.bias) raw.add_(options.bias->to(torch::kFloat32));
   if (options.accumulate) {
     options.accumulate->add_(raw);

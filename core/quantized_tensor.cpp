@@ -5,13 +5,16 @@
 namespace nibble::nn {
 namespace {
 
-QuantizedCopyTensor allocate(const precision::CopyLayout& L) {
+QuantizedCopyTensor allocate(const precision::CopyLayout& L, precision::Scheme scheme) {
   const auto u8 = torch::TensorOptions().dtype(torch::kUInt8);
   QuantizedCopyTensor t;
   t.rows = L.rows;
   t.cols = L.cols;
   t.data = torch::empty({L.rows, L.data_row_bytes}, u8);
-  t.scale = torch::empty({L.scale_rows, L.scale_cols}, L.scale_storage == precision::ScaleStorage::kFloat32
+  // A per-tensor scale is a 1-element vector; block scales are (rows, blocks) matrices.
+  const std::vector<int64_t> scale_shape =
+      scheme == precision::Scheme::kFP8Tensor ? std::vector<int64_t>{1} : std::vector<int64_t>{L.scale_rows, L.scale_cols};
+  t.scale = torch::empty(scale_shape, L.scale_storage == precision::ScaleStorage::kFloat32
                                                            ? torch::TensorOptions().dtype(torch::kFloat32)
                                                            : u8);
   t.global_amax = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32));
@@ -56,11 +59,11 @@ QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOption
   q.shape = x.sizes().vec();
   precision::QuantizedCopy row_view, col_view;
   if (options.rowwise) {
-    q.rowwise = allocate(precision::copy_layout(options, in.rows, in.cols));
+    q.rowwise = allocate(precision::copy_layout(options, in.rows, in.cols), options.scheme);
     row_view = q.rowwise->view();
   }
   if (options.columnwise) {
-    q.columnwise = allocate(precision::copy_layout(options, in.cols, in.rows));
+    q.columnwise = allocate(precision::copy_layout(options, in.cols, in.rows), options.scheme);
     col_view = q.columnwise->view();
   }
   const precision::QuantizeStats stats = precision::quantize(in, options, options.rowwise ? &row_view : nullptr,

@@ -117,8 +117,8 @@ NIBBLE_HOST_DEVICE int count_leading_zeros(uint32_t x) {
 #endif
 }
 
-// Stochastic-rounding random bits: `r` uniform bits (1..16) that `stochastic` rounding adds just below the
-// kept mantissa bits before truncating (NUMERICS.md: r = 8 mirrors the hardware cvt.rs instruction).
+// Stochastic-rounding random bits: `count` uniform bits (1..16) that `stochastic` rounding adds just below
+// the kept mantissa bits before truncating (NUMERICS.md: r = 8 mirrors the hardware cvt.rs instruction).
 struct RandomBits {
   uint32_t value = 0;
   int count = 8;
@@ -130,57 +130,78 @@ struct RandomBits {
 // first: the bulk kernels report NaN as an error by default).
 // For unsigned formats a negative input has no representation: it encodes to NaN where the format has one.
 // Returns the code in the low fmt.bits() bits.
+//
+// Written without branches on the value and in 32-bit arithmetic only, so that a loop over elements with a
+// constant `fmt` and `rounding` vectorises (the CPU bulk kernels rely on it); the special inputs (NaN,
+// negative to unsigned) are selected at the end instead of returned early.
 NIBBLE_HOST_DEVICE uint32_t encode_scalar(float x, Format fmt, Rounding rounding, RandomBits random = {}) {
   const uint32_t u = float_bits(x);
-  const uint32_t sign = u >> 31;
+  const bool negative = (u >> 31) != 0;
   const uint32_t a = u & 0x7FFFFFFFu;
-  if (a > 0x7F800000u) return fmt.has_nan() ? fmt.nan_code() : fmt.max_finite_code();
-  if (!fmt.is_signed && sign && a != 0) return fmt.has_nan() ? fmt.nan_code() : 0u;
-  const uint32_t sign_code = (fmt.is_signed && sign) ? fmt.sign_bit() : 0u;
 
-  // Significand with its implicit bit at bit 23, and the unbiased exponent. FP32 subnormals are normalised
-  // so that formats without subnormals (E8M0, whose smallest value 2^-127 is an FP32 subnormal) see them
-  // on their own grid.
-  const int exp32 = static_cast<int>(a >> 23);
-  uint64_t sig = (a & 0x7FFFFFu) | 0x800000u;
-  int e_unbiased = exp32 - 127;
-  if (exp32 == 0) {
-    const uint32_t man = a & 0x7FFFFFu;
-    const int shift = man ? count_leading_zeros(man) - 8 : 0;
-    sig = static_cast<uint64_t>(man) << shift;
-    e_unbiased = -126 - shift;
+  // |x| = sig * 2^(e_unbiased - 23) with sig < 2^24. FP32 subnormals keep the exponent of the smallest
+  // normal (sig without implicit bit). With subnormals and bias <= 127 that is the same value in the
+  // format's subnormal range, where only the value counts; otherwise (E8M0: no subnormals, and its
+  // smallest value 2^-127 is an FP32 subnormal) they are normalised to be seen on the format's own grid.
+  // (Normalising always would give the same codes, but the data-dependent shift stops GCC 12 from
+  // vectorising the bulk loops; with a constant format this branch folds away.)
+  const uint32_t exp32 = a >> 23;
+  const uint32_t man = a & 0x7FFFFFu;
+  uint32_t sig = exp32 != 0 ? (man | 0x800000u) : man;
+  int e_unbiased = (exp32 != 0 ? static_cast<int>(exp32) : 1) - 127;
+  if (!fmt.has_subnormals || fmt.bias > 127) {
+    const int shift = (exp32 == 0 && man != 0) ? count_leading_zeros(man) - 8 : 0;
+    sig <<= shift;
+    e_unbiased -= shift;
   }
   const int e_field = e_unbiased + fmt.bias;  // the target exponent field, if x were normal there
 
-  // Every code is base + (significand >> drop): below the smallest normal, the format's subnormals keep
+  // Every code is base + (sig >> drop) rounded: below the smallest normal, the format's subnormals keep
   // the exponent fixed and drop more bits; a carry out of the mantissa lands in the next exponent exactly.
   const int min_field = fmt.has_subnormals ? 1 : 0;
-  int drop = 23 - fmt.mbits + (e_field < min_field ? (min_field - e_field) : 0);
-  if (drop > 48) drop = 48;  // everything is below half an ulp by then; keep the shifts defined
   const int field = e_field < min_field ? min_field : e_field;
+  int drop = 23 - fmt.mbits + (field - e_field);  // >= 13 (mbits <= 10)
   // With subnormals the implicit bit of sig >> drop adds one to the exponent field, hence field - 1.
-  const int64_t base = static_cast<int64_t>(field - 1) << fmt.mbits;
+  const int32_t base = (field - 1) * (int32_t{1} << fmt.mbits);
 
-  uint64_t kept = sig >> drop;
-  const uint64_t rem = sig & ((uint64_t{1} << drop) - 1u);
+  // kept = sig >> drop, and the dropped bits as a 32-bit binary fraction of one code step (bit 31 = half a
+  // step). drop is capped where the outcome can no longer change, which keeps every shift below 32.
+  uint32_t kept, frac;
+  if (rounding == Rounding::kStochastic) {
+    // Past 40 nothing rounds up: sig < 2^24 stays below one step minus the largest random add (16 bits).
+    // Past 32 the fraction is truncated to 32 bits, which cannot change its comparison below with a whole
+    // number of 2^-32 steps.
+    if (drop > 40) drop = 40;
+    kept = sig >> (drop < 24 ? drop : 24);  // sig >> 24 is already 0
+    frac = drop <= 24 ? sig << (32 - drop) : (sig << 8) >> (drop - 24);
+  } else {
+    // Past 25 the whole significand (< 2^24) is below half a step: RNE and truncation both give 0.
+    if (drop > 25) drop = 25;
+    kept = sig >> drop;
+    frac = sig << (32 - drop);
+  }
+
+  uint32_t up = 0;
   if (rounding == Rounding::kNearestEven) {
-    const uint64_t half = uint64_t{1} << (drop - 1);
     // Ties go to the even *code*; for mbits = 0 (E8M0) the code's last bit is the exponent's, not kept's.
-    const bool odd = ((static_cast<uint64_t>(base) + kept) & 1u) != 0;
-    kept += (rem > half || (rem == half && odd)) ? 1u : 0u;
+    const uint32_t odd = (static_cast<uint32_t>(base) + kept) & 1u;
+    up = static_cast<uint32_t>(frac > 0x80000000u) | (static_cast<uint32_t>(frac == 0x80000000u) & odd);
   } else if (rounding == Rounding::kStochastic) {
-    const uint64_t r = random.value & ((1u << random.count) - 1u);
-    const uint64_t aligned = drop >= random.count ? (r << (drop - random.count)) : (r >> (random.count - drop));
-    kept = (sig + aligned) >> drop;
+    // Round up when the random bits, placed just below the kept bits, carry into them: frac + r * 2^-count
+    // reaches one step exactly when the 32-bit sum of the two fractions overflows.
+    const uint32_t r = random.value & ((1u << random.count) - 1u);
+    up = frac > ~(r << (32 - random.count)) ? 1u : 0u;
   }
-  int64_t code = base + static_cast<int64_t>(kept);
-  if (!fmt.has_subnormals && e_field < 0) {
-    // No zero and no subnormals (E8M0): everything below 2^-bias sits nearest to the smallest code.
-    code = 0;
-  }
+  int32_t code = base + static_cast<int32_t>(kept + up);
+  // No zero and no subnormals (E8M0): everything below 2^-bias sits nearest to the smallest code.
+  if (!fmt.has_subnormals && e_field < 0) code = 0;
   if (code < 0) code = 0;
-  if (code > static_cast<int64_t>(fmt.max_finite_code())) code = fmt.max_finite_code();
-  return sign_code | static_cast<uint32_t>(code);
+  if (code > static_cast<int32_t>(fmt.max_finite_code())) code = static_cast<int32_t>(fmt.max_finite_code());
+
+  uint32_t result = static_cast<uint32_t>(code) | ((fmt.is_signed && negative) ? fmt.sign_bit() : 0u);
+  if (!fmt.is_signed && (negative & (a != 0))) result = fmt.has_nan() ? fmt.nan_code() : 0u;
+  if (a > 0x7F800000u) result = fmt.has_nan() ? fmt.nan_code() : fmt.max_finite_code();
+  return result;
 }
 
 // Decodes a code (low fmt.bits() bits) to float32; exact for every format here.

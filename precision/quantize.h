@@ -13,6 +13,7 @@ namespace nibble::precision {
 enum class Scheme : uint8_t {
   kFP8Tensor,         // per-tensor current (or delayed) scaling, E4M3 or E5M2
   kFP8Block128,       // 1x128 blocks, FP32 scales
+  kFP8Block16,        // 1x16 blocks, FP32 scales (COAT's compression of saved activations)
   kFP8Block128x128,   // 128x128 tiles, FP32 scales
   kMXFP8,             // 1x32 blocks, E8M0 scales
   kNVFP4,             // 1x16 blocks, UE4M3 scales + FP32 global

@@ -1,16 +1,36 @@
-// BF16 GEMM in the GotoBLAS shape: K is cut into blocks of kKc; per block, B is packed into 32-column
-// panels of (k-pair, column) 32-bit words and A into 8-row micro-panels of k-pairs; an 8x32 micro-kernel
-// keeps 16 zmm accumulators and issues one vdpbf16ps per (row, 16 columns, k-pair): each instruction
-// multiplies two BF16 pairs exactly and adds them into FP32.
+// BF16 GEMM in the GotoBLAS shape. K is cut into blocks of at most kKcMax (balanced, multiples of 32).
+// Per block, both operands are decoded (RowSource, once per panel) and packed:
+//   A: row-major rows of k-pairs with a fixed stride of kLdaW 32-bit words, so a micro-kernel reads the
+//      k-pair p of its row i at a[i * kLdaW + p] (a constant displacement: one pointer, no index math);
+//   B: 32-column panels of (k-pair, column) 32-bit words, transposed 16 x 16 words at a time.
+// A kMr x 32 micro-kernel keeps 2 * kMr zmm accumulators (28 of the 32 registers) and issues, per k-pair,
+// two loads of B, kMr broadcasts of A and 2 * kMr vdpbf16ps; each multiplies BF16 pairs exactly and adds
+// them into FP32. C is updated straight from the registers (masked at the N edge, a smaller kMr at the M
+// edge): stored on the first K block, added to on the others, multiplied by alpha on the last.
+//
+// Threads: one parallel region for the whole GEMM and no barrier inside it. The work is one ordered list
+// of tasks, K block by K block: packing tasks (A row chunks, B panels), then tile tasks (kMc x kNc blocks
+// of C). Threads claim tasks in that order from an atomic counter; a task waits (on completion stamps)
+// only for the tasks whose results it reads or whose buffer it overwrites. Packed buffers alternate
+// between two slots, so packing block k+1 overlaps the last tiles of block k, and a thread descheduled by
+// other work on the machine stalls only the tasks that depend on its own.
 #include "core/cpu/gemm_bf16.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
-#include <vector>
+#include <memory>
+#include <new>
+#include <thread>
+#include <utility>
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__)
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #define NIBBLE_NATIVE_BF16 1
 #endif
@@ -18,69 +38,229 @@
 namespace nibble::nn::cpu {
 namespace {
 
-constexpr int64_t kMr = 8;    // rows of A per micro-kernel
-constexpr int64_t kNr = 32;   // columns of B per micro-kernel (two zmm of 16 floats)
-constexpr int64_t kKc = 384;  // K per block (even): a B micro-panel (32 x 384 BF16 = 24 KiB) stays in L1
-constexpr int64_t kMc = 192;  // rows of A per packed block (192 x 384 BF16 = 144 KiB, in L2)
+constexpr int kMr = 14;                       // rows of A per micro-kernel (2 * 14 accumulators)
+constexpr int kNr = 32;                       // columns of B per micro-kernel (two zmm of 16 floats)
+constexpr int64_t kKcMax = 1024;              // K per block (a multiple of 32)
+constexpr int64_t kLda = kKcMax + 32;         // packed A row stride in BF16; +64 B keeps rows off 4 KiB aliasing
+constexpr int64_t kLdaW = kLda / 2;           // ... in 32-bit k-pair words
+constexpr int64_t kBPanelW = kNr * (kKcMax / 2);  // words per packed B panel
+constexpr int64_t kMc = 16 * kMr;             // rows of C per tile (A block 224 x 1024 BF16 = 448 KiB, in L2)
+constexpr int64_t kNc = 4 * kNr;              // columns of C per tile (~60 MFLOP per tile and K block)
+constexpr int64_t kAChunk = 4 * kMr;          // rows of A per packing task
 
-int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
-// Packs rows [r0, r0 + nr) x k-block of an operand into panels of `width` rows: for each panel, for each
-// k-pair p, `width` 32-bit words (row i's elements 2p and 2p+1). Rows past nr and the odd k tail are zero.
-void pack_panels(const RowSource& src, int64_t r0, int64_t nr, int64_t k0, int64_t kc, int64_t width,
-                 uint32_t* packed, std::vector<uint16_t>& scratch) {
-  const int64_t kc_even = round_up(kc, 2);
-  scratch.assign(static_cast<size_t>(width * kc_even), 0);
-  for (int64_t p0 = 0; p0 < nr; p0 += width) {
-    const int64_t rows = std::min(width, nr - p0);
-    std::fill(scratch.begin(), scratch.end(), uint16_t{0});
-    src(r0 + p0, rows, k0, kc, scratch.data(), kc_even);
-    uint32_t* panel = packed + (p0 / width) * width * (kc_even / 2);
-    for (int64_t p = 0; p < kc_even / 2; ++p)
-      for (int64_t i = 0; i < width; ++i) {
-        const uint16_t lo = scratch[i * kc_even + 2 * p], hi = scratch[i * kc_even + 2 * p + 1];
-        panel[p * width + i] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+// A 64-byte aligned scratch buffer, kept per calling thread and grown on demand, so repeated GEMMs of the
+// same shapes neither allocate nor page-fault.
+struct Workspace {
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> mem;
+  size_t bytes = 0;
+  void* get(size_t need) {
+    need = round_up(static_cast<int64_t>(need), 4096);
+    if (need > bytes) {
+      mem.reset();
+      void* p = std::aligned_alloc(4096, need);
+      if (!p) throw std::bad_alloc();
+      mem.reset(p);
+      bytes = need;
+    }
+    return mem.get();
+  }
+};
+
+// ---- micro-kernels ------------------------------------------------------------------------------------
+
+// C[i, j] (i < MR, j < nr) = alpha? (C? + sum_p A[i, p] · B[p, j]) over `pairs` k-pairs; A row-major with
+// stride kLdaW words, B a packed panel of kNr words per pair.
+struct Update {
+  bool load_c;   // add to C (not the first K block)
+  bool scale;    // multiply by alpha (the last K block, alpha != 1)
+  float alpha;
+};
+
+#if NIBBLE_NATIVE_BF16
+template <int MR, bool kMasked>
+void micro_kernel(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t pairs, float* c, int64_t ldc,
+                  Update u, __mmask16 m0, __mmask16 m1) {
+  __m512 acc[MR][2];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+  }
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * kNr);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + p * kNr + 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i * kLdaW + p]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], b0, ai);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], b1, ai);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(u.alpha);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    float* row = c + i * ldc;
+    __m512 v0 = acc[i][0], v1 = acc[i][1];
+    if constexpr (kMasked) {
+      if (u.load_c) {
+        v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, row), v0);
+        v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, row + 16), v1);
       }
+      if (u.scale) {
+        v0 = _mm512_mul_ps(v0, va);
+        v1 = _mm512_mul_ps(v1, va);
+      }
+      _mm512_mask_storeu_ps(row, m0, v0);
+      _mm512_mask_storeu_ps(row + 16, m1, v1);
+    } else {
+      if (u.load_c) {
+        v0 = _mm512_add_ps(_mm512_loadu_ps(row), v0);
+        v1 = _mm512_add_ps(_mm512_loadu_ps(row + 16), v1);
+      }
+      if (u.scale) {
+        v0 = _mm512_mul_ps(v0, va);
+        v1 = _mm512_mul_ps(v1, va);
+      }
+      _mm512_storeu_ps(row, v0);
+      _mm512_storeu_ps(row + 16, v1);
+    }
   }
 }
 
-[[maybe_unused]] float bf16_to_float(uint32_t bits16) {
+using KernelFn = void (*)(const uint32_t*, const uint32_t*, int64_t, float*, int64_t, Update, __mmask16, __mmask16);
+
+template <bool kMasked, size_t... I>
+constexpr std::array<KernelFn, kMr + 1> kernel_table(std::index_sequence<I...>) {
+  return {nullptr, &micro_kernel<static_cast<int>(I) + 1, kMasked>...};
+}
+constexpr auto kFull = kernel_table<false>(std::make_index_sequence<kMr>{});
+constexpr auto kMaskedN = kernel_table<true>(std::make_index_sequence<kMr>{});
+
+void run_kernel(int mr, int nr, const uint32_t* a, const uint32_t* b, int64_t pairs, float* c, int64_t ldc, Update u) {
+  if (nr == kNr) {
+    kFull[mr](a, b, pairs, c, ldc, u, 0xFFFF, 0xFFFF);
+  } else {
+    const __mmask16 m0 = static_cast<__mmask16>(nr >= 16 ? 0xFFFFu : (1u << nr) - 1u);
+    const __mmask16 m1 = static_cast<__mmask16>(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
+    kMaskedN[mr](a, b, pairs, c, ldc, u, m0, m1);
+  }
+}
+
+// Transposes a 16 x 16 matrix of 32-bit words held in 16 registers (row i in r[i]) in place.
+inline void transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 16; i += 4) {  // r[i + e], lane L: element 4L + e of rows i..i+3
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {
+    const __m512i u0 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0x88);
+    const __m512i u1 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xDD);
+    const __m512i u2 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x88);
+    const __m512i u3 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xDD);
+    t[e] = _mm512_shuffle_i32x4(u0, u2, 0x88);
+    t[8 + e] = _mm512_shuffle_i32x4(u0, u2, 0xDD);
+    t[4 + e] = _mm512_shuffle_i32x4(u1, u3, 0x88);
+    t[12 + e] = _mm512_shuffle_i32x4(u1, u3, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+#else
+float bf16_to_float(uint32_t bits16) {
   const uint32_t u = bits16 << 16;
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
 
-// acc (kMr x kNr, row-major) = A micro-panel · B micro-panel over `pairs` k-pairs.
-void micro_kernel(const uint32_t* a, const uint32_t* b, int64_t pairs, float* acc) {
-#if NIBBLE_NATIVE_BF16
-  __m512 c[kMr][2];
-  for (int i = 0; i < kMr; ++i) c[i][0] = c[i][1] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + p * kNr);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + p * kNr + 16);
-    for (int i = 0; i < kMr; ++i) {
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[p * kMr + i]));
-      c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
-      c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
-    }
-  }
-  for (int i = 0; i < kMr; ++i) {
-    _mm512_storeu_ps(acc + i * kNr, c[i][0]);
-    _mm512_storeu_ps(acc + i * kNr + 16, c[i][1]);
-  }
-#else
-  for (int64_t i = 0; i < kMr * kNr; ++i) acc[i] = 0.0f;
+void run_kernel(int mr, int nr, const uint32_t* a, const uint32_t* b, int64_t pairs, float* c, int64_t ldc, Update u) {
+  float acc[kMr * kNr] = {};
   for (int64_t p = 0; p < pairs; ++p)
-    for (int64_t i = 0; i < kMr; ++i) {
-      const uint32_t av = a[p * kMr + i];
+    for (int i = 0; i < mr; ++i) {
+      const uint32_t av = a[i * kLdaW + p];
       const float a0 = bf16_to_float(av & 0xFFFFu), a1 = bf16_to_float(av >> 16);
-      for (int64_t j = 0; j < kNr; ++j) {
+      for (int j = 0; j < nr; ++j) {
         const uint32_t bv = b[p * kNr + j];
-        acc[i * kNr + j] += a0 * bf16_to_float(bv & 0xFFFFu) + a1 * bf16_to_float(bv >> 16);
+        float& s = acc[i * kNr + j];
+        s += a1 * bf16_to_float(bv >> 16);
+        s += a0 * bf16_to_float(bv & 0xFFFFu);
       }
     }
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) {
+      float v = acc[i * kNr + j];
+      if (u.load_c) v = c[i * ldc + j] + v;
+      if (u.scale) v *= u.alpha;
+      c[i * ldc + j] = v;
+    }
+}
 #endif
+
+// Spins briefly, then yields the core (the thread it waits for may need it on a loaded machine).
+template <class Ready>
+void wait_until(Ready ready) {
+  for (int spins = 0; !ready(); ++spins) {
+    if (spins < 256) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+// ---- packing ------------------------------------------------------------------------------------------
+
+// Rows [r0, r0 + nr) x [k0, k0 + kc) of A, row-major with stride kLda BF16; an odd kc gets a zero after it.
+void pack_a(const RowSource& src, int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t* packed) {
+  uint16_t* out = packed + r0 * kLda;
+  src(r0, nr, k0, kc, out, kLda);
+  if (kc % 2)
+    for (int64_t r = 0; r < nr; ++r) out[r * kLda + kc] = 0;
+}
+
+// One kNr-column panel of B: rows [n0, n0 + nr) decoded into `scratch` (kNr rows, stride kLda), then
+// transposed into packed[p * kNr + j] = (B[n0 + j, k0 + 2p], B[n0 + j, k0 + 2p + 1]). Rows past nr and the
+// odd-k tail are zero.
+void pack_b(const RowSource& src, int64_t n0, int64_t nr, int64_t k0, int64_t kc, uint16_t* scratch, uint32_t* packed) {
+  const int64_t kce = round_up(kc, 2), pairs = kce / 2;
+  src(n0, nr, k0, kc, scratch, kLda);
+  if (kc % 2)
+    for (int64_t r = 0; r < nr; ++r) scratch[r * kLda + kc] = 0;
+  for (int64_t r = nr; r < kNr; ++r) std::memset(scratch + r * kLda, 0, static_cast<size_t>(kce) * 2);
+  int64_t p = 0;
+#if NIBBLE_NATIVE_BF16
+  for (; p + 16 <= pairs; p += 16)
+    for (int h = 0; h < 2; ++h) {
+      __m512i r[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512(scratch + (16 * h + j) * kLda + 2 * p);
+      transpose16x16(r);
+#pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q) _mm512_store_si512(packed + (p + q) * kNr + 16 * h, r[q]);
+    }
+#endif
+  for (; p < pairs; ++p)
+    for (int64_t j = 0; j < kNr; ++j) std::memcpy(packed + p * kNr + j, scratch + j * kLda + 2 * p, 4);
 }
 
 }  // namespace
@@ -93,51 +273,90 @@ bool gemm_bf16_has_native_kernel() {
 #endif
 }
 
-void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const RowSource& b, float* c, int64_t ldc) {
+int64_t gemm_bf16_k_block() { return kKcMax; }
+
+void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const RowSource& b, float* c, int64_t ldc,
+                  float alpha) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc, c + m * ldc + N, 0.0f);
     return;
   }
-  const int64_t n_panels = round_up(N, kNr) / kNr;
-  std::vector<uint32_t> packed_b(static_cast<size_t>(n_panels * kNr * (kKc / 2)));
-  const int64_t m_blocks = round_up(M, kMc) / kMc;
-  for (int64_t k0 = 0; k0 < K; k0 += kKc) {
-    const int64_t kc = std::min(kKc, K - k0);
-    const int64_t pairs = round_up(kc, 2) / 2;
-    const bool first = k0 == 0;
-#pragma omp parallel
-    {
-      std::vector<uint16_t> scratch;
-      // B: every thread packs a share of the 32-column panels.
-#pragma omp for schedule(static)
-      for (int64_t p = 0; p < n_panels; ++p) {
-        const int64_t n0 = p * kNr;
-        pack_panels(b, n0, std::min(kNr, N - n0), k0, kc, kNr, packed_b.data() + p * kNr * pairs, scratch);
+  // Balanced K blocks: as few as kKcMax allows, each a multiple of 32 (whole 16-pair transposes).
+  const int64_t kc = std::min(kKcMax, round_up(ceil_div(K, ceil_div(K, kKcMax)), 32));
+  const int64_t nkb = ceil_div(K, kc);
+  const int64_t n_panels = ceil_div(N, kNr), a_chunks = ceil_div(M, kAChunk);
+  const int64_t n_tiles = ceil_div(N, kNc), tiles = ceil_div(M, kMc) * n_tiles;
+  const int64_t packs = n_panels + a_chunks, per_block = packs + tiles, tasks = per_block * nkb;
+  const int slots = nkb > 1 ? 2 : 1;
+
+  // Small problems are not worth waking the other threads for.
+  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  const int threads = flops < 4e6 ? 1 : std::max(1, omp_get_max_threads());
+
+  // Workspace: per slot, packed A (M rows of kLdaW words) and B (n_panels panels); per thread, B scratch.
+  const int64_t a_words = round_up(M * kLdaW, 16), b_words = n_panels * kBPanelW, slot_words = a_words + b_words;
+  const int64_t scratch_words = kNr * kLda / 2;
+  thread_local Workspace workspace;
+  uint32_t* const buffers =
+      static_cast<uint32_t*>(workspace.get(static_cast<size_t>(slot_words * slots + scratch_words * threads) * 4));
+  uint16_t* const scratch_base = reinterpret_cast<uint16_t*>(buffers + slot_words * slots);
+
+  // Completion stamps: pack_stamp[slot][task] = K block + 1 last packed there; tile_stamp[tile] = K blocks
+  // accumulated into that tile of C; block_tiles[kb] = tiles of block kb done.
+  std::unique_ptr<std::atomic<int64_t>[]> stamps(new std::atomic<int64_t>[static_cast<size_t>(2 * packs + tiles + nkb)]);
+  for (int64_t i = 0; i < 2 * packs + tiles + nkb; ++i) stamps[i].store(0, std::memory_order_relaxed);
+  std::atomic<int64_t>* const tile_stamp = stamps.get() + 2 * packs;
+  std::atomic<int64_t>* const block_tiles = tile_stamp + tiles;
+  std::atomic<int64_t> next{0};
+
+  // Tasks are claimed in one global order (K block by K block: its packing tasks, then its C tiles) and
+  // each waits only for what it reads or overwrites, all of it earlier in that order (so no deadlock):
+  //   packing block kb into slot kb % 2: every tile of block kb - 2 (the slot's previous user) is done;
+  //   a tile of block kb: the A chunks and B panels it reads are packed, and its block kb - 1 is in C.
+  // A thread held up elsewhere on the machine stalls only the tasks that need its own.
+#pragma omp parallel num_threads(threads)
+  {
+    uint16_t* const scratch = scratch_base + static_cast<int64_t>(omp_get_thread_num()) * scratch_words * 2;
+    for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
+      const int64_t kb = t / per_block, task = t % per_block;
+      const int64_t k0 = kb * kc, kcb = std::min(kc, K - k0);
+      const int64_t slot = kb % slots;
+      uint32_t* const pa = buffers + slot * slot_words;
+      uint32_t* const pb = pa + a_words;
+      std::atomic<int64_t>* const packed = stamps.get() + slot * packs;
+      if (task < packs) {
+        if (kb >= 2) wait_until([&] { return block_tiles[kb - 2].load(std::memory_order_acquire) == tiles; });
+        if (task < n_panels) {
+          const int64_t n0 = task * kNr;
+          pack_b(b, n0, std::min<int64_t>(kNr, N - n0), k0, kcb, scratch, pb + task * kBPanelW);
+        } else {
+          const int64_t r0 = (task - n_panels) * kAChunk;
+          pack_a(a, r0, std::min(kAChunk, M - r0), k0, kcb, reinterpret_cast<uint16_t*>(pa));
+        }
+        packed[task].store(kb + 1, std::memory_order_release);
+        continue;
       }
-      std::vector<uint32_t> packed_a(static_cast<size_t>(kMc * (kKc / 2)));
-      alignas(64) float acc[kMr * kNr];
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t mb = 0; mb < m_blocks; ++mb) {
-        const int64_t m0 = mb * kMc, mc = std::min(kMc, M - m0);
-        pack_panels(a, m0, mc, k0, kc, kMr, packed_a.data(), scratch);
-        for (int64_t p = 0; p < n_panels; ++p) {
-          const int64_t n0 = p * kNr, nr = std::min(kNr, N - n0);
-          for (int64_t mi = 0; mi < mc; mi += kMr) {
-            micro_kernel(packed_a.data() + (mi / kMr) * kMr * pairs, packed_b.data() + p * kNr * pairs, pairs, acc);
-            const int64_t mr = std::min(kMr, mc - mi);
-            for (int64_t i = 0; i < mr; ++i) {
-              float* row = c + (m0 + mi + i) * ldc + n0;
-              const float* src = acc + i * kNr;
-              if (first) {
-                std::memcpy(row, src, static_cast<size_t>(nr) * sizeof(float));
-              } else {
-                for (int64_t j = 0; j < nr; ++j) row[j] += src[j];
-              }
-            }
-          }
+      const int64_t tile = task - packs;
+      const int64_t m0 = (tile / n_tiles) * kMc, n0 = (tile % n_tiles) * kNc;
+      const int64_t m1 = std::min(M, m0 + kMc), n1 = std::min(N, n0 + kNc);
+      for (int64_t p = n0 / kNr; p <= (n1 - 1) / kNr; ++p)
+        wait_until([&] { return packed[p].load(std::memory_order_acquire) == kb + 1; });
+      for (int64_t q = m0 / kAChunk; q <= (m1 - 1) / kAChunk; ++q)
+        wait_until([&] { return packed[n_panels + q].load(std::memory_order_acquire) == kb + 1; });
+      wait_until([&] { return tile_stamp[tile].load(std::memory_order_acquire) == kb; });
+      const Update u{kb > 0, kb == nkb - 1 && alpha != 1.0f, alpha};
+      const int64_t pairs = ceil_div(kcb, 2);
+      for (int64_t jr = n0; jr < n1; jr += kNr) {
+        const uint32_t* bp = pb + (jr / kNr) * kBPanelW;
+        const int nr = static_cast<int>(std::min<int64_t>(kNr, n1 - jr));
+        for (int64_t ir = m0; ir < m1; ir += kMr) {
+          const int mr = static_cast<int>(std::min<int64_t>(kMr, m1 - ir));
+          run_kernel(mr, nr, pa + ir * kLdaW, bp, pairs, c + ir * ldc + jr, ldc, u);
         }
       }
+      tile_stamp[tile].store(kb + 1, std::memory_order_release);
+      block_tiles[kb].fetch_add(1, std::memory_order_release);
     }
   }
 }

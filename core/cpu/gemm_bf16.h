@@ -1,22 +1,28 @@
 #pragma once
-// A BF16 x BF16 -> FP32 GEMM for the CPU: C = A · Bᵀ with A (M x K) and B (N x K) both K-contiguous (the
-// "TN" layout every nibble GEMM uses), FP32 accumulation of exact BF16 products (AVX512_BF16 vdpbf16ps
-// where the CPU has it, a scalar loop otherwise).
+// A BF16 x BF16 -> FP32 GEMM for the CPU: C = alpha · (A · Bᵀ) with A (M x K) and B (N x K) both
+// K-contiguous (the "TN" layout every nibble GEMM uses), FP32 accumulation of exact BF16 products
+// (AVX512_BF16 vdpbf16ps where the CPU has it, a scalar loop otherwise).
 //
 // Operands are not passed as arrays: a RowSource decodes any rows x k-range of an operand to BF16 on
-// demand, so a quantized operand is decoded tile by tile into cache-sized packed panels and never exists
-// as a full high-precision copy.
+// demand, so a quantized operand is decoded block by block (K is cut into blocks of at most
+// gemm_bf16_k_block() columns) into packed panels and never exists as a full high-precision copy.
 #include <cstdint>
 #include <functional>
 
 namespace nibble::nn::cpu {
 
 // Writes rows [row0, row0 + nrows) x columns [k0, k0 + kc) of an operand as BF16 bit patterns into
-// out[r * ld + k]. Must be safe to call from several threads at once.
+// out[r * ld + k]. Must be safe to call from several threads at once. The GEMM calls it once per panel
+// (up to a few hundred rows x one K block), never per element, so a std::function costs nothing here.
 using RowSource = std::function<void(int64_t row0, int64_t nrows, int64_t k0, int64_t kc, uint16_t* out, int64_t ld)>;
 
-// C[m * ldc + n] = sum_k A[m, k] * B[n, k] for m < M, n < N (overwrites C).
-void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const RowSource& b, float* c, int64_t ldc);
+// C[m * ldc + n] = alpha * sum_k A[m, k] * B[n, k] for m < M, n < N (overwrites C). The sum is
+// accumulated in FP32 and multiplied by alpha once, at the end (alpha = 1 leaves it untouched).
+void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const RowSource& b, float* c, int64_t ldc,
+                  float alpha = 1.0f);
+
+// The largest K range one RowSource call asks for.
+int64_t gemm_bf16_k_block();
 
 // True when this build uses the AVX512_BF16 kernel.
 bool gemm_bf16_has_native_kernel();

@@ -1,6 +1,10 @@
 // CPU bulk encode/decode. The rounding arithmetic is precision/format.h's encode_scalar; this file only
-// arranges it so the compiler can vectorise it (the rounding mode and the common formats are compile-time
-// constants inside the hot loops) and so the threads split the work in fixed chunks.
+// arranges it so the compiler can vectorise it and so the threads split the work in fixed chunks:
+//  - the rounding mode and the common formats are compile-time constants inside the hot loops, and
+//    encode_scalar is branch-free 32-bit code, so each element loop becomes straight SIMD code;
+//  - the hot loops are plain `for` loops over arrays (no per-element lambdas, no loop-carried state but
+//    OR reductions), each doing one job: draw random bits, encode, pack;
+//  - stochastic rounding's Philox runs 32 counters side by side (philox_lanes), not one call per group.
 #include <omp.h>
 
 #include <algorithm>
@@ -17,8 +21,11 @@
 namespace nibble::precision {
 namespace {
 
-// Elements per task: a multiple of every Philox group size (16, 8 or 4 elements) and even (FP4 pairs).
+// Elements per task: a multiple of every Philox group size (at most 4 * 32 elements) and even (FP4 pairs).
 constexpr size_t kChunk = 8192;
+// Elements per block inside a task: random bits, codes and input of one block stay in L1.
+constexpr size_t kBlock = 2048;
+static_assert(kChunk % kBlock == 0 && kBlock % 128 == 0, "blocks split chunks on Philox group boundaries");
 
 std::atomic<int> g_threads{0};
 
@@ -28,81 +35,175 @@ int threads_for(size_t n) {
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(chunks, static_cast<size_t>(wanted))));
 }
 
-NIBBLE_HOST_DEVICE float load(const float* x, size_t i) { return x[i]; }
-NIBBLE_HOST_DEVICE float load(const uint16_t* x, size_t i) { return bits_float(static_cast<uint32_t>(x[i]) << 16); }
+inline float load(const float* x, size_t i) { return x[i]; }
+inline float load(const uint16_t* x, size_t i) { return bits_float(static_cast<uint32_t>(x[i]) << 16); }
 
-// Fills words[] with the random words of elements [begin, begin + count); begin is a multiple of the
-// Philox group size. Element begin + j then reads word j / k.
-void fill_random_words(uint64_t seed, uint64_t offset, uint64_t begin, size_t count, int r, uint32_t* words) {
-  const int k = elements_per_random_word(r);
-  const uint64_t group = 4u * k;
-  const uint64_t first_subsequence = begin / group;
-  const size_t calls = (count + group - 1) / group;
-  for (size_t c = 0; c < calls; ++c) {
-    const Philox4x32Output out = philox_block(seed, offset, first_subsequence + c);
-    for (int w = 0; w < 4; ++w) words[4 * c + w] = out.v[w];
+// ---- Stochastic rounding's random bits (precision/stochastic.h gives the element -> bits mapping) ----
+
+constexpr int kPhiloxLanes = 32;
+
+// philox_block(seed, offset, first + l) for l = 0..kPhiloxLanes-1, with words[4 * l + w] = word w of lane
+// l. The rounds run lane by lane over arrays, so the compiler keeps the counters in vector registers and
+// does the 32x32->64 multiplies 8 at a time instead of one scalar Philox call per group; 32 lanes give
+// enough independent work to hide the multiply latency. The 32-bit state words live in 64-bit lanes
+// (upper half zero): each product is then one 64-bit multiply, without the widening and narrowing
+// shuffles that uint32 arrays cost. `omp simd` keeps GCC from fully unrolling the lane loops into scalar
+// code before it gets to vectorise them.
+void philox_lanes(uint64_t seed, uint64_t offset, uint64_t first, uint32_t* __restrict words) {
+  using namespace philox_detail;
+  constexpr uint64_t kLow = 0xFFFFFFFFu;
+  uint64_t c0[kPhiloxLanes], c1[kPhiloxLanes], c2[kPhiloxLanes], c3[kPhiloxLanes];
+#pragma omp simd
+  for (int l = 0; l < kPhiloxLanes; ++l) {
+    const uint64_t subsequence = first + static_cast<uint64_t>(l);
+    c0[l] = offset & kLow;
+    c1[l] = offset >> 32;
+    c2[l] = subsequence & kLow;
+    c3[l] = subsequence >> 32;
+  }
+  uint64_t k0 = seed & kLow, k1 = seed >> 32;
+  for (int round = 0; round < 10; ++round) {
+    // One round of philox4x32_10 on every lane: the same arithmetic, in 64-bit lanes.
+#pragma omp simd
+    for (int l = 0; l < kPhiloxLanes; ++l) {
+      const uint64_t p0 = uint64_t{kMul0} * c0[l];
+      const uint64_t p1 = uint64_t{kMul1} * c2[l];
+      const uint64_t n0 = (p1 >> 32) ^ c1[l] ^ k0;
+      const uint64_t n2 = (p0 >> 32) ^ c3[l] ^ k1;
+      c0[l] = n0;
+      c1[l] = p1 & kLow;
+      c2[l] = n2;
+      c3[l] = p0 & kLow;
+    }
+    k0 = (k0 + kWeyl0) & kLow;
+    k1 = (k1 + kWeyl1) & kLow;
+  }
+#pragma omp simd
+  for (int l = 0; l < kPhiloxLanes; ++l) {
+    words[4 * l + 0] = static_cast<uint32_t>(c0[l]);
+    words[4 * l + 1] = static_cast<uint32_t>(c1[l]);
+    words[4 * l + 2] = static_cast<uint32_t>(c2[l]);
+    words[4 * l + 3] = static_cast<uint32_t>(c3[l]);
   }
 }
+
+// Splits words into per-element fields: element j reads word j / K, bits [(j % K) * r, (j % K + 1) * r).
+// K is a template constant so the field loop unrolls into fixed shifts.
+template <int K>
+void unpack_fields(const uint32_t* words, size_t nwords, int r, uint16_t* bits) {
+  const uint32_t mask = (1u << r) - 1u;
+  for (size_t w = 0; w < nwords; ++w)
+    for (int f = 0; f < K; ++f) bits[K * w + f] = static_cast<uint16_t>((words[w] >> (f * r)) & mask);
+}
+
+// Scratch for the random bits of one block: Philox words and the per-element fields, from the Philox
+// group boundary at or before the block's first element.
+struct RandomScratch {
+  // A block needs at most kBlock / 4 + 2 Philox calls (group >= 4), rounded up to whole philox_lanes batches.
+  static constexpr size_t kMaxCalls = (kBlock / 4 + 2 + kPhiloxLanes - 1) / kPhiloxLanes * kPhiloxLanes;
+  alignas(64) std::array<uint32_t, 4 * kMaxCalls> words;
+  // Elements from the group boundary: at most (group - 1) before the block and a word's worth after it.
+  alignas(64) std::array<uint16_t, kBlock + 128 + 32> bits;
+};
+
+// The r random bits (1..16) of global elements [first, first + n), n <= kBlock: returns p with p[j] the
+// bits of element first + j, exactly stochastic_bits(seed, offset, first + j, r).
+const uint16_t* random_bits(uint64_t seed, uint64_t offset, uint64_t first, size_t n, int r, RandomScratch& s) {
+  const int k = elements_per_random_word(r);
+  const uint64_t group = elements_per_philox_call(r);
+  const size_t lead = static_cast<size_t>(first % group);
+  const uint64_t first_call = first / group;
+  const size_t calls = (lead + n + group - 1) / group;
+  for (size_t c = 0; c < calls; c += kPhiloxLanes) philox_lanes(seed, offset, first_call + c, &s.words[4 * c]);
+  const size_t nwords = (lead + n + k - 1) / k;
+  switch (k) {
+    case 32: unpack_fields<32>(s.words.data(), nwords, r, s.bits.data()); break;
+    case 16: unpack_fields<16>(s.words.data(), nwords, r, s.bits.data()); break;
+    case 8: unpack_fields<8>(s.words.data(), nwords, r, s.bits.data()); break;
+    case 4: unpack_fields<4>(s.words.data(), nwords, r, s.bits.data()); break;
+    case 2: unpack_fields<2>(s.words.data(), nwords, r, s.bits.data()); break;
+    default: unpack_fields<1>(s.words.data(), nwords, r, s.bits.data()); break;
+  }
+  return s.bits.data() + lead;
+}
+
+// ---- Encoding ----
 
 struct ChunkFlags {
   bool nan = false;
   bool negative = false;
 };
 
-// Encodes elements [begin, end) of x into codes; F() yields the format (a constant for the common ones).
+// Encodes x[0, n) into out[0, n) (one code per element, Out wide enough for the format). `random` holds
+// each element's random bits under stochastic rounding and is unused otherwise. The NaN / negative checks
+// look at the unscaled input, as the error report after the pass does.
+template <Rounding R, class Src, class GetFormat, class Out>
+ChunkFlags encode_block(const Src* __restrict x, size_t n, GetFormat get_format, float scale,
+                        const uint16_t* __restrict random, int r, Out* __restrict out) {
+  // Asked here rather than passed in, so the format stays a compile-time constant even if the compiler
+  // does not inline this function into its caller.
+  const Format fmt = get_format();
+  uint32_t nan_any = 0, neg_any = 0;
+  // No `omp simd` here: GCC 12 then privatises the RandomBits temporary into an array of structs and gives
+  // up; with the __restrict pointers the plain loop vectorises (check with -fopt-info-vec).
+  for (size_t j = 0; j < n; ++j) {
+    const float v = load(x, j);
+    const uint32_t u = float_bits(v);
+    nan_any |= (u & 0x7FFFFFFFu) > 0x7F800000u ? 1u : 0u;
+    neg_any |= u > 0x80000000u ? 1u : 0u;  // negative and not -0
+    const uint32_t value = R == Rounding::kStochastic ? random[j] : 0u;
+    out[j] = static_cast<Out>(encode_scalar(v * scale, fmt, R, RandomBits{value, r}));
+  }
+  return ChunkFlags{nan_any != 0, neg_any != 0};
+}
+
+// Packs 4-bit codes two per byte, element 2p in the low nibble; an odd count leaves the last high nibble 0.
+void pack_nibbles(const uint8_t* __restrict nibbles, size_t n, uint8_t* __restrict out) {
+  const size_t pairs = n / 2;
+#pragma omp simd
+  for (size_t p = 0; p < pairs; ++p)
+    out[p] = static_cast<uint8_t>(nibbles[2 * p] | (nibbles[2 * p + 1] << 4));
+  if (n % 2) out[pairs] = nibbles[n - 1];
+}
+
+// Stores 16-bit codes little-endian.
+void store_le16(const uint16_t* __restrict wide, size_t n, uint8_t* __restrict out) {
+#pragma omp simd
+  for (size_t j = 0; j < n; ++j) {
+    out[2 * j] = static_cast<uint8_t>(wide[j]);
+    out[2 * j + 1] = static_cast<uint8_t>(wide[j] >> 8);
+  }
+}
+
+// Encodes elements [begin, end) of x into codes, block by block; get_format() yields the format (a
+// constant for the common ones, so encode_block folds it in).
 template <Rounding R, class Src, class GetFormat>
 ChunkFlags encode_chunk(const Src* x, size_t begin, size_t end, GetFormat get_format, const EncodeOptions& opt,
                         int r, uint64_t index_base, uint8_t* codes) {
-  const Format fmt = get_format();
-  const size_t count = end - begin;
-  // Stochastic rounding: the random words of the chunk, from the Philox group that holds its first element
-  // (index_base need not be group-aligned, so `lead` elements of the first group precede the chunk).
-  std::array<uint32_t, kChunk + 16> words;
-  const int per_word = elements_per_random_word(r);
-  size_t lead = 0;
-  if constexpr (R == Rounding::kStochastic) {
-    const uint64_t group = elements_per_philox_call(r);
-    const uint64_t first = index_base + begin;
-    lead = static_cast<size_t>(first % group);
-    fill_random_words(opt.seed, opt.offset, first - lead, count + lead, r, words.data());
-  }
-  const uint32_t mask = (1u << r) - 1u;
-  auto random_of = [&](size_t j) -> RandomBits {
-    if constexpr (R == Rounding::kStochastic) {
-      const size_t e = j + lead;
-      return RandomBits{(words[e / per_word] >> ((e % per_word) * r)) & mask, r};
+  const int width = get_format().bits();
+  RandomScratch scratch;
+  alignas(64) std::array<uint8_t, kBlock> narrow;  // 4-bit codes before packing
+  alignas(64) std::array<uint16_t, kBlock> wide;   // codes of formats wider than 8 bits
+  ChunkFlags flags;
+  for (size_t b = begin; b < end; b += kBlock) {
+    const size_t n = std::min(kBlock, end - b);
+    const uint16_t* random = nullptr;
+    if constexpr (R == Rounding::kStochastic)
+      random = random_bits(opt.seed, opt.offset, index_base + b, n, r, scratch);
+    ChunkFlags f;
+    if (width <= 4) {
+      f = encode_block<R>(x + b, n, get_format, opt.scale, random, r, narrow.data());
+      pack_nibbles(narrow.data(), n, codes + b / 2);  // b is even: blocks start at multiples of kBlock
+    } else if (width <= 8) {
+      f = encode_block<R>(x + b, n, get_format, opt.scale, random, r, codes + b);
     } else {
-      (void)j;
-      return RandomBits{};
+      f = encode_block<R>(x + b, n, get_format, opt.scale, random, r, wide.data());
+      store_le16(wide.data(), n, codes + 2 * b);
     }
-  };
-  const float scale = opt.scale;
-  uint32_t nan_any = 0, neg_any = 0;
-  auto code_of = [&](size_t j) -> uint32_t {
-    const float v = load(x, begin + j);
-    const uint32_t u = float_bits(v);
-    nan_any |= (u & 0x7FFFFFFFu) > 0x7F800000u;
-    neg_any |= (u > 0x80000000u);  // negative and not -0
-    return encode_scalar(v * scale, fmt, R, random_of(j));
-  };
-  const int bits = fmt.bits();
-  if (bits <= 4) {
-    uint8_t* out = codes + begin / 2;
-    const size_t pairs = count / 2;
-    for (size_t p = 0; p < pairs; ++p) out[p] = static_cast<uint8_t>(code_of(2 * p) | (code_of(2 * p + 1) << 4));
-    if (count % 2) out[pairs] = static_cast<uint8_t>(code_of(count - 1));
-  } else if (bits <= 8) {
-    uint8_t* out = codes + begin;
-    for (size_t j = 0; j < count; ++j) out[j] = static_cast<uint8_t>(code_of(j));
-  } else {
-    uint8_t* out = codes + 2 * begin;
-    for (size_t j = 0; j < count; ++j) {
-      const uint32_t c = code_of(j);
-      out[2 * j] = static_cast<uint8_t>(c);
-      out[2 * j + 1] = static_cast<uint8_t>(c >> 8);
-    }
+    flags.nan = flags.nan || f.nan;
+    flags.negative = flags.negative || f.negative;
   }
-  return ChunkFlags{nan_any != 0, neg_any != 0};
+  return flags;
 }
 
 template <class Src>
@@ -130,17 +231,30 @@ ChunkFlags encode_all(const Src* x, size_t n, GetFormat get_format, const Encode
   return ChunkFlags{nan, negative};
 }
 
+// A named format as a compile-time constant: encode_block asks it for the format, so every field folds
+// into the loop and the loop vectorises.
+template <const Format& F>
+struct ConstantFormat {
+  constexpr Format operator()() const { return F; }
+};
+
 template <Rounding R, class Src>
 ChunkFlags dispatch_format(const Src* x, size_t n, const Format& fmt, const EncodeOptions& opt, int r,
                            uint64_t index_base, uint8_t* codes) {
-  // The formats training uses get their own instantiation, so their constants fold into the loop.
-  if (fmt == formats::kE4M3)
-    return encode_all<R>(x, n, [] { return formats::kE4M3; }, opt, r, index_base, codes);
-  if (fmt == formats::kE5M2)
-    return encode_all<R>(x, n, [] { return formats::kE5M2; }, opt, r, index_base, codes);
-  if (fmt == formats::kE2M1)
-    return encode_all<R>(x, n, [] { return formats::kE2M1; }, opt, r, index_base, codes);
-  return encode_all<R>(x, n, [fmt] { return fmt; }, opt, r, index_base, codes);
+  using namespace formats;
+  auto run = [&](auto get_format) { return encode_all<R>(x, n, get_format, opt, r, index_base, codes); };
+  if (fmt == kE4M3) return run(ConstantFormat<kE4M3>{});
+  if (fmt == kE5M2) return run(ConstantFormat<kE5M2>{});
+  if (fmt == kE2M1) return run(ConstantFormat<kE2M1>{});
+  if (fmt == kE3M2) return run(ConstantFormat<kE3M2>{});
+  if (fmt == kE2M3) return run(ConstantFormat<kE2M3>{});
+  if (fmt == kUE4M3) return run(ConstantFormat<kUE4M3>{});
+  if (fmt == kE8M0) return run(ConstantFormat<kE8M0>{});
+  if (fmt == kBF16) return run(ConstantFormat<kBF16>{});
+  if (fmt == kFP16) return run(ConstantFormat<kFP16>{});
+  // Research formats: the same code with a runtime Format. GCC 12 leaves this loop scalar (the format's
+  // branches stay in it and block if-conversion).
+  return run([fmt] { return fmt; });
 }
 
 template <class Src>
@@ -211,7 +325,12 @@ void decode_to_f32(const uint8_t* codes, size_t n, const Format& fmt, float* out
   for (size_t c = 0; c < chunks; ++c) {
     const size_t begin = c * kChunk, end = std::min(n, (c + 1) * kChunk);
     if (bits <= 4) {
-      for (size_t i = begin; i < end; ++i) out[i] = table[(codes[i / 2] >> ((i % 2) * 4)) & 0xFu];
+      // Whole bytes first (begin is even), so the loop has no per-element nibble selection.
+      for (size_t p = begin / 2; p < end / 2; ++p) {
+        out[2 * p] = table[codes[p] & 0xFu];
+        out[2 * p + 1] = table[codes[p] >> 4];
+      }
+      if (end % 2) out[end - 1] = table[codes[end / 2] & 0xFu];
     } else {
       for (size_t i = begin; i < end; ++i) out[i] = table[codes[i]];
     }

@@ -32,6 +32,7 @@ BlockShape block_shape(Scheme s) {
   switch (s) {
     case Scheme::kFP8Tensor: return {0, 0};
     case Scheme::kFP8Block128: return {1, 128};
+    case Scheme::kFP8Block16: return {1, 16};
     case Scheme::kFP8Block128x128: return {128, 128};
     case Scheme::kMXFP8: return {1, 32};
     case Scheme::kNVFP4: return {1, 16};
@@ -48,6 +49,13 @@ bool is_fp4(Scheme s) {
 bool is_2d(Scheme s) { return s == Scheme::kFP8Block128x128 || s == Scheme::kNVFP4_2D; }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A group holding both +Inf and -Inf transforms to NaN: an error, never a silent code.
+[[noreturn]] void report_transform_nan(const QuantizeInput& in, const char* transform) {
+  throw InvalidArgument("quantize(" + in.name + "): the " + transform +
+                        " of a group holding both +Inf and -Inf is NaN; the input has infinities of both signs "
+                        "within one 16/32-element group");
+}
 
 // ---- element rounding of one row ----------------------------------------------------------------------
 
@@ -129,6 +137,7 @@ BlockScale scale_block(const QuantizeOptions& o, float block_amax, const CopyJob
   switch (o.scheme) {
     case Scheme::kFP8Tensor:
     case Scheme::kFP8Block128:
+    case Scheme::kFP8Block16:
     case Scheme::kFP8Block128x128: {
       const float vfi = o.scheme == Scheme::kFP8Tensor ? FLT_MAX : job.value_for_inf;
       const float s = (o.scheme == Scheme::kFP8Tensor && o.use_fixed_scale)
@@ -224,9 +233,11 @@ void quantize_blocks(const QuantizeOptions& o, const CopyJob& job, const CopyLay
 }
 
 // MXFP4 QuEST: Hadamard-32 per group, sigma-based power-of-two scale, RNE/SR, clip mask.
-void quantize_quest(const QuantizeOptions& o, const CopyJob& job, const CopyLayout& L, const QuantizedCopy& out) {
+// Returns false if a group's transform produced NaN (+Inf and -Inf in one group).
+bool quantize_quest(const QuantizeOptions& o, const CopyJob& job, const CopyLayout& L, const QuantizedCopy& out) {
   const int64_t rows = job.rows, cols = job.cols;
-#pragma omp parallel
+  bool nan = false;
+#pragma omp parallel reduction(|| : nan)
   {
     std::vector<float> scaled(static_cast<size_t>(cols));
     std::vector<uint8_t> codes(static_cast<size_t>(cols));
@@ -238,6 +249,7 @@ void quantize_quest(const QuantizeOptions& o, const CopyJob& job, const CopyLayo
       for (int64_t g = 0; g < cols / 32; ++g) {
         hadamard32_normalised(x + 32 * g, h);
         double sum = 0.0, sum_sq = 0.0;
+        for (int i = 0; i < 32; ++i) nan = nan || std::isnan(h[i]);
         for (int i = 0; i < 32; ++i) {
           sum += h[i];
           sum_sq += static_cast<double>(h[i]) * h[i];
@@ -257,13 +269,14 @@ void quantize_quest(const QuantizeOptions& o, const CopyJob& job, const CopyLayo
                  codes.data(), words);
     }
   }
+  return !nan;
 }
 
-void quantize_copy(const QuantizeOptions& o, const CopyJob& job, const QuantizedCopy& out) {
+void quantize_copy(const QuantizeInput& in, const QuantizeOptions& o, const CopyJob& job, const QuantizedCopy& out) {
   const CopyLayout L = copy_layout(o, job.rows, job.cols);
   *out.global_amax = job.amax;
   if (o.scheme == Scheme::kMXFP4Quest) {
-    quantize_quest(o, job, L, out);
+    if (!quantize_quest(o, job, L, out)) report_transform_nan(in, "Hadamard-32");
   } else {
     quantize_blocks(o, job, L, out);
   }
@@ -318,6 +331,14 @@ void transpose_copy(const QuantizeOptions& o, const QuantizedCopy& row, const Co
   *col.global_amax = *row.global_amax;
 }
 
+// IEEE round-to-nearest-even to BF16 (Inf stays Inf, overflow becomes Inf): what TE's tensor-core RHT
+// output does, unlike nibble's satfinite element casts.
+float round_to_bf16_ieee(float v) {
+  const uint32_t u = float_bits(v);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return v;  // NaN
+  return bits_float(((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16) << 16);
+}
+
 void apply_rht_rows(std::vector<float>& t, int64_t rows, int64_t cols, uint64_t rht_seed, bool round_to_bf16) {
   const uint32_t mask = rht_sign_mask(rht_seed);
 #pragma omp parallel for schedule(static)
@@ -326,9 +347,7 @@ void apply_rht_rows(std::vector<float>& t, int64_t rows, int64_t cols, uint64_t 
     for (int64_t g = 0; g < cols / 16; ++g) {
       float* p = t.data() + r * cols + 16 * g;
       rht16(p, mask, y);
-      for (int i = 0; i < 16; ++i)
-        p[i] = round_to_bf16 ? decode_scalar(encode_scalar(y[i], formats::kBF16, Rounding::kNearestEven), formats::kBF16)
-                             : y[i];
+      for (int i = 0; i < 16; ++i) p[i] = round_to_bf16 ? round_to_bf16_ieee(y[i]) : y[i];
     }
   }
 }
@@ -346,11 +365,12 @@ void validate(const QuantizeInput& in, const QuantizeOptions& o) {
   const std::string who = "quantize(" + in.name + ", " + scheme_name(o.scheme) + "): ";
   if (in.rows < 0 || in.cols < 0) throw InvalidArgument(who + "negative shape");
   if (!o.rowwise && !o.columnwise) throw InvalidArgument(who + "ask for rowwise, columnwise or both");
-  const bool fp8_elem = o.element == formats::kE4M3 || o.element == formats::kE5M2;
   if (is_fp4(o.scheme) && o.element != formats::kE2M1)
     throw InvalidArgument(who + "FP4 schemes use e2m1 elements, got " + format_name(o.element));
-  if (!is_fp4(o.scheme) && !fp8_elem)
-    throw InvalidArgument(who + "FP8 schemes take e4m3 or e5m2 elements, got " + format_name(o.element));
+  // FP8 schemes also emulate research formats: any signed element format of at most 8 bits.
+  if (!is_fp4(o.scheme) && (!o.element.is_signed || o.element.bits() > 8))
+    throw InvalidArgument(who + "element format must be signed with at most 8 bits (e4m3, e5m2 or a research "
+                          "eXmY), got " + format_name(o.element));
   if (o.rounding == Rounding::kTowardZero) throw InvalidArgument(who + "rounding must be 'rne' or 'stochastic'");
   if (o.rht && o.scheme != Scheme::kNVFP4)
     throw InvalidArgument(who + "rht applies to the 1-D nvfp4 scheme (the wgrad operands x and dy); " +
@@ -380,7 +400,7 @@ CopyLayout copy_layout(const QuantizeOptions& o, int64_t rows, int64_t cols) {
   CopyLayout L;
   L.rows = rows;
   L.cols = cols;
-  L.data_row_bytes = is_fp4(o.scheme) ? ceil_div(cols, 2) : cols;
+  L.data_row_bytes = o.element.bits() <= 4 ? ceil_div(cols, 2) : cols;  // FP4 (or narrower ExMy) packs 2/byte
   switch (o.scheme) {
     case Scheme::kFP8Tensor: L.scale_rows = 1, L.scale_cols = 1; break;
     case Scheme::kFP8Block128x128: L.scale_rows = ceil_div(rows, 128), L.scale_cols = ceil_div(cols, 128); break;
@@ -424,7 +444,7 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
     tmp_scale.resize(static_cast<size_t>(RL.scale_rows * RL.scale_cols * 4));
     row_out = QuantizedCopy{tmp_data.data(), tmp_scale.data(), &tmp_amax, nullptr};
   }
-  if (need_rowwise) quantize_copy(o, CopyJob{x, in.rows, in.cols, a.amax, value_for_inf, o.offset}, row_out);
+  if (need_rowwise) quantize_copy(in, o, CopyJob{x, in.rows, in.cols, a.amax, value_for_inf, o.offset}, row_out);
 
   if (o.columnwise) {
     const CopyLayout CL = copy_layout(o, in.cols, in.rows);
@@ -435,9 +455,11 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
       float col_amax = a.amax;
       if (o.rht) {
         apply_rht_rows(t, in.cols, in.rows, o.rht_seed, in.type == InputType::kBFloat16);
-        col_amax = amax_of(t.data(), n).amax;
+        const AmaxResult ta = amax_of(t.data(), n);
+        if (ta.nan) report_transform_nan(in, "16-point RHT");
+        col_amax = ta.amax;
       }
-      quantize_copy(o, CopyJob{t.data(), in.cols, in.rows, col_amax, value_for_inf, o.offset + kColumnwiseOffset},
+      quantize_copy(in, o, CopyJob{t.data(), in.cols, in.rows, col_amax, value_for_inf, o.offset + kColumnwiseOffset},
                     *columnwise);
     }
   }
@@ -446,7 +468,7 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
 
 void dequantize(const QuantizedCopy& q, const CopyLayout& L, const QuantizeOptions& o, float* out) {
   const BlockShape bs = block_shape(o.scheme);
-  const bool fp4 = is_fp4(o.scheme);
+  const bool fp4 = o.element.bits() <= 4;
   const float nv_dec = 1.0f / nvfp4_global_encode_scale(*q.global_amax);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < L.rows; ++r) {
@@ -456,7 +478,8 @@ void dequantize(const QuantizedCopy& q, const CopyLayout& L, const QuantizeOptio
       switch (o.scheme) {
         case Scheme::kFP8Tensor: result = v * static_cast<const float*>(q.scale)[0]; break;
         case Scheme::kFP8Block128:
-          result = v * static_cast<const float*>(q.scale)[r * L.scale_cols + c / 128];
+        case Scheme::kFP8Block16:
+          result = v * static_cast<const float*>(q.scale)[r * L.scale_cols + c / bs.cols];
           break;
         case Scheme::kFP8Block128x128:
           result = v * static_cast<const float*>(q.scale)[(r / 128) * L.scale_cols + c / 128];
@@ -486,6 +509,7 @@ Scheme parse_scheme(const std::string& name, Format* element) {
       {"fp8_tensor", Scheme::kFP8Tensor, formats::kE4M3},
       {"fp8_tensor_e5m2", Scheme::kFP8Tensor, formats::kE5M2},
       {"fp8_block128", Scheme::kFP8Block128, formats::kE4M3},
+      {"fp8_block16", Scheme::kFP8Block16, formats::kE4M3},
       {"fp8_block128x128", Scheme::kFP8Block128x128, formats::kE4M3},
       {"mxfp8", Scheme::kMXFP8, formats::kE4M3},
       {"nvfp4", Scheme::kNVFP4, formats::kE2M1},
@@ -500,14 +524,15 @@ Scheme parse_scheme(const std::string& name, Format* element) {
     }
   }
   throw InvalidArgument("unknown quantization scheme '" + name +
-                        "'; valid: fp8_tensor, fp8_tensor_e5m2, fp8_block128, fp8_block128x128, mxfp8, nvfp4, "
-                        "nvfp4_2d, mxfp4, mxfp4_quest");
+                        "'; valid: fp8_tensor, fp8_tensor_e5m2, fp8_block128, fp8_block128x128, fp8_block16, mxfp8, "
+                        "nvfp4, nvfp4_2d, mxfp4, mxfp4_quest");
 }
 
 std::string scheme_name(Scheme scheme) {
   switch (scheme) {
     case Scheme::kFP8Tensor: return "fp8_tensor";
     case Scheme::kFP8Block128: return "fp8_block128";
+    case Scheme::kFP8Block16: return "fp8_block16";
     case Scheme::kFP8Block128x128: return "fp8_block128x128";
     case Scheme::kMXFP8: return "mxfp8";
     case Scheme::kNVFP4: return "nvfp4";

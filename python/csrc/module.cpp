@@ -10,5 +10,7 @@ PYBIND11_MODULE(_C, m) {
   pybind11::register_exception<nibble::InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
   nibble::python::bind_formats(m);
   nibble::python::bind_quantize(m);
+  nibble::python::bind_optim(m);
   nibble::python::bind_gemm(m);
+  nibble::python::bind_nn(m);
 }

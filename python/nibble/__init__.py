@@ -5,6 +5,11 @@ This package is the Python face of the C++ library; the kernels live in the exte
 from . import _C
 from .formats import decode, encode, format_info, get_num_threads, set_num_threads
 from .quantize import SCHEMES, DelayedScaling, QuantizedTensor, gemm, quantize, rht, rht_matrix
+from . import nn
+from .nn import Recipe, autocast
+from . import optim
+
+recipes = nn.recipes()
 
 __all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads", "quantize", "QuantizedTensor",
-           "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm"]
+           "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "nn", "Recipe", "autocast", "recipes"]

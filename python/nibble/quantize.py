@@ -13,6 +13,8 @@ DelayedScaling = _C.DelayedScaling
 
 SCHEMES = ("fp8_tensor", "fp8_tensor_e5m2", "fp8_block128", "fp8_block128x128", "mxfp8", "nvfp4", "nvfp4_2d",
            "mxfp4", "mxfp4_quest")
+# Internal schemes: fp8_block16 (1x16 groups, FP32 scales) compresses saved activations (COAT).
+ALL_SCHEMES = SCHEMES + ("fp8_block16",)
 
 
 @dataclass
@@ -69,8 +71,8 @@ def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: 
     (on for block FP8); ``delayed`` (fp8_tensor only) uses the state's scale and records this amax into it;
     ``rht`` (nvfp4) transforms the columnwise copy; ``name`` appears in error messages.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
+    if scheme not in ALL_SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; valid: {', '.join(ALL_SCHEMES)}")
     element = fmt
     if scheme == "fp8_tensor_e5m2" and fmt is None:
         element = "e5m2"

@@ -1,0 +1,282 @@
+#include "core/linear.h"
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+
+#include <cmath>
+
+#include "core/gemm.h"
+#include "core/saved_bytes.h"
+#include "precision/error.h"
+
+namespace nibble::nn {
+namespace {
+
+using torch::autograd::variable_list;
+
+bool same_quantization(const OperandSpec& a, const OperandSpec& b) {
+  const auto &x = a.options, &y = b.options;
+  return a.quantized == b.quantized && a.delayed == b.delayed && x.scheme == y.scheme && x.element == y.element &&
+         x.rounding == y.rounding && x.rht == y.rht && x.rht_seed == y.rht_seed && x.pow2_scale == y.pow2_scale &&
+         x.amax_epsilon == y.amax_epsilon && x.mx_rule == y.mx_rule;
+}
+
+// A tensor's quantized copies for one or two operand roles: `row` holds the rowwise copy, `col` the
+// columnwise one (the same object when one quantize call produced both).
+struct Copies {
+  std::shared_ptr<QuantizedTensor> row, col;
+};
+
+std::shared_ptr<QuantizedTensor> quantize_one(const torch::Tensor& t2d, const OperandSpec& spec, bool rowwise,
+                                              bool columnwise, const std::string& name, LinearState& state,
+                                              precision::DelayedScaling* ds) {
+  precision::QuantizeOptions o = spec.options;
+  o.rowwise = rowwise;
+  o.columnwise = columnwise;
+  o.seed = state.seed;
+  if (o.rounding == precision::Rounding::kStochastic || o.rht) o.offset = state.sr_counter++;
+  if (spec.delayed) {
+    o.use_fixed_scale = true;
+    o.fixed_scale = ds->scale();
+  }
+  auto q = std::make_shared<QuantizedTensor>(quantize(t2d, o, name));
+  if (spec.delayed) ds->record(q->input_amax);
+  return q;
+}
+
+Copies quantize_copies(const torch::Tensor& t2d, const OperandSpec* row_spec, const OperandSpec* col_spec,
+                       const std::string& name, LinearState& state, precision::DelayedScaling* ds) {
+  Copies c;
+  const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
+  if (row && col && same_quantization(*row_spec, *col_spec)) {
+    c.row = c.col = quantize_one(t2d, *row_spec, true, true, name, state, ds);  // one pass, both copies
+    return c;
+  }
+  if (row) c.row = quantize_one(t2d, *row_spec, true, false, name, state, ds);
+  if (col) c.col = quantize_one(t2d, *col_spec, false, true, name, state, ds);
+  return c;
+}
+
+// Quantizes for the given roles and, when the state captures, remembers the copies under the role names.
+Copies quantize_for(const torch::Tensor& t2d, const OperandSpec* row_spec, const OperandSpec* col_spec,
+                    const std::string& name, LinearState& state, precision::DelayedScaling* ds, const char* row_role,
+                    const char* col_role) {
+  Copies c = quantize_copies(t2d, row_spec, col_spec, name, state, ds);
+  if (state.capture) {
+    if (c.row) state.captured[row_role] = c.row;
+    if (c.col) state.captured[col_role] = c.col;
+  }
+  return c;
+}
+
+GemmOperand rowwise_operand(const std::shared_ptr<QuantizedTensor>& q) {
+  return GemmOperand::quantized(*q->rowwise, q->options);
+}
+GemmOperand columnwise_operand(const std::shared_ptr<QuantizedTensor>& q) {
+  return GemmOperand::quantized(*q->columnwise, q->options);
+}
+
+// QuEST clip masks are kept one bit per element (the last dim is a multiple of 32, so of 8).
+torch::Tensor pack_mask(const torch::Tensor& mask) {
+  const int64_t rows = mask.size(0), cols = mask.size(1);
+  const torch::Tensor weights = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, torch::kInt32);
+  return (mask.to(torch::kInt32).reshape({rows, cols / 8, 8}) * weights).sum(-1).to(torch::kUInt8);
+}
+
+torch::Tensor unpack_mask(const torch::Tensor& packed) {
+  const torch::Tensor shifts = torch::arange(8, torch::kInt32);
+  const torch::Tensor bits = torch::bitwise_and(torch::bitwise_right_shift(packed.to(torch::kInt32).unsqueeze(-1), shifts), 1);
+  return bits.reshape({packed.size(0), packed.size(1) * 8}).to(torch::kFloat32);
+}
+
+void check_finite(const torch::Tensor& t, const std::string& what) {
+  if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
+}
+
+struct LinearBackward : public torch::autograd::Node {
+  std::shared_ptr<LinearState> state;
+  std::shared_ptr<QuantizedTensor> x_col, w_col;  // quantized wgrad / dgrad operands
+  torch::Tensor x_dense;                          // high-precision x (bf16 recipe's wgrad operand)
+  torch::Tensor weight;                           // the parameter itself (dense dgrad operand)
+  torch::Tensor x_mask, w_mask;                   // QuEST clip masks, bit-packed (straight-through estimator)
+  std::vector<int64_t> x_shape;
+  torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
+  bool has_bias = false;
+
+  std::string name() const override { return "nibble::LinearBackward(" + state->name + ")"; }
+
+  void release_variables() override {
+    x_col.reset();
+    w_col.reset();
+    x_dense.reset();
+    weight.reset();
+    x_mask.reset();
+    w_mask.reset();
+  }
+
+  variable_list apply(variable_list&& grads) override {
+    torch::NoGradGuard no_grad;
+    const Recipe& r = state->recipe;
+    const torch::Tensor& dy = grads[0];
+    variable_list out(3);  // x, weight, bias (undefined when there is none)
+    if (!dy.defined()) return out;
+    const int64_t n = dy.size(-1);
+    const torch::Tensor dy2d = dy.reshape({-1, n}).contiguous();
+    const bool need_dx = task_should_compute_output(0), need_dw = task_should_compute_output(1);
+    if (!r.dy_row.quantized || !r.dy_col.quantized) check_finite(dy2d, state->name + ": the output gradient");
+    const Copies dyq = quantize_for(dy2d, need_dx ? &r.dy_row : nullptr, need_dw ? &r.dy_col : nullptr,
+                                    state->name + ".grad_output", *state, state->ds_dy.get(), "dy_row", "dy_col");
+    if (need_dx) {
+      const GemmOperand a = r.dy_row.quantized ? rowwise_operand(dyq.row) : GemmOperand::high_precision(dy2d);
+      const GemmOperand b = r.w_col.quantized ? columnwise_operand(w_col)
+                                              : GemmOperand::high_precision(weight.t().contiguous());
+      GemmOptions go;
+      go.name = state->name + " dgrad";
+      torch::Tensor dx = gemm(a, b, go);
+      if (x_mask.defined()) dx = hadamard32_last_dim(hadamard32_last_dim(dx) * unpack_mask(x_mask));
+      out[0] = dx.to(x_dtype).reshape(x_shape);
+    }
+    if (need_dw) {
+      const GemmOperand a = r.dy_col.quantized ? columnwise_operand(dyq.col)
+                                               : GemmOperand::high_precision(dy2d.t().contiguous());
+      const GemmOperand b = r.x_col.quantized ? columnwise_operand(x_col)
+                                              : GemmOperand::high_precision(x_dense.t().contiguous());
+      GemmOptions go;
+      go.name = state->name + " wgrad";
+      torch::Tensor dw = gemm(a, b, go);
+      if (w_mask.defined()) dw = hadamard32_last_dim(hadamard32_last_dim(dw) * unpack_mask(w_mask));
+      out[1] = dw.to(w_dtype);
+    }
+    if (has_bias && task_should_compute_output(2)) out[2] = dy2d.to(torch::kFloat32).sum(0).to(w_dtype);
+    return out;
+  }
+};
+
+void refresh_weight_cache(const torch::Tensor& weight, LinearState& s) {
+  const Recipe& r = s.recipe;
+  if (!r.w_row.quantized && !r.w_col.quantized) return;
+  const int64_t version = weight._version();
+  if (s.cache_ptr == weight.data_ptr() && s.cache_version == version && (s.w_row || s.w_col)) return;
+  const Copies wq =
+      quantize_for(weight.contiguous(), &r.w_row, &r.w_col, s.name + ".weight", s, s.ds_w.get(), "w_row", "w_col");
+  s.w_row = wq.row;
+  s.w_col = wq.col;
+  s.cache_ptr = weight.data_ptr();
+  s.cache_version = version;
+  ++s.weight_quantizations;
+}
+
+}  // namespace
+
+LinearState::LinearState(Recipe r, std::string n, uint64_t s) : recipe(std::move(r)), name(std::move(n)), seed(s) {
+  recipe.validate();
+  const bool fwd_delayed = recipe.x_row.delayed || recipe.x_col.delayed || recipe.w_row.delayed || recipe.w_col.delayed;
+  auto make = [&](precision::Format f) {
+    return std::make_unique<precision::DelayedScaling>(recipe.amax_history_len, recipe.amax_algo, recipe.margin, f);
+  };
+  if (fwd_delayed) {
+    ds_x = make(recipe.x_row.options.element);
+    ds_w = make(recipe.w_row.options.element);
+  }
+  if (recipe.dy_row.delayed || recipe.dy_col.delayed) ds_dy = make(recipe.dy_row.options.element);
+}
+
+void LinearState::end_step() {
+  for (auto* ds : {ds_x.get(), ds_w.get(), ds_dy.get()})
+    if (ds) ds->update();
+  // The weight's delayed scale may have changed: requantize at the next forward.
+  if (ds_w) cache_version = -1;
+}
+
+torch::Tensor hadamard32_last_dim(const torch::Tensor& x) {
+  static const torch::Tensor h = [] {
+    torch::Tensor m = torch::empty({32, 32}, torch::TensorOptions().dtype(torch::kFloat32));
+    auto a = m.accessor<float, 2>();
+    for (int i = 0; i < 32; ++i)
+      for (int j = 0; j < 32; ++j) a[i][j] = (__builtin_popcount(i & j) % 2 ? -1.0f : 1.0f) / std::sqrt(32.0f);
+    return m;
+  }();
+  const auto shape = x.sizes().vec();
+  if (shape.back() % 32 != 0)
+    throw InvalidArgument("hadamard32: last dimension must be a multiple of 32, got " + std::to_string(shape.back()));
+  return torch::matmul(x.to(torch::kFloat32).reshape({-1, 32}), h).reshape(shape);
+}
+
+torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                             const std::optional<torch::Tensor>& bias, const std::shared_ptr<LinearState>& state) {
+  LinearState& s = *state;
+  const std::string& who = s.name;
+  if (weight.dim() != 2) throw InvalidArgument(who + ": weight must be 2-D (out_features, in_features)");
+  const int64_t n = weight.size(0), k = weight.size(1);
+  if (x.dim() < 1 || x.size(-1) != k)
+    throw InvalidArgument(who + ": input has shape " + c10::str(x.sizes()) + " but the layer takes in_features = " +
+                          std::to_string(k) + " in its last dimension");
+  for (const auto& [t, what] : {std::pair{x, "input"}, std::pair{weight, "weight"}})
+    if (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kBFloat16)
+      throw InvalidArgument(who + ": " + what + " dtype " + std::string(c10::toString(t.scalar_type())) +
+                            " is not supported; use float32 or bfloat16");
+  if (bias && (bias->dim() != 1 || bias->size(0) != n))
+    throw InvalidArgument(who + ": bias must have shape (" + std::to_string(n) + "), got " + c10::str(bias->sizes()));
+  const Recipe& r = s.recipe;
+  const bool grad_mode = torch::GradMode::is_enabled();
+  const bool need_grad = grad_mode && (x.requires_grad() || weight.requires_grad() || (bias && bias->requires_grad()));
+  const bool need_wgrad = need_grad && weight.requires_grad();
+
+  torch::Tensor y;
+  auto node = need_grad ? c10::make_intrusive<LinearBackward>() : c10::intrusive_ptr<LinearBackward>();
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor x2d = x.reshape({-1, k}).contiguous();
+    if (!r.x_row.quantized) check_finite(x2d, who + ": the input");
+    if (!r.w_row.quantized) check_finite(weight, who + ": the weight");
+    refresh_weight_cache(weight, s);
+    const Copies xq = quantize_for(x2d, &r.x_row, need_wgrad ? &r.x_col : nullptr, who + ".input", s, s.ds_x.get(),
+                                   "x_row", "x_col");
+    const GemmOperand a = r.x_row.quantized ? rowwise_operand(xq.row) : GemmOperand::high_precision(x2d);
+    const GemmOperand b = r.w_row.quantized ? rowwise_operand(s.w_row) : GemmOperand::high_precision(weight);
+    GemmOptions go;
+    go.name = who + " fprop";
+    if (bias) go.bias = bias->detach();
+    go.out_dtype = x.scalar_type();
+    auto out_shape = x.sizes().vec();
+    out_shape.back() = n;
+    y = gemm(a, b, go).reshape(out_shape);
+
+    if (need_grad) {
+      int64_t saved = 0;
+      node->state = state;
+      node->x_shape = x.sizes().vec();
+      node->x_dtype = x.scalar_type();
+      node->w_dtype = weight.scalar_type();
+      node->has_bias = bias.has_value();
+      if (need_wgrad) {
+        if (r.x_col.quantized) {
+          node->x_col = xq.col;
+          saved += xq.col->columnwise->bytes();
+        } else {
+          node->x_dense = x2d.to(torch::kBFloat16);
+          saved += node->x_dense.numel() * 2;
+        }
+      }
+      if (r.w_col.quantized) {
+        node->w_col = s.w_col;  // the cached copy (not counted: it lives with the weight, not the activation)
+      } else {
+        node->weight = weight.detach();
+      }
+      if (r.x_row.quantized && r.x_row.options.scheme == precision::Scheme::kMXFP4Quest) {
+        node->x_mask = pack_mask(xq.row->rowwise->mask);
+        saved += node->x_mask.numel();
+      }
+      if (r.w_row.quantized && r.w_row.options.scheme == precision::Scheme::kMXFP4Quest)
+        node->w_mask = pack_mask(s.w_row->rowwise->mask);
+      add_saved_bytes(saved);
+    }
+  }
+  if (need_grad) {
+    node->set_next_edges(torch::autograd::collect_next_edges(x, weight, bias ? *bias : torch::Tensor()));
+    torch::autograd::set_history(y, node);
+  }
+  return y;
+}
+
+}  // namespace nibble::nn

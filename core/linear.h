@@ -1,0 +1,49 @@
+#pragma once
+// The low-precision Linear layer: y = x Wᵀ + b with its three GEMMs fed by the recipe's quantized copies
+// (fprop x_row·w_rowᵀ, dgrad dy_row·w_colᵀ, wgrad dy_col·x_colᵀ). Backward keeps only the quantized copies
+// it needs (x_col, never a high-precision x unless the recipe is bf16); the quantized weight is cached
+// while the weight tensor is unchanged (across micro-batches) and refreshed after the optimizer writes it.
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/quantized_tensor.h"
+#include "core/recipe.h"
+#include "precision/delayed_scaling.h"
+
+namespace nibble::nn {
+
+// Per-layer state shared by the forward calls and their backward nodes.
+struct LinearState {
+  LinearState(Recipe recipe, std::string name, uint64_t seed);
+
+  Recipe recipe;
+  std::string name;
+  uint64_t seed;
+  uint64_t sr_counter = 0;  // stochastic-rounding offset, advanced per quantization of a gradient
+  // Delayed scaling (fp8_delayed): one state per tensor role.
+  std::unique_ptr<precision::DelayedScaling> ds_x, ds_w, ds_dy;
+  // Weight cache: valid for this storage and version of the weight.
+  const void* cache_ptr = nullptr;
+  int64_t cache_version = -1;
+  std::shared_ptr<QuantizedTensor> w_row, w_col;
+  int64_t weight_quantizations = 0;  // how often the cache was (re)filled: for tests and logs
+  // Tests and debugging: when `capture` is set, the quantized operands of the latest fprop/dgrad/wgrad are
+  // kept here under their role names (x_row, w_row, dy_row, w_col, dy_col, x_col).
+  bool capture = false;
+  std::map<std::string, std::shared_ptr<QuantizedTensor>> captured;
+
+  // Delayed scaling: fold this step's amaxes into the scales (TE updates once per step).
+  void end_step();
+};
+
+torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                             const std::optional<torch::Tensor>& bias, const std::shared_ptr<LinearState>& state);
+
+// Hadamard-32 (normalised) applied along the last dim in groups of 32: the QuEST transform, its own inverse.
+torch::Tensor hadamard32_last_dim(const torch::Tensor& x);
+
+}  // namespace nibble::nn

@@ -1,0 +1,151 @@
+"""nibble.nn: low-precision Linear, RMSNorm and SwiGLU modules, and the recipe autocast.
+
+A recipe (``nibble.Recipe("nvfp4")``, a preset name, or ``nibble.Recipe.custom(...)``) says how each GEMM
+operand of a Linear layer is quantized and whether non-linear ops compress what they save for backward.
+Which recipe a module uses: the ``recipe=`` it was built with, else the innermost active
+``nibble.autocast(recipe)`` at the time it runs, else the autocast active when it was created, else "bf16".
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import threading
+from typing import Iterator, Optional, Union
+
+import torch
+
+from . import _C
+
+Recipe = _C.Recipe
+RecipeLike = Union[str, "Recipe", None]
+
+_state = threading.local()
+_layer_ids = itertools.count()
+
+
+def recipes() -> list:
+    """The preset recipe names (plus "exmy:<fmt>" for any research element format)."""
+    return list(_C.recipe_presets())
+
+
+def as_recipe(recipe: RecipeLike) -> Optional[Recipe]:
+    if recipe is None or isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, str):
+        return Recipe(recipe)
+    raise TypeError(f"recipe must be a preset name or nibble.Recipe, got {type(recipe).__name__}")
+
+
+def _autocast_stack() -> list:
+    if not hasattr(_state, "stack"):
+        _state.stack = []
+    return _state.stack
+
+
+def current_recipe() -> Optional[Recipe]:
+    stack = _autocast_stack()
+    return stack[-1] if stack else None
+
+
+@contextlib.contextmanager
+def autocast(recipe: RecipeLike) -> Iterator[Recipe]:
+    """Modules created or run inside use ``recipe`` (unless built with an explicit one)."""
+    r = as_recipe(recipe)
+    _autocast_stack().append(r)
+    try:
+        yield r
+    finally:
+        _autocast_stack().pop()
+
+
+class _RecipeModule(torch.nn.Module):
+    def __init__(self, recipe: RecipeLike):
+        super().__init__()
+        self._explicit_recipe = as_recipe(recipe)
+        self._creation_recipe = current_recipe()
+
+    def active_recipe(self) -> Recipe:
+        return self._explicit_recipe or current_recipe() or self._creation_recipe or Recipe("bf16")
+
+
+class Linear(_RecipeModule):
+    """y = x Wᵀ + b with the recipe's low-precision fprop, dgrad and wgrad GEMMs (FP32 accumulation)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, recipe: RecipeLike = None,
+                 name: Optional[str] = None, seed: Optional[int] = None, dtype: torch.dtype = torch.float32):
+        super().__init__(recipe)
+        if in_features <= 0 or out_features <= 0:
+            raise ValueError(f"Linear: in_features and out_features must be positive, got {in_features}, "
+                             f"{out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = torch.nn.Parameter(torch.empty(out_features, in_features, dtype=dtype))
+        self.bias = torch.nn.Parameter(torch.zeros(out_features, dtype=dtype)) if bias else None
+        torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.layer_name = name or f"linear{next(_layer_ids)}"
+        self.seed = seed if seed is not None else hash(self.layer_name) & 0xFFFFFFFF
+        self._states = {}
+
+    def state_for(self, recipe: Recipe) -> "_C.LinearState":
+        """The layer's C++ state for a recipe (weight cache, delayed-scaling histories, SR counter)."""
+        key = recipe.name
+        if key not in self._states:
+            self._states[key] = _C.LinearState(recipe, self.layer_name, self.seed)
+        return self._states[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _C.linear(x, self.weight, self.bias, self.state_for(self.active_recipe()))
+
+    def end_step(self) -> None:
+        """Fold this step's amaxes into the delayed-scaling scales (fp8_delayed); call once per step."""
+        for state in self._states.values():
+            state.end_step()
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"recipe={self.active_recipe().name}")
+
+
+class RMSNorm(_RecipeModule):
+    """RMSNorm; with a quantizing recipe its saved input is compressed to FP8 1x16 groups (COAT)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, recipe: RecipeLike = None, name: str = "rms_norm"):
+        super().__init__(recipe)
+        self.weight = torch.nn.Parameter(torch.ones(dim))
+        self.eps, self.layer_name = eps, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _C.rms_norm(x, self.weight, self.eps, self.active_recipe().compress_activations, self.layer_name)
+
+
+class SwiGLU(_RecipeModule):
+    """silu(gate) * up; with a quantizing recipe gate and up are saved as FP8 1x16 groups (COAT)."""
+
+    def __init__(self, recipe: RecipeLike = None, name: str = "swiglu"):
+        super().__init__(recipe)
+        self.layer_name = name
+
+    def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return _C.swiglu(gate, up, self.active_recipe().compress_activations, self.layer_name)
+
+
+def end_step(model: torch.nn.Module) -> None:
+    """Call after each optimizer step: updates every nibble Linear's delayed scales."""
+    for module in model.modules():
+        if isinstance(module, Linear):
+            module.end_step()
+
+
+class SavedBytes:
+    bytes: int = 0
+
+
+@contextlib.contextmanager
+def measure_saved_bytes() -> Iterator[SavedBytes]:
+    """Counts the bytes nibble's autograd functions save for backward inside the block."""
+    result = SavedBytes()
+    before = _C.saved_bytes()
+    try:
+        yield result
+    finally:
+        result.bytes = _C.saved_bytes() - before

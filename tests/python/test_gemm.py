@@ -1,0 +1,109 @@
+"""nibble.gemm: every scheme against an FP64 matmul of the dequantized operands (relative Frobenius error
+<= 1e-5, NUMERICS.md), on odd, non-square and large-K shapes, mixed formats, bias and accumulate."""
+import pytest
+import torch
+
+import nibble
+
+SHAPES = [(1, 1, 32), (37, 19, 96), (130, 65, 256), (64, 48, 4096)]
+
+
+def rel_err(c, ref):
+    return ((c.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def reference(qa, qb):
+    return qa.dequantize().double() @ qb.dequantize().double().T
+
+
+@pytest.mark.parametrize("scheme", nibble.SCHEMES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gemm_matches_fp64_of_dequantized_operands(scheme, shape):
+    m, n, k = shape
+    g = torch.Generator().manual_seed(m * 1000 + n + k)
+    a, b = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g) * 3
+    qa, qb = nibble.quantize(a, scheme), nibble.quantize(b, scheme)
+    c = nibble.gemm(qa, qb)
+    assert c.shape == (m, n) and c.dtype == torch.float32
+    assert rel_err(c, reference(qa, qb)) <= 1e-5
+
+
+@pytest.mark.parametrize("scheme", ["fp8_tensor", "nvfp4", "mxfp8", "fp8_block128"])
+def test_columnwise_copies_feed_the_wgrad_gemm(scheme):
+    # dW = dyᵀ x from the two columnwise copies (blocks along the token dimension M).
+    g = torch.Generator().manual_seed(1)
+    x, dy = torch.randn(64, 40, generator=g), torch.randn(64, 24, generator=g)
+    qx = nibble.quantize(x, scheme, rowwise=False, columnwise=True)
+    qdy = nibble.quantize(dy, scheme, rowwise=False, columnwise=True, rounding="stochastic", seed=3)
+    dw = nibble.gemm(qdy.columnwise, qx.columnwise)
+    ref = qdy.columnwise.dequantize().double() @ qx.columnwise.dequantize().double().T
+    assert dw.shape == (24, 40)
+    assert rel_err(dw, ref) <= 1e-5
+    # and it approximates the exact dyᵀx within the format's sanity bound (TE's E2M1/E4M3 tables)
+    exact = dy.double().T @ x.double()
+    assert rel_err(dw, exact) < (0.25 if "fp4" in scheme else 0.125)
+
+
+def test_nvfp4_wgrad_with_rht_preserves_the_product():
+    g = torch.Generator().manual_seed(2)
+    x, dy = torch.randn(128, 32, generator=g), torch.randn(128, 16, generator=g)
+    qx = nibble.quantize(x, "nvfp4", rowwise=False, columnwise=True, rht=True)
+    qdy = nibble.quantize(dy, "nvfp4", rowwise=False, columnwise=True, rht=True)
+    dw = nibble.gemm(qdy.columnwise, qx.columnwise)
+    exact = dy.double().T @ x.double()
+    assert rel_err(dw, exact) < 0.25  # the transforms cancel; only FP4 quantization error remains
+
+
+def test_mixed_e4m3_by_e5m2():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(33, 160, generator=g), torch.randn(17, 160, generator=g)
+    qa, qb = nibble.quantize(a, "fp8_tensor"), nibble.quantize(b, "fp8_tensor_e5m2")
+    assert rel_err(nibble.gemm(qa, qb), reference(qa, qb)) <= 1e-5
+    qa, qb = nibble.quantize(a, "mxfp8"), nibble.quantize(b, "mxfp8", fmt="e5m2")
+    assert rel_err(nibble.gemm(qa, qb), reference(qa, qb)) <= 1e-5
+
+
+def test_non_power_of_two_block_scales_take_the_fp32_path_exactly():
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(70, 300, generator=g), torch.randn(50, 300, generator=g)
+    qa = nibble.quantize(a, "fp8_block128", pow2_scale=False)
+    qb = nibble.quantize(b, "fp8_block128", pow2_scale=False)
+    assert rel_err(nibble.gemm(qa, qb), reference(qa, qb)) <= 1e-5
+
+
+def test_bias_accumulate_and_bf16_output():
+    g = torch.Generator().manual_seed(5)
+    a, b, bias = torch.randn(20, 64, generator=g), torch.randn(12, 64, generator=g), torch.randn(12, generator=g)
+    qa, qb = nibble.quantize(a, "nvfp4"), nibble.quantize(b, "nvfp4")
+    ref = reference(qa, qb)
+    c = nibble.gemm(qa, qb, bias=bias)
+    assert rel_err(c, ref + bias.double()) <= 1e-5
+    acc = torch.randn(20, 12, generator=g)
+    start = acc.clone()
+    out = nibble.gemm(qa, qb, accumulate=acc)
+    assert out.data_ptr() == acc.data_ptr()
+    assert rel_err(acc, ref + start.double()) <= 1e-5
+    c16 = nibble.gemm(qa, qb, out_dtype=torch.bfloat16)
+    assert c16.dtype == torch.bfloat16
+    assert torch.equal(c16, nibble.gemm(qa, qb).to(torch.bfloat16))
+
+
+def test_high_precision_operands_round_to_bf16():
+    g = torch.Generator().manual_seed(6)
+    a, b = torch.randn(45, 77, generator=g), torch.randn(31, 77, generator=g)
+    ref = a.bfloat16().double() @ b.bfloat16().double().T
+    assert rel_err(nibble.gemm(a, b), ref) <= 1e-5
+    assert rel_err(nibble.gemm(a.bfloat16(), b.bfloat16()), ref) <= 1e-5
+
+
+def test_shape_errors_name_both_operands():
+    qa = nibble.quantize(torch.randn(4, 64), "mxfp8")
+    qb = nibble.quantize(torch.randn(4, 96), "mxfp8")
+    with pytest.raises(ValueError, match=r"inner dimensions differ.*\(4, 64\).*\(4, 96\)"):
+        nibble.gemm(qa, qb)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        nibble.gemm(qa, qa, bias=torch.zeros(5))
+    with pytest.raises(ValueError, match="accumulate must be"):
+        nibble.gemm(qa, qa, accumulate=torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="dtype"):
+        nibble.gemm(torch.zeros(4, 64, dtype=torch.float64), qa)
