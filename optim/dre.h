@@ -17,9 +17,9 @@
 namespace nibble::optim {
 
 inline constexpr int kDreGroupSize = 128;
-inline constexpr float kDreTiny = 1e-30f;           // COAT's +1e-30 on max and min
+inline constexpr float kDreTiny = 1e-30f;             // COAT's +1e-30 on max and min
 inline constexpr float kDreLog2Target = 16.6147098f;  // log2(R), R = 448^2 / 2 = 100352
-inline constexpr float kDreKGrid = 16.0f;           // k is a multiple of 1/16 (COAT expand_min)
+inline constexpr float kDreKGrid = 16.0f;             // k is a multiple of 1/16 (COAT expand_min)
 // Upper guard on k for near-constant groups (max/min within ~1.1%). COAT's k = log2 R / log2(max/min)
 // grows without bound as the group narrows (to Inf at max = min); in FP32 the rounding of |x|/g (~1 ulp)
 // is then multiplied by k in the exponent and the group's smallest elements can underflow to code 0 —
@@ -62,7 +62,9 @@ NIBBLE_HOST_DEVICE float dre_expand(float x, float expansion, float centre, floa
   const float y = exp2_portable(expansion * log2_portable(a / centre)) / scale;
   return a == 0.0f ? 0.0f : (x < 0.0f ? -y : y);
 }
-NIBBLE_HOST_DEVICE float dre_expand(float x, DreGroup grp) { return dre_expand(x, grp.expansion, grp.centre, grp.scale); }
+NIBBLE_HOST_DEVICE float dre_expand(float x, DreGroup grp) {
+  return dre_expand(x, grp.expansion, grp.centre, grp.scale);
+}
 
 // E4M3 code of x: RNE, satfinite, of dre_expand(x). Zero encodes to +0.
 NIBBLE_HOST_DEVICE uint32_t dre_encode(float x, DreGroup grp) {
@@ -70,17 +72,24 @@ NIBBLE_HOST_DEVICE uint32_t dre_encode(float x, DreGroup grp) {
 }
 
 // Decode: sign(q s) * |q s|^(1/k) * g, from the E4M3 value q (decoded by the caller: a table on CPU).
-NIBBLE_HOST_DEVICE float dre_decode(float q, DreGroup grp) {
-  const float t = q * grp.scale;
-  const float a = exp2_portable(log2_portable(fabsf(t)) / grp.expansion) * grp.centre;
+NIBBLE_HOST_DEVICE float dre_decode(float q, float expansion, float centre, float scale) {
+  const float t = q * scale;
+  const float a = exp2_portable(log2_portable(fabsf(t)) / expansion) * centre;
   return t == 0.0f ? 0.0f : (t < 0.0f ? -a : a);
+}
+NIBBLE_HOST_DEVICE float dre_decode(float q, DreGroup grp) {
+  return dre_decode(q, grp.expansion, grp.centre, grp.scale);
 }
 
 // "fp8_plain" (COAT without expansion, the ablation): per-group absmax scale, s = (absmax + 1e-20) / 448.
-NIBBLE_HOST_DEVICE float plain_fp8_scale(float max_abs) { return (max_abs + 1e-20f) / 448.0f; }
+NIBBLE_HOST_DEVICE float plain_fp8_scale(float max_abs) {
+  return (max_abs + 1e-20f) / 448.0f;
+}
 NIBBLE_HOST_DEVICE uint32_t plain_fp8_encode(float x, float scale) {
   return precision::encode_scalar(x / scale, precision::formats::kE4M3, precision::Rounding::kNearestEven);
 }
-NIBBLE_HOST_DEVICE float plain_fp8_decode(float q, float scale) { return q * scale; }
+NIBBLE_HOST_DEVICE float plain_fp8_decode(float q, float scale) {
+  return q * scale;
+}
 
 }  // namespace nibble::optim

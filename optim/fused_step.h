@@ -11,11 +11,11 @@
 namespace nibble::optim {
 
 struct UpdateOptions {
-  uint64_t seed = 0;         // Philox key of every stochastic rounding in the step
-  float grad_scale = 1.0f;   // gradients are multiplied by this on load (the clip coefficient)
-  double lr_factor = 1.0;    // the LR schedule's factor for this step
+  uint64_t seed = 0;                // Philox key of every stochastic rounding in the step
+  float grad_scale = 1.0f;          // gradients are multiplied by this on load (the clip coefficient)
+  double lr_factor = 1.0;           // the LR schedule's factor for this step
   bool stochastic_rounding = true;  // master-less bfloat16 params: SR (true) or RNE (false) write-back
-  bool dre_clamp_k = false;  // fp8: never compress a group (k >= 1), NUMERICS.md's option
+  bool dre_clamp_k = false;         // fp8: never compress a group (k >= 1), NUMERICS.md's option
 };
 
 // Validates every slot (InvalidArgument naming the slot and what is wrong), then updates all of them and

@@ -18,8 +18,8 @@ LrSchedule make_lr_schedule(const std::string& kind, int64_t warmup_steps, int64
   if (warmup_steps < 0)
     throw InvalidArgument("LR schedule: warmup_steps must be >= 0, got " + std::to_string(warmup_steps));
   if (s.kind != ScheduleKind::kConstant && total_steps < warmup_steps)
-    throw InvalidArgument("LR schedule: total_steps (" + std::to_string(total_steps) +
-                          ") must be >= warmup_steps (" + std::to_string(warmup_steps) + ") for '" + kind + "'");
+    throw InvalidArgument("LR schedule: total_steps (" + std::to_string(total_steps) + ") must be >= warmup_steps (" +
+                          std::to_string(warmup_steps) + ") for '" + kind + "'");
   if (!(min_ratio >= 0.0 && min_ratio <= 1.0))
     throw InvalidArgument("LR schedule: min_ratio must be in [0, 1], got " + std::to_string(min_ratio));
   s.warmup_steps = warmup_steps;

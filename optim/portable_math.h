@@ -29,7 +29,9 @@ NIBBLE_HOST_DEVICE float floor32(float x) {
 #endif
 }
 // 2^n for integer n in [-126, 127], exact.
-NIBBLE_HOST_DEVICE float pow2i(int n) { return precision::bits_float(static_cast<uint32_t>(n + 127) << 23); }
+NIBBLE_HOST_DEVICE float pow2i(int n) {
+  return precision::bits_float(static_cast<uint32_t>(n + 127) << 23);
+}
 }  // namespace portable_detail
 
 // log2(x) for finite x > 0 (subnormals included), within about 2 ulp, with small *relative* error near
@@ -41,7 +43,7 @@ NIBBLE_HOST_DEVICE float log2_portable(float x) {
   const uint32_t u = precision::float_bits(subnormal ? x * 8388608.0f : x);  // * 2^23
   int e = static_cast<int>(u >> 23) - 127 - (subnormal ? 23 : 0);
   float m = precision::bits_float((u & 0x007FFFFFu) | 0x3F800000u);  // [1, 2)
-  const bool upper = m > 1.41421356f;                               // fold to [sqrt(1/2), sqrt(2))
+  const bool upper = m > 1.41421356f;                                // fold to [sqrt(1/2), sqrt(2))
   m = upper ? m * 0.5f : m;
   e += upper ? 1 : 0;
   // ln(m) = 2 atanh(f), f = (m-1)/(m+1), |f| <= 0.172: the odd series to f^11 is below 2^-25 relative.
@@ -76,7 +78,9 @@ NIBBLE_HOST_DEVICE float exp2_portable(float t) {
 }
 
 // |x|^p for x > 0 as exp2(p * log2 x).
-NIBBLE_HOST_DEVICE float pow_portable(float x, float p) { return exp2_portable(p * log2_portable(x)); }
+NIBBLE_HOST_DEVICE float pow_portable(float x, float p) {
+  return exp2_portable(p * log2_portable(x));
+}
 
 // cos(pi * x) for x in [0, 1] in double (cosine LR decay), by symmetry onto [0, pi/2] and the Taylor series
 // to x^22 (below 1e-16 there).

@@ -70,9 +70,11 @@ std::vector<uint8_t> serialize_tensor_state(const TensorSlot& slot, int moments)
 void deserialize_tensor_state(const uint8_t* bytes, size_t size, const TensorSlot& slot, int moments) {
   check_moments(moments);
   Header h{};
-  if (size < sizeof h) throw InvalidArgument("load optimizer state: " + std::to_string(size) + " bytes is shorter than the header");
+  if (size < sizeof h)
+    throw InvalidArgument("load optimizer state: " + std::to_string(size) + " bytes is shorter than the header");
   std::memcpy(&h, bytes, sizeof h);
-  if (std::memcmp(h.magic, kMagic, 4) != 0) throw InvalidArgument("load optimizer state: not a nibble optimizer state (bad magic)");
+  if (std::memcmp(h.magic, kMagic, 4) != 0)
+    throw InvalidArgument("load optimizer state: not a nibble optimizer state (bad magic)");
   if (h.version != kVersion)
     throw InvalidArgument("load optimizer state: version " + std::to_string(h.version) + "; this build reads version " +
                           std::to_string(kVersion));
@@ -80,7 +82,8 @@ void deserialize_tensor_state(const uint8_t* bytes, size_t size, const TensorSlo
     throw InvalidArgument("load optimizer state: " + what + " is " + saved + " in the saved state but " + here +
                           " in the optimizer");
   };
-  if (h.codec > static_cast<uint8_t>(StateCodec::kInt8)) mismatch("the codec", "unknown (" + std::to_string(h.codec) + ")", state_codec_name(slot.codec));
+  if (h.codec > static_cast<uint8_t>(StateCodec::kInt8))
+    mismatch("the codec", "unknown (" + std::to_string(h.codec) + ")", state_codec_name(slot.codec));
   if (h.codec != static_cast<uint8_t>(slot.codec))
     mismatch("the codec", state_codec_name(static_cast<StateCodec>(h.codec)), state_codec_name(slot.codec));
   if (h.numel != slot.numel) mismatch("numel", std::to_string(h.numel), std::to_string(slot.numel));
@@ -91,7 +94,8 @@ void deserialize_tensor_state(const uint8_t* bytes, size_t size, const TensorSlo
   size_t expected = sizeof h;
   for_each_piece(slot, moments, [&](const void*, int64_t b) { expected += static_cast<size_t>(b); });
   if (size != expected)
-    throw InvalidArgument("load optimizer state: " + std::to_string(size) + " bytes, expected " + std::to_string(expected));
+    throw InvalidArgument("load optimizer state: " + std::to_string(size) + " bytes, expected " +
+                          std::to_string(expected));
   if (!slot.step) throw InvalidArgument("load optimizer state: the slot has no step counter");
   size_t at = sizeof h;
   for_each_piece(slot, moments, [&](const void* p, int64_t b) {

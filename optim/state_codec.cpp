@@ -9,10 +9,13 @@ namespace nibble::optim {
 int codec_group_size(StateCodec codec) {
   switch (codec) {
     case StateCodec::kFP8:
-    case StateCodec::kFP8Plain: return kDreGroupSize;
-    case StateCodec::kInt8: return kInt8BlockSize;
+    case StateCodec::kFP8Plain:
+      return kDreGroupSize;
+    case StateCodec::kInt8:
+      return kInt8BlockSize;
     case StateCodec::kFP32:
-    case StateCodec::kBF16: break;
+    case StateCodec::kBF16:
+      break;
   }
   return 0;
 }
@@ -25,8 +28,12 @@ MomentLayout moment_layout(StateCodec codec, int64_t numel) {
   const int group = codec_group_size(L.codec);
   L.groups = group ? (numel + group - 1) / group : 0;
   switch (L.codec) {
-    case StateCodec::kFP32: L.value_bytes = 4 * numel; break;
-    case StateCodec::kBF16: L.value_bytes = 2 * numel; break;
+    case StateCodec::kFP32:
+      L.value_bytes = 4 * numel;
+      break;
+    case StateCodec::kBF16:
+      L.value_bytes = 2 * numel;
+      break;
     case StateCodec::kFP8:
       L.value_bytes = numel;
       L.has_scale = L.has_expansion = L.has_centre = true;
@@ -51,11 +58,16 @@ StateCodec parse_state_codec(const std::string& name) {
 
 std::string state_codec_name(StateCodec codec) {
   switch (codec) {
-    case StateCodec::kFP32: return "fp32";
-    case StateCodec::kBF16: return "bf16";
-    case StateCodec::kFP8: return "fp8";
-    case StateCodec::kFP8Plain: return "fp8_plain";
-    case StateCodec::kInt8: return "int8";
+    case StateCodec::kFP32:
+      return "fp32";
+    case StateCodec::kBF16:
+      return "bf16";
+    case StateCodec::kFP8:
+      return "fp8";
+    case StateCodec::kFP8Plain:
+      return "fp8_plain";
+    case StateCodec::kInt8:
+      return "int8";
   }
   return "?";
 }

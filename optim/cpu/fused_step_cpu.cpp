@@ -39,7 +39,9 @@ const float* e4m3_values() {
   return table.data();
 }
 
-float bf16_to_float(uint16_t b) { return bits_float(static_cast<uint32_t>(b) << 16); }
+float bf16_to_float(uint16_t b) {
+  return bits_float(static_cast<uint32_t>(b) << 16);
+}
 
 // The 16-bit SR draws of elements [first, first + count): those of precision::stochastic_bits(seed, offset,
 // i, 16), one Philox call per 8 elements.
@@ -72,9 +74,9 @@ void decode_moment(StateCodec codec, const MomentView& mv, bool is_signed, int64
       const float* table = e4m3_values();
       for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
         const int64_t grp_index = (begin + g0) / kDreGroupSize;
-        const DreGroup grp{mv.scale[grp_index], mv.expansion[grp_index], mv.centre[grp_index]};
+        const float scale = mv.scale[grp_index], k = mv.expansion[grp_index], centre = mv.centre[grp_index];
         const int end = std::min(n, g0 + kDreGroupSize);
-        for (int j = g0; j < end; ++j) out[j] = dre_decode(table[codes[j]], grp);
+        for (int j = g0; j < end; ++j) out[j] = dre_decode(table[codes[j]], k, centre, scale);
       }
       break;
     }
@@ -129,13 +131,17 @@ void encode_moment(StateCodec codec, const MomentView& mv, bool is_signed, int64
       uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
       for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
         const int end = std::min(n, g0 + kDreGroupSize);
-        float max_abs = 0.0f, min_nonzero = FLT_MAX;
+        // On the bits of |x|: for non-negative floats integer order is value order, and integer max/min
+        // reductions vectorise (float ones do not without -ffinite-math-only). An all-zero group keeps
+        // min = FLT_MAX ("no nonzero element").
+        uint32_t max_bits = 0, min_bits = float_bits(FLT_MAX);
         for (int j = g0; j < end; ++j) {
-          const float a = fabsf(x[j]);
-          max_abs = std::max(max_abs, a);
-          min_nonzero = std::min(min_nonzero, a == 0.0f ? FLT_MAX : a);
+          const uint32_t a = float_bits(x[j]) & 0x7FFFFFFFu;
+          max_bits = std::max(max_bits, a);
+          min_bits = std::min(min_bits, a == 0u ? 0xFFFFFFFFu : a);
         }
-        const DreGroup grp = dre_group(max_abs, min_nonzero, ctx.clamp_k);
+        const DreGroup grp =
+            dre_group(bits_float(max_bits), bits_float(std::min(min_bits, float_bits(FLT_MAX))), ctx.clamp_k);
         const int64_t grp_index = (begin + g0) / kDreGroupSize;
         mv.scale[grp_index] = grp.scale;
         mv.expansion[grp_index] = grp.expansion;
@@ -145,8 +151,7 @@ void encode_moment(StateCodec codec, const MomentView& mv, bool is_signed, int64
         const float k = grp.expansion, centre = grp.centre, scale = grp.scale;
         for (int j = g0; j < end; ++j) y[j - g0] = dre_expand(x[j], k, centre, scale);
         for (int j = g0; j < end; ++j)
-          codes[j] = static_cast<uint8_t>(
-              encode_scalar(y[j - g0], formats::kE4M3, Rounding::kNearestEven));
+          codes[j] = static_cast<uint8_t>(encode_scalar(y[j - g0], formats::kE4M3, Rounding::kNearestEven));
       }
       break;
     }
@@ -209,7 +214,8 @@ void store_param(const TensorSlot& s, int64_t begin, int n, const float* p, uint
   uint16_t* dst = static_cast<uint16_t*>(s.param) + begin;
   if (s.master || !stochastic) {
     // The model copy of a master, or the RNE ablation of master-less training.
-    for (int j = 0; j < n; ++j) dst[j] = static_cast<uint16_t>(encode_scalar(p[j], formats::kBF16, Rounding::kNearestEven));
+    for (int j = 0; j < n; ++j)
+      dst[j] = static_cast<uint16_t>(encode_scalar(p[j], formats::kBF16, Rounding::kNearestEven));
     return;
   }
   uint32_t bits[kTile];
@@ -219,12 +225,14 @@ void store_param(const TensorSlot& s, int64_t begin, int n, const float* p, uint
         encode_scalar(p[j], formats::kBF16, Rounding::kStochastic, precision::RandomBits{bits[j], kSrBits}));
 }
 
-std::string slot_name(size_t i) { return "optimizer step: tensor " + std::to_string(i); }
+std::string slot_name(size_t i) {
+  return "optimizer step: tensor " + std::to_string(i);
+}
 
 void validate_moment(size_t i, const char* which, const MomentView& mv, const MomentLayout& L) {
   auto missing = [&](const char* what) {
-    throw InvalidArgument(slot_name(i) + ": moment " + which + " (codec " + state_codec_name(L.codec) +
-                          ") has no " + what + " buffer");
+    throw InvalidArgument(slot_name(i) + ": moment " + which + " (codec " + state_codec_name(L.codec) + ") has no " +
+                          what + " buffer");
   };
   if (!mv.values) missing("values");
   if (L.has_scale && !mv.scale) missing("scale");
@@ -238,7 +246,8 @@ void validate(std::span<const TensorSlot> slots, bool needs_v, bool needs_m) {
     if (s.numel < 0) throw InvalidArgument(slot_name(i) + ": numel must be >= 0, got " + std::to_string(s.numel));
     if (!s.param || !s.grad || !s.step)
       throw InvalidArgument(slot_name(i) + ": param, grad and step pointers are required (one is null)");
-    if (*s.step < 0) throw InvalidArgument(slot_name(i) + ": step counter is negative (" + std::to_string(*s.step) + ")");
+    if (*s.step < 0)
+      throw InvalidArgument(slot_name(i) + ": step counter is negative (" + std::to_string(*s.step) + ")");
     const MomentLayout L = moment_layout(s.codec, s.numel);
     if (needs_m) validate_moment(i, "m", s.m, L);
     if (needs_v) validate_moment(i, "v", s.v, L);
@@ -257,8 +266,13 @@ std::vector<WorkItem> split(std::span<const TensorSlot> slots) {
   return items;
 }
 
-int threads_for(size_t items) {
-  return static_cast<int>(std::max<size_t>(1, std::min<size_t>(items, static_cast<size_t>(precision::num_threads()))));
+// A thread per 64K elements at most: below that a parallel region's start and barrier cost more than the
+// work (and on an oversubscribed machine, a descheduled thread stalls the barrier).
+int threads_for(std::span<const TensorSlot> slots) {
+  int64_t total = 0;
+  for (const TensorSlot& s : slots) total += s.numel;
+  const int64_t wanted = (total + (int64_t{1} << 16) - 1) >> 16;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, precision::num_threads())));
 }
 
 void check_hyper(double lr, double weight_decay, const char* who) {
@@ -270,7 +284,8 @@ void check_hyper(double lr, double weight_decay, const char* who) {
 
 void check_options(const UpdateOptions& o, const char* who) {
   if (!(o.grad_scale >= 0.0f) || !(o.grad_scale < FLT_MAX))
-    throw InvalidArgument(std::string(who) + ": grad_scale must be finite and >= 0, got " + std::to_string(o.grad_scale));
+    throw InvalidArgument(std::string(who) + ": grad_scale must be finite and >= 0, got " +
+                          std::to_string(o.grad_scale));
   if (!(o.lr_factor >= 0.0))
     throw InvalidArgument(std::string(who) + ": lr_factor must be >= 0, got " + std::to_string(o.lr_factor));
 }
@@ -288,7 +303,7 @@ void adamw_update(std::span<const TensorSlot> slots, const AdamWHyper& hyper, co
   std::vector<AdamWScalars> scalars(slots.size());
   for (size_t i = 0; i < slots.size(); ++i) scalars[i] = adamw_scalars(hyper, *slots[i].step + 1, options.lr_factor);
   const std::vector<WorkItem> items = split(slots);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(items.size()))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(slots))
   for (size_t w = 0; w < items.size(); ++w) {
     const WorkItem& item = items[w];
     const TensorSlot& s = slots[item.slot];
@@ -324,7 +339,7 @@ void sgd_update(std::span<const TensorSlot> slots, const SgdHyper& hyper, const 
   const bool has_momentum = hyper.momentum != 0.0;
   validate(slots, false, has_momentum);
   const std::vector<WorkItem> items = split(slots);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(items.size()))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(slots))
   for (size_t w = 0; w < items.size(); ++w) {
     const WorkItem& item = items[w];
     const TensorSlot& s = slots[item.slot];

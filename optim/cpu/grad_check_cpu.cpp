@@ -55,8 +55,11 @@ GradientReport check_gradients(std::span<const GradientView> grads) {
     for (int64_t b = 0; b < grads[g].numel; b += kChunk) items.push_back({g, b, std::min(grads[g].numel, b + kChunk)});
   }
   std::vector<ChunkResult> results(items.size());
+  // A thread per 256K elements at most: smaller reads finish before a parallel region pays off.
+  int64_t total = 0;
+  for (const GradientView& g : grads) total += g.numel;
   const int threads = static_cast<int>(
-      std::max<size_t>(1, std::min<size_t>(items.size(), static_cast<size_t>(precision::num_threads()))));
+      std::max<int64_t>(1, std::min<int64_t>((total + (int64_t{1} << 18) - 1) >> 18, precision::num_threads())));
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (size_t w = 0; w < items.size(); ++w) {
     const Item& it = items[w];
@@ -66,8 +69,8 @@ GradientReport check_gradients(std::span<const GradientView> grads) {
       results[w] = scan(it.begin, it.end, [p](int64_t i) { return p[i]; });
     } else {
       const uint16_t* p = static_cast<const uint16_t*>(g.data);
-      results[w] = scan(it.begin, it.end,
-                        [p](int64_t i) { return precision::bits_float(static_cast<uint32_t>(p[i]) << 16); });
+      results[w] =
+          scan(it.begin, it.end, [p](int64_t i) { return precision::bits_float(static_cast<uint32_t>(p[i]) << 16); });
     }
   }
   GradientReport report;

@@ -23,7 +23,9 @@ void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(err));
 }
 
-__device__ __forceinline__ float bf16_to_float(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+__device__ __forceinline__ float bf16_to_float(uint16_t b) {
+  return __uint_as_float(static_cast<uint32_t>(b) << 16);
+}
 
 __device__ __forceinline__ float load_element(const void* data, ElementType type, int64_t i) {
   return type == ElementType::kFloat32 ? static_cast<const float*>(data)[i]
@@ -35,7 +37,10 @@ __device__ int find_slot(const int64_t* tile_starts, int count, int64_t tile) {
   int lo = 0, hi = count - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (tile_starts[mid] <= tile) lo = mid; else hi = mid - 1;
+    if (tile_starts[mid] <= tile)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -71,12 +76,15 @@ __device__ float group_min(float x, float* scratch, int width) {
 
 __device__ float decode_moment(StateCodec codec, const MomentView& mv, const float* map_values, int64_t i) {
   switch (codec) {
-    case StateCodec::kFP32: return static_cast<const float*>(mv.values)[i];
-    case StateCodec::kBF16: return bf16_to_float(static_cast<const uint16_t*>(mv.values)[i]);
+    case StateCodec::kFP32:
+      return static_cast<const float*>(mv.values)[i];
+    case StateCodec::kBF16:
+      return bf16_to_float(static_cast<const uint16_t*>(mv.values)[i]);
     case StateCodec::kFP8: {
       const int64_t g = i / kDreGroupSize;
       const DreGroup grp{mv.scale[g], mv.expansion[g], mv.centre[g]};
-      return dre_decode(precision::decode_scalar(static_cast<const uint8_t*>(mv.values)[i], precision::formats::kE4M3), grp);
+      return dre_decode(precision::decode_scalar(static_cast<const uint8_t*>(mv.values)[i], precision::formats::kE4M3),
+                        grp);
     }
     case StateCodec::kFP8Plain:
       return plain_fp8_decode(
@@ -195,9 +203,9 @@ __global__ void __launch_bounds__(kTile) decide_kernel(const TensorSlot* slots, 
   }
 }
 
-__global__ void __launch_bounds__(kTile) update_kernel(const TensorSlot* slots, const int64_t* tile_starts, int count,
-                                                       const float* maps, StepConfig config,
-                                                       const DeviceStepState* state) {
+__global__ void __launch_bounds__(kTile)
+    update_kernel(const TensorSlot* slots, const int64_t* tile_starts, int count, const float* maps, StepConfig config,
+                  const DeviceStepState* state) {
   if (state->nonfinite != 0) return;  // the step is skipped: nothing moves
   __shared__ float scratch[kTile];
   __shared__ float map_values[2][256];
@@ -240,7 +248,8 @@ __global__ void __launch_bounds__(kTile) update_kernel(const TensorSlot* slots, 
     } else {
       const bool sr = !slot.master && config.stochastic_rounding;
       const uint32_t bits =
-          sr ? precision::stochastic_bits(config.seed, philox_offset(t, kStreamParam), slot.index_base + i, kSrBits) : 0u;
+          sr ? precision::stochastic_bits(config.seed, philox_offset(t, kStreamParam), slot.index_base + i, kSrBits)
+             : 0u;
       static_cast<uint16_t*>(slot.param)[i] = static_cast<uint16_t>(precision::encode_scalar(
           p, precision::formats::kBF16, sr ? precision::Rounding::kStochastic : precision::Rounding::kNearestEven,
           precision::RandomBits{bits, kSrBits}));
@@ -261,7 +270,8 @@ __global__ void __launch_bounds__(kTile) update_kernel(const TensorSlot* slots, 
 
 MultiTensorPlan::MultiTensorPlan(const TensorSlot* slots, size_t count, cudaStream_t stream) : count_(count) {
   if (count == 0) throw InvalidArgument("CUDA optimizer plan: no tensors");
-  if (count > 0x7FFFFFFFu) throw InvalidArgument("CUDA optimizer plan: too many tensors (" + std::to_string(count) + ")");
+  if (count > 0x7FFFFFFFu)
+    throw InvalidArgument("CUDA optimizer plan: too many tensors (" + std::to_string(count) + ")");
   int64_t* starts = new int64_t[count + 1];
   starts[0] = 0;
   for (size_t s = 0; s < count; ++s) {
@@ -284,7 +294,8 @@ MultiTensorPlan::MultiTensorPlan(const TensorSlot* slots, size_t count, cudaStre
   check(cudaMalloc(&partials_, static_cast<size_t>(tiles_) * sizeof(double)), "cudaMalloc partials");
   check(cudaMalloc(&maps_, sizeof host_maps), "cudaMalloc maps");
   check(cudaMemcpyAsync(slots_, slots, count * sizeof(TensorSlot), cudaMemcpyHostToDevice, stream), "copy slots");
-  check(cudaMemcpyAsync(tile_starts_, starts, (count + 1) * sizeof(int64_t), cudaMemcpyHostToDevice, stream), "copy tiles");
+  check(cudaMemcpyAsync(tile_starts_, starts, (count + 1) * sizeof(int64_t), cudaMemcpyHostToDevice, stream),
+        "copy tiles");
   check(cudaMemcpyAsync(maps_, host_maps, sizeof host_maps, cudaMemcpyHostToDevice, stream), "copy maps");
   // The host arrays must outlive the asynchronous copies.
   check(cudaStreamSynchronize(stream), "plan upload");

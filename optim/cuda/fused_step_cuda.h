@@ -21,13 +21,13 @@ enum class Algorithm : uint8_t { kAdamW, kSGD };
 // Lives in device memory; init_step_state() zeroes it. Read it back (at a sync the caller already has, e.g.
 // logging) to learn whether steps were skipped and which tensor had NaN/Inf.
 struct DeviceStepState {
-  int64_t step = 0;                         // optimizer steps taken (the LR schedule's index)
-  int64_t skipped_steps = 0;                // steps skipped for NaN/Inf gradients
-  double sum_squares = 0.0;                 // squared global gradient norm of the last step
-  double lr_factor = 1.0;                   // schedule factor used by the last step
-  float clip = 1.0f;                        // clip coefficient used by the last step
-  uint32_t nonfinite = 0;                   // last step: nonzero if a gradient had NaN/Inf
-  uint32_t first_bad_slot = 0xFFFFFFFFu;    // last step: lowest slot index with NaN/Inf
+  int64_t step = 0;                       // optimizer steps taken (the LR schedule's index)
+  int64_t skipped_steps = 0;              // steps skipped for NaN/Inf gradients
+  double sum_squares = 0.0;               // squared global gradient norm of the last step
+  double lr_factor = 1.0;                 // schedule factor used by the last step
+  float clip = 1.0f;                      // clip coefficient used by the last step
+  uint32_t nonfinite = 0;                 // last step: nonzero if a gradient had NaN/Inf
+  uint32_t first_bad_slot = 0xFFFFFFFFu;  // last step: lowest slot index with NaN/Inf
 };
 
 struct StepConfig {
@@ -58,10 +58,10 @@ class MultiTensorPlan {
   friend void step(const MultiTensorPlan&, const StepConfig&, DeviceStepState*, cudaStream_t);
   size_t count_ = 0;
   int64_t tiles_ = 0;
-  TensorSlot* slots_ = nullptr;      // device
-  int64_t* tile_starts_ = nullptr;   // device, count + 1 prefix sums of tiles per slot
-  double* partials_ = nullptr;       // device, one per tile
-  float* maps_ = nullptr;            // device: signed values, signed thresholds, unsigned values, thresholds
+  TensorSlot* slots_ = nullptr;     // device
+  int64_t* tile_starts_ = nullptr;  // device, count + 1 prefix sums of tiles per slot
+  double* partials_ = nullptr;      // device, one per tile
+  float* maps_ = nullptr;           // device: signed values, signed thresholds, unsigned values, thresholds
 };
 
 // Sets *state (device) to a fresh optimizer: step 0, nothing skipped.

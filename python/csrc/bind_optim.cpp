@@ -32,13 +32,13 @@ ElementType element_type(const torch::Tensor& t, const std::string& what) {
 // A state tensor by key, checked for dtype and element count.
 torch::Tensor state_tensor(const py::dict& state, const std::string& key, torch::ScalarType dtype, int64_t numel,
                            const std::string& name) {
-  if (!state.contains(key.c_str()))
-    throw InvalidArgument("nibble.optim: state of " + name + " has no '" + key + "'");
+  if (!state.contains(key.c_str())) throw InvalidArgument("nibble.optim: state of " + name + " has no '" + key + "'");
   torch::Tensor t = state[key.c_str()].cast<torch::Tensor>();
   if (t.scalar_type() != dtype || t.numel() != numel || !t.is_contiguous() || !t.device().is_cpu())
     throw InvalidArgument("nibble.optim: state '" + key + "' of " + name + " must be a contiguous CPU " +
-                          std::string(c10::toString(dtype)) + " tensor of " + std::to_string(numel) + " elements, got " +
-                          std::string(c10::toString(t.scalar_type())) + " with " + std::to_string(t.numel()));
+                          std::string(c10::toString(dtype)) + " tensor of " + std::to_string(numel) +
+                          " elements, got " + std::string(c10::toString(t.scalar_type())) + " with " +
+                          std::to_string(t.numel()));
   return t;
 }
 
@@ -166,15 +166,17 @@ py::dict state_layout(const std::string& codec, int64_t numel) {
 
 // Encodes x (float32, any shape) into a dict {"values", "scale", "k", "centre"} (absent ones omitted).
 py::dict encode_state(const torch::Tensor& x, const std::string& codec_name, bool is_signed, uint64_t seed) {
-  if (element_type(x, "input") != ElementType::kFloat32) throw py::type_error("nibble.optim.encode_state: pass float32");
+  if (element_type(x, "input") != ElementType::kFloat32)
+    throw py::type_error("nibble.optim.encode_state: pass float32");
   const StateCodec codec = optim::parse_state_codec(codec_name);
   const int64_t n = x.numel();
   const optim::MomentLayout L = optim::moment_layout(codec, n);
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
   py::dict d;
-  torch::Tensor values = torch::empty({n}, torch::TensorOptions().dtype(L.codec == StateCodec::kFP32   ? torch::kFloat32
-                                                                       : L.codec == StateCodec::kBF16 ? torch::kBFloat16
-                                                                                                      : torch::kUInt8));
+  torch::Tensor values =
+      torch::empty({n}, torch::TensorOptions().dtype(L.codec == StateCodec::kFP32   ? torch::kFloat32
+                                                     : L.codec == StateCodec::kBF16 ? torch::kBFloat16
+                                                                                    : torch::kUInt8));
   d["values"] = values;
   optim::MomentView v{values.data_ptr(), nullptr, nullptr, nullptr};
   if (L.has_scale) {
@@ -228,8 +230,8 @@ torch::Tensor dynamic_map(bool is_signed) {
 void bind_optim(py::module_& m) {
   m.def("optim_adamw_update", &adamw_update, py::arg("params"), py::arg("grads"), py::arg("states"),
         py::arg("index_bases"), py::arg("names"), py::arg("codec"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"), py::arg("weight_decay"), py::arg("seed"), py::arg("grad_scale"),
-        py::arg("stochastic_rounding"), py::arg("dre_clamp_k"));
+        py::arg("eps"), py::arg("weight_decay"), py::arg("seed"), py::arg("grad_scale"), py::arg("stochastic_rounding"),
+        py::arg("dre_clamp_k"));
   m.def("optim_sgd_update", &sgd_update, py::arg("params"), py::arg("grads"), py::arg("states"), py::arg("index_bases"),
         py::arg("names"), py::arg("codec"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
         py::arg("weight_decay"), py::arg("nesterov"), py::arg("seed"), py::arg("grad_scale"),

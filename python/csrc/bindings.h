@@ -13,6 +13,7 @@ void bind_quantize(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
 void bind_gemm(pybind11::module_& m);
 void bind_nn(pybind11::module_& m);
+void bind_parallel(pybind11::module_& m);
 
 // The options describing a stored copy of `scheme` (element format `fmt`, None = the scheme's default).
 precision::QuantizeOptions options_for_copy(const std::string& scheme, const pybind11::object& fmt);

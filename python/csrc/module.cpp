@@ -13,4 +13,5 @@ PYBIND11_MODULE(_C, m) {
   nibble::python::bind_optim(m);
   nibble::python::bind_gemm(m);
   nibble::python::bind_nn(m);
+  nibble::python::bind_parallel(m);
 }

@@ -8,8 +8,10 @@ from .quantize import SCHEMES, DelayedScaling, QuantizedTensor, gemm, quantize, 
 from . import nn
 from .nn import Recipe, autocast
 from . import optim
+from . import parallel  # MPI is initialised by nibble.parallel.init(), never at import
 
 recipes = nn.recipes()
 
 __all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads", "quantize", "QuantizedTensor",
-           "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "nn", "Recipe", "autocast", "recipes"]
+           "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "nn", "Recipe", "autocast", "recipes",
+           "parallel"]

@@ -29,8 +29,10 @@ struct OwnedMoment {
                       expansion.empty() ? nullptr : expansion.data(), centre.empty() ? nullptr : centre.data()};
   }
   explicit OwnedMoment(const MomentLayout& L)
-      : values(static_cast<size_t>(L.value_bytes), 0), scale(L.has_scale ? L.groups : 0, 0.0f),
-        expansion(L.has_expansion ? L.groups : 0, 1.0f), centre(L.has_centre ? L.groups : 0, 1.0f) {}
+      : values(static_cast<size_t>(L.value_bytes), 0),
+        scale(L.has_scale ? L.groups : 0, 0.0f),
+        expansion(L.has_expansion ? L.groups : 0, 1.0f),
+        centre(L.has_centre ? L.groups : 0, 1.0f) {}
   bool operator==(const OwnedMoment& o) const {
     return values == o.values && scale == o.scale && expansion == o.expansion && centre == o.centre;
   }
@@ -54,8 +56,8 @@ struct Tensor {
     if (bf16) {
       param16.resize(n);
       for (int64_t i = 0; i < n; ++i)
-        param16[i] = static_cast<uint16_t>(precision::encode_scalar(init[i], precision::formats::kBF16,
-                                                                    precision::Rounding::kNearestEven));
+        param16[i] = static_cast<uint16_t>(
+            precision::encode_scalar(init[i], precision::formats::kBF16, precision::Rounding::kNearestEven));
       if (with_master) {
         master.resize(n);
         for (int64_t i = 0; i < n; ++i) master[i] = param_value(i);
@@ -137,7 +139,7 @@ TEST(FusedStep, ResultsDoNotDependOnTheThreadCount) {
       std::vector<std::unique_ptr<Tensor>> runs;
       for (int threads : {1, 2}) {
         precision::set_num_threads(threads);
-        auto t = std::make_unique<Tensor>(20000 + 77, codec, bf16, false, 5);
+        auto t = std::make_unique<Tensor>(140000 + 77, codec, bf16, false, 5);  // > 64K: two threads
         std::mt19937 rng(6);
         for (int step = 0; step < 3; ++step) {
           t->new_gradient(rng, 1.0f);
@@ -161,8 +163,8 @@ TEST(FusedStep, MasterWritesAnRneModelCopy) {
   TensorSlot s = t.slot();
   adamw_update({&s, 1}, AdamWHyper{}, UpdateOptions{});
   for (int64_t i = 0; i < t.n; ++i)
-    ASSERT_EQ(t.param16[i], precision::encode_scalar(t.master[i], precision::formats::kBF16,
-                                                     precision::Rounding::kNearestEven));
+    ASSERT_EQ(t.param16[i],
+              precision::encode_scalar(t.master[i], precision::formats::kBF16, precision::Rounding::kNearestEven));
 }
 
 TEST(FusedStep, MasterlessBf16UsesStochasticRoundingThatIsUnbiased) {
@@ -265,7 +267,10 @@ TEST(Serialize, EveryCodecRoundTripsBitForBit) {
       // The next step from the restored state equals the next step from the original.
       t.new_gradient(rng, 1.0f);
       fresh.grad = t.grad;
-      if (master) fresh.param16 = t.param16; else fresh.param32 = t.param32;
+      if (master)
+        fresh.param16 = t.param16;
+      else
+        fresh.param32 = t.param32;
       TensorSlot a = t.slot(), b = fresh.slot();
       adamw_update({&a, 1}, AdamWHyper{}, UpdateOptions{});
       adamw_update({&b, 1}, AdamWHyper{}, UpdateOptions{});

@@ -15,7 +15,9 @@
 namespace nibble::optim {
 namespace {
 
-void ok(cudaError_t e) { ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e); }
+void ok(cudaError_t e) {
+  ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
+}
 
 template <class T>
 T* to_device(const std::vector<T>& h) {
@@ -38,7 +40,9 @@ struct Moment {
   std::vector<uint8_t> values;
   std::vector<float> scale, expansion, centre;
   Moment(const MomentLayout& L)
-      : values(L.value_bytes), scale(L.has_scale ? L.groups : 0), expansion(L.has_expansion ? L.groups : 0, 1.0f),
+      : values(L.value_bytes),
+        scale(L.has_scale ? L.groups : 0),
+        expansion(L.has_expansion ? L.groups : 0, 1.0f),
         centre(L.has_centre ? L.groups : 0, 1.0f) {}
   MomentView host() {
     return {values.data(), scale.empty() ? nullptr : scale.data(), expansion.empty() ? nullptr : expansion.data(),
@@ -49,8 +53,8 @@ struct Moment {
 
 TEST(OptimCuda, MultiTensorStepEqualsCpuBitForBit) {
   const int64_t sizes[] = {300, 5000, 70000 + 33};
-  for (StateCodec codec : {StateCodec::kFP32, StateCodec::kBF16, StateCodec::kFP8, StateCodec::kFP8Plain,
-                           StateCodec::kInt8}) {
+  for (StateCodec codec :
+       {StateCodec::kFP32, StateCodec::kBF16, StateCodec::kFP8, StateCodec::kFP8Plain, StateCodec::kInt8}) {
     for (bool bf16 : {false, true}) {
       std::vector<TensorSlot> cpu_slots, gpu_slots;
       std::vector<std::vector<uint16_t>> p16;
@@ -87,7 +91,8 @@ TEST(OptimCuda, MultiTensorStepEqualsCpuBitForBit) {
       std::vector<std::vector<uint16_t>> g16(3);
       for (int k = 0; k < 3; ++k) {
         g16[k].resize(grads[k].size());
-        for (size_t i = 0; i < grads[k].size(); ++i) g16[k][i] = static_cast<uint16_t>(precision::float_bits(grads[k][i]) >> 16);
+        for (size_t i = 0; i < grads[k].size(); ++i)
+          g16[k][i] = static_cast<uint16_t>(precision::float_bits(grads[k][i]) >> 16);
       }
       int64_t* dsteps = to_device(steps);
       for (int k = 0; k < 3; ++k) {

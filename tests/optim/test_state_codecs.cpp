@@ -18,7 +18,9 @@
 namespace nibble::optim {
 namespace {
 
-float e4m3(uint32_t code) { return precision::decode_scalar(code, precision::formats::kE4M3); }
+float e4m3(uint32_t code) {
+  return precision::decode_scalar(code, precision::formats::kE4M3);
+}
 
 // Encodes one group with DRE and decodes it again.
 std::vector<float> dre_round_trip(const std::vector<float>& x, DreGroup* out_grp = nullptr, bool clamp = false) {
@@ -42,8 +44,7 @@ TEST(PortableMath, Log2AndExp2AreAccurateToAFewUlp) {
     const float t = u(rng);
     const float x = std::exp2(t);
     const double exact_log = std::log2(static_cast<double>(x));
-    if (exact_log != 0)
-      worst_log = std::max(worst_log, std::fabs(log2_portable(x) - exact_log) / std::fabs(exact_log));
+    if (exact_log != 0) worst_log = std::max(worst_log, std::fabs(log2_portable(x) - exact_log) / std::fabs(exact_log));
     const double exact_exp = std::exp2(static_cast<double>(t));
     worst_exp = std::max(worst_exp, std::fabs(exp2_portable(t) - exact_exp) / exact_exp);
   }
@@ -55,7 +56,7 @@ TEST(PortableMath, Log2AndExp2AreAccurateToAFewUlp) {
   EXPECT_EQ(log2_portable(1.0f), 0.0f);
   EXPECT_EQ(exp2_portable(0.0f), 1.0f);
   EXPECT_EQ(exp2_portable(-300.0f), 0.0f);
-  EXPECT_NEAR(log2_portable(1e-40f) / std::log2(1e-40), 1.0, 3e-7);  // FP32 subnormal input
+  EXPECT_NEAR(log2_portable(1e-40f) / std::log2(1e-40), 1.0, 3e-7);    // FP32 subnormal input
   EXPECT_NEAR(exp2_portable(-140.0f) / std::exp2(-140.0), 1.0, 1e-4);  // subnormal output
 }
 

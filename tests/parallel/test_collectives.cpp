@@ -408,6 +408,49 @@ TEST(Communicator, ReceivedLengthMustMatchTheBuffer) {
   g->barrier();
 }
 
+// Above 256 KiB two-rank all-reduces leave the exchange path for libnbc's: both must agree with the hand sum.
+TEST(Communicator, LargeAllReduceInAndOutOfPlace) {
+  for (auto& g : test_groups()) {
+    const int n = g->size(), me = g->rank();
+    const size_t count = 70001;  // 560 KB of float64, odd
+    std::vector<double> buf(count), out(count);
+    for (size_t i = 0; i < count; ++i) buf[i] = static_cast<double>(x(me, i));
+    g->all_reduce(std::span<const double>(buf), std::span<double>(out), ReduceOp::kAvg);
+    g->all_reduce(std::span<double>(buf), ReduceOp::kSum);
+    for (size_t i = 0; i < count; i += 997) {
+      double s = 0;
+      for (int r = 0; r < n; ++r) s += static_cast<double>(x(r, i));
+      ASSERT_EQ(buf[i], s) << g->describe() << " element " << i;
+      ASSERT_EQ(out[i], s / n) << g->describe() << " element " << i;
+    }
+  }
+}
+
+// Two-rank groups run all_gather / reduce_scatter as paired sends and receives: a user's receive posted
+// before them (same peer, any user tag) must still get the user's message, and the collectives their own.
+TEST(Communicator, UserMessagesNeverMatchCollectiveTraffic) {
+  for (auto& g : test_groups()) {
+    if (g->size() != 2) continue;
+    const int me = g->rank(), peer = 1 - me;
+    std::vector<int64_t> user_in(4, -1);
+    par::Work pending_recv;
+    if (me == 0) pending_recv = g->recv_async(par::view(std::span<int64_t>(user_in)), peer, par::Communicator::kMaxTag);
+    const std::vector<int64_t> part(4, 100 + me);
+    std::vector<int64_t> whole(8, 0);
+    g->all_gather(std::span<const int64_t>(part), std::span<int64_t>(whole));
+    const std::vector<int64_t> both(8, 1);
+    std::vector<int64_t> half(4, 0);
+    g->reduce_scatter(std::span<const int64_t>(both), std::span<int64_t>(half), ReduceOp::kSum);
+    if (me == 1) g->send(std::span<const int64_t>(std::vector<int64_t>(4, 7)), peer, par::Communicator::kMaxTag);
+    pending_recv.wait();
+    EXPECT_EQ(whole, (std::vector<int64_t>{100, 100, 100, 100, 101, 101, 101, 101})) << g->describe();
+    EXPECT_EQ(half, std::vector<int64_t>(4, 2)) << g->describe();
+    if (me == 0) {
+      EXPECT_EQ(user_in, std::vector<int64_t>(4, 7)) << g->describe();
+    }
+  }
+}
+
 TEST(Communicator, NonblockingWorkCompletesInAnyWaitOrder) {
   auto g = par::MpiCommunicator::duplicate(MPI_COMM_WORLD, "async", kTestOptions);
   const int n = g->size(), me = g->rank();

@@ -1,0 +1,56 @@
+#pragma once
+// The NCCL backend: device buffers, operations enqueued on one CUDA stream, completion polled through a CUDA
+// event and ncclCommGetAsyncError against the deadline; at the deadline the NCCL communicator is aborted
+// (ncclCommAbort) so no kernel keeps spinning on a peer that will never come.
+//
+// COMPILE-CHECKED ONLY: this project has no GPU. The code is built and linked against NCCL with warnings as
+// errors, and tests/parallel/test_nccl_communicator.cpp runs it where GPUs exist (it exits 77, a CTest skip,
+// where they do not). See docs/PARALLEL.md.
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
+
+namespace nibble::parallel {
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Collective over the ranks of `group` (same membership, same name): group rank 0 creates the NCCL unique id
+  // (ncclGetUniqueId), a deadline-bound broadcast over `group` shares it, then every rank joins with
+  // ncclCommInitRankConfig on a nonblocking communicator (so initialisation is deadline-bound too). The CUDA
+  // device must already be bound (nibble::parallel::init() binds local rank -> device). `stream` = nullptr
+  // creates a non-blocking stream owned by this communicator.
+  explicit NcclCommunicator(MpiCommunicator& group, cudaStream_t stream = nullptr);
+  NcclCommunicator(MpiCommunicator& group, cudaStream_t stream, const CommOptions& options);
+  ~NcclCommunicator() override;
+
+  ncclComm_t handle() const { return comm_; }
+  cudaStream_t stream() const { return stream_; }
+
+ protected:
+  std::unique_ptr<detail::PendingOp> do_all_reduce(ConstView in, View out, ReduceOp op) override;
+  std::unique_ptr<detail::PendingOp> do_reduce_scatter(ConstView in, View out, ReduceOp op,
+                                                       std::span<const size_t> counts) override;
+  std::unique_ptr<detail::PendingOp> do_all_gather(ConstView in, View out, std::span<const size_t> counts) override;
+  std::unique_ptr<detail::PendingOp> do_all_to_all(ConstView in, View out, std::span<const size_t> send_counts,
+                                                   std::span<const size_t> recv_counts) override;
+  std::unique_ptr<detail::PendingOp> do_broadcast(View buf, int root) override;
+  std::unique_ptr<detail::PendingOp> do_send(ConstView buf, int peer, int tag) override;
+  std::unique_ptr<detail::PendingOp> do_recv(View buf, int peer, int tag) override;
+  std::unique_ptr<detail::PendingOp> do_send_recv(ConstView send, int dst, View recv, int src, int tag) override;
+  std::unique_ptr<detail::PendingOp> do_barrier() override;
+
+ private:
+  template <class Enqueue>
+  std::unique_ptr<detail::PendingOp> launch(const char* op, Enqueue&& enqueue);
+  void wait_ready(const char* what);  // a nonblocking NCCL call returned ncclInProgress
+  void require_device(const void* p, size_t count, const char* op, const char* which) const;
+
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  bool owns_stream_ = false;
+  int* scratch_ = nullptr;  // one device int: the barrier's all-reduce
+};
+
+}  // namespace nibble::parallel
