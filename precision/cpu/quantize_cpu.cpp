@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "precision/block_scale.h"
 #include "precision/error.h"
 #include "precision/format_names.h"
 #include "precision/hadamard.h"
@@ -123,49 +124,6 @@ struct CopyJob {
   uint64_t offset;      // SR counter offset of this copy
 };
 
-float fmax_of(const Format& fmt) { return max_finite(fmt); }
-
-// The element multiplier and stored scale of one block from its amax.
-struct BlockScale {
-  float multiplier;  // x * multiplier is rounded to the element format
-  uint32_t code;     // E8M0/UE4M3 code (when the scheme stores codes)
-  float scale_inv;   // FP32 decode scale (FP8 schemes)
-};
-
-BlockScale scale_block(const QuantizeOptions& o, float block_amax, const CopyJob& job, float nv_global_enc) {
-  const float fmax = fmax_of(o.element);
-  switch (o.scheme) {
-    case Scheme::kFP8Tensor:
-    case Scheme::kFP8Block128:
-    case Scheme::kFP8Block16:
-    case Scheme::kFP8Block128x128: {
-      const float vfi = o.scheme == Scheme::kFP8Tensor ? FLT_MAX : job.value_for_inf;
-      const float s = (o.scheme == Scheme::kFP8Tensor && o.use_fixed_scale)
-                          ? o.fixed_scale
-                          : compute_scale(block_amax, fmax, o.amax_epsilon, o.pow2_scale, vfi);
-      return {s, 0u, 1.0f / s};
-    }
-    case Scheme::kMXFP8:
-    case Scheme::kMXFP4: {
-      uint32_t e;
-      if (o.mx_rule == MxScaleRule::kCeil) {
-        e = float_to_e8m0_ceil(block_amax * (1.0f / fmax));
-      } else {
-        const int emax_elem = static_cast<int>((float_bits(fmax) >> 23) & 0xFFu) - 127;
-        e = e8m0_floor_scale(block_amax, emax_elem);
-      }
-      return {e8m0_encode_multiplier(e), e, 0.0f};
-    }
-    case Scheme::kNVFP4:
-    case Scheme::kNVFP4_2D: {
-      const uint32_t code = nvfp4_block_scale_code(block_amax, nv_global_enc);
-      return {nvfp4_block_encode_multiplier(code, 1.0f / nv_global_enc), code, 0.0f};
-    }
-    case Scheme::kMXFP4Quest: break;  // handled by quantize_quest
-  }
-  throw Error("scale_block: unhandled scheme");
-}
-
 void store_scale(const CopyLayout& L, const QuantizedCopy& out, int64_t sr, int64_t sc, const BlockScale& b) {
   const int64_t i = sr * L.scale_cols + sc;
   if (L.scale_storage == ScaleStorage::kFloat32) {
@@ -193,13 +151,14 @@ void quantize_blocks(const QuantizeOptions& o, const CopyJob& job, const CopyLay
       float a = 0.0f;
       for (int64_t r = r0; r < std::min(rows, r0 + bs.rows); ++r)
         for (int64_t c = c0; c < std::min(cols, c0 + bs.cols); ++c) a = std::max(a, std::fabs(job.src[r * cols + c]));
-      tile_scales[static_cast<size_t>(t)] = scale_block(o, a, job, nv_global_enc);
+      tile_scales[static_cast<size_t>(t)] = block_scale(o, a, job.value_for_inf, nv_global_enc);
     }
     if (o.scheme == Scheme::kFP8Block128x128) {
       for (int64_t t = 0; t < tr * tc; ++t) store_scale(L, out, t / tc, t % tc, tile_scales[static_cast<size_t>(t)]);
     }
   }
-  const BlockScale tensor_scale = bs.rows == 0 ? scale_block(o, job.amax, job, nv_global_enc) : BlockScale{};
+  const BlockScale tensor_scale =
+      bs.rows == 0 ? block_scale(o, job.amax, job.value_for_inf, nv_global_enc) : BlockScale{};
   if (bs.rows == 0) store_scale(L, out, 0, 0, tensor_scale);
 
 #pragma omp parallel
@@ -218,7 +177,7 @@ void quantize_blocks(const QuantizeOptions& o, const CopyJob& job, const CopyLay
         } else if (bs.rows == 1) {
           float a = 0.0f;
           for (int64_t c = c0; c < c1; ++c) a = std::max(a, std::fabs(x[c]));
-          b = scale_block(o, a, job, nv_global_enc);
+          b = block_scale(o, a, job.value_for_inf, nv_global_enc);
           store_scale(L, out, r, c0 / bcols, b);
         } else {
           b = tile_scales[static_cast<size_t>((r / bs.rows) * ceil_div(cols, bs.cols) + c0 / bs.cols)];

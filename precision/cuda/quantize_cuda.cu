@@ -3,6 +3,7 @@
 // and call exactly the functions the CPU path calls.
 #include <cfloat>
 
+#include "precision/block_scale.h"
 #include "precision/cuda/convert_cuda.h"
 #include "precision/cuda/quantize_cuda.h"
 #include "precision/error.h"
@@ -28,37 +29,6 @@ __global__ void amax_kernel(const float* __restrict__ x, int64_t n, float* amax,
   if (nan) atomicOr(nan_flag, 1u);
 }
 
-struct DeviceScale {
-  float multiplier;
-  uint32_t code;
-  float scale_inv;
-};
-
-__device__ DeviceScale block_scale(const QuantizeOptions& o, float block_amax, float global_amax) {
-  const float fmax = max_finite(o.element);
-  switch (o.scheme) {
-    case Scheme::kFP8Tensor:
-    case Scheme::kFP8Block128: {
-      const float s = (o.scheme == Scheme::kFP8Tensor && o.use_fixed_scale)
-                          ? o.fixed_scale
-                          : compute_scale(block_amax, fmax, o.amax_epsilon, o.pow2_scale, FLT_MAX);
-      return {s, 0u, 1.0f / s};
-    }
-    case Scheme::kMXFP8:
-    case Scheme::kMXFP4: {
-      const uint32_t e = o.mx_rule == MxScaleRule::kCeil
-                             ? float_to_e8m0_ceil(block_amax * (1.0f / fmax))
-                             : e8m0_floor_scale(block_amax, static_cast<int>((float_bits(fmax) >> 23) & 0xFFu) - 127);
-      return {e8m0_encode_multiplier(e), e, 0.0f};
-    }
-    default: {  // NVFP4
-      const float enc = nvfp4_global_encode_scale(global_amax);
-      const uint32_t code = nvfp4_block_scale_code(block_amax, enc);
-      return {nvfp4_block_encode_multiplier(code, 1.0f / enc), code, 0.0f};
-    }
-  }
-}
-
 __global__ void quantize_rowwise_kernel(const float* __restrict__ x, int64_t rows, int64_t cols, int block,
                                         QuantizeOptions o, const float* __restrict__ global_amax,
                                         CopyLayout layout, QuantizedCopy out) {
@@ -74,7 +44,7 @@ __global__ void quantize_rowwise_kernel(const float* __restrict__ x, int64_t row
     block_amax = 0.0f;
     for (int64_t c = c0; c < c1; ++c) block_amax = fmaxf(block_amax, fabsf(row[c]));
   }
-  const DeviceScale s = block_scale(o, block_amax, amax);
+  const BlockScale s = block_scale(o, block_amax, FLT_MAX, nvfp4_global_encode_scale(amax));
   if (o.scheme == Scheme::kFP8Tensor) {
     if (t == 0) static_cast<float*>(out.scale)[0] = s.scale_inv;
   } else if (layout.scale_storage == ScaleStorage::kFloat32) {
