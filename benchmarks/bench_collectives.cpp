@@ -33,8 +33,10 @@ size_t parse_size(const std::string& s) {
   char* end = nullptr;
   const double v = std::strtod(s.c_str(), &end);
   const std::string unit = end;
-  const double k = unit == "K" || unit == "KiB" ? 1024.0 : unit == "M" || unit == "MiB" ? 1048576.0
-                   : unit == "G" || unit == "GiB" ? 1073741824.0 : 1.0;
+  const double k = unit == "K" || unit == "KiB"   ? 1024.0
+                   : unit == "M" || unit == "MiB" ? 1048576.0
+                   : unit == "G" || unit == "GiB" ? 1073741824.0
+                                                  : 1.0;
   return static_cast<size_t>(v * k);
 }
 
@@ -53,7 +55,9 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
-double best(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
+double best(const std::vector<double>& v) {
+  return *std::min_element(v.begin(), v.end());
+}
 
 // Seconds per call of `f` over `iters` calls, the slowest rank's.
 double time_calls(const std::function<void()>& f, int iters) {
@@ -100,8 +104,9 @@ int main(int argc, char** argv) {
   MPI_Comm_dup(MPI_COMM_WORLD, &raw);
 
   if (info.rank == 0) {
-    std::printf("bench_collectives: %d ranks, float32, %d interleaved repetitions (time of the slowest rank), bus GB/s\n",
-                n, reps);
+    std::printf(
+        "bench_collectives: %d ranks, float32, %d interleaved repetitions (time of the slowest rank), bus GB/s\n", n,
+        reps);
     std::printf("%-15s %9s | %-32s | %-32s | %s\n", "", "", "median of repetitions", "best repetition",
                 "nibble / raw MPI");
     std::printf("%-15s %9s | %10s %10s %10s | %10s %10s %10s | %9s %9s\n", "op", "bytes", "raw MPI", "raw nonbl",
@@ -153,9 +158,15 @@ int main(int argc, char** argv) {
       for (int rep = 0; rep < reps; ++rep) {
         for (int k = 0; k < 3; ++k) {
           switch ((rep + k) % 3) {
-            case 0: tb.push_back(time_calls(blocking, iters)); break;
-            case 1: tn.push_back(time_calls(nonblocking, iters)); break;
-            default: to.push_back(time_calls(ours, iters)); break;
+            case 0:
+              tb.push_back(time_calls(blocking, iters));
+              break;
+            case 1:
+              tn.push_back(time_calls(nonblocking, iters));
+              break;
+            default:
+              to.push_back(time_calls(ours, iters));
+              break;
           }
         }
       }

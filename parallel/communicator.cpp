@@ -30,7 +30,9 @@ std::string seconds(double s) {
   return buf;
 }
 
-std::string count_of(size_t n, DType t) { return std::to_string(n) + " " + dtype_name(t); }
+std::string count_of(size_t n, DType t) {
+  return std::to_string(n) + " " + dtype_name(t);
+}
 
 bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
   if (a_bytes == 0 || b_bytes == 0) return false;
@@ -42,21 +44,30 @@ bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) {
 
 const char* dtype_name(DType t) {
   switch (t) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
-    case DType::kUInt8: return "uint8";
-    case DType::kBFloat16: return "bfloat16";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kUInt8:
+      return "uint8";
+    case DType::kBFloat16:
+      return "bfloat16";
   }
   return "?";
 }
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kAvg:
+      return "avg";
   }
   return "?";
 }
@@ -68,8 +79,12 @@ ReduceOp parse_reduce_op(const std::string& name) {
   throw InvalidArgument("nibble.parallel: unknown reduce op '" + name + "'; valid: sum, max, avg");
 }
 
-void set_step(int64_t step) { g_step.store(step, std::memory_order_relaxed); }
-int64_t current_step() { return g_step.load(std::memory_order_relaxed); }
+void set_step(int64_t step) {
+  g_step.store(step, std::memory_order_relaxed);
+}
+int64_t current_step() {
+  return g_step.load(std::memory_order_relaxed);
+}
 
 std::string detail::GroupState::describe() const {
   std::ostringstream s;
@@ -83,12 +98,43 @@ std::string detail::GroupState::describe() const {
 
 // ---- Work ---------------------------------------------------------------------------------------------------
 
-Work::Work(std::shared_ptr<detail::GroupState> group, std::unique_ptr<detail::PendingOp> op, std::string op_name,
-           std::string detail)
+std::string detail::describe_op(const OpDesc& d, const GroupState& g) {
+  using Shape = OpDesc::Shape;
+  const auto world_of = [&g](int r) {
+    return r >= 0 && static_cast<size_t>(r) < g.members.size() ? std::to_string(g.members[static_cast<size_t>(r)])
+                                                               : std::string("?");
+  };
+  const std::string uneven = d.uneven ? " (uneven counts)" : "";
+  switch (d.shape) {
+    case Shape::kAllReduce:
+      return std::string(reduce_op_name(d.reduce)) + " of " + count_of(d.count, d.dtype);
+    case Shape::kReduceScatter:
+      return std::string(reduce_op_name(d.reduce)) + " of " + count_of(d.count, d.dtype) + " into " +
+             std::to_string(d.count2) + uneven;
+    case Shape::kAllGather:
+      return count_of(d.count, d.dtype) + " from each rank into " + std::to_string(d.count2) + uneven;
+    case Shape::kAllToAll:
+      return count_of(d.count, d.dtype) + " sent, " + std::to_string(d.count2) + " received" + uneven;
+    case Shape::kBroadcast:
+      return count_of(d.count, d.dtype) + " from rank " + std::to_string(d.peer) + " (world rank " + world_of(d.peer) +
+             ")";
+    case Shape::kSend:
+    case Shape::kRecv:
+      return count_of(d.count, d.dtype) + (d.shape == Shape::kSend ? " to rank " : " from rank ") +
+             std::to_string(d.peer) + " (world rank " + world_of(d.peer) + "), tag " + std::to_string(d.tag);
+    case Shape::kSendRecv:
+      return count_of(d.count, d.dtype) + " to rank " + std::to_string(d.peer) + " and " +
+             count_of(d.count2, d.dtype2) + " from rank " + std::to_string(d.peer2) + ", tag " + std::to_string(d.tag);
+    case Shape::kBarrier:
+      return "the other ranks";
+  }
+  return "";
+}
+
+Work::Work(std::shared_ptr<detail::GroupState> group, std::unique_ptr<detail::PendingOp> op, const detail::OpDesc& desc)
     : group_(std::move(group)),
       op_(std::move(op)),
-      op_name_(std::move(op_name)),
-      detail_(std::move(detail)),
+      desc_(desc),
       step_(current_step()),
       start_(Clock::now()),
       deadline_(group_->deadline) {}
@@ -134,9 +180,9 @@ void Work::wait() {
 void Work::fail_backend(const std::exception& e) {
   op_.reset();
   const detail::GroupState& g = *group_;
-  throw Error("nibble.parallel: " + op_name_ + " on " + g.describe() + ", backend " + g.backend + ", failed at step " +
-              std::to_string(step_) + " on world rank " + std::to_string(g.world_rank) + " (rank " +
-              std::to_string(g.rank) + " of " + std::to_string(g.size) + "): " + e.what());
+  throw Error("nibble.parallel: " + std::string(desc_.op) + " on " + g.describe() + ", backend " + g.backend +
+              ", failed at step " + std::to_string(step_) + " on world rank " + std::to_string(g.world_rank) +
+              " (rank " + std::to_string(g.rank) + " of " + std::to_string(g.size) + "): " + e.what());
 }
 
 void Work::fail_timeout() {
@@ -154,14 +200,14 @@ void Work::fail_timeout() {
   const std::string step =
       step_ >= 0 ? "at step " + std::to_string(step_) : "before the first step (set_step was not called)";
   const std::string message =
-      "nibble.parallel: " + op_name_ + " timed out on " + g.describe() + ", backend " + g.backend + ", " + step +
-      ": world rank " + std::to_string(g.world_rank) + " (rank " + std::to_string(g.rank) + " of " +
+      "nibble.parallel: " + std::string(desc_.op) + " timed out on " + g.describe() + ", backend " + g.backend + ", " +
+      step + ": world rank " + std::to_string(g.world_rank) + " (rank " + std::to_string(g.rank) + " of " +
       std::to_string(g.size) + " in '" + g.name + "') waited " + seconds(waited) + " (deadline " +
-      seconds(std::chrono::duration<double>(deadline_).count()) + ") for " + detail_ +
+      seconds(std::chrono::duration<double>(deadline_).count()) + ") for " + detail::describe_op(desc_, g) +
       ". A peer never entered the matching call: every rank of a group must issue the same collectives in the "
       "same order. The group is unusable from now on.";
   g.failed = true;
-  g.failure = op_name_ + " timed out " + step;
+  g.failure = std::string(desc_.op) + " timed out " + step;
   throw Error(message);
 }
 
@@ -193,9 +239,9 @@ void Communicator::check_usable(const char* op) const {
                 "); report the first error and end the job");
 }
 
-Work Communicator::start(std::unique_ptr<detail::PendingOp> op, std::string op_name, std::string detail) {
+Work Communicator::start(std::unique_ptr<detail::PendingOp> op, const detail::OpDesc& desc) {
   if (!op) return Work();
-  return Work(group_, std::move(op), std::move(op_name), std::move(detail));
+  return Work(group_, std::move(op), desc);
 }
 
 namespace {
@@ -237,8 +283,8 @@ struct Checker {
   std::vector<size_t> counts(std::span<const size_t> given, size_t total, size_t mine, const char* total_what,
                              const char* mine_what) const {
     if (given.size() != static_cast<size_t>(g.size))
-      fail("counts has " + std::to_string(given.size()) + " entries; it needs one per rank (" +
-           std::to_string(g.size) + ")");
+      fail("counts has " + std::to_string(given.size()) + " entries; it needs one per rank (" + std::to_string(g.size) +
+           ")");
     const size_t sum = std::accumulate(given.begin(), given.end(), size_t{0});
     if (sum != total)
       fail("counts sum to " + std::to_string(sum) + " but the " + total_what + " has " + std::to_string(total) +
@@ -262,8 +308,12 @@ Work Communicator::all_reduce_async(ConstView in, View out, ReduceOp op) {
   if (in.count != out.count)
     c.fail("input has " + std::to_string(in.count) + " elements but output has " + std::to_string(out.count));
   if (in.data != out.data) c.disjoint(in.data, in.bytes(), out.data, out.bytes());
-  return start(do_all_reduce(in, out, op), "all_reduce",
-               std::string(reduce_op_name(op)) + " of " + count_of(in.count, in.dtype));
+  detail::OpDesc d{.op = "all_reduce",
+                   .shape = detail::OpDesc::Shape::kAllReduce,
+                   .reduce = op,
+                   .dtype = in.dtype,
+                   .count = in.count};
+  return start(do_all_reduce(in, out, op), d);
 }
 
 Work Communicator::reduce_scatter_async(ConstView in, View out, ReduceOp op, std::span<const size_t> counts) {
@@ -284,9 +334,14 @@ Work Communicator::reduce_scatter_async(ConstView in, View out, ReduceOp op, std
     n = c.counts(counts, in.count, out.count, "input", "output");
   }
   c.disjoint(in.data, in.bytes(), out.data, out.bytes());
-  return start(do_reduce_scatter(in, out, op, n), "reduce_scatter",
-               std::string(reduce_op_name(op)) + " of " + count_of(in.count, in.dtype) + " into " +
-                   std::to_string(out.count) + (counts.empty() ? "" : " (uneven counts)"));
+  detail::OpDesc d{.op = "reduce_scatter",
+                   .shape = detail::OpDesc::Shape::kReduceScatter,
+                   .reduce = op,
+                   .dtype = in.dtype,
+                   .count = in.count,
+                   .count2 = out.count,
+                   .uneven = !counts.empty()};
+  return start(do_reduce_scatter(in, out, op, n), d);
 }
 
 Work Communicator::all_gather_async(ConstView in, View out, std::span<const size_t> counts) {
@@ -308,9 +363,13 @@ Work Communicator::all_gather_async(ConstView in, View out, std::span<const size
   const size_t displ = std::accumulate(n.begin(), n.begin() + rank(), size_t{0});
   const void* own_block = static_cast<const char*>(out.data) + displ * element_size(out.dtype);
   if (in.data != own_block) c.disjoint(in.data, in.bytes(), out.data, out.bytes());
-  return start(do_all_gather(in, out, n), "all_gather",
-               count_of(in.count, in.dtype) + " from each rank into " + std::to_string(out.count) +
-                   (counts.empty() ? "" : " (uneven counts)"));
+  detail::OpDesc d{.op = "all_gather",
+                   .shape = detail::OpDesc::Shape::kAllGather,
+                   .dtype = in.dtype,
+                   .count = in.count,
+                   .count2 = out.count,
+                   .uneven = !counts.empty()};
+  return start(do_all_gather(in, out, n), d);
 }
 
 Work Communicator::all_to_all_async(ConstView in, View out, std::span<const size_t> send_counts,
@@ -326,8 +385,8 @@ Work Communicator::all_to_all_async(ConstView in, View out, std::span<const size
     c.fail("pass both send_counts and recv_counts, or neither (equal blocks)");
   if (send_counts.empty()) {
     if (in.count != out.count || in.count % p != 0)
-      c.fail("equal blocks need input and output of the same size, divisible by the group size " +
-             std::to_string(p) + "; got " + std::to_string(in.count) + " and " + std::to_string(out.count));
+      c.fail("equal blocks need input and output of the same size, divisible by the group size " + std::to_string(p) +
+             "; got " + std::to_string(in.count) + " and " + std::to_string(out.count));
     s.assign(p, in.count / p);
     r = s;
   } else {
@@ -338,14 +397,19 @@ Work Communicator::all_to_all_async(ConstView in, View out, std::span<const size
     r.assign(recv_counts.begin(), recv_counts.end());
     const size_t ss = std::accumulate(s.begin(), s.end(), size_t{0});
     const size_t rs = std::accumulate(r.begin(), r.end(), size_t{0});
-    if (ss != in.count) c.fail("send_counts sum to " + std::to_string(ss) + " but input has " + std::to_string(in.count));
+    if (ss != in.count)
+      c.fail("send_counts sum to " + std::to_string(ss) + " but input has " + std::to_string(in.count));
     if (rs != out.count)
       c.fail("recv_counts sum to " + std::to_string(rs) + " but output has " + std::to_string(out.count));
   }
   c.disjoint(in.data, in.bytes(), out.data, out.bytes());
-  return start(do_all_to_all(in, out, s, r), "all_to_all",
-               count_of(in.count, in.dtype) + " sent, " + std::to_string(out.count) + " received" +
-                   (send_counts.empty() ? "" : " (uneven counts)"));
+  detail::OpDesc d{.op = "all_to_all",
+                   .shape = detail::OpDesc::Shape::kAllToAll,
+                   .dtype = in.dtype,
+                   .count = in.count,
+                   .count2 = out.count,
+                   .uneven = !send_counts.empty()};
+  return start(do_all_to_all(in, out, s, r), d);
 }
 
 Work Communicator::broadcast_async(View buf, int root) {
@@ -353,9 +417,12 @@ Work Communicator::broadcast_async(View buf, int root) {
   const Checker c{"broadcast", *group_};
   c.pointer(buf.data, buf.count, "buffer");
   c.rank_arg(root, "root");
-  return start(do_broadcast(buf, root), "broadcast",
-               count_of(buf.count, buf.dtype) + " from rank " + std::to_string(root) + " (world rank " +
-                   std::to_string(members()[static_cast<size_t>(root)]) + ")");
+  detail::OpDesc d{.op = "broadcast",
+                   .shape = detail::OpDesc::Shape::kBroadcast,
+                   .dtype = buf.dtype,
+                   .count = buf.count,
+                   .peer = root};
+  return start(do_broadcast(buf, root), d);
 }
 
 Work Communicator::send_async(ConstView buf, int peer, int tag) {
@@ -364,9 +431,13 @@ Work Communicator::send_async(ConstView buf, int peer, int tag) {
   c.pointer(buf.data, buf.count, "buffer");
   c.rank_arg(peer, "peer");
   c.tag(tag);
-  return start(do_send(buf, peer, tag), "send",
-               count_of(buf.count, buf.dtype) + " to rank " + std::to_string(peer) + " (world rank " +
-                   std::to_string(members()[static_cast<size_t>(peer)]) + "), tag " + std::to_string(tag));
+  detail::OpDesc d{.op = "send",
+                   .shape = detail::OpDesc::Shape::kSend,
+                   .dtype = buf.dtype,
+                   .count = buf.count,
+                   .peer = peer,
+                   .tag = tag};
+  return start(do_send(buf, peer, tag), d);
 }
 
 Work Communicator::recv_async(View buf, int peer, int tag) {
@@ -375,9 +446,13 @@ Work Communicator::recv_async(View buf, int peer, int tag) {
   c.pointer(buf.data, buf.count, "buffer");
   c.rank_arg(peer, "peer");
   c.tag(tag);
-  return start(do_recv(buf, peer, tag), "recv",
-               count_of(buf.count, buf.dtype) + " from rank " + std::to_string(peer) + " (world rank " +
-                   std::to_string(members()[static_cast<size_t>(peer)]) + "), tag " + std::to_string(tag));
+  detail::OpDesc d{.op = "recv",
+                   .shape = detail::OpDesc::Shape::kRecv,
+                   .dtype = buf.dtype,
+                   .count = buf.count,
+                   .peer = peer,
+                   .tag = tag};
+  return start(do_recv(buf, peer, tag), d);
 }
 
 Work Communicator::send_recv_async(ConstView send, int dst, View recv, int src, int tag) {
@@ -389,15 +464,21 @@ Work Communicator::send_recv_async(ConstView send, int dst, View recv, int src, 
   c.rank_arg(src, "source");
   c.tag(tag);
   c.disjoint(send.data, send.bytes(), recv.data, recv.bytes());
-  return start(do_send_recv(send, dst, recv, src, tag), "send_recv",
-               count_of(send.count, send.dtype) + " to rank " + std::to_string(dst) + " and " +
-                   count_of(recv.count, recv.dtype) + " from rank " + std::to_string(src) + ", tag " +
-                   std::to_string(tag));
+  detail::OpDesc d{.op = "send_recv",
+                   .shape = detail::OpDesc::Shape::kSendRecv,
+                   .dtype = send.dtype,
+                   .dtype2 = recv.dtype,
+                   .count = send.count,
+                   .count2 = recv.count,
+                   .peer = dst,
+                   .peer2 = src,
+                   .tag = tag};
+  return start(do_send_recv(send, dst, recv, src, tag), d);
 }
 
 Work Communicator::barrier_async() {
   check_usable("barrier");
-  return start(do_barrier(), "barrier", "the other ranks");
+  return start(do_barrier(), detail::OpDesc{.op = "barrier", .shape = detail::OpDesc::Shape::kBarrier});
 }
 
 }  // namespace nibble::parallel

@@ -66,9 +66,33 @@ struct GroupState {
   std::vector<int> members;  // world rank of each group rank
   std::chrono::milliseconds deadline = kDefaultDeadline;
   bool failed = false;
-  std::string failure;  // the timeout that broke the group
+  std::string failure;           // the timeout that broke the group
   std::string describe() const;  // "group 'tp' (world ranks [2, 3])"
 };
+
+// What an operation is, kept as plain fields (the message is only formatted if the operation fails).
+struct OpDesc {
+  enum class Shape : uint8_t {
+    kAllReduce,
+    kReduceScatter,
+    kAllGather,
+    kAllToAll,
+    kBroadcast,
+    kSend,
+    kRecv,
+    kSendRecv,
+    kBarrier
+  };
+  const char* op = "";  // "all_reduce"
+  Shape shape = Shape::kBarrier;
+  ReduceOp reduce = ReduceOp::kSum;
+  DType dtype = DType::kFloat32, dtype2 = DType::kFloat32;
+  size_t count = 0, count2 = 0;  // input/output (or send/receive) elements
+  int peer = -1, peer2 = -1, tag = 0;
+  bool uneven = false;
+};
+// "sum of 1024 float32", "12 float32 from rank 1 (world rank 1), tag 5", ...
+std::string describe_op(const OpDesc& op, const GroupState& group);
 
 // One backend operation in flight.
 class PendingOp {
@@ -102,15 +126,13 @@ class Work {
 
  private:
   friend class Communicator;
-  Work(std::shared_ptr<detail::GroupState> group, std::unique_ptr<detail::PendingOp> op, std::string op_name,
-       std::string detail);
+  Work(std::shared_ptr<detail::GroupState> group, std::unique_ptr<detail::PendingOp> op, const detail::OpDesc& desc);
   [[noreturn]] void fail_timeout();
   [[noreturn]] void fail_backend(const std::exception& e);
 
   std::shared_ptr<detail::GroupState> group_;
   std::unique_ptr<detail::PendingOp> op_;
-  std::string op_name_;  // "all_reduce"
-  std::string detail_;   // "sum of 1024 float32"
+  detail::OpDesc desc_;
   int64_t step_ = -1;
   Clock::time_point start_{};
   std::chrono::milliseconds deadline_{0};
@@ -196,8 +218,7 @@ class Communicator {
     return reduce_scatter_async(const_view(in), view(out), op, counts);
   }
   template <Element T>
-  void all_gather(std::type_identity_t<std::span<const T>> in, std::span<T> out,
-                  std::span<const size_t> counts = {}) {
+  void all_gather(std::type_identity_t<std::span<const T>> in, std::span<T> out, std::span<const size_t> counts = {}) {
     all_gather(const_view(in), view(out), counts);
   }
   template <Element T>
@@ -241,22 +262,19 @@ class Communicator {
   virtual std::unique_ptr<detail::PendingOp> do_all_reduce(ConstView in, View out, ReduceOp op) = 0;
   virtual std::unique_ptr<detail::PendingOp> do_reduce_scatter(ConstView in, View out, ReduceOp op,
                                                                std::span<const size_t> counts) = 0;
-  virtual std::unique_ptr<detail::PendingOp> do_all_gather(ConstView in, View out,
-                                                           std::span<const size_t> counts) = 0;
-  virtual std::unique_ptr<detail::PendingOp> do_all_to_all(ConstView in, View out,
-                                                           std::span<const size_t> send_counts,
+  virtual std::unique_ptr<detail::PendingOp> do_all_gather(ConstView in, View out, std::span<const size_t> counts) = 0;
+  virtual std::unique_ptr<detail::PendingOp> do_all_to_all(ConstView in, View out, std::span<const size_t> send_counts,
                                                            std::span<const size_t> recv_counts) = 0;
   virtual std::unique_ptr<detail::PendingOp> do_broadcast(View buf, int root) = 0;
   virtual std::unique_ptr<detail::PendingOp> do_send(ConstView buf, int peer, int tag) = 0;
   virtual std::unique_ptr<detail::PendingOp> do_recv(View buf, int peer, int tag) = 0;
-  virtual std::unique_ptr<detail::PendingOp> do_send_recv(ConstView send, int dst, View recv, int src,
-                                                          int tag) = 0;
+  virtual std::unique_ptr<detail::PendingOp> do_send_recv(ConstView send, int dst, View recv, int src, int tag) = 0;
   virtual std::unique_ptr<detail::PendingOp> do_barrier() = 0;
 
   const detail::GroupState& state() const { return *group_; }
 
  private:
-  Work start(std::unique_ptr<detail::PendingOp> op, std::string op_name, std::string detail);
+  Work start(std::unique_ptr<detail::PendingOp> op, const detail::OpDesc& desc);
   void check_usable(const char* op) const;
 
   std::shared_ptr<detail::GroupState> group_;

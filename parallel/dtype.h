@@ -19,7 +19,9 @@ struct BFloat16 {
 };
 static_assert(sizeof(BFloat16) == 2 && alignof(BFloat16) == 2);
 
-inline float bf16_to_float(BFloat16 x) { return std::bit_cast<float>(static_cast<uint32_t>(x.bits) << 16); }
+inline float bf16_to_float(BFloat16 x) {
+  return std::bit_cast<float>(static_cast<uint32_t>(x.bits) << 16);
+}
 
 // Round to nearest, ties to even; NaN stays a (quiet) NaN.
 inline BFloat16 float_to_bf16(float f) {
@@ -33,27 +35,53 @@ enum class DType : uint8_t { kFloat32, kFloat64, kInt32, kInt64, kUInt8, kBFloat
 
 template <class T>
 struct dtype_traits;  // only the six element types below are communicable
-template <> struct dtype_traits<float> { static constexpr DType value = DType::kFloat32; };
-template <> struct dtype_traits<double> { static constexpr DType value = DType::kFloat64; };
-template <> struct dtype_traits<int32_t> { static constexpr DType value = DType::kInt32; };
-template <> struct dtype_traits<int64_t> { static constexpr DType value = DType::kInt64; };
-template <> struct dtype_traits<uint8_t> { static constexpr DType value = DType::kUInt8; };
-template <> struct dtype_traits<BFloat16> { static constexpr DType value = DType::kBFloat16; };
+template <>
+struct dtype_traits<float> {
+  static constexpr DType value = DType::kFloat32;
+};
+template <>
+struct dtype_traits<double> {
+  static constexpr DType value = DType::kFloat64;
+};
+template <>
+struct dtype_traits<int32_t> {
+  static constexpr DType value = DType::kInt32;
+};
+template <>
+struct dtype_traits<int64_t> {
+  static constexpr DType value = DType::kInt64;
+};
+template <>
+struct dtype_traits<uint8_t> {
+  static constexpr DType value = DType::kUInt8;
+};
+template <>
+struct dtype_traits<BFloat16> {
+  static constexpr DType value = DType::kBFloat16;
+};
 
 template <class T>
-concept Element = requires { dtype_traits<std::remove_const_t<T>>::value; };
+concept Element = requires {
+  dtype_traits<std::remove_const_t<T>>::value;
+};
 
 template <Element T>
 inline constexpr DType dtype_of = dtype_traits<std::remove_const_t<T>>::value;
 
 constexpr size_t element_size(DType t) {
   switch (t) {
-    case DType::kFloat32: return 4;
-    case DType::kFloat64: return 8;
-    case DType::kInt32: return 4;
-    case DType::kInt64: return 8;
-    case DType::kUInt8: return 1;
-    case DType::kBFloat16: return 2;
+    case DType::kFloat32:
+      return 4;
+    case DType::kFloat64:
+      return 8;
+    case DType::kInt32:
+      return 4;
+    case DType::kInt64:
+      return 8;
+    case DType::kUInt8:
+      return 1;
+    case DType::kBFloat16:
+      return 2;
   }
   return 0;
 }
@@ -68,7 +96,7 @@ const char* dtype_name(DType t);  // "float32", "bfloat16", ...
 // silently truncate). Integer sums wrap as the C++ type does (uint8 modulo 256).
 enum class ReduceOp : uint8_t { kSum, kMax, kAvg };
 
-const char* reduce_op_name(ReduceOp op);  // "sum", "max", "avg"
+const char* reduce_op_name(ReduceOp op);            // "sum", "max", "avg"
 ReduceOp parse_reduce_op(const std::string& name);  // throws InvalidArgument naming the valid ops
 
 // A typed, type-erased buffer: what the backends see. Built from spans, so the count is in elements.

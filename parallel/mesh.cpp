@@ -13,17 +13,27 @@ namespace {
 
 constexpr int kDims = 4;  // tp, cp, dp, pp: fastest first
 
-std::array<int, kDims> sizes_of(const MeshShape& s) { return {s.tp, s.cp, s.dp, s.pp}; }
-std::array<int, kDims> coords_of(const MeshCoord& c) { return {c.tp, c.cp, c.dp, c.pp}; }
+std::array<int, kDims> sizes_of(const MeshShape& s) {
+  return {s.tp, s.cp, s.dp, s.pp};
+}
+std::array<int, kDims> coords_of(const MeshCoord& c) {
+  return {c.tp, c.cp, c.dp, c.pp};
+}
 
 std::array<bool, kDims> mask_of(GroupKind kind) {
   switch (kind) {
-    case GroupKind::kTp: return {true, false, false, false};
-    case GroupKind::kCp: return {false, true, false, false};
-    case GroupKind::kDp: return {false, false, true, false};
-    case GroupKind::kPp: return {false, false, false, true};
-    case GroupKind::kDpCp: return {false, true, true, false};
-    case GroupKind::kTpDpCp: return {true, true, true, false};
+    case GroupKind::kTp:
+      return {true, false, false, false};
+    case GroupKind::kCp:
+      return {false, true, false, false};
+    case GroupKind::kDp:
+      return {false, false, true, false};
+    case GroupKind::kPp:
+      return {false, false, false, true};
+    case GroupKind::kDpCp:
+      return {false, true, true, false};
+    case GroupKind::kTpDpCp:
+      return {true, true, true, false};
   }
   return {};
 }
@@ -57,12 +67,18 @@ std::string MeshShape::str() const {
 
 const char* group_name(GroupKind kind) {
   switch (kind) {
-    case GroupKind::kTp: return "tp";
-    case GroupKind::kCp: return "cp";
-    case GroupKind::kDp: return "dp";
-    case GroupKind::kPp: return "pp";
-    case GroupKind::kDpCp: return "dp_cp";
-    case GroupKind::kTpDpCp: return "tp_dp_cp";
+    case GroupKind::kTp:
+      return "tp";
+    case GroupKind::kCp:
+      return "cp";
+    case GroupKind::kDp:
+      return "dp";
+    case GroupKind::kPp:
+      return "pp";
+    case GroupKind::kDpCp:
+      return "dp_cp";
+    case GroupKind::kTpDpCp:
+      return "tp_dp_cp";
   }
   return "?";
 }
@@ -89,19 +105,19 @@ void validate_mesh(const MeshShape& shape, int64_t world_size, const ModelShape&
     }
   }
   if (dims_ok && shape.size() != world_size) {
-    std::string m = "tp*cp*dp*pp = " + s(shape.tp) + "*" + s(shape.cp) + "*" + s(shape.dp) + "*" + s(shape.pp) +
-                    " = " + s(shape.size()) + " does not equal the world size " + s(world_size);
+    std::string m = "tp*cp*dp*pp = " + s(shape.tp) + "*" + s(shape.cp) + "*" + s(shape.dp) + "*" + s(shape.pp) + " = " +
+                    s(shape.size()) + " does not equal the world size " + s(world_size);
     const int64_t others = int64_t{shape.tp} * shape.cp * shape.pp;
     if (world_size > 0 && world_size % others == 0) m += " (dp=" + s(world_size / others) + " would fit)";
     errors.push_back(m);
   }
   const std::array<std::pair<const char*, int64_t>, 7> sizes = {{{"num_heads", model.num_heads},
-                                                                  {"num_kv_heads", model.num_kv_heads},
-                                                                  {"hidden", model.hidden},
-                                                                  {"ffn_hidden", model.ffn_hidden},
-                                                                  {"vocab", model.vocab},
-                                                                  {"num_layers", model.num_layers},
-                                                                  {"seq_len", model.seq_len}}};
+                                                                 {"num_kv_heads", model.num_kv_heads},
+                                                                 {"hidden", model.hidden},
+                                                                 {"ffn_hidden", model.ffn_hidden},
+                                                                 {"vocab", model.vocab},
+                                                                 {"num_layers", model.num_layers},
+                                                                 {"seq_len", model.seq_len}}};
   for (const auto& [name, v] : sizes) need(v >= 0, std::string(name) + "=" + s(v) + " must be >= 0 (0 = not checked)");
   if (dims_ok) {
     const int64_t tp = shape.tp, cp = shape.cp, pp = shape.pp;
@@ -134,8 +150,8 @@ void validate_mesh(const MeshShape& shape, int64_t world_size, const ModelShape&
                                               " (load-balanced causal chunks), got seq_len=" + s(model.seq_len));
     if (model.seq_len > 0 && model.sequence_parallel && model.seq_len % cp == 0)
       need((model.seq_len / cp) % tp == 0, "sequence parallel needs tp=" + s(tp) +
-                                               " to divide the tokens of a cp rank, seq_len/cp = " +
-                                               s(model.seq_len) + "/" + s(cp) + " = " + s(model.seq_len / cp));
+                                               " to divide the tokens of a cp rank, seq_len/cp = " + s(model.seq_len) +
+                                               "/" + s(cp) + " = " + s(model.seq_len / cp));
   }
   if (errors.empty()) return;
   std::string message = "nibble.parallel: invalid mesh " + shape.str() + " for world size " + s(world_size) + ": ";
@@ -215,8 +231,8 @@ Mesh::Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& o
     const MeshShape theirs{o[0], o[1], o[2], o[3]};
     if (!(theirs == shape))
       throw InvalidArgument("nibble.parallel: ranks disagree on the mesh: world rank " + std::to_string(r) +
-                            " asked for " + theirs.str() + " but world rank " + std::to_string(rank_) +
-                            " asked for " + shape.str() + "; every rank must build the same Mesh");
+                            " asked for " + theirs.str() + " but world rank " + std::to_string(rank_) + " asked for " +
+                            shape.str() + "; every rank must build the same Mesh");
   }
 
   const MPI_Comm parent = dynamic_cast<MpiCommunicator&>(world_group).handle();
@@ -228,7 +244,9 @@ Mesh::Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& o
 
 Mesh::~Mesh() = default;
 
-Communicator& Mesh::group(GroupKind kind) const { return *groups_[static_cast<size_t>(kind)]; }
+Communicator& Mesh::group(GroupKind kind) const {
+  return *groups_[static_cast<size_t>(kind)];
+}
 
 void Mesh::set_deadline(std::chrono::milliseconds deadline) {
   for (auto& g : groups_) g->set_deadline(deadline);

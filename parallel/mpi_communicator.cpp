@@ -27,12 +27,18 @@ std::string mpi_error_string(int rc) {
 
 MPI_Datatype mpi_type(DType t) {
   switch (t) {
-    case DType::kFloat32: return MPI_FLOAT;
-    case DType::kFloat64: return MPI_DOUBLE;
-    case DType::kInt32: return MPI_INT32_T;
-    case DType::kInt64: return MPI_INT64_T;
-    case DType::kUInt8: return MPI_UINT8_T;
-    case DType::kBFloat16: return MPI_UINT16_T;  // moved as 16-bit words; reduced by the ops below
+    case DType::kFloat32:
+      return MPI_FLOAT;
+    case DType::kFloat64:
+      return MPI_DOUBLE;
+    case DType::kInt32:
+      return MPI_INT32_T;
+    case DType::kInt64:
+      return MPI_INT64_T;
+    case DType::kUInt8:
+      return MPI_UINT8_T;
+    case DType::kBFloat16:
+      return MPI_UINT16_T;  // moved as 16-bit words; reduced by the ops below
   }
   return MPI_DATATYPE_NULL;
 }
@@ -49,8 +55,10 @@ void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
   auto* b = static_cast<BFloat16*>(inout);
   for (int i = 0; i < *len; ++i) {
     const float x = bf16_to_float(a[i]), y = bf16_to_float(b[i]);
-    if (x != x) b[i] = a[i];  // NaN wins
-    else if (!(y != y) && x > y) b[i] = a[i];
+    if (x != x)
+      b[i] = a[i];  // NaN wins
+    else if (!(y != y) && x > y)
+      b[i] = a[i];
   }
 }
 
@@ -82,14 +90,19 @@ void divide(T* x, size_t n, T d) {
 std::function<void()> divider(View out, int size) {
   return [out, size] {
     switch (out.dtype) {
-      case DType::kFloat32: divide(static_cast<float*>(out.data), out.count, static_cast<float>(size)); break;
-      case DType::kFloat64: divide(static_cast<double*>(out.data), out.count, static_cast<double>(size)); break;
+      case DType::kFloat32:
+        divide(static_cast<float*>(out.data), out.count, static_cast<float>(size));
+        break;
+      case DType::kFloat64:
+        divide(static_cast<double*>(out.data), out.count, static_cast<double>(size));
+        break;
       case DType::kBFloat16: {
         auto* x = static_cast<BFloat16*>(out.data);
         for (size_t i = 0; i < out.count; ++i) x[i] = float_to_bf16(bf16_to_float(x[i]) / static_cast<float>(size));
         break;
       }
-      default: break;  // avg of integers is rejected before the call
+      default:
+        break;  // avg of integers is rejected before the call
     }
   };
 }
@@ -98,9 +111,12 @@ void copy(View out, ConstView in) {
   if (out.data != in.data && in.bytes() > 0) std::memcpy(out.data, in.data, in.bytes());
 }
 
-// Two-rank all-reduces up to this size exchange whole buffers (one latency); larger ones use libnbc's
-// Rabenseifner, which moves half the bytes per step and reduces half the elements per rank.
-constexpr size_t kExchangeAllReduceBytes = 256 * 1024;
+// Which two-rank all-reduces exchange whole buffers (one message latency) instead of libnbc's Rabenseifner
+// (two half-size messages, half the reduction work): all up to 256 KiB, except just above Open MPI's default
+// shared-memory eager limit (4 KiB), where a whole buffer needs the rendezvous protocol but halves do not.
+bool exchange_all_reduce(size_t bytes) {
+  return bytes <= 2048 || (bytes > 8192 && bytes <= 256 * 1024);
+}
 
 template <class T>
 T add_wrapping(T a, T b) {
@@ -123,11 +139,21 @@ void combine(T* out, const T* mine, size_t n, ReduceOp op) {
 // the ops are commutative element by element).
 void reduce_into(View out, const void* mine, ReduceOp op) {
   switch (out.dtype) {
-    case DType::kFloat32: combine(static_cast<float*>(out.data), static_cast<const float*>(mine), out.count, op); break;
-    case DType::kFloat64: combine(static_cast<double*>(out.data), static_cast<const double*>(mine), out.count, op); break;
-    case DType::kInt32: combine(static_cast<int32_t*>(out.data), static_cast<const int32_t*>(mine), out.count, op); break;
-    case DType::kInt64: combine(static_cast<int64_t*>(out.data), static_cast<const int64_t*>(mine), out.count, op); break;
-    case DType::kUInt8: combine(static_cast<uint8_t*>(out.data), static_cast<const uint8_t*>(mine), out.count, op); break;
+    case DType::kFloat32:
+      combine(static_cast<float*>(out.data), static_cast<const float*>(mine), out.count, op);
+      break;
+    case DType::kFloat64:
+      combine(static_cast<double*>(out.data), static_cast<const double*>(mine), out.count, op);
+      break;
+    case DType::kInt32:
+      combine(static_cast<int32_t*>(out.data), static_cast<const int32_t*>(mine), out.count, op);
+      break;
+    case DType::kInt64:
+      combine(static_cast<int64_t*>(out.data), static_cast<const int64_t*>(mine), out.count, op);
+      break;
+    case DType::kUInt8:
+      combine(static_cast<uint8_t*>(out.data), static_cast<const uint8_t*>(mine), out.count, op);
+      break;
     case DType::kBFloat16: {
       int n = static_cast<int>(out.count);  // fits: checked against INT_MAX before the exchange
       (op == ReduceOp::kMax ? bf16_max : bf16_sum)(const_cast<void*>(mine), out.data, &n, nullptr);
@@ -216,10 +242,12 @@ struct MpiCommunicator::Members {
 };
 
 MpiCommunicator::Members MpiCommunicator::describe_comm(MPI_Comm comm) {
-  if (comm == MPI_COMM_NULL) throw InvalidArgument("nibble.parallel: MpiCommunicator needs a communicator, got MPI_COMM_NULL");
+  if (comm == MPI_COMM_NULL)
+    throw InvalidArgument("nibble.parallel: MpiCommunicator needs a communicator, got MPI_COMM_NULL");
   if (comm == MPI_COMM_WORLD || comm == MPI_COMM_SELF)
-    throw InvalidArgument("nibble.parallel: MpiCommunicator frees the communicator it adopts; pass a duplicate of "
-                          "MPI_COMM_WORLD/MPI_COMM_SELF (MpiCommunicator::duplicate)");
+    throw InvalidArgument(
+        "nibble.parallel: MpiCommunicator frees the communicator it adopts; pass a duplicate of "
+        "MPI_COMM_WORLD/MPI_COMM_SELF (MpiCommunicator::duplicate)");
   Members m;
   check_mpi(MPI_Comm_rank(comm, &m.rank), "MPI_Comm_rank");
   check_mpi(MPI_Comm_size(comm, &m.size), "MPI_Comm_size");
@@ -246,7 +274,8 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, const CommOpti
   check_mpi(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   int* tag_ub = nullptr;
   int has_tag_ub = 0;
-  check_mpi(MPI_Comm_get_attr(comm_, MPI_TAG_UB, &tag_ub, &has_tag_ub), "MPI_Comm_get_attr(MPI_TAG_UB)");
+  // MPI_TAG_UB is cached on MPI_COMM_WORLD only (a split communicator need not carry it); it holds for all.
+  check_mpi(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_tag_ub), "MPI_Comm_get_attr(MPI_TAG_UB)");
   if (has_tag_ub && tag_ub != nullptr && *tag_ub > kMaxTag) exchange_tag_ = kMaxTag + 1;
   g_created.fetch_add(1, std::memory_order_relaxed);
 }
@@ -254,10 +283,13 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, const CommOpti
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);  // pending operations still complete (MPI 3.1 §6.4.3)
+  if (!finalized && comm_ != MPI_COMM_NULL)
+    MPI_Comm_free(&comm_);  // pending operations still complete (MPI 3.1 §6.4.3)
 }
 
-int64_t MpiCommunicator::instances_created() { return g_created.load(std::memory_order_relaxed); }
+int64_t MpiCommunicator::instances_created() {
+  return g_created.load(std::memory_order_relaxed);
+}
 
 std::unique_ptr<MpiCommunicator> MpiCommunicator::duplicate(MPI_Comm parent, std::string name,
                                                             const CommOptions& options) {
@@ -314,7 +346,7 @@ std::unique_ptr<detail::PendingOp> MpiCommunicator::do_all_reduce(ConstView in, 
     return nullptr;
   }
   auto p = std::make_unique<MpiPending>();
-  if (size() == 2 && exchange_tag_ > 0 && out.bytes() <= kExchangeAllReduceBytes) {
+  if (size() == 2 && exchange_tag_ > 0 && exchange_all_reduce(out.bytes())) {
     // Latency-bound sizes on two ranks: one exchange of the whole buffer, then out = in (op) theirs on both
     // ranks (commutative element by element, so both get the same bits). libnbc needs two message latencies.
     const int peer = 1 - rank(), n = as_int(out.count, "all_reduce");
@@ -334,8 +366,8 @@ std::unique_ptr<detail::PendingOp> MpiCommunicator::do_all_reduce(ConstView in, 
     return p;
   }
   const void* send = in.data == out.data ? MPI_IN_PLACE : in.data;
-  check_mpi(MPI_Iallreduce(send, out.data, as_int(out.count, "all_reduce"), mpi_type(out.dtype),
-                           mpi_op(op, out.dtype), comm_, &p->reqs[0]),
+  check_mpi(MPI_Iallreduce(send, out.data, as_int(out.count, "all_reduce"), mpi_type(out.dtype), mpi_op(op, out.dtype),
+                           comm_, &p->reqs[0]),
             "MPI_Iallreduce");
   p->nreq = 1;
   if (op == ReduceOp::kAvg) p->finish = divider(out, size());
@@ -421,8 +453,8 @@ std::unique_ptr<detail::PendingOp> MpiCommunicator::do_all_gather(ConstView in, 
     check_mpi(MPI_Iallgather(send, n, t, out.data, n, t, comm_, &p->reqs[0]), "MPI_Iallgather");
   } else {
     const auto [c, d] = append_counts(p->ints, counts, "all_gather");
-    check_mpi(MPI_Iallgatherv(send, as_int(in.count, "all_gather"), t, out.data, p->ints.data() + c,
-                              p->ints.data() + d, t, comm_, &p->reqs[0]),
+    check_mpi(MPI_Iallgatherv(send, as_int(in.count, "all_gather"), t, out.data, p->ints.data() + c, p->ints.data() + d,
+                              t, comm_, &p->reqs[0]),
               "MPI_Iallgatherv");
   }
   p->nreq = 1;
@@ -482,8 +514,7 @@ std::unique_ptr<detail::PendingOp> MpiCommunicator::do_recv(View buf, int peer, 
   return p;
 }
 
-std::unique_ptr<detail::PendingOp> MpiCommunicator::do_send_recv(ConstView send, int dst, View recv, int src,
-                                                                 int tag) {
+std::unique_ptr<detail::PendingOp> MpiCommunicator::do_send_recv(ConstView send, int dst, View recv, int src, int tag) {
   auto p = std::make_unique<MpiPending>();
   p->recv_expected = as_int(recv.count, "send_recv");
   p->recv_type = mpi_type(recv.dtype);

@@ -18,8 +18,7 @@ class MpiCommunicator final : public Communicator {
   ~MpiCommunicator() override;
 
   // A communicator over the same ranks as `parent` (MPI_Comm_idup, so it too honours the deadline).
-  static std::unique_ptr<MpiCommunicator> duplicate(MPI_Comm parent, std::string name,
-                                                    const CommOptions& options = {});
+  static std::unique_ptr<MpiCommunicator> duplicate(MPI_Comm parent, std::string name, const CommOptions& options = {});
   // MPI_Comm_split of `parent`: collective over `parent`; ranks with equal colour form a group, ordered by key.
   // MPI_Comm_split has no nonblocking form: call it only after a deadline-bound collective has shown that
   // every rank of `parent` is present (Mesh does).

@@ -16,7 +16,9 @@ void check_cuda(cudaError_t rc, const char* call) {
 }
 
 // ncclInProgress is not an error for a nonblocking communicator: the caller polls (wait_ready).
-bool nccl_ok(ncclResult_t rc) { return rc == ncclSuccess || rc == ncclInProgress; }
+bool nccl_ok(ncclResult_t rc) {
+  return rc == ncclSuccess || rc == ncclInProgress;
+}
 
 void check_nccl(ncclResult_t rc, const char* call, ncclComm_t comm = nullptr) {
   if (nccl_ok(rc)) return;
@@ -30,21 +32,30 @@ void check_nccl(ncclResult_t rc, const char* call, ncclComm_t comm = nullptr) {
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
-    case DType::kFloat32: return ncclFloat32;
-    case DType::kFloat64: return ncclFloat64;
-    case DType::kInt32: return ncclInt32;
-    case DType::kInt64: return ncclInt64;
-    case DType::kUInt8: return ncclUint8;
-    case DType::kBFloat16: return ncclBfloat16;
+    case DType::kFloat32:
+      return ncclFloat32;
+    case DType::kFloat64:
+      return ncclFloat64;
+    case DType::kInt32:
+      return ncclInt32;
+    case DType::kInt64:
+      return ncclInt64;
+    case DType::kUInt8:
+      return ncclUint8;
+    case DType::kBFloat16:
+      return ncclBfloat16;
   }
   return ncclFloat32;
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kAvg: return ncclAvg;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kAvg:
+      return ncclAvg;
   }
   return ncclSum;
 }
@@ -52,7 +63,9 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 const char* at(const void* base, size_t elements, DType t) {
   return static_cast<const char*>(base) + elements * element_size(t);
 }
-char* at(void* base, size_t elements, DType t) { return static_cast<char*>(base) + elements * element_size(t); }
+char* at(void* base, size_t elements, DType t) {
+  return static_cast<char*>(base) + elements * element_size(t);
+}
 
 std::vector<size_t> displacements(std::span<const size_t> counts) {
   std::vector<size_t> d(counts.size(), 0);
@@ -141,9 +154,9 @@ void NcclCommunicator::wait_ready(const char* what) {
       ncclCommAbort(comm_);
       comm_ = nullptr;
       throw Error("nibble.parallel: " + std::string(what) + " on " + describe() + " timed out on world rank " +
-                  std::to_string(world_rank()) + " (rank " + std::to_string(rank()) + " of " +
-                  std::to_string(size()) + ") after " + std::to_string(deadline().count()) + " ms at step " +
-                  std::to_string(current_step()) + "; the NCCL communicator was aborted");
+                  std::to_string(world_rank()) + " (rank " + std::to_string(rank()) + " of " + std::to_string(size()) +
+                  ") after " + std::to_string(deadline().count()) + " ms at step " + std::to_string(current_step()) +
+                  "; the NCCL communicator was aborted");
     }
   }
 }
@@ -153,8 +166,7 @@ void NcclCommunicator::require_device(const void* p, size_t count, const char* o
   cudaPointerAttributes attributes{};
   const cudaError_t rc = cudaPointerGetAttributes(&attributes, p);
   if (rc != cudaSuccess) cudaGetLastError();
-  if (rc != cudaSuccess ||
-      (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged))
+  if (rc != cudaSuccess || (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged))
     throw InvalidArgument(std::string("nibble.parallel: ") + op + " on " + describe() + ": the " + which +
                           " is not device memory; an NCCL group moves CUDA buffers (use the MPI group for host "
                           "buffers)");
@@ -227,8 +239,8 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::do_all_gather(ConstView in,
     for (int r = 0; r < size(); ++r) {
       const size_t i = static_cast<size_t>(r);
       void* block = at(out.data, displ[i], out.dtype);
-      check_nccl(ncclBroadcast(r == rank() ? in.data : block, block, counts[i], t, r, comm_, stream_),
-                 "ncclBroadcast", comm_);
+      check_nccl(ncclBroadcast(r == rank() ? in.data : block, block, counts[i], t, r, comm_, stream_), "ncclBroadcast",
+                 comm_);
     }
   });
 }

@@ -172,14 +172,16 @@ bool is_initialized() {
 const RuntimeInfo& info() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
-  if (!s.initialized) throw Error("nibble.parallel: the runtime is not initialised; call nibble::parallel::init() first");
+  if (!s.initialized)
+    throw Error("nibble.parallel: the runtime is not initialised; call nibble::parallel::init() first");
   return s.info;
 }
 
 Communicator& world() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
-  if (!s.initialized) throw Error("nibble.parallel: the runtime is not initialised; call nibble::parallel::init() first");
+  if (!s.initialized)
+    throw Error("nibble.parallel: the runtime is not initialised; call nibble::parallel::init() first");
   return *s.world;
 }
 

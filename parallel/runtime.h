@@ -34,8 +34,8 @@ struct RuntimeInfo {
   int device = -1;                     // the CUDA device bound to this rank, -1 without one
   int device_count = 0;                // CUDA devices visible to this rank
   // (nibble_parallel_host, the Python module's variant, leaves the device to torch: device stays -1 here.)
-  int thread_level = 0;                // MPI thread support provided
-  bool owns_mpi = false;               // init() called MPI_Init, so shutdown() calls MPI_Finalize
+  int thread_level = 0;   // MPI thread support provided
+  bool owns_mpi = false;  // init() called MPI_Init, so shutdown() calls MPI_Finalize
   std::string hostname;
   LaunchEnv env;
   std::chrono::milliseconds deadline = kDefaultDeadline;

@@ -21,13 +21,20 @@ namespace par = nibble::parallel;
 
 par::DType element_type(const torch::Tensor& t, const std::string& op, const char* what) {
   switch (t.scalar_type()) {
-    case torch::kFloat32: return par::DType::kFloat32;
-    case torch::kFloat64: return par::DType::kFloat64;
-    case torch::kInt32: return par::DType::kInt32;
-    case torch::kInt64: return par::DType::kInt64;
-    case torch::kUInt8: return par::DType::kUInt8;
-    case torch::kBFloat16: return par::DType::kBFloat16;
-    default: break;
+    case torch::kFloat32:
+      return par::DType::kFloat32;
+    case torch::kFloat64:
+      return par::DType::kFloat64;
+    case torch::kInt32:
+      return par::DType::kInt32;
+    case torch::kInt64:
+      return par::DType::kInt64;
+    case torch::kUInt8:
+      return par::DType::kUInt8;
+    case torch::kBFloat16:
+      return par::DType::kBFloat16;
+    default:
+      break;
   }
   throw py::type_error("nibble.parallel." + op + ": " + what + " has dtype " +
                        std::string(c10::toString(t.scalar_type())) +
@@ -39,8 +46,7 @@ void check_tensor(const torch::Tensor& t, const std::string& op, const char* wha
   if (!t.device().is_cpu())
     throw InvalidArgument("nibble.parallel." + op + ": " + what + " is on " + t.device().str() +
                           "; the Python collectives move CPU tensors (the NCCL backend is C++-only so far)");
-  if (!t.is_contiguous())
-    throw InvalidArgument("nibble.parallel." + op + ": " + what + " is not contiguous");
+  if (!t.is_contiguous()) throw InvalidArgument("nibble.parallel." + op + ": " + what + " is not contiguous");
 }
 
 par::View view_of(torch::Tensor& t, const std::string& op, const char* what) {
@@ -55,7 +61,8 @@ par::ConstView const_view_of(const torch::Tensor& t, const std::string& op, cons
 // A group from Python must not outlive the runtime: after shutdown() MPI is finalised.
 void check_live(const std::string& op) {
   if (!par::is_initialized())
-    throw Error("nibble.parallel." + op + ": the runtime is not initialised (call nibble.parallel.init(), and do "
+    throw Error("nibble.parallel." + op +
+                ": the runtime is not initialised (call nibble.parallel.init(), and do "
                 "not use groups after shutdown())");
 }
 
@@ -64,7 +71,8 @@ std::vector<size_t> counts_of(const std::optional<std::vector<int64_t>>& counts,
   std::vector<size_t> c;
   if (!counts) return c;
   for (int64_t x : *counts) {
-    if (x < 0) throw InvalidArgument("nibble.parallel." + op + ": " + what + " has a negative entry " + std::to_string(x));
+    if (x < 0)
+      throw InvalidArgument("nibble.parallel." + op + ": " + what + " has a negative entry " + std::to_string(x));
     c.push_back(static_cast<size_t>(x));
   }
   return c;
@@ -285,7 +293,8 @@ void bind_parallel(py::module_& m) {
                                return py::make_tuple(c.tp, c.cp, c.dp, c.pp);
                              })
       .def(
-          "group", [](const par::Mesh& mesh, const std::string& name) { return &mesh.group(par::parse_group_kind(name)); },
+          "group",
+          [](const par::Mesh& mesh, const std::string& name) { return &mesh.group(par::parse_group_kind(name)); },
           py::arg("name"), py::return_value_policy::reference_internal);
 }
 

@@ -22,8 +22,8 @@ class RankFailurePrinter : public testing::EmptyTestEventListener {
   explicit RankFailurePrinter(int rank) : rank_(rank) {}
   void OnTestPartResult(const testing::TestPartResult& r) override {
     if (!r.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
-                 r.line_number(), r.message());
+    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
+                 r.message());
   }
   void OnTestEnd(const testing::TestInfo& info) override {
     if (info.result()->Failed())
@@ -68,8 +68,7 @@ int main(int argc, char** argv) {
   const int rc = RUN_ALL_TESTS();
   int32_t failed = rc != 0 ? 1 : 0;
   sync->all_reduce(std::span<int32_t>(&failed, 1), par::ReduceOp::kMax);
-  if (info.rank == 0 && failed && rc == 0)
-    std::printf("FAILED on another rank (see the [rank N] lines on stderr)\n");
+  if (info.rank == 0 && failed && rc == 0) std::printf("FAILED on another rank (see the [rank N] lines on stderr)\n");
   sync.reset();
   par::shutdown();
   return failed ? 1 : 0;

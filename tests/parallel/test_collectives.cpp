@@ -8,9 +8,9 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
-#include <limits>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -44,9 +44,13 @@ double to_double(T v) {
 }
 
 // Element i of group rank r: small integers, exact in every type; a sum over 4 ranks stays below 256.
-int64_t x(int r, size_t i) { return 3 * (r + 1) + static_cast<int64_t>(i % 7); }
+int64_t x(int r, size_t i) {
+  return 3 * (r + 1) + static_cast<int64_t>(i % 7);
+}
 // Element e of the block rank `src` sends to rank `dst` in an all-to-all.
-int64_t y(int src, int dst, size_t e) { return (src * 16 + dst * 4 + static_cast<int64_t>(e)) % 100; }
+int64_t y(int src, int dst, size_t e) {
+  return (src * 16 + dst * 4 + static_cast<int64_t>(e)) % 100;
+}
 
 template <class T>
 std::vector<T> values(size_t n, const std::function<double(size_t)>& f) {
@@ -120,13 +124,14 @@ TYPED_TEST(Collectives, AllReduce) {
 
       std::vector<T> buf = in;  // in place
       g->all_reduce(std::span<T>(buf), ReduceOp::kMax);
-      expect_values(buf, [n](size_t i) { return static_cast<double>(x(n - 1, i)); },
-                    where(*g, "all_reduce max in place", count));
+      expect_values(
+          buf, [n](size_t i) { return static_cast<double>(x(n - 1, i)); }, where(*g, "all_reduce max in place", count));
 
       if constexpr (!std::is_integral_v<T>) {
         buf = in;
         g->all_reduce(std::span<T>(buf), ReduceOp::kAvg);
-        expect_values(buf, [&](size_t i) { return sum(i) / n; }, where(*g, "all_reduce avg", count));
+        expect_values(
+            buf, [&](size_t i) { return sum(i) / n; }, where(*g, "all_reduce avg", count));
       }
     }
   }
@@ -145,10 +150,12 @@ TYPED_TEST(Collectives, ReduceScatterEqualAndUneven) {
     const std::vector<T> in = values<T>(per * n, [me](size_t k) { return static_cast<double>(x(me, k)); });
     std::vector<T> out(per, from_double<T>(99));
     g->reduce_scatter(std::span<const T>(in), std::span<T>(out), ReduceOp::kSum);
-    expect_values(out, [&](size_t j) { return sum_at(me * per + j); }, where(*g, "reduce_scatter equal", per));
+    expect_values(
+        out, [&](size_t j) { return sum_at(me * per + j); }, where(*g, "reduce_scatter equal", per));
     if constexpr (!std::is_integral_v<T>) {
       g->reduce_scatter(std::span<const T>(in), std::span<T>(out), ReduceOp::kAvg);
-      expect_values(out, [&](size_t j) { return sum_at(me * per + j) / n; }, where(*g, "reduce_scatter avg", per));
+      expect_values(
+          out, [&](size_t j) { return sum_at(me * per + j) / n; }, where(*g, "reduce_scatter avg", per));
     }
 
     const std::vector<size_t> counts = uneven_counts(n), displ = displacements(counts);
@@ -156,11 +163,13 @@ TYPED_TEST(Collectives, ReduceScatterEqualAndUneven) {
     const std::vector<T> vin = values<T>(total, [me](size_t k) { return static_cast<double>(x(me, k)); });
     std::vector<T> vout(counts[static_cast<size_t>(me)], from_double<T>(99));
     g->reduce_scatter(std::span<const T>(vin), std::span<T>(vout), ReduceOp::kMax, counts);
-    expect_values(vout, [&](size_t j) { return static_cast<double>(x(n - 1, displ[static_cast<size_t>(me)] + j)); },
-                  where(*g, "reduce_scatter uneven max", total));
+    expect_values(
+        vout, [&](size_t j) { return static_cast<double>(x(n - 1, displ[static_cast<size_t>(me)] + j)); },
+        where(*g, "reduce_scatter uneven max", total));
     g->reduce_scatter(std::span<const T>(vin), std::span<T>(vout), ReduceOp::kSum, counts);
-    expect_values(vout, [&](size_t j) { return sum_at(displ[static_cast<size_t>(me)] + j); },
-                  where(*g, "reduce_scatter uneven sum", total));
+    expect_values(
+        vout, [&](size_t j) { return sum_at(displ[static_cast<size_t>(me)] + j); },
+        where(*g, "reduce_scatter uneven sum", total));
   }
 }
 
@@ -172,14 +181,16 @@ TYPED_TEST(Collectives, AllGatherEqualUnevenAndInPlace) {
     const std::vector<T> in = values<T>(per, [me](size_t j) { return static_cast<double>(x(me, j)); });
     std::vector<T> out(per * n, from_double<T>(99));
     g->all_gather(std::span<const T>(in), std::span<T>(out));
-    expect_values(out, [](size_t k) { return static_cast<double>(x(static_cast<int>(k / per), k % per)); },
-                  where(*g, "all_gather equal", per));
+    expect_values(
+        out, [](size_t k) { return static_cast<double>(x(static_cast<int>(k / per), k % per)); },
+        where(*g, "all_gather equal", per));
 
     std::vector<T> inplace(per * n, from_double<T>(99));
     std::copy(in.begin(), in.end(), inplace.begin() + static_cast<std::ptrdiff_t>(me * per));
     g->all_gather(std::span<const T>(inplace.data() + me * per, per), std::span<T>(inplace));
-    expect_values(inplace, [](size_t k) { return static_cast<double>(x(static_cast<int>(k / per), k % per)); },
-                  where(*g, "all_gather in place", per));
+    expect_values(
+        inplace, [](size_t k) { return static_cast<double>(x(static_cast<int>(k / per), k % per)); },
+        where(*g, "all_gather in place", per));
 
     const std::vector<size_t> counts = uneven_counts(n), displ = displacements(counts);
     const size_t total = std::accumulate(counts.begin(), counts.end(), size_t{0});
@@ -207,8 +218,9 @@ TYPED_TEST(Collectives, AllToAllEqualAndUneven) {
         values<T>(b * n, [me](size_t k) { return static_cast<double>(y(me, static_cast<int>(k / b), k % b)); });
     std::vector<T> out(b * n, from_double<T>(99));
     g->all_to_all(std::span<const T>(in), std::span<T>(out));
-    expect_values(out, [me](size_t k) { return static_cast<double>(y(static_cast<int>(k / b), me, k % b)); },
-                  where(*g, "all_to_all equal", b));
+    expect_values(
+        out, [me](size_t k) { return static_cast<double>(y(static_cast<int>(k / b), me, k % b)); },
+        where(*g, "all_to_all equal", b));
 
     // Rank src sends c(src, dst) elements to dst: uneven, asymmetric, nothing to itself.
     const auto c = [](int src, int dst) { return static_cast<size_t>((2 * src + dst) % 3 + (src == dst ? 0 : 1)); };
@@ -242,7 +254,8 @@ TYPED_TEST(Collectives, BroadcastFromEachEnd) {
     for (int root : {n - 1, 0}) {
       std::vector<T> buf = values<T>(19, [&](size_t i) { return me == root ? static_cast<double>(x(root, i)) : 0.0; });
       g->broadcast(std::span<T>(buf), root);
-      expect_values(buf, [root](size_t i) { return static_cast<double>(x(root, i)); }, where(*g, "broadcast", 19));
+      expect_values(
+          buf, [root](size_t i) { return static_cast<double>(x(root, i)); }, where(*g, "broadcast", 19));
     }
   }
 }
@@ -255,18 +268,21 @@ TYPED_TEST(Collectives, SendRecvRingAndPingPong) {
     const std::vector<T> mine = values<T>(11, [me](size_t i) { return static_cast<double>(x(me, i)); });
     std::vector<T> got(11, from_double<T>(99));
     g->send_recv(std::span<const T>(mine), next, std::span<T>(got), prev, /*tag=*/7);
-    expect_values(got, [prev](size_t i) { return static_cast<double>(x(prev, i)); }, where(*g, "send_recv ring", 11));
+    expect_values(
+        got, [prev](size_t i) { return static_cast<double>(x(prev, i)); }, where(*g, "send_recv ring", 11));
 
     if (n < 2) continue;
     if (me == 0) {
       g->send(std::span<const T>(mine), 1, /*tag=*/3);
       std::vector<T> back(9, from_double<T>(99));
       g->recv(std::span<T>(back), 1, /*tag=*/4);
-      expect_values(back, [](size_t i) { return static_cast<double>(x(1, i)); }, where(*g, "recv", 9));
+      expect_values(
+          back, [](size_t i) { return static_cast<double>(x(1, i)); }, where(*g, "recv", 9));
     } else if (me == 1) {
       std::vector<T> first(11, from_double<T>(99));
       g->recv(std::span<T>(first), 0, /*tag=*/3);
-      expect_values(first, [](size_t i) { return static_cast<double>(x(0, i)); }, where(*g, "recv", 11));
+      expect_values(
+          first, [](size_t i) { return static_cast<double>(x(0, i)); }, where(*g, "recv", 11));
       g->send(std::span<const T>(mine.data(), 9), 0, /*tag=*/4);
     }
     g->barrier();
@@ -341,8 +357,11 @@ TEST(Communicator, ArgumentErrorsAreCaughtBeforeSending) {
                  "output has " + std::to_string(3 * n + 1) + " elements; it needs input elements x group size = 3 x " +
                      ns + " = " + std::to_string(3 * n));
   expect_invalid([&] { g->all_reduce(std::span<int32_t>(ints), ReduceOp::kAvg); }, "avg of int32 is not defined");
-  expect_invalid([&] { g->all_reduce(par::const_view(std::span<const float>(f)), par::view(std::span<double>(d)), ReduceOp::kSum); },
-                 "input is float32 but output is float64");
+  expect_invalid(
+      [&] {
+        g->all_reduce(par::const_view(std::span<const float>(f)), par::view(std::span<double>(d)), ReduceOp::kSum);
+      },
+      "input is float32 but output is float64");
   expect_invalid([&] { g->broadcast(std::span<float>(f), n); },
                  "root " + ns + " is not a rank of the group; valid: 0.." + std::to_string(n - 1));
   expect_invalid([&] { g->send(std::span<const float>(f), -1); }, "peer -1 is not a rank of the group");
@@ -351,26 +370,39 @@ TEST(Communicator, ArgumentErrorsAreCaughtBeforeSending) {
   expect_invalid([&] { g->all_gather(std::span<const float>(f), std::span<float>(big), one); },
                  "counts has 1 entries; it needs one per rank (" + ns + ")");
   std::vector<size_t> wrong_sum(static_cast<size_t>(n), 1);
-  expect_invalid([&] { g->reduce_scatter(std::span<const float>(big), std::span<float>(f), ReduceOp::kSum, wrong_sum); },
-                 "counts sum to " + ns + " but the input has " + std::to_string(big.size()) + " elements");
+  expect_invalid(
+      [&] { g->reduce_scatter(std::span<const float>(big), std::span<float>(f), ReduceOp::kSum, wrong_sum); },
+      "counts sum to " + ns + " but the input has " + std::to_string(big.size()) + " elements");
   std::vector<size_t> wrong_mine(static_cast<size_t>(n), 0);
   wrong_mine[static_cast<size_t>((g->rank() + 1) % n)] = f.size();
   if (n > 1)
     expect_invalid([&] { g->all_gather(std::span<const float>(f), std::span<float>(f.data(), 3), wrong_mine); },
                    "(this rank) but the input has 3 elements");
   std::vector<float> overlap(10, 0.0f);
-  expect_invalid([&] { g->all_reduce(std::span<const float>(overlap.data(), 5), std::span<float>(overlap.data() + 2, 5), ReduceOp::kSum); },
-                 "input and output buffers overlap");
+  expect_invalid(
+      [&] {
+        g->all_reduce(std::span<const float>(overlap.data(), 5), std::span<float>(overlap.data() + 2, 5),
+                      ReduceOp::kSum);
+      },
+      "input and output buffers overlap");
   const std::vector<size_t> sc(static_cast<size_t>(n), 1);
   expect_invalid([&] { g->all_to_all(std::span<const float>(f), std::span<float>(f), sc); },
                  "pass both send_counts and recv_counts");
-  expect_invalid([&] { g->all_reduce(par::ConstView{nullptr, 3, par::DType::kFloat32}, par::View{f.data(), 3, par::DType::kFloat32}, ReduceOp::kSum); },
-                 "input is null but has 3 elements");
+  expect_invalid(
+      [&] {
+        g->all_reduce(par::ConstView{nullptr, 3, par::DType::kFloat32}, par::View{f.data(), 3, par::DType::kFloat32},
+                      ReduceOp::kSum);
+      },
+      "input is null but has 3 elements");
   // A count MPI cannot express is refused before MPI sees it (the pointer is never dereferenced).
   void* fake = reinterpret_cast<void*>(uintptr_t{4096});
   if (n > 1)
-    expect_invalid([&] { g->all_reduce(par::ConstView{fake, size_t{INT_MAX} + 1, par::DType::kUInt8}, par::View{fake, size_t{INT_MAX} + 1, par::DType::kUInt8}, ReduceOp::kSum); },
-                   "exceeds MPI's int count limit (2147483647)");
+    expect_invalid(
+        [&] {
+          g->all_reduce(par::ConstView{fake, size_t{INT_MAX} + 1, par::DType::kUInt8},
+                        par::View{fake, size_t{INT_MAX} + 1, par::DType::kUInt8}, ReduceOp::kSum);
+        },
+        "exceeds MPI's int count limit (2147483647)");
   expect_invalid([&] { g->set_deadline(std::chrono::milliseconds(0)); }, "must be positive, got 0 ms");
   expect_invalid([] { par::parse_reduce_op("prod"); }, "unknown reduce op 'prod'; valid: sum, max, avg");
 
@@ -394,7 +426,8 @@ TEST(Communicator, ReceivedLengthMustMatchTheBuffer) {
       g->recv(std::span<float>(six), 0, 1);
       ADD_FAILURE() << "a short message was accepted";
     } catch (const nibble::Error& e) {
-      EXPECT_NE(std::string(e.what()).find("received 5 elements from rank 0, expected 6"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("received 5 elements from rank 0, expected 6"), std::string::npos)
+          << e.what();
       EXPECT_NE(std::string(e.what()).find("recv on group 'lengths'"), std::string::npos) << e.what();
     }
     try {

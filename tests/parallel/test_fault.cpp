@@ -91,7 +91,8 @@ TEST(Fault, SkippedReduceScatterInAMeshGroupNamesThatGroup) {
   par::Communicator& tp = mesh.tp();
   std::vector<double> in(2 * 6, 1.0), out(6, 0.0);
   if (tp.rank() == 0) {  // tp rank 1 of every tp group skips the call
-    const Outcome o = run([&] { tp.reduce_scatter(std::span<const double>(in), std::span<double>(out), par::ReduceOp::kAvg); });
+    const Outcome o =
+        run([&] { tp.reduce_scatter(std::span<const double>(in), std::span<double>(out), par::ReduceOp::kAvg); });
     ASSERT_TRUE(o.threw);
     EXPECT_LT(o.waited, kDeadline + kSlack);
     const std::vector<int> members = par::group_members(mesh.shape(), par::GroupKind::kTp, me);

@@ -113,38 +113,54 @@ TEST(MeshLayout, GroupsPartitionTheWorldForEveryShape) {
 }
 
 TEST(MeshValidation, MessagesNameTheFailingConstraint) {
-  EXPECT_NO_THROW(par::validate_mesh({2, 1, 2, 1}, 4, {.num_heads = 8, .num_kv_heads = 4, .hidden = 512,
-                                                       .ffn_hidden = 1536, .vocab = 256, .num_layers = 6,
-                                                       .seq_len = 128}));
-  EXPECT_NE(what_of([] { par::validate_mesh({3, 1, 1, 1}, 3, {.num_heads = 8}); })
-                .find("tp=3 does not divide num_heads=8"),
+  EXPECT_NO_THROW(par::validate_mesh({2, 1, 2, 1}, 4,
+                                     {.num_heads = 8,
+                                      .num_kv_heads = 4,
+                                      .hidden = 512,
+                                      .ffn_hidden = 1536,
+                                      .vocab = 256,
+                                      .num_layers = 6,
+                                      .seq_len = 128}));
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({3, 1, 1, 1}, 3, {.num_heads = 8});
+            }).find("tp=3 does not divide num_heads=8"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({2, 1, 3, 1}, 4); })
-                .find("tp*cp*dp*pp = 2*1*3*1 = 6 does not equal the world size 4 (dp=2 would fit)"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({2, 1, 3, 1}, 4);
+            }).find("tp*cp*dp*pp = 2*1*3*1 = 6 does not equal the world size 4 (dp=2 would fit)"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({4, 1, 1, 1}, 4, {.num_heads = 8, .num_kv_heads = 2}); })
-                .find("tp=4 does not divide num_kv_heads=2 (each tp rank holds whole key-value heads)"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({4, 1, 1, 1}, 4, {.num_heads = 8, .num_kv_heads = 2});
+            }).find("tp=4 does not divide num_kv_heads=2 (each tp rank holds whole key-value heads)"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({1, 1, 1, 1}, 1, {.num_heads = 8, .num_kv_heads = 3}); })
-                .find("num_kv_heads=3 does not divide num_heads=8"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({1, 1, 1, 1}, 1, {.num_heads = 8, .num_kv_heads = 3});
+            }).find("num_kv_heads=3 does not divide num_heads=8"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({3, 1, 1, 1}, 3, {.hidden = 512}); })
-                .find("tp=3 does not divide hidden=512"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({3, 1, 1, 1}, 3, {.hidden = 512});
+            }).find("tp=3 does not divide hidden=512"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({2, 1, 1, 1}, 2, {.vocab = 50257}); })
-                .find("tp=2 does not divide vocab=50257 (pad the vocabulary to a multiple of tp, e.g. 50258)"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({2, 1, 1, 1}, 2, {.vocab = 50257});
+            }).find("tp=2 does not divide vocab=50257 (pad the vocabulary to a multiple of tp, e.g. 50258)"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({1, 1, 1, 3}, 3, {.num_layers = 8}); })
-                .find("pp=3 does not divide num_layers=8"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({1, 1, 1, 3}, 3, {.num_layers = 8});
+            }).find("pp=3 does not divide num_layers=8"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({1, 2, 1, 1}, 2, {.seq_len = 1022}); })
-                .find("cp=2 needs seq_len divisible by 2*cp=4 (load-balanced causal chunks), got seq_len=1022"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({1, 2, 1, 1}, 2, {.seq_len = 1022});
+            }).find("cp=2 needs seq_len divisible by 2*cp=4 (load-balanced causal chunks), got seq_len=1022"),
             std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({4, 2, 1, 1}, 8, {.seq_len = 20, .sequence_parallel = true}); })
-                .find("sequence parallel needs tp=4 to divide the tokens of a cp rank, seq_len/cp = 20/2 = 10"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({4, 2, 1, 1}, 8, {.seq_len = 20, .sequence_parallel = true});
+            }).find("sequence parallel needs tp=4 to divide the tokens of a cp rank, seq_len/cp = 20/2 = 10"),
             std::string::npos);
   EXPECT_NE(what_of([] { par::validate_mesh({0, 1, 1, 1}, 1); }).find("tp=0 must be at least 1"), std::string::npos);
-  EXPECT_NE(what_of([] { par::validate_mesh({1, 1, 1, 1}, 1, {.hidden = -4}); }).find("hidden=-4 must be >= 0"),
+  EXPECT_NE(what_of([] {
+              par::validate_mesh({1, 1, 1, 1}, 1, {.hidden = -4});
+            }).find("hidden=-4 must be >= 0"),
             std::string::npos);
   // Every failing constraint is listed, not just the first.
   const std::string both = what_of([] { par::validate_mesh({3, 1, 1, 1}, 4, {.num_heads = 8, .vocab = 10}); });
@@ -198,8 +214,13 @@ TEST(Mesh, EveryLayoutOfTheWorldBuildsTheGroupsTheArithmeticSays) {
 
 TEST(Mesh, AcceptsAModelItDivides) {
   const int world = par::world().size();
-  par::Mesh mesh({world, 1, 1, 1}, {.num_heads = 4 * world, .num_kv_heads = world, .hidden = 64 * world,
-                                    .vocab = 1024, .num_layers = 3, .seq_len = 64, .sequence_parallel = true});
+  par::Mesh mesh({world, 1, 1, 1}, {.num_heads = 4 * world,
+                                    .num_kv_heads = world,
+                                    .hidden = 64 * world,
+                                    .vocab = 1024,
+                                    .num_layers = 3,
+                                    .seq_len = 64,
+                                    .sequence_parallel = true});
   EXPECT_EQ(mesh.tp().size(), world);
   mesh.set_deadline(std::chrono::seconds(7));
   EXPECT_EQ(mesh.dp().deadline(), std::chrono::seconds(7));

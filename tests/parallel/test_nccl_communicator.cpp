@@ -96,8 +96,12 @@ void run(par::MpiCommunicator& group) {
 
 int main() {
   const par::RuntimeInfo& info = par::init({.deadline = std::chrono::seconds(30)});
-  if (info.device < 0) {
-    if (info.rank == 0) std::printf("no CUDA device: the NCCL backend is compile-checked only here (skipped)\n");
+  if (info.device < 0 || info.device_count < info.local_size) {
+    if (info.rank == 0)
+      std::printf(
+          "%d CUDA device(s) for %d ranks on this node: the NCCL test needs one per rank (skipped; the NCCL "
+          "backend is compile-checked only here)\n",
+          info.device_count, info.local_size);
     par::shutdown();
     return 77;
   }
