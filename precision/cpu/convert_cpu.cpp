@@ -298,6 +298,36 @@ std::array<float, 256> decode_table(const Format& fmt) {
   return table;
 }
 
+// Decodes n one-byte codes by table lookup. __restrict: the output must not be suspected of overwriting
+// the table, or every lookup reloads it and the loop stays scalar.
+void decode_bytes(const uint8_t* __restrict codes, size_t n, const float* __restrict table,
+                  float* __restrict out) {
+  for (size_t i = 0; i < n; ++i) out[i] = table[codes[i]];
+}
+
+// The two decoded values of every byte of packed 4-bit codes (low nibble first): FP4 decodes a byte, i.e.
+// two elements, per lookup.
+struct NibblePair {
+  float lo, hi;
+};
+
+std::array<NibblePair, 256> nibble_pair_table(const std::array<float, 256>& table) {
+  std::array<NibblePair, 256> pairs{};
+  for (uint32_t b = 0; b < 256; ++b) pairs[b] = NibblePair{table[b & 0xFu], table[b >> 4]};
+  return pairs;
+}
+
+// Decodes n 4-bit codes packed two per byte (element 2p in the low nibble); `codes` starts at a byte.
+void decode_nibbles(const uint8_t* __restrict codes, size_t n, const NibblePair* __restrict pairs,
+                    float* __restrict out) {
+  for (size_t p = 0; p < n / 2; ++p) {
+    const NibblePair v = pairs[codes[p]];
+    out[2 * p] = v.lo;
+    out[2 * p + 1] = v.hi;
+  }
+  if (n % 2) out[n - 1] = pairs[codes[n / 2]].lo;
+}
+
 }  // namespace
 
 void encode_f32(const float* x, size_t n, const Format& fmt, const EncodeOptions& options, uint8_t* codes,
@@ -321,18 +351,14 @@ void decode_to_f32(const uint8_t* codes, size_t n, const Format& fmt, float* out
     return;
   }
   const std::array<float, 256> table = decode_table(fmt);
+  const std::array<NibblePair, 256> pairs = nibble_pair_table(table);
 #pragma omp parallel for schedule(static) num_threads(threads_for(n))
   for (size_t c = 0; c < chunks; ++c) {
-    const size_t begin = c * kChunk, end = std::min(n, (c + 1) * kChunk);
+    const size_t begin = c * kChunk, count = std::min(n, (c + 1) * kChunk) - begin;
     if (bits <= 4) {
-      // Whole bytes first (begin is even), so the loop has no per-element nibble selection.
-      for (size_t p = begin / 2; p < end / 2; ++p) {
-        out[2 * p] = table[codes[p] & 0xFu];
-        out[2 * p + 1] = table[codes[p] >> 4];
-      }
-      if (end % 2) out[end - 1] = table[codes[end / 2] & 0xFu];
+      decode_nibbles(codes + begin / 2, count, pairs.data(), out + begin);  // begin is even
     } else {
-      for (size_t i = begin; i < end; ++i) out[i] = table[codes[i]];
+      decode_bytes(codes + begin, count, table.data(), out + begin);
     }
   }
 }
