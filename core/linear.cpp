@@ -8,6 +8,7 @@
 #include "core/gemm.h"
 #include "core/saved_bytes.h"
 #include "precision/error.h"
+#include "precision/philox.h"
 
 namespace nibble::nn {
 namespace {
@@ -93,12 +94,47 @@ void check_finite(const torch::Tensor& t, const std::string& what) {
   if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
 }
 
+// Quartet's backward rotation Q = diag(s)·H32 (s random ±1, H32 the normalised Hadamard, block-diagonal over
+// groups of 32): applied to both operands of a GEMM along its inner dimension it cancels, (A·Q)(B·Q)ᵀ = A·Bᵀ,
+// while spreading each block's outliers so the MXFP4 quantization error is smaller and decorrelated. The inner
+// dimension is zero-padded to a multiple of 32 (zeros add nothing to the product).
+struct InnerRotation {
+  int64_t inner = 0, padded = 0;
+  uint64_t seed = 0, offset = 0;  // Philox key and counter of the signs: kept instead of the signs themselves
+};
+
+// A fresh rotation: the layer's seed and the next value of its counter, so every backward draws new signs and a
+// run is reproducible from its seed.
+InnerRotation next_rotation(int64_t inner, LinearState& s) {
+  return InnerRotation{inner, (inner + 31) / 32 * 32, s.seed, s.sr_counter++};
+}
+
+// The signs: one Philox bit per inner index (128 indices per Philox block), +1 for 0 and -1 for 1.
+torch::Tensor rotation_signs(const InnerRotation& r) {
+  torch::Tensor signs = torch::empty({r.padded}, torch::kFloat32);
+  float* out = signs.data_ptr<float>();
+  for (int64_t block = 0; block * 128 < r.padded; ++block) {
+    const precision::Philox4x32Output bits = precision::philox_block(r.seed, r.offset, static_cast<uint64_t>(block));
+    for (int64_t i = 0; i < 128 && block * 128 + i < r.padded; ++i)
+      out[block * 128 + i] = (bits.v[i / 32] >> (i % 32)) & 1u ? -1.0f : 1.0f;
+  }
+  return signs;
+}
+
+// t2d: [rows, inner] -> [rows, padded] = pad(t2d)·Q, float32.
+torch::Tensor rotate_inner(const torch::Tensor& t2d, const InnerRotation& r) {
+  torch::Tensor t = t2d.to(torch::kFloat32);
+  if (r.padded != r.inner) t = torch::constant_pad_nd(t, {0, r.padded - r.inner});
+  return hadamard32_last_dim(t * rotation_signs(r)).contiguous();
+}
+
 struct LinearBackward : public torch::autograd::Node {
   std::shared_ptr<LinearState> state;
   std::shared_ptr<QuantizedTensor> x_col, w_col;  // quantized wgrad / dgrad operands
   torch::Tensor x_dense;                          // high-precision x (bf16 recipe's wgrad operand)
   torch::Tensor weight;                           // the parameter itself (dense dgrad operand)
   torch::Tensor x_mask, w_mask;                   // QuEST clip masks, bit-packed (straight-through estimator)
+  InnerRotation wgrad_rotation;                   // backward_hadamard: the rotation x_col was quantized in
   std::vector<int64_t> x_shape;
   torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
   bool has_bias = false;
@@ -124,41 +160,80 @@ struct LinearBackward : public torch::autograd::Node {
     const torch::Tensor dy2d = dy.reshape({-1, n}).contiguous();
     const bool need_dx = task_should_compute_output(0), need_dw = task_should_compute_output(1);
     if (!r.dy_row.quantized || !r.dy_col.quantized) check_finite(dy2d, state->name + ": the output gradient");
-    const Copies dyq = quantize_for(dy2d, need_dx ? &r.dy_row : nullptr, need_dw ? &r.dy_col : nullptr,
-                                    state->name + ".grad_output", *state, state->ds_dy.get(), "dy_row", "dy_col");
-    if (need_dx) {
-      const GemmOperand a = r.dy_row.quantized ? rowwise_operand(dyq.row) : GemmOperand::high_precision(dy2d);
-      const GemmOperand b = r.w_col.quantized ? columnwise_operand(w_col)
-                                              : GemmOperand::high_precision(weight.t().contiguous());
-      GemmOptions go;
-      go.name = state->name + " dgrad";
-      torch::Tensor dx = gemm(a, b, go);
-      if (x_mask.defined()) dx = hadamard32_last_dim(hadamard32_last_dim(dx) * unpack_mask(x_mask));
-      out[0] = dx.to(x_dtype).reshape(x_shape);
-    }
-    if (need_dw) {
-      const GemmOperand a = r.dy_col.quantized ? columnwise_operand(dyq.col)
-                                               : GemmOperand::high_precision(dy2d.t().contiguous());
-      const GemmOperand b = r.x_col.quantized ? columnwise_operand(x_col)
-                                              : GemmOperand::high_precision(x_dense.t().contiguous());
-      GemmOptions go;
-      go.name = state->name + " wgrad";
-      torch::Tensor dw = gemm(a, b, go);
-      if (w_mask.defined()) dw = hadamard32_last_dim(hadamard32_last_dim(dw) * unpack_mask(w_mask));
-      out[1] = dw.to(w_dtype);
+    if (r.backward_hadamard) {
+      rotated_backward(dy2d, need_dx, need_dw, out);
+    } else {
+      const Copies dyq = quantize_for(dy2d, need_dx ? &r.dy_row : nullptr, need_dw ? &r.dy_col : nullptr,
+                                      state->name + ".grad_output", *state, state->ds_dy.get(), "dy_row", "dy_col");
+      if (need_dx) {
+        const GemmOperand a = r.dy_row.quantized ? rowwise_operand(dyq.row) : GemmOperand::high_precision(dy2d);
+        const GemmOperand b = r.w_col.quantized ? columnwise_operand(w_col)
+                                                : GemmOperand::high_precision(weight.t().contiguous());
+        out[0] = dgrad(a, b);
+      }
+      if (need_dw) {
+        const GemmOperand a = r.dy_col.quantized ? columnwise_operand(dyq.col)
+                                                 : GemmOperand::high_precision(dy2d.t().contiguous());
+        const GemmOperand b = r.x_col.quantized ? columnwise_operand(x_col)
+                                                : GemmOperand::high_precision(x_dense.t().contiguous());
+        out[1] = wgrad(a, b);
+      }
     }
     if (has_bias && task_should_compute_output(2)) out[2] = dy2d.to(torch::kFloat32).sum(0).to(w_dtype);
     return out;
+  }
+
+  torch::Tensor dgrad(const GemmOperand& a, const GemmOperand& b) {
+    GemmOptions go;
+    go.name = state->name + " dgrad";
+    torch::Tensor dx = gemm(a, b, go);
+    if (x_mask.defined()) dx = hadamard32_last_dim(hadamard32_last_dim(dx) * unpack_mask(x_mask));
+    return dx.to(x_dtype).reshape(x_shape);
+  }
+
+  torch::Tensor wgrad(const GemmOperand& a, const GemmOperand& b) {
+    GemmOptions go;
+    go.name = state->name + " wgrad";
+    torch::Tensor dw = gemm(a, b, go);
+    if (w_mask.defined()) dw = hadamard32_last_dim(hadamard32_last_dim(dw) * unpack_mask(w_mask));
+    return dw.to(w_dtype);
+  }
+
+  // Quartet: dgrad dx = (dy·Q)(Wᵀ·Q)ᵀ with Q drawn now along N; wgrad dW = (dyᵀ·Q')(xᵀ·Q')ᵀ with Q' the
+  // rotation along the tokens that x_col was quantized in at forward time. Every operand is a rowwise copy
+  // (blocks along the rotated inner dimension), captured under its role name.
+  void rotated_backward(const torch::Tensor& dy2d, bool need_dx, bool need_dw, variable_list& out) {
+    LinearState& s = *state;
+    const Recipe& r = s.recipe;
+    auto quantized_rows = [&](const torch::Tensor& t, const OperandSpec& spec, const char* role) {
+      auto q = quantize_one(t, spec, true, false, s.name + "." + role, s, nullptr);
+      if (s.capture) s.captured[role] = q;
+      return q;
+    };
+    if (need_dx) {
+      const InnerRotation rot = next_rotation(dy2d.size(1), s);
+      const auto dyq = quantized_rows(rotate_inner(dy2d, rot), r.dy_row, "dy_row");
+      const auto wq = quantized_rows(rotate_inner(weight.t(), rot), r.w_col, "w_col");
+      if (s.capture) s.captured_rotations["dgrad"] = rotation_signs(rot);
+      out[0] = dgrad(rowwise_operand(dyq), rowwise_operand(wq));
+    }
+    if (need_dw) {
+      const auto dyq = quantized_rows(rotate_inner(dy2d.t(), wgrad_rotation), r.dy_col, "dy_col");
+      if (s.capture) s.captured_rotations["wgrad"] = rotation_signs(wgrad_rotation);
+      out[1] = wgrad(rowwise_operand(dyq), rowwise_operand(x_col));
+    }
   }
 };
 
 void refresh_weight_cache(const torch::Tensor& weight, LinearState& s) {
   const Recipe& r = s.recipe;
-  if (!r.w_row.quantized && !r.w_col.quantized) return;
+  if (!r.w_row.quantized && (!r.w_col.quantized || r.backward_hadamard)) return;
   const int64_t version = weight._version();
   if (s.cache_ptr == weight.data_ptr() && s.cache_version == version && (s.w_row || s.w_col)) return;
+  // Under backward_hadamard the dgrad copy of W is rotated afresh in every backward: nothing to cache for it.
+  const OperandSpec* col = r.backward_hadamard ? nullptr : &r.w_col;
   const Copies wq =
-      quantize_for(weight.contiguous(), &r.w_row, &r.w_col, s.name + ".weight", s, s.ds_w.get(), "w_row", "w_col");
+      quantize_for(weight.contiguous(), &r.w_row, col, s.name + ".weight", s, s.ds_w.get(), "w_row", "w_col");
   s.w_row = wq.row;
   s.w_col = wq.col;
   s.cache_ptr = weight.data_ptr();
@@ -230,8 +305,9 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
     if (!r.x_row.quantized) check_finite(x2d, who + ": the input");
     if (!r.w_row.quantized) check_finite(weight, who + ": the weight");
     refresh_weight_cache(weight, s);
-    const Copies xq = quantize_for(x2d, &r.x_row, need_wgrad ? &r.x_col : nullptr, who + ".input", s, s.ds_x.get(),
-                                   "x_row", "x_col");
+    const bool rotated = r.backward_hadamard;
+    const Copies xq = quantize_for(x2d, &r.x_row, need_wgrad && !rotated ? &r.x_col : nullptr, who + ".input", s,
+                                   s.ds_x.get(), "x_row", "x_col");
     const GemmOperand a = r.x_row.quantized ? rowwise_operand(xq.row) : GemmOperand::high_precision(x2d);
     const GemmOperand b = r.w_row.quantized ? rowwise_operand(s.w_row) : GemmOperand::high_precision(weight);
     GemmOptions go;
@@ -249,7 +325,14 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
       node->x_dtype = x.scalar_type();
       node->w_dtype = weight.scalar_type();
       node->has_bias = bias.has_value();
-      if (need_wgrad) {
+      if (need_wgrad && rotated) {
+        // Quartet: x's wgrad copy is xᵀ rotated along the tokens, quantized rowwise (blocks along the tokens).
+        node->wgrad_rotation = next_rotation(x2d.size(0), s);
+        node->x_col = quantize_one(rotate_inner(x2d.t(), node->wgrad_rotation), r.x_col, true, false,
+                                   who + ".input", s, nullptr);
+        if (s.capture) s.captured["x_col"] = node->x_col;
+        saved += node->x_col->rowwise->bytes();
+      } else if (need_wgrad) {
         if (r.x_col.quantized) {
           node->x_col = xq.col;
           saved += xq.col->columnwise->bytes();
@@ -258,7 +341,7 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
           saved += node->x_dense.numel() * 2;
         }
       }
-      if (r.w_col.quantized) {
+      if (r.w_col.quantized && !rotated) {
         node->w_col = s.w_col;  // the cached copy (not counted: it lives with the weight, not the activation)
       } else {
         node->weight = weight.detach();

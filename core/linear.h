@@ -35,6 +35,9 @@ struct LinearState {
   // kept here under their role names (x_row, w_row, dy_row, w_col, dy_col, x_col).
   bool capture = false;
   std::map<std::string, std::shared_ptr<QuantizedTensor>> captured;
+  // Under backward_hadamard the roles dy_row, w_col, dy_col, x_col hold rowwise copies of the rotated operands,
+  // and the sign vectors of the rotations are kept here ("dgrad": along N, "wgrad": along the tokens).
+  std::map<std::string, torch::Tensor> captured_rotations;
 
   // Delayed scaling: fold this step's amaxes into the scales (TE updates once per step).
   void end_step();

@@ -66,6 +66,14 @@ void Recipe::validate() const {
                           "Hadamard cancels only when both sides are transformed)");
   if (x_col.options.rht != dy_col.options.rht && x_col.quantized && dy_col.quantized)
     throw InvalidArgument("recipe '" + name + "': the RHT must be on both wgrad operands (x_col and dy_col) or neither");
+  if (backward_hadamard) {
+    for (const auto& [spec, role] : {std::pair{&dy_row, "dy_row"}, std::pair{&w_col, "w_col"},
+                                     std::pair{&dy_col, "dy_col"}, std::pair{&x_col, "x_col"}})
+      if (!spec->quantized || spec->delayed || spec->options.rht ||
+          spec->options.scheme == Scheme::kMXFP4Quest)
+        throw InvalidArgument("recipe '" + name + "': backward_hadamard rotates every backward operand, so " + role +
+                              " must be quantized with current scaling, without its own RHT and not with QuEST");
+  }
   if (amax_history_len < 1) throw InvalidArgument("recipe '" + name + "': amax_history_len must be >= 1");
 }
 
@@ -105,11 +113,11 @@ Recipe recipe_preset(const std::string& name) {
     set_all(r, spec(Scheme::kMXFP4, formats::kE2M1), spec(Scheme::kMXFP4, formats::kE2M1, Rounding::kStochastic));
   } else if (name == "mxfp4_quartet") {
     // Quartet: QuEST forward (Hadamard-32, sigma scale, clip mask for the straight-through estimator);
-    // backward absmax MXFP4 with stochastic rounding. (Quartet also re-randomises a Hadamard on the backward
-    // operands; nibble's backward here is untransformed: see docs/RECIPES.md.)
+    // backward: random-sign Hadamard-32 along each GEMM's inner dimension, absmax MXFP4, stochastic rounding.
     set_all(r, spec(Scheme::kMXFP4, formats::kE2M1, Rounding::kStochastic),
             spec(Scheme::kMXFP4, formats::kE2M1, Rounding::kStochastic));
     r.x_row = r.w_row = spec(Scheme::kMXFP4Quest, formats::kE2M1);
+    r.backward_hadamard = true;
   } else if (name.rfind("exmy:", 0) == 0) {
     const precision::Format f = precision::parse_format(name.substr(5));
     if (f.bits() > 8)

@@ -25,6 +25,9 @@ struct Recipe {
   OperandSpec dy_row, w_col;  // dgrad
   OperandSpec dy_col, x_col;  // wgrad
   bool compress_activations = false;  // save non-linear ops' inputs as FP8 1x16 groups (COAT)
+  // Quartet's backward: both operands of dgrad and of wgrad get a random-sign Hadamard-32 along that GEMM's
+  // inner dimension before they are quantized (rowwise, along the inner dim), signs redrawn every backward.
+  bool backward_hadamard = false;
   int amax_history_len = 1024;
   precision::AmaxAlgo amax_algo = precision::AmaxAlgo::kMax;
   int margin = 0;

@@ -48,20 +48,23 @@ void bind_nn(py::module_& m) {
           "custom",
           [](const std::string& name, const std::string& forward_scheme, const py::object& forward_format,
              const std::string& backward_scheme, const py::object& backward_format, const std::string& grad_rounding,
-             bool compress_activations) {
+             bool compress_activations, bool backward_hadamard) {
             nn::Recipe r;
             r.name = name;
             r.x_row = r.w_row = r.x_col = r.w_col = custom_spec(forward_scheme, forward_format, "rne");
             r.dy_row = r.dy_col = custom_spec(backward_scheme, backward_format, grad_rounding);
             r.compress_activations = compress_activations;
+            r.backward_hadamard = backward_hadamard;
             r.validate();
             return r;
           },
           py::arg("name"), py::arg("forward_scheme"), py::arg("forward_format") = py::none(),
           py::arg("backward_scheme") = "bf16", py::arg("backward_format") = py::none(),
-          py::arg("grad_rounding") = "rne", py::arg("compress_activations") = true)
+          py::arg("grad_rounding") = "rne", py::arg("compress_activations") = true,
+          py::arg("backward_hadamard") = false)
       .def_readonly("name", &nn::Recipe::name)
       .def_readwrite("compress_activations", &nn::Recipe::compress_activations)
+      .def_readonly("backward_hadamard", &nn::Recipe::backward_hadamard)
       .def("describe",
            [](const nn::Recipe& r) {
              py::dict d;
@@ -73,6 +76,7 @@ void bind_nn(py::module_& m) {
              d["dy_col"] = describe_spec(r.dy_col);
              d["x_col"] = describe_spec(r.x_col);
              d["compress_activations"] = r.compress_activations;
+             d["backward_hadamard"] = r.backward_hadamard;
              return d;
            })
       .def("__repr__", [](const nn::Recipe& r) { return "nibble.Recipe('" + r.name + "')"; });
@@ -90,10 +94,12 @@ void bind_nn(py::module_& m) {
       .def_readwrite("capture", &nn::LinearState::capture)
       .def("captured",
            [](const nn::LinearState& s) {
-             // role -> (data, scale, global_amax, rows, cols, scheme, fmt) of the copy that role used
+             // role -> (data, scale, global_amax, rows, cols, scheme, fmt) of the copy that role used: the
+             // columnwise copy for *_col roles, except under backward_hadamard, whose rotated backward
+             // operands are rowwise copies (blocks along the rotated inner dimension).
              py::dict d;
              for (const auto& [role, q] : s.captured) {
-               const bool col = role.size() > 4 && role.substr(role.size() - 3) == "col";
+               const bool col = role.size() > 4 && role.substr(role.size() - 3) == "col" && q->columnwise;
                const nn::QuantizedCopyTensor& c = col ? *q->columnwise : *q->rowwise;
                d[py::str(role)] = py::make_tuple(c.data, c.scale, c.global_amax, c.rows, c.cols,
                                                  precision::scheme_name(q->options.scheme),
@@ -101,6 +107,7 @@ void bind_nn(py::module_& m) {
              }
              return d;
            })
+      .def("captured_rotations", [](const nn::LinearState& s) { return s.captured_rotations; })
       .def("delayed_scales", [](const nn::LinearState& s) {
         py::dict d;
         if (s.ds_x) d["input"] = s.ds_x->scale();

@@ -264,3 +264,73 @@ def test_bad_input_names_the_layer():
     plain = nibble.nn.Linear(32, 16, recipe="bf16", name="lm_head")
     with pytest.raises(ValueError, match=r"lm_head: the input contains NaN"):
         plain(bad)
+
+
+def sylvester_hadamard32():
+    """The normalised 32-point Hadamard matrix by Sylvester's construction (independent of nibble's own)."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < 32:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / 32 ** 0.5
+
+
+def rotate(t, signs):
+    """pad(t) along the last dim to len(signs), times diag(signs), times the block-diagonal Hadamard-32."""
+    t = torch.nn.functional.pad(t.double(), (0, signs.numel() - t.shape[-1]))
+    return ((t * signs.double()).reshape(-1, 32) @ sylvester_hadamard32().T).reshape(t.shape)
+
+
+@pytest.mark.parametrize("m,n", [(64, 48), (50, 40)])
+def test_quartet_backward_rotates_both_operands_of_each_gemm_along_its_inner_dim(m, n):
+    lin, x, y, dy, cap = run_captured("mxfp4_quartet", m=m, k=96, n=n, seed=3)
+    rot = lin.state_for(lin.active_recipe()).captured_rotations()
+    s_dgrad, s_wgrad = rot["dgrad"], rot["wgrad"]
+    assert s_dgrad.numel() == (n + 31) // 32 * 32 and s_wgrad.numel() == (m + 31) // 32 * 32
+    assert set(s_dgrad.tolist()) <= {-1.0, 1.0} and set(s_wgrad.tolist()) <= {-1.0, 1.0}
+    # each captured operand is the MXFP4 quantization of the rotated tensor (absmax scale, SR: within 4-bit error)
+    w, xd = lin.weight.detach(), x.detach()
+    for role, exact in [("dy_row", rotate(dy, s_dgrad)), ("w_col", rotate(w.T, s_dgrad)),
+                        ("dy_col", rotate(dy.T, s_wgrad)), ("x_col", rotate(xd.T, s_wgrad))]:
+        assert deq(cap[role]).shape == exact.shape, role
+        assert rel(deq(cap[role]), exact) < 0.2, role
+    # the rotation cancels in each product (Q orthogonal): exact operands give exactly the unrotated product
+    assert rel(rotate(dy, s_dgrad) @ rotate(w.T, s_dgrad).T, dy.double() @ w.double()) < 1e-12
+    assert rel(rotate(dy.T, s_wgrad) @ rotate(xd.T, s_wgrad).T, dy.double().T @ xd.double()) < 1e-12
+
+
+def test_quartet_backward_draws_new_signs_every_backward():
+    lin = nibble.nn.Linear(64, 64, recipe="mxfp4_quartet")
+    state = lin.state_for(lin.active_recipe())
+    state.capture = True
+    seen = []
+    for _ in range(3):
+        lin(torch.randn(32, 64, requires_grad=True)).sum().backward()
+        seen.append(state.captured_rotations()["dgrad"])
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
+def test_quartet_rotation_lowers_gradient_error_on_outlier_rows():
+    # Quartet's reason for the rotation: a few large entries per 32-block inflate an absmax scale and flush the
+    # rest of the block; spread by the Hadamard they do not. Same backward format (MXFP4, SR), with and without.
+    plain = nibble.Recipe.custom("mxfp4_sr", "mxfp4", backward_scheme="mxfp4", grad_rounding="stochastic")
+    rotated = nibble.Recipe.custom("mxfp4_sr_rot", "mxfp4", backward_scheme="mxfp4", grad_rounding="stochastic",
+                                   backward_hadamard=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 128, generator=g)
+    dy = torch.randn(128, 64, generator=g)
+    dy[:, ::16] *= 30.0  # outlier channels (dgrad's blocks run along channels)
+    dy[::16, :] *= 30.0  # outlier tokens (wgrad's blocks run along tokens)
+    errors = {}
+    for recipe in (plain, rotated):
+        lin = nibble.nn.Linear(128, 64, recipe=recipe)
+        xg = x.clone().requires_grad_()
+        lin(xg).backward(dy)
+        w = lin.weight.detach().double()
+        errors[recipe.name] = (rel(xg.grad, dy.double() @ w), rel(lin.weight.grad, dy.double().T @ x.double()))
+    assert errors["mxfp4_sr_rot"][0] < 0.8 * errors["mxfp4_sr"][0], errors
+    assert errors["mxfp4_sr_rot"][1] < 0.8 * errors["mxfp4_sr"][1], errors
+
+
+def test_backward_hadamard_needs_quantized_current_scaled_backward_operands():
+    with pytest.raises(ValueError, match="backward_hadamard.*dy_row must be quantized"):
+        nibble.Recipe.custom("bad", "mxfp4", backward_scheme="bf16", backward_hadamard=True)
