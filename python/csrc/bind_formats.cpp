@@ -11,13 +11,6 @@ namespace {
 
 using precision::Format;
 
-precision::Rounding parse_rounding(const std::string& name) {
-  if (name == "rne" || name == "nearest") return precision::Rounding::kNearestEven;
-  if (name == "stochastic" || name == "sr") return precision::Rounding::kStochastic;
-  if (name == "toward_zero" || name == "rtz") return precision::Rounding::kTowardZero;
-  throw InvalidArgument("unknown rounding '" + name + "'; valid: 'rne', 'stochastic', 'toward_zero'");
-}
-
 precision::NanPolicy parse_nan_policy(const std::string& name) {
   if (name == "error") return precision::NanPolicy::kError;
   if (name == "propagate") return precision::NanPolicy::kPropagate;
@@ -28,7 +21,7 @@ torch::Tensor encode(const torch::Tensor& x, const std::string& fmt_name, const 
                      uint64_t seed, uint64_t offset, int random_bits, const std::string& nan) {
   const Format fmt = precision::parse_format(fmt_name);
   precision::EncodeOptions options;
-  options.rounding = parse_rounding(rounding);
+  options.rounding = parse_rounding(rounding, "nibble.encode", true);
   options.seed = seed;
   options.offset = offset;
   options.random_bits = random_bits;
@@ -105,6 +98,14 @@ pybind11::dict format_info(const std::string& fmt_name) {
 }
 
 }  // namespace
+
+precision::Rounding parse_rounding(const std::string& name, const std::string& who, bool allow_toward_zero) {
+  if (name == "rne" || name == "nearest") return precision::Rounding::kNearestEven;
+  if (name == "stochastic" || name == "sr") return precision::Rounding::kStochastic;
+  if (allow_toward_zero && (name == "toward_zero" || name == "rtz")) return precision::Rounding::kTowardZero;
+  throw InvalidArgument(who + ": unknown rounding '" + name + "'; valid: 'rne', 'stochastic'" +
+                        (allow_toward_zero ? ", 'toward_zero'" : ""));
+}
 
 void bind_formats(pybind11::module_& m) {
   m.def("encode", &encode, pybind11::arg("x"), pybind11::arg("fmt"), pybind11::arg("rounding") = "rne",

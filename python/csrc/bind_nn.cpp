@@ -31,11 +31,7 @@ nn::OperandSpec custom_spec(const std::string& scheme, const py::object& fmt, co
   nn::OperandSpec s;
   s.quantized = true;
   s.options = options_for_copy(scheme, fmt);
-  if (rounding == "stochastic") {
-    s.options.rounding = precision::Rounding::kStochastic;
-  } else if (rounding != "rne") {
-    throw InvalidArgument("rounding must be 'rne' or 'stochastic', got '" + rounding + "'");
-  }
+  s.options.rounding = parse_rounding(rounding, "nibble.Recipe.custom", false);
   return s;
 }
 

@@ -34,13 +34,7 @@ QuantizeOptions make_options(const std::string& scheme, bool rowwise, bool colum
   o.element = fmt.is_none() ? element : precision::parse_format(fmt.cast<std::string>());
   o.rowwise = rowwise;
   o.columnwise = columnwise;
-  if (rounding == "rne") {
-    o.rounding = precision::Rounding::kNearestEven;
-  } else if (rounding == "stochastic") {
-    o.rounding = precision::Rounding::kStochastic;
-  } else {
-    throw InvalidArgument("nibble.quantize: unknown rounding '" + rounding + "'; valid: 'rne', 'stochastic'");
-  }
+  o.rounding = parse_rounding(rounding, "nibble.quantize", false);
   o.seed = seed;
   o.offset = offset;
   o.rht = rht;
