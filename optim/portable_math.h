@@ -61,7 +61,10 @@ NIBBLE_HOST_DEVICE float log2_portable(float x) {
 NIBBLE_HOST_DEVICE float exp2_portable(float t) {
   using namespace portable_detail;
   t = t < -252.0f ? -252.0f : (t > 254.0f ? 254.0f : t);
-  const float n = floor32(t + 0.5f);
+  // n = t rounded to the nearest integer (ties to even) by the 1.5·2^23 trick, exact for |t| < 2^22. Not
+  // floorf(t + 0.5f): GCC does not vectorise floorf under the default -ftrapping-math, and this function sits
+  // in the optimizer's innermost loops. (Both sides compile this same expression, so CPU and GPU agree.)
+  const float n = (t + 12582912.0f) - 12582912.0f;
   const float r = t - n;  // exact, |r| <= 0.5
   // Taylor coefficients ln2^i / i!; degree 7 leaves < 1e-8 relative on |r| <= 0.5.
   float p = fma32(r, 1.52527338e-5f, 1.54035304e-4f);
