@@ -3,12 +3,14 @@
 // serialisation for every codec.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
 
+#include "optim/dynamic_map.h"
 #include "optim/fused_step.h"
 #include "optim/grad_check.h"
 #include "optim/serialize.h"
@@ -296,6 +298,40 @@ TEST(Serialize, MismatchesAreNamed) {
   std::vector<uint8_t> bad = blob;
   bad[0] = 'X';
   EXPECT_THROW(deserialize_tensor_state(bad.data(), bad.size(), t.slot(), 2), InvalidArgument);
+}
+
+
+// encode_state's int8 path (vectorised search on AVX-512 machines) gives exactly the scalar rule's codes:
+// dynamic_map_encode of x / absmax per 256-block, including values sitting exactly on the code values, zeros,
+// negatives and a ragged last block.
+TEST(EncodeState, Int8CodesEqualTheScalarRule) {
+  const int64_t n = 4096 + 3 * 256 + 77;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (bool is_signed : {true, false}) {
+    const DynamicMap& map = dynamic_map(is_signed);
+    std::vector<float> x(n);
+    for (int64_t i = 0; i < n; ++i) {
+      float v = normal(rng) * (i % 5 == 0 ? 1e-3f : 1.0f);
+      if (i % 7 == 0) v = map.value[i % 256];  // exactly a code value (block absmax then rescales it)
+      if (i % 11 == 0) v = 0.0f;
+      x[i] = is_signed ? v : std::fabs(v);
+    }
+    const MomentLayout layout = moment_layout(StateCodec::kInt8, n);
+    std::vector<uint8_t> codes(n);
+    std::vector<float> absmax(layout.groups);
+    encode_state(StateCodec::kInt8, x.data(), n, MomentView{codes.data(), absmax.data(), nullptr, nullptr},
+                 is_signed);
+    for (int64_t b = 0; b * kInt8BlockSize < n; ++b) {
+      float mx = 0.0f;
+      const int64_t end = std::min(n, (b + 1) * kInt8BlockSize);
+      for (int64_t i = b * kInt8BlockSize; i < end; ++i) mx = std::max(mx, std::fabs(x[i]));
+      ASSERT_EQ(absmax[b], mx);
+      const float norm = mx > 0.0f ? mx : 1.0f;
+      for (int64_t i = b * kInt8BlockSize; i < end; ++i)
+        ASSERT_EQ(codes[i], dynamic_map_encode(x[i] / norm, map.threshold)) << "element " << i << " x " << x[i];
+    }
+  }
 }
 
 }  // namespace
