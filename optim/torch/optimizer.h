@@ -48,6 +48,16 @@ class Optimizer {
   StepResult step(double lr_factor = 1.0, float grad_scale = 1.0f);
   void zero_grad();
 
+  // (Additive, for ZeRO-1 and tests.) step() on explicit gradients, one per parameter (undefined = no
+  // gradient), instead of the parameters' .grad: the sharded optimizer steps views of a flat shard whose
+  // gradients come from a reduce-scatter.
+  StepResult step_with_grads(const std::vector<torch::Tensor>& grads, double lr_factor = 1.0,
+                             float grad_scale = 1.0f);
+  // (Additive.) The global element index of each parameter's element 0 (stochastic-rounding keys; default:
+  // cumulative over the parameters in order). A shard of a tensor passes base + offset so it draws the bits
+  // the whole tensor would.
+  void set_index_bases(const std::vector<uint64_t>& bases);
+
   // Every state tensor (moments, codec side data, master copies, step counters) by "<param>.<field>", exactly
   // (load(state_dict()) reproduces the next steps bit for bit).
   std::map<std::string, torch::Tensor> state_dict() const;
