@@ -14,4 +14,7 @@ PYBIND11_MODULE(_C, m) {
   nibble::python::bind_gemm(m);
   nibble::python::bind_nn(m);
   nibble::python::bind_parallel(m);
+  nibble::python::bind_tensor_parallel(m);
+  nibble::python::bind_context_parallel(m);
+  nibble::python::bind_data_parallel(m);
 }

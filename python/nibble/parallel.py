@@ -296,3 +296,17 @@ def broadcast(tensor: torch.Tensor, root: int = 0, group: Optional[Group] = None
 
 def barrier(group: Optional[Group] = None) -> None:
     (group or world()).barrier()
+
+# Data parallel (gradient buckets, ZeRO-1), defined in nibble.data_parallel and exported here.
+from .data_parallel import DistributedDataParallel, ZeroAdamW  # noqa: E402,F401
+
+# Context parallel attention (ring, Ulysses) and the load-balanced sequence split, defined in
+# nibble.context_parallel and exported here.
+from .context_parallel import merge as cp_merge, ring_attention, split as cp_split, ulysses_attention  # noqa: E402,F401
+
+# Tensor and sequence parallel (Megatron regions, column/row-parallel Linear, vocab-parallel embedding and
+# cross-entropy), defined in nibble.tensor_parallel and exported here.
+from .tensor_parallel import (ColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding,  # noqa: E402,F401
+                              all_reduce_replicated_grads, copy_to_tensor_parallel, gather_from_sequence_parallel,
+                              reduce_from_tensor_parallel, reduce_scatter_to_sequence_parallel,
+                              scatter_to_sequence_parallel, tensor_parallel, vocab_parallel_cross_entropy)

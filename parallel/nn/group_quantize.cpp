@@ -1,0 +1,220 @@
+#include "parallel/nn/group_quantize.h"
+
+#include <cmath>
+#include <vector>
+
+#include "parallel/nn/torch_collectives.h"
+#include "precision/error.h"
+
+namespace nibble::parallel {
+namespace {
+
+using precision::Scheme;
+
+// Does the copy carry a per-tensor factor (FP8 scale or NVFP4 global amax)?
+bool has_tensor_factor(const precision::QuantizeOptions& o) {
+  return o.scheme == Scheme::kFP8Tensor || o.scheme == Scheme::kNVFP4 || o.scheme == Scheme::kNVFP4_2D;
+}
+
+bool is_fp4(const precision::QuantizeOptions& o) { return o.element.bits() <= 4; }
+
+// Block length of a copy along its columns (for a columnwise copy: along the original rows).
+int64_t block_cols(Scheme s) {
+  switch (s) {
+    case Scheme::kMXFP8:
+    case Scheme::kMXFP4:
+    case Scheme::kMXFP4Quest: return 32;
+    case Scheme::kNVFP4:
+    case Scheme::kNVFP4_2D:
+    case Scheme::kFP8Block16: return 16;
+    case Scheme::kFP8Block128:
+    case Scheme::kFP8Block128x128: return 128;
+    case Scheme::kFP8Tensor: return 1;
+  }
+  return 1;
+}
+
+struct Job {
+  const nn::OperandSpec* spec;
+  bool rowwise, columnwise;
+  precision::QuantizeOptions options;
+};
+
+// quantize_one's options in core/linear.cpp: the layer's seed, and a fresh counter value for SR or RHT.
+precision::QuantizeOptions options_for(const nn::OperandSpec& spec, bool rowwise, bool columnwise,
+                                       nn::LinearState& s, precision::DelayedScaling* ds, const std::string& name) {
+  precision::QuantizeOptions o = spec.options;
+  if (spec.delayed) {
+    if (!ds) throw Error(name + ": a delayed-scaling operand has no DelayedScaling state in its LinearState");
+    o.use_fixed_scale = true;
+    o.fixed_scale = ds->scale();
+  }
+  o.rowwise = rowwise;
+  o.columnwise = columnwise;
+  o.seed = s.seed;
+  if (o.rounding == precision::Rounding::kStochastic || o.rht) o.offset = s.sr_counter++;
+  return o;
+}
+
+// Rows appended to impose the group amax: one row, or a whole 16-row group where 16-row structure exists
+// (2-D tiles, or blocks / RHT groups along the rows of the columnwise copy).
+int64_t pad_rows_for(const precision::QuantizeOptions& o, int64_t rows, const std::string& name) {
+  const bool row_blocks = o.scheme == Scheme::kNVFP4_2D || (o.columnwise && o.scheme == Scheme::kNVFP4);
+  if (!row_blocks) return 1;
+  if (rows % 16 != 0)
+    throw InvalidArgument(name + ": under tensor parallelism an nvfp4 tensor whose blocks run along the rows needs "
+                          "a row count divisible by 16 (to impose the group amax), got " + std::to_string(rows));
+  return 16;
+}
+
+std::shared_ptr<nn::QuantizedTensor> quantize_padded(const torch::Tensor& t2d, const precision::QuantizeOptions& o,
+                                                     float pad_value, int64_t pad_rows, const std::string& name) {
+  const int64_t rows = t2d.size(0), cols = t2d.size(1);
+  torch::Tensor pad = torch::zeros({pad_rows, cols}, t2d.options());
+  pad.index_put_({0, 0}, pad_value);
+  auto q = std::make_shared<nn::QuantizedTensor>(nn::quantize(torch::cat({t2d, pad}), o, name));
+  if (q->rowwise) {
+    nn::QuantizedCopyTensor& c = *q->rowwise;
+    c.data = c.data.narrow(0, 0, rows).contiguous();
+    if (c.scale.size(0) == rows + pad_rows) c.scale = c.scale.narrow(0, 0, rows).contiguous();
+    c.rows = rows;
+  }
+  if (q->columnwise) {
+    nn::QuantizedCopyTensor& c = *q->columnwise;
+    const precision::CopyLayout L = precision::copy_layout(o, cols, rows);
+    c.data = c.data.narrow(1, 0, L.data_row_bytes).contiguous();
+    if (o.scheme != Scheme::kFP8Tensor) c.scale = c.scale.narrow(1, 0, L.scale_cols).contiguous();
+    c.cols = rows;
+  }
+  q->shape = {rows, cols};
+  return q;
+}
+
+float local_amax(const torch::Tensor& t2d, const Job& job, const std::string& name) {
+  if (t2d.numel() == 0) return 0.0f;
+  if (job.columnwise && job.options.rht) {
+    // The columnwise NVFP4 copy's global amax is taken after the RHT: quantize once to learn it.
+    precision::QuantizeOptions o = job.options;
+    o.rowwise = false;
+    const nn::QuantizedTensor q = nn::quantize(t2d, o, name);
+    return q.columnwise->global_amax.item<float>();
+  }
+  return t2d.abs().max().to(torch::kFloat32).item<float>();
+}
+
+// One copy of `local` gathered over the rows; `col_from_row`: the columnwise copy is the transposed rowwise
+// codes (per-tensor FP8, one scale).
+std::shared_ptr<nn::QuantizedTensor> gather_one(const nn::QuantizedTensor& local, Communicator& comm,
+                                                const std::string& name) {
+  auto out = std::make_shared<nn::QuantizedTensor>(local);
+  const auto& o = local.options;
+  const int64_t size = comm.size();
+  if (local.rowwise) {
+    nn::QuantizedCopyTensor& c = *out->rowwise;
+    const int64_t rows = local.rowwise->rows;
+    if (c.mask.defined()) throw InvalidArgument(name + ": QuEST copies cannot be gathered");
+    c.data = all_gather_dim0(c.data, comm, name + " rowwise codes");
+    if (o.scheme != Scheme::kFP8Tensor) {
+      if (c.scale.size(0) != rows)
+        throw InvalidArgument(name + ": " + precision::scheme_name(o.scheme) +
+                              " has 2-D scale tiles; its rows cannot be gathered");
+      c.scale = all_gather_dim0(c.scale, comm, name + " rowwise scales");
+    }
+    c.rows = rows * size;
+  }
+  if (local.columnwise) {
+    nn::QuantizedCopyTensor& c = *out->columnwise;
+    const int64_t rows = local.columnwise->cols;  // the original rows run along the columnwise copy's columns
+    if (o.scheme == Scheme::kFP8Tensor && out->rowwise) {
+      c.data = out->rowwise->data.t().contiguous();
+    } else {
+      const int64_t block = block_cols(o.scheme);
+      if (rows % block != 0 || (is_fp4(o) && rows % 2 != 0))
+        throw InvalidArgument(name + ": the columnwise " + precision::scheme_name(o.scheme) + " copy has blocks of " +
+                              std::to_string(block) + " along the tokens; this rank's " + std::to_string(rows) +
+                              " tokens are not a whole number of blocks, so the gathered blocks would differ from "
+                              "the unsharded tensor's (use a token count per rank divisible by " +
+                              std::to_string(block) + ")");
+      // [K, b] per rank -> [size*K, b] -> [K, size*b]: rank-major blocks, interleaved locally.
+      auto interleave = [&](const torch::Tensor& t, const char* what) {
+        const torch::Tensor g = all_gather_dim0(t, comm, name + " columnwise " + what);
+        return g.reshape({size, t.size(0), t.size(1)}).permute({1, 0, 2}).reshape({t.size(0), size * t.size(1)});
+      };
+      c.data = interleave(c.data, "codes").contiguous();
+      if (o.scheme != Scheme::kFP8Tensor) c.scale = interleave(c.scale, "scales").contiguous();
+    }
+    c.cols = rows * size;
+  }
+  if (!out->shape.empty()) out->shape[0] *= size;
+  return out;
+}
+
+}  // namespace
+
+bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b) {
+  const auto &x = a.options, &y = b.options;
+  return a.quantized == b.quantized && a.delayed == b.delayed && x.scheme == y.scheme && x.element == y.element &&
+         x.rounding == y.rounding && x.rht == y.rht && x.rht_seed == y.rht_seed && x.pow2_scale == y.pow2_scale &&
+         x.amax_epsilon == y.amax_epsilon && x.mx_rule == y.mx_rule;
+}
+
+QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
+                                         const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
+                                         const std::string& name, precision::DelayedScaling* ds) {
+  const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
+  std::vector<Job> jobs;
+  if (row && col && same_quantization(*row_spec, *col_spec)) {
+    jobs.push_back({row_spec, true, true, options_for(*row_spec, true, true, state, ds, name)});
+  } else {
+    if (row) jobs.push_back({row_spec, true, false, options_for(*row_spec, true, false, state, ds, name)});
+    if (col) jobs.push_back({col_spec, false, true, options_for(*col_spec, false, true, state, ds, name)});
+  }
+  std::vector<float> group(jobs.size(), -1.0f), mine(jobs.size(), -1.0f);
+  bool reduce = false;
+  // A delayed scale is fixed before quantizing: nothing to reduce for it here.
+  auto reduced = [&](const Job& j) { return has_tensor_factor(j.options) && !j.spec->delayed; };
+  for (const Job& j : jobs) reduce = reduce || (comm && comm->size() > 1 && reduced(j));
+  if (reduce) {
+    // One all-reduce(max): the amaxes of the copies with a per-tensor factor, then a NaN flag (so a NaN on one
+    // rank fails every rank at the same point instead of desynchronising the group).
+    torch::Tensor buf = torch::zeros({static_cast<int64_t>(jobs.size()) + 1}, torch::kFloat32);
+    bool nan = false;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (!reduced(jobs[i])) continue;
+      mine[i] = local_amax(t2d, jobs[i], name);
+      nan = nan || std::isnan(mine[i]);
+      buf[static_cast<int64_t>(i)] = std::isnan(mine[i]) ? 0.0f : mine[i];
+    }
+    buf[static_cast<int64_t>(jobs.size())] = nan ? 1.0f : 0.0f;
+    all_reduce_(buf, ReduceOp::kMax, *comm, name + " amax");
+    if (buf[static_cast<int64_t>(jobs.size())].item<float>() > 0.0f)
+      throw Error(name + ": NaN in this tensor on " + std::string(nan ? "this rank" : "another rank") + " of " +
+                  comm->describe() + " (found while reducing its amax)");
+    for (size_t i = 0; i < jobs.size(); ++i) group[i] = buf[static_cast<int64_t>(i)].item<float>();
+  }
+  QuantizedCopies out;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const Job& j = jobs[i];
+    std::shared_ptr<nn::QuantizedTensor> q;
+    if (group[i] > mine[i]) {
+      const float value = j.columnwise && j.options.rht ? 4.0f * group[i] : group[i];
+      q = quantize_padded(t2d, j.options, value, pad_rows_for(j.options, t2d.size(0), name), name);
+    } else {
+      q = std::make_shared<nn::QuantizedTensor>(nn::quantize(t2d, j.options, name));
+    }
+    if (j.spec->delayed) ds->record(q->input_amax);
+    if (j.rowwise) out.row = q;
+    if (j.columnwise) out.col = q;
+  }
+  return out;
+}
+
+QuantizedCopies all_gather_rows(const QuantizedCopies& local, Communicator& comm, const std::string& name) {
+  QuantizedCopies out;
+  if (comm.size() == 1) return local;
+  if (local.row) out.row = gather_one(*local.row, comm, name);
+  if (local.col) out.col = local.col == local.row ? out.row : gather_one(*local.col, comm, name);
+  return out;
+}
+
+}  // namespace nibble::parallel

@@ -1,0 +1,57 @@
+#pragma once
+// Quantization that agrees across a tensor-parallel group, and the all-gather of quantized copies (FP8 /
+// NVFP4 all-gather under sequence parallelism).
+//
+// Group amax. A per-tensor factor -- the FP8 per-tensor scale, the NVFP4 global amax (S_enc) -- is taken from
+// the max over the group of the local amaxes (one all-reduce(max) of a few floats), so every rank quantizes
+// with the scale the whole (gathered or unsharded) tensor would get, and a gathered copy is the one a single
+// rank would have produced from the full tensor. Block scales (MXFP8, MXFP4, FP8 1x128, NVFP4 blocks) are
+// local by construction as long as no block straddles two ranks' parts. precision::quantize() takes its amax
+// from its input only, so the group amax is imposed by appending pad rows holding one element equal to it
+// (4x it for an RHT'd copy: the 16-point RHT maps that element to +-amax) and dropping the pad rows' codes
+// and scales afterwards; when the local amax already is the group's nothing is padded, which keeps
+// stochastic-rounding bits (keyed by element index) those of the unpadded tensor.
+//
+// What all_gather_rows moves, per scheme of a copy (rows = tokens; "cols" = the features K):
+//  - fp8_tensor (fp8_current): the rowwise E4M3 codes only (1 byte per element). The scale is the group's,
+//    identical on every rank, and not sent; the columnwise copy (wgrad operand) is the transpose of the same
+//    codes, made locally after the gather.
+//  - mxfp8 / mxfp4 / fp8_block128 / nvfp4 (1-D): the rowwise codes + per-row block scales, and the
+//    columnwise copy's codes + scales (it is quantized in blocks along the tokens, independently of the
+//    rowwise one, or RHT'd for nvfp4), gathered as [K, rows/size] blocks and interleaved locally. This needs
+//    rows/size to be a multiple of the block length along the tokens (32, 16 or 128).
+//  - The NVFP4 global amaxes are the group's (identical, not sent).
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+#include "core/linear.h"
+#include "parallel/communicator.h"
+
+namespace nibble::parallel {
+
+// A tensor's quantized copies for the rowwise and columnwise roles (one object when one call made both).
+struct QuantizedCopies {
+  std::shared_ptr<nn::QuantizedTensor> row, col;
+};
+
+// Quantizes t2d [rows, cols] for the quantized ones of `row_spec` / `col_spec` (either may be null), with
+// the layer's seed and stochastic-rounding counter advanced exactly as core/linear.cpp does (so a group of
+// one reproduces nibble's Linear bit for bit). `comm` non-null: per-tensor factors use the group amax; every
+// rank of the group must make the same call. A NaN on any rank fails on every rank (nibble::Error).
+// Delayed-scaling specs (fp8_delayed) quantize with `ds`'s scale and record the local amax into it, as
+// core/linear.cpp does; nothing is reduced here: the ranks agree on the scale when their histories are
+// max-reduced once per step (parallel/nn/amax_reduction.h) before DelayedScaling::update().
+QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
+                                         const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
+                                         const std::string& name, precision::DelayedScaling* ds = nullptr);
+
+// Every rank's copies concatenated along the rows (rank r's rows at [r*rows, (r+1)*rows)), as if quantized
+// from the concatenated tensor (given group-amax quantization). Throws InvalidArgument when a block along
+// the rows would straddle two ranks.
+QuantizedCopies all_gather_rows(const QuantizedCopies& local, Communicator& comm, const std::string& name);
+
+bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b);
+
+}  // namespace nibble::parallel

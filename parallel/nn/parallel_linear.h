@@ -1,0 +1,37 @@
+#pragma once
+// The low-precision Linear of a tensor-parallel rank: nibble's Linear (core/linear.h: fprop x_row·w_rowᵀ,
+// dgrad dy_row·w_col, wgrad dy_colᵀ·x_col from the recipe's quantized copies) with the communication TP
+// needs inside its GEMMs:
+//  - per-tensor factors (FP8 scales, NVFP4 global amaxes) of the weight shard, and optionally of x and dy, are
+//    the group's (group_quantize.h), so a tp run quantizes every tensor exactly as tp = 1 would;
+//  - `gather_input` (sequence-parallel column Linear): x is this rank's token slice; its quantized copies are
+//    all-gathered (FP8 / NVFP4 bytes, not BF16) before fprop and kept for wgrad, and dgrad's result is
+//    reduce-scattered back to the token slice.
+// The per-layer LinearState (seed, SR counter, weight cache, delayed scaling, capture) is nibble's. Delayed
+// scaling (fp8_delayed) quantizes with the state's scales; ranks agree on them when the amax histories are
+// max-reduced once per step (parallel/nn/amax_reduction.h) before LinearState::end_step(). Quartet's backward
+// Hadamard and QuEST are not supported here yet (InvalidArgument).
+#include <torch/torch.h>
+
+#include <memory>
+#include <optional>
+
+#include "core/linear.h"
+#include "parallel/communicator.h"
+
+namespace nibble::parallel {
+
+struct ParallelLinearOptions {
+  bool gather_input = false;    // x is sequence-sharded: all-gather it (quantized), reduce-scatter dx
+  bool reduce_x_amax = false;   // x differs across ranks (a shard): use the group amax
+  bool reduce_dy_amax = false;  // dy differs across ranks (column-parallel output features)
+};
+
+torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
+                              const std::optional<torch::Tensor>& bias, const std::shared_ptr<nn::LinearState>& state,
+                              Communicator& comm, const ParallelLinearOptions& options);
+
+// Throws InvalidArgument when the recipe uses what parallel_linear does not support (backward Hadamard, QuEST).
+void check_tensor_parallel_recipe(const nn::Recipe& recipe, const std::string& who);
+
+}  // namespace nibble::parallel
