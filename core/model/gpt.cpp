@@ -1,0 +1,165 @@
+#include "core/model/gpt.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "core/activations.h"
+#include "core/model/rope.h"
+#include "core/recipe.h"
+#include "precision/error.h"
+
+namespace nibble::nn {
+namespace {
+
+// FNV-1a: a parameter's init stream depends on its name, not on creation order or layout.
+uint64_t name_key(const std::string& name, uint64_t seed) {
+  uint64_t h = 1469598103934665603ull ^ (seed * 0x9E3779B97F4A7C15ull);
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+void require_divides(int64_t tp, int64_t value, const std::string& what) {
+  if (value % tp != 0)
+    throw InvalidArgument("tp = " + std::to_string(tp) + " does not divide " + what + " = " + std::to_string(value) +
+                          "; choose a tensor-parallel size that divides it");
+}
+
+}  // namespace
+
+std::string layer_recipe_name(const GptConfig& config, int64_t index) {
+  if (index < config.bf16_first || index >= config.layers - config.bf16_last) return "bf16";
+  return config.recipe;
+}
+
+Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp) : config_(std::move(config)), tp_(std::move(tp)) {
+  config_.validate();
+  if (!tp_) throw InvalidArgument("Gpt: the TensorParallel implementation is null");
+  const int64_t t = tp_->size();
+  require_divides(t, config_.heads, "model.heads");
+  require_divides(t, config_.ffn(), "the MLP width (model.ffn_hidden)");
+  require_divides(t, config_.vocab, "model.vocab");
+  const int64_t h = config_.hidden, f = config_.ffn(), v = config_.vocab;
+  const double std = config_.init_std;
+  // GPT-2's scaled init for the projections that write into the residual stream.
+  const double out_std = std / std::sqrt(2.0 * static_cast<double>(config_.layers));
+
+  embedding_ = add_param("embedding.weight", {v, h}, 0, std);
+  for (int64_t i = 0; i < config_.layers; ++i) {
+    Layer l;
+    l.name = "layers." + std::to_string(i);
+    const std::string recipe = layer_recipe_name(config_, i);
+    l.compress = recipe_preset(recipe).compress_activations;
+    l.attn_norm = add_param(l.name + ".attn_norm.weight", {h}, -1, 0.0);
+    l.qkv = add_param(l.name + ".qkv.weight", {3 * h, h}, 0, std);
+    l.out = add_param(l.name + ".out.weight", {h, h}, 1, out_std);
+    l.mlp_norm = add_param(l.name + ".mlp_norm.weight", {h}, -1, 0.0);
+    l.gate = add_param(l.name + ".gate.weight", {f, h}, 0, std);
+    l.up = add_param(l.name + ".up.weight", {f, h}, 0, std);
+    l.down = add_param(l.name + ".down.weight", {h, f}, 1, out_std);
+    l.s_qkv = add_state(recipe, l.name + ".qkv");
+    l.s_out = add_state(recipe, l.name + ".out");
+    l.s_gate = add_state(recipe, l.name + ".gate");
+    l.s_up = add_state(recipe, l.name + ".up");
+    l.s_down = add_state(recipe, l.name + ".down");
+    layers_.push_back(std::move(l));
+  }
+  final_norm_ = add_param("final_norm.weight", {h}, -1, 0.0);
+  lm_head_ = add_param("lm_head.weight", {v, h}, 0, std);
+  s_head_ = add_state(config_.lm_head_recipe, "lm_head");
+  std::tie(rope_cos_, rope_sin_) = rope_tables(config_.seq_len, config_.head_dim(), config_.rope_theta);
+}
+
+torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor full;
+  if (std == 0.0) {
+    full = torch::ones(full_shape, torch::kFloat32);  // norm weights
+  } else {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(name_key(name, config_.seed));
+    full = at::normal(0.0, std, full_shape, gen, torch::TensorOptions().dtype(torch::kFloat32));
+  }
+  torch::Tensor shard = full;
+  if (shard_dim >= 0) {
+    const int64_t part = full_shape[static_cast<size_t>(shard_dim)] / tp_->size();
+    shard = full.narrow(shard_dim, tp_->rank() * part, part);
+  }
+  shard = shard.contiguous().clone().set_requires_grad(true);
+  params_.push_back({name, shard, shard_dim, full_shape});
+  return shard;
+}
+
+std::shared_ptr<LinearState> Gpt::add_state(const std::string& recipe, const std::string& name) {
+  // Distinct stochastic-rounding streams per layer (and per tp rank: each quantizes a different shard).
+  const uint64_t seed = name_key(name + "#" + std::to_string(tp_->rank()), config_.seed);
+  auto s = std::make_shared<LinearState>(recipe_preset(recipe), name, seed);
+  states_.push_back(s);
+  return s;
+}
+
+torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t batch, int64_t seq) {
+  const int64_t heads = config_.heads / tp_->size(), hd = config_.head_dim();
+  // [tokens, heads * 3 * hd] -> [batch, seq, heads, 3, hd] -> three [batch, heads, seq, hd].
+  torch::Tensor qkv = tp_->column_linear(x, l.qkv, std::nullopt, l.s_qkv).view({batch, seq, heads, 3, hd});
+  qkv = qkv.permute({3, 0, 2, 1, 4});
+  const torch::Tensor cos = rope_cos_.narrow(0, 0, seq), sin = rope_sin_.narrow(0, 0, seq);
+  torch::Tensor q = apply_rope(qkv[0], cos, sin), k = apply_rope(qkv[1], cos, sin);
+  torch::Tensor a = at::scaled_dot_product_attention(q, k, qkv[2], std::nullopt, 0.0, /*is_causal=*/true);
+  a = a.transpose(1, 2).reshape({batch * seq, heads * hd});
+  return tp_->row_linear(a, l.out, std::nullopt, l.s_out);
+}
+
+torch::Tensor Gpt::hidden_states(const torch::Tensor& tokens) {
+  if (tokens.dim() != 2 || tokens.scalar_type() != torch::kInt64)
+    throw InvalidArgument("Gpt: tokens must be int64 [batch, seq], got " + std::string(c10::toString(tokens.scalar_type())) +
+                          " " + c10::str(tokens.sizes()));
+  const int64_t batch = tokens.size(0), seq = tokens.size(1);
+  if (seq < 1 || seq > config_.seq_len)
+    throw InvalidArgument("Gpt: sequence length " + std::to_string(seq) + " must be in [1, model.seq_len = " +
+                          std::to_string(config_.seq_len) + "]");
+  const double eps = config_.norm_eps;
+  torch::Tensor h = tp_->embedding(tokens.reshape({-1}), embedding_);
+  for (const Layer& l : layers_) {
+    torch::Tensor n = rms_norm(h, l.attn_norm, eps, l.compress, l.name + ".attn_norm");
+    h = h + attention(l, n, batch, seq);
+    n = rms_norm(h, l.mlp_norm, eps, l.compress, l.name + ".mlp_norm");
+    torch::Tensor g = tp_->column_linear(n, l.gate, std::nullopt, l.s_gate);
+    torch::Tensor u = tp_->column_linear(n, l.up, std::nullopt, l.s_up);
+    h = h + tp_->row_linear(swiglu(g, u, l.compress, l.name + ".swiglu"), l.down, std::nullopt, l.s_down);
+  }
+  return rms_norm(h, final_norm_, eps, false, "final_norm");
+}
+
+torch::Tensor Gpt::logits(const torch::Tensor& tokens) {
+  return tp_->column_linear(hidden_states(tokens), lm_head_, std::nullopt, s_head_);
+}
+
+torch::Tensor Gpt::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {
+  if (!targets.sizes().equals(tokens.sizes()))
+    throw InvalidArgument("Gpt: targets " + c10::str(targets.sizes()) + " must match tokens " +
+                          c10::str(tokens.sizes()));
+  return tp_->cross_entropy(logits(tokens), targets.reshape({-1}).to(torch::kInt64));
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Gpt::named_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const ParamInfo& p : params_) out.emplace_back(p.name, p.tensor);
+  return out;
+}
+
+std::vector<torch::Tensor> Gpt::replicated_parameters() const {
+  std::vector<torch::Tensor> out;
+  for (const ParamInfo& p : params_)
+    if (p.shard_dim < 0) out.push_back(p.tensor);
+  return out;
+}
+
+void Gpt::end_step() {
+  for (const auto& s : states_) s->end_step();
+}
+
+void Gpt::zero_grad() {
+  for (const ParamInfo& p : params_) p.tensor.mutable_grad() = torch::Tensor();
+}
+
+}  // namespace nibble::nn

@@ -1,0 +1,42 @@
+#include "core/model/gpt_config.h"
+
+#include "core/recipe.h"
+#include "precision/error.h"
+
+namespace nibble::nn {
+namespace {
+
+void require(bool ok, const std::string& key, const std::string& value, const std::string& valid) {
+  if (!ok) throw InvalidArgument("model." + key + " = " + value + " is invalid: " + valid);
+}
+
+}  // namespace
+
+void GptConfig::validate() const {
+  require(vocab >= 2 && vocab <= 65536, "vocab", std::to_string(vocab),
+          "must be in [2, 65536] (tokens are stored as uint16)");
+  require(hidden >= 1, "hidden", std::to_string(hidden), "must be >= 1");
+  require(layers >= 1, "layers", std::to_string(layers), "must be >= 1");
+  require(heads >= 1 && hidden % heads == 0, "heads", std::to_string(heads),
+          "must be >= 1 and divide model.hidden = " + std::to_string(hidden));
+  require(head_dim() % 2 == 0, "heads", std::to_string(heads),
+          "hidden / heads = " + std::to_string(head_dim()) + " must be even (RoPE rotates pairs)");
+  require(ffn_hidden >= 0, "ffn_hidden", std::to_string(ffn_hidden), "must be >= 0 (0 = 8/3 * hidden)");
+  require(seq_len >= 2, "seq_len", std::to_string(seq_len), "must be >= 2");
+  require(rope_theta > 0, "rope_theta", std::to_string(rope_theta), "must be > 0");
+  require(norm_eps > 0, "norm_eps", std::to_string(norm_eps), "must be > 0");
+  require(init_std > 0, "init_std", std::to_string(init_std), "must be > 0");
+  require(bf16_first >= 0 && bf16_first <= layers, "bf16_first", std::to_string(bf16_first),
+          "must be in [0, model.layers = " + std::to_string(layers) + "]");
+  require(bf16_last >= 0 && bf16_last <= layers, "bf16_last", std::to_string(bf16_last),
+          "must be in [0, model.layers = " + std::to_string(layers) + "]");
+  for (const auto& [key, name] : {std::pair{"recipe", recipe}, std::pair{"lm_head_recipe", lm_head_recipe}}) {
+    try {
+      recipe_preset(name).validate();
+    } catch (const std::exception& e) {
+      throw InvalidArgument(std::string("model.") + key + " = \"" + name + "\" is invalid: " + e.what());
+    }
+  }
+}
+
+}  // namespace nibble::nn

@@ -1,0 +1,30 @@
+#pragma once
+// The sizes and numerics choices of a GPT decoder (Llama style: RMSNorm, RoPE, SwiGLU, untied LM head).
+#include <cstdint>
+#include <string>
+
+namespace nibble::nn {
+
+struct GptConfig {
+  int64_t vocab = 256;        // byte-level tokenizer by default
+  int64_t hidden = 64;
+  int64_t layers = 2;
+  int64_t heads = 4;
+  int64_t ffn_hidden = 0;     // 0: the Llama choice, 8/3 * hidden rounded up to a multiple of 32
+  int64_t seq_len = 64;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  double init_std = 0.02;
+  std::string recipe = "bf16";   // recipe_preset name for the transformer layers' Linears
+  int64_t bf16_first = 0;        // keep the first N layers in bf16 (NVFP4's selective high precision)
+  int64_t bf16_last = 0;         // ... and the last M
+  std::string lm_head_recipe = "bf16";
+  uint64_t seed = 0;             // parameter init and stochastic-rounding keys
+
+  int64_t head_dim() const { return hidden / heads; }
+  int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : ((hidden * 8 / 3) + 31) / 32 * 32; }
+  // Throws InvalidArgument naming the key ("model.<key>"), its value and what is valid.
+  void validate() const;
+};
+
+}  // namespace nibble::nn

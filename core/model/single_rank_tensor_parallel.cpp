@@ -1,0 +1,28 @@
+#include "core/model/single_rank_tensor_parallel.h"
+
+namespace nibble::nn {
+
+torch::Tensor SingleRankTensorParallel::column_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
+                                                      const std::optional<torch::Tensor>& bias_shard,
+                                                      const std::shared_ptr<LinearState>& state) {
+  return linear_forward(x, weight_shard, bias_shard, state);
+}
+
+torch::Tensor SingleRankTensorParallel::row_linear(const torch::Tensor& x_shard, const torch::Tensor& weight_shard,
+                                                   const std::optional<torch::Tensor>& bias,
+                                                   const std::shared_ptr<LinearState>& state) {
+  return linear_forward(x_shard, weight_shard, bias, state);
+}
+
+torch::Tensor SingleRankTensorParallel::embedding(const torch::Tensor& tokens, const torch::Tensor& weight_shard) {
+  return torch::embedding(weight_shard, tokens);
+}
+
+torch::Tensor SingleRankTensorParallel::cross_entropy(const torch::Tensor& logits_shard,
+                                                      const torch::Tensor& targets) {
+  // FP32 log-softmax whatever the logits' dtype: the loss is the quantity every run is compared on.
+  return torch::nll_loss(torch::log_softmax(logits_shard.to(torch::kFloat32), -1), targets, {},
+                         at::Reduction::Mean, -100);
+}
+
+}  // namespace nibble::nn

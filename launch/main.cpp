@@ -1,0 +1,104 @@
+// nibble-train: `nibble-train prepare --input corpus.txt --out data/tokens` makes token files;
+// `mpirun -np N nibble-train --config job.toml [--section.key value ...] [--resume]` trains.
+// The config is loaded and validated on every rank before MPI starts or anything is allocated (the world
+// size comes from the launcher's environment), so a bad config is one message per rank and exit code 2.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "core/data/token_file.h"
+#include "launch/train_config.h"
+#include "launch/trainer.h"
+#include "parallel/runtime.h"
+#include "precision/error.h"
+
+namespace {
+
+int env_rank() {
+  try {
+    const auto env = nibble::parallel::read_launch_env();
+    return env.rank >= 0 ? env.rank : 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+// "--section.key value", "--section.key=value", and "--resume" (= --checkpoint.resume true).
+std::vector<std::pair<std::string, std::string>> parse_overrides(const std::vector<std::string>& args) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) != 0)
+      throw nibble::InvalidArgument("unexpected argument '" + a + "'; overrides are --section.key value");
+    std::string key = a.substr(2);
+    if (key == "resume") {
+      out.emplace_back("checkpoint.resume", "true");
+      continue;
+    }
+    if (auto eq = key.find('='); eq != std::string::npos) {
+      out.emplace_back(key.substr(0, eq), key.substr(eq + 1));
+      continue;
+    }
+    if (i + 1 >= args.size()) throw nibble::InvalidArgument("override --" + key + " has no value");
+    out.emplace_back(key, args[++i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rank = env_rank();
+  CLI::App app{"nibble-train: low-precision GPT training (FP8 / MXFP8 / NVFP4 / MXFP4 recipes) on any tp x dp layout"};
+  app.allow_extras();
+  std::string config_path;
+  app.add_option("--config", config_path, "TOML config (examples/configs/*.toml)");
+  auto* prepare = app.add_subcommand("prepare", "tokenize a text corpus into uint16 token files with a held-out split");
+  std::string input, out_dir = "data/tokens";
+  double val_fraction = 0.02;
+  prepare->add_option("--input", input, "text corpus")->required();
+  prepare->add_option("--out", out_dir, "output directory (train.bin, val.bin, meta.json)");
+  prepare->add_option("--val-fraction", val_fraction, "fraction of the text held out for eval");
+  app.footer("Overrides: --section.key value for any config key, e.g. --train.steps 40 --model.recipe nvfp4; "
+             "--resume continues from the latest checkpoint.");
+  CLI11_PARSE(app, argc, argv);
+
+  if (*prepare) {
+    try {
+      const auto p = nibble::data::prepare_corpus(input, out_dir, val_fraction);
+      std::printf("prepared %s: %lld train tokens -> %s, %lld held-out tokens -> %s\n", input.c_str(),
+                  static_cast<long long>(p.train_tokens), p.train_path.c_str(),
+                  static_cast<long long>(p.val_tokens), p.val_path.c_str());
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
+      return 2;
+    }
+  }
+
+  nibble::train::TrainConfig config;
+  try {
+    config = nibble::train::load_config(config_path, parse_overrides(app.remaining()));
+    const auto env = nibble::parallel::read_launch_env();
+    nibble::train::validate(config, env.size > 0 ? env.size : 1);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[rank %d] config error: %s\n", rank, e.what());
+    return 2;
+  }
+  int code = 0;
+  try {
+    code = nibble::train::run_training(config);
+  } catch (const std::exception& e) {
+    const std::string why = "[rank " + std::to_string(rank) + "] error: " + e.what();
+    // Other ranks may be waiting in a collective for this one: end the whole job instead of letting them
+    // run into their deadlines.
+    if (nibble::parallel::is_initialized() && nibble::parallel::info().world_size > 1)
+      nibble::parallel::abort_job(why, 1);
+    std::fprintf(stderr, "%s\n", why.c_str());
+    code = 1;
+  }
+  nibble::parallel::shutdown();
+  return code;
+}

@@ -1,0 +1,296 @@
+#include "launch/train_config.h"
+
+#include <functional>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "optim/lr_schedule.h"
+#include "optim/torch/optimizer.h"
+#include "parallel/mesh.h"
+#include "precision/error.h"
+
+namespace nibble::train {
+namespace {
+
+enum class Kind { kInt, kFloat, kString, kBool };
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::kInt: return "an integer";
+    case Kind::kFloat: return "a number";
+    case Kind::kString: return "a string";
+    case Kind::kBool: return "a boolean (true/false)";
+  }
+  return "";
+}
+
+// One key: its type and where it lives in the config. Values arrive as TOML nodes or override text, and are
+// converted here so both paths check types the same way.
+struct Key {
+  Kind kind;
+  std::function<void(TrainConfig&, const std::string&)> set;  // from canonical text
+  std::function<std::string(const TrainConfig&)> get;
+};
+
+template <class T>
+Key int_key(T TrainConfig::*m) {
+  return {Kind::kInt, [m](TrainConfig& c, const std::string& v) { c.*m = static_cast<T>(std::stoll(v)); },
+          [m](const TrainConfig& c) { return std::to_string(c.*m); }};
+}
+template <class T>
+Key model_int(T nn::GptConfig::*m) {
+  return {Kind::kInt, [m](TrainConfig& c, const std::string& v) { c.model.*m = static_cast<T>(std::stoll(v)); },
+          [m](const TrainConfig& c) { return std::to_string(c.model.*m); }};
+}
+std::string fmt_double(double v) {
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+Key float_key(double TrainConfig::*m) {
+  return {Kind::kFloat, [m](TrainConfig& c, const std::string& v) { c.*m = std::stod(v); },
+          [m](const TrainConfig& c) { return fmt_double(c.*m); }};
+}
+Key model_float(double nn::GptConfig::*m) {
+  return {Kind::kFloat, [m](TrainConfig& c, const std::string& v) { c.model.*m = std::stod(v); },
+          [m](const TrainConfig& c) { return fmt_double(c.model.*m); }};
+}
+Key string_key(std::string TrainConfig::*m) {
+  return {Kind::kString, [m](TrainConfig& c, const std::string& v) { c.*m = v; },
+          [m](const TrainConfig& c) { return c.*m; }};
+}
+Key model_string(std::string nn::GptConfig::*m) {
+  return {Kind::kString, [m](TrainConfig& c, const std::string& v) { c.model.*m = v; },
+          [m](const TrainConfig& c) { return c.model.*m; }};
+}
+Key bool_key(bool TrainConfig::*m) {
+  return {Kind::kBool, [m](TrainConfig& c, const std::string& v) { c.*m = v == "true"; },
+          [m](const TrainConfig& c) { return std::string(c.*m ? "true" : "false"); }};
+}
+
+const std::map<std::string, Key>& keys() {
+  static const std::map<std::string, Key> k = {
+      {"model.vocab", model_int(&nn::GptConfig::vocab)},
+      {"model.hidden", model_int(&nn::GptConfig::hidden)},
+      {"model.layers", model_int(&nn::GptConfig::layers)},
+      {"model.heads", model_int(&nn::GptConfig::heads)},
+      {"model.ffn_hidden", model_int(&nn::GptConfig::ffn_hidden)},
+      {"model.seq_len", model_int(&nn::GptConfig::seq_len)},
+      {"model.rope_theta", model_float(&nn::GptConfig::rope_theta)},
+      {"model.norm_eps", model_float(&nn::GptConfig::norm_eps)},
+      {"model.init_std", model_float(&nn::GptConfig::init_std)},
+      {"model.recipe", model_string(&nn::GptConfig::recipe)},
+      {"model.bf16_first", model_int(&nn::GptConfig::bf16_first)},
+      {"model.bf16_last", model_int(&nn::GptConfig::bf16_last)},
+      {"model.lm_head_recipe", model_string(&nn::GptConfig::lm_head_recipe)},
+      {"model.seed", model_int(&nn::GptConfig::seed)},
+      {"data.train", string_key(&TrainConfig::train_path)},
+      {"data.val", string_key(&TrainConfig::val_path)},
+      {"data.seed", int_key(&TrainConfig::data_seed)},
+      {"train.steps", int_key(&TrainConfig::steps)},
+      {"train.global_batch", int_key(&TrainConfig::global_batch)},
+      {"train.micro_batch", int_key(&TrainConfig::micro_batch)},
+      {"train.eval_every", int_key(&TrainConfig::eval_every)},
+      {"train.eval_batches", int_key(&TrainConfig::eval_batches)},
+      {"train.max_nonfinite", int_key(&TrainConfig::max_nonfinite)},
+      {"train.sample_tokens", int_key(&TrainConfig::sample_tokens)},
+      {"train.sample_prompt", string_key(&TrainConfig::sample_prompt)},
+      {"train.sample_temperature", float_key(&TrainConfig::sample_temperature)},
+      {"train.out_dir", string_key(&TrainConfig::out_dir)},
+      {"train.threads", int_key(&TrainConfig::threads)},
+      {"optim.optimizer", string_key(&TrainConfig::optimizer)},
+      {"optim.state", string_key(&TrainConfig::state)},
+      {"optim.schedule", string_key(&TrainConfig::schedule)},
+      {"optim.lr", float_key(&TrainConfig::lr)},
+      {"optim.min_lr_ratio", float_key(&TrainConfig::min_lr_ratio)},
+      {"optim.weight_decay", float_key(&TrainConfig::weight_decay)},
+      {"optim.beta1", float_key(&TrainConfig::beta1)},
+      {"optim.beta2", float_key(&TrainConfig::beta2)},
+      {"optim.eps", float_key(&TrainConfig::eps)},
+      {"optim.grad_clip", float_key(&TrainConfig::grad_clip)},
+      {"optim.warmup", int_key(&TrainConfig::warmup)},
+      {"parallel.tp", int_key(&TrainConfig::tp)},
+      {"parallel.dp", int_key(&TrainConfig::dp)},
+      {"parallel.sequence_parallel", bool_key(&TrainConfig::sequence_parallel)},
+      {"checkpoint.dir", string_key(&TrainConfig::checkpoint_dir)},
+      {"checkpoint.every", int_key(&TrainConfig::checkpoint_every)},
+      {"checkpoint.resume", bool_key(&TrainConfig::resume)},
+  };
+  return k;
+}
+
+[[noreturn]] void unknown_key(const std::string& key, const std::string& where) {
+  const std::string section = key.substr(0, key.find('.'));
+  std::string valid;
+  for (const auto& [name, k] : keys())
+    if (name.rfind(section + ".", 0) == 0) valid += (valid.empty() ? "" : ", ") + name;
+  if (valid.empty())
+    for (const char* s : {"model", "data", "train", "optim", "parallel", "checkpoint"})
+      valid += (valid.empty() ? "[" : ", [") + std::string(s) + "]";
+  throw InvalidArgument(where + ": unknown key '" + key + "'; valid " +
+                        (valid.front() == '[' ? "sections: " : "keys: ") + valid);
+}
+
+[[noreturn]] void wrong_type(const std::string& key, const std::string& value, Kind kind, const std::string& where) {
+  throw InvalidArgument(where + ": " + key + " = " + value + " has the wrong type; expected " + kind_name(kind));
+}
+
+// Override text -> canonical text, checking the type.
+std::string parse_text(const std::string& key, const std::string& text, Kind kind) {
+  const std::string where = "override --" + key;
+  try {
+    size_t used = 0;
+    switch (kind) {
+      case Kind::kInt:
+        (void)std::stoll(text, &used);
+        break;
+      case Kind::kFloat:
+        (void)std::stod(text, &used);
+        break;
+      case Kind::kBool:
+        if (text != "true" && text != "false") wrong_type(key, "'" + text + "'", kind, where);
+        return text;
+      case Kind::kString:
+        return text;
+    }
+    if (used != text.size()) wrong_type(key, "'" + text + "'", kind, where);
+  } catch (const std::invalid_argument&) {
+    wrong_type(key, "'" + text + "'", kind, where);
+  } catch (const std::out_of_range&) {
+    throw InvalidArgument(where + ": " + key + " = " + text + " is out of range");
+  }
+  return text;
+}
+
+// TOML node -> canonical text, checking the type (an integer is accepted where a number is expected).
+std::string node_text(const std::string& key, const toml::node& node, Kind kind, const std::string& where) {
+  std::ostringstream shown;
+  node.visit([&shown](const auto& n) { shown << n; });
+  switch (kind) {
+    case Kind::kInt:
+      if (auto v = node.value_exact<int64_t>()) return std::to_string(*v);
+      break;
+    case Kind::kFloat:
+      if (node.is_number()) return fmt_double(*node.value<double>());
+      break;
+    case Kind::kString:
+      if (auto v = node.value_exact<std::string>()) return *v;
+      break;
+    case Kind::kBool:
+      if (auto v = node.value_exact<bool>()) return *v ? "true" : "false";
+      break;
+  }
+  wrong_type(key, shown.str(), kind, where);
+}
+
+void require(bool ok, const std::string& key, const std::string& value, const std::string& valid) {
+  if (!ok) throw InvalidArgument(key + " = " + value + " is invalid: " + valid);
+}
+
+}  // namespace
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> out;
+  for (const auto& [name, k] : keys()) out.push_back(name);
+  return out;
+}
+
+std::map<std::string, std::string> TrainConfig::to_map() const {
+  std::map<std::string, std::string> out;
+  for (const auto& [name, k] : keys()) out[name] = k.get(*this);
+  return out;
+}
+
+TrainConfig load_config(const std::string& path, const std::vector<std::pair<std::string, std::string>>& overrides) {
+  TrainConfig c;
+  if (!path.empty()) {
+    toml::table root;
+    try {
+      root = toml::parse_file(path);
+    } catch (const toml::parse_error& e) {
+      std::ostringstream msg;
+      msg << "config '" << path << "' is not valid TOML: " << e.description() << " at line "
+          << e.source().begin.line;
+      throw InvalidArgument(msg.str());
+    }
+    const std::string where = "config '" + path + "'";
+    for (const auto& [section, node] : root) {
+      const std::string s(section.str());
+      const toml::table* table = node.as_table();
+      if (!table) unknown_key(s, where);
+      for (const auto& [name, value] : *table) {
+        const std::string key = s + "." + std::string(name.str());
+        auto it = keys().find(key);
+        if (it == keys().end()) unknown_key(key, where);
+        it->second.set(c, node_text(key, value, it->second.kind, where));
+      }
+    }
+  }
+  for (const auto& [key, text] : overrides) {
+    auto it = keys().find(key);
+    if (it == keys().end()) unknown_key(key, "override --" + key);
+    it->second.set(c, parse_text(key, text, it->second.kind));
+  }
+  return c;
+}
+
+void validate(const TrainConfig& c, int64_t world_size) {
+  c.model.validate();
+  require(c.steps >= 1, "train.steps", std::to_string(c.steps), "must be >= 1");
+  require(c.global_batch >= 1, "train.global_batch", std::to_string(c.global_batch), "must be >= 1");
+  require(c.micro_batch >= 1, "train.micro_batch", std::to_string(c.micro_batch), "must be >= 1");
+  require(c.eval_every >= 0, "train.eval_every", std::to_string(c.eval_every), "must be >= 0 (0 = at the end only)");
+  require(c.eval_batches >= 1, "train.eval_batches", std::to_string(c.eval_batches), "must be >= 1");
+  require(c.max_nonfinite >= 1, "train.max_nonfinite", std::to_string(c.max_nonfinite), "must be >= 1");
+  require(c.sample_tokens >= 0, "train.sample_tokens", std::to_string(c.sample_tokens), "must be >= 0");
+  require(c.sample_temperature > 0, "train.sample_temperature", std::to_string(c.sample_temperature), "must be > 0");
+  require(c.threads >= 0, "train.threads", std::to_string(c.threads), "must be >= 0 (0 = automatic)");
+  require(c.grad_clip >= 0, "optim.grad_clip", std::to_string(c.grad_clip), "must be >= 0 (0 = off)");
+  require(c.checkpoint_every >= 0, "checkpoint.every", std::to_string(c.checkpoint_every),
+          "must be >= 0 (0 = at the end only)");
+  require(c.tp >= 1, "parallel.tp", std::to_string(c.tp), "must be >= 1");
+  require(c.dp >= 1, "parallel.dp", std::to_string(c.dp), "must be >= 1");
+  try {
+    (void)optim::make_lr_schedule(c.schedule, c.warmup, c.steps, c.min_lr_ratio);
+  } catch (const std::exception& e) {
+    throw InvalidArgument(std::string("optim.schedule/warmup/min_lr_ratio: ") + e.what());
+  }
+  optim::OptimizerConfig oc;
+  oc.kind = c.optimizer;
+  oc.state = c.state;
+  oc.lr = c.lr;
+  oc.beta1 = c.beta1;
+  oc.beta2 = c.beta2;
+  oc.eps = c.eps;
+  oc.weight_decay = c.weight_decay;
+  try {
+    oc.validate();
+  } catch (const std::exception& e) {
+    throw InvalidArgument(std::string("[optim]: ") + e.what());
+  }
+  // The layout: the mesh's own rules (tp divides heads, ffn, vocab; tp * dp == ranks), before any rank starts.
+  parallel::MeshShape shape;
+  shape.tp = static_cast<int>(c.tp);
+  shape.dp = static_cast<int>(c.dp);
+  parallel::ModelShape ms;
+  ms.num_heads = c.model.heads;
+  ms.hidden = c.model.hidden;
+  ms.ffn_hidden = c.model.ffn();
+  ms.vocab = c.model.vocab;
+  ms.num_layers = c.model.layers;
+  ms.seq_len = c.model.seq_len;
+  ms.sequence_parallel = c.sequence_parallel;
+  try {
+    parallel::validate_mesh(shape, world_size, ms);
+  } catch (const std::exception& e) {
+    throw InvalidArgument(std::string("[parallel] layout: ") + e.what());
+  }
+  require(c.global_batch % (c.micro_batch * c.dp) == 0, "train.global_batch", std::to_string(c.global_batch),
+          "must be divisible by train.micro_batch * parallel.dp = " + std::to_string(c.micro_batch) + " * " +
+              std::to_string(c.dp) + " = " + std::to_string(c.micro_batch * c.dp));
+  require(c.global_batch % c.dp == 0, "train.global_batch", std::to_string(c.global_batch),
+          "eval splits it over parallel.dp = " + std::to_string(c.dp));
+}
+
+}  // namespace nibble::train

@@ -1,0 +1,56 @@
+#pragma once
+// The nibble-train configuration: a TOML file ([model], [data], [train], [optim], [parallel], [checkpoint])
+// plus `--section.key value` overrides. Every key is known, typed and checked here, before any rank
+// allocates memory or talks to another rank; a mistake is one InvalidArgument naming the key, the value and
+// what would be valid.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/model/gpt_config.h"
+
+namespace nibble::train {
+
+struct TrainConfig {
+  nn::GptConfig model;
+  // [data]
+  std::string train_path = "data/tokens/train.bin", val_path = "data/tokens/val.bin";
+  uint64_t data_seed = 0;
+  // [train]
+  int64_t steps = 100, global_batch = 16, micro_batch = 16;
+  int64_t eval_every = 0, eval_batches = 4;  // eval_every 0: only at the end
+  int64_t max_nonfinite = 3;                 // stop after this many consecutive skipped steps
+  int64_t sample_tokens = 200;
+  std::string sample_prompt = "In the beginning";
+  double sample_temperature = 0.8;
+  std::string out_dir = "runs/default";
+  int64_t threads = 0;  // torch intra-op threads per rank; 0 = 2 / ranks per node, at least 1
+  // [optim]
+  std::string optimizer = "adamw", state = "fp32", schedule = "cosine";
+  double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_clip = 1.0;  // 0: off
+  int64_t warmup = 0;
+  // [parallel]
+  int64_t tp = 1, dp = 1;
+  bool sequence_parallel = false;
+  // [checkpoint]
+  std::string checkpoint_dir;  // "" = <out_dir>/checkpoints
+  int64_t checkpoint_every = 0;  // 0: only at the end
+  bool resume = false;
+
+  // Every key as "section.key" -> its value as TOML text (the manifest records this).
+  std::map<std::string, std::string> to_map() const;
+  std::string checkpoints() const { return checkpoint_dir.empty() ? out_dir + "/checkpoints" : checkpoint_dir; }
+};
+
+// Parses the TOML file (if path is not empty) then applies overrides ("section.key" -> text), checking every
+// key and type. Then validate(world_size).
+TrainConfig load_config(const std::string& path, const std::vector<std::pair<std::string, std::string>>& overrides);
+// The cross-key rules: model sizes, layout (tp * dp == world_size, tp divides heads/ffn/vocab), batch
+// divisibility, ranges.
+void validate(const TrainConfig& config, int64_t world_size);
+// All valid keys, "section.key", sorted (for messages and --help).
+std::vector<std::string> config_keys();
+
+}  // namespace nibble::train
