@@ -14,6 +14,7 @@
 #include <string>
 
 #include "precision/convert.h"
+#include "precision/cpu/encode_span.h"
 #include "precision/error.h"
 #include "precision/format_names.h"
 #include "precision/stochastic.h"
@@ -108,7 +109,9 @@ struct RandomScratch {
 
 // The r random bits (1..16) of global elements [first, first + n), n <= kBlock: returns p with p[j] the
 // bits of element first + j, exactly stochastic_bits(seed, offset, first + j, r).
-const uint16_t* random_bits(uint64_t seed, uint64_t offset, uint64_t first, size_t n, int r, RandomScratch& s) {
+// (A template so encode_span.h's SpanRandomScratch, the same arrays as plain members, shares the code.)
+template <class Scratch>
+const uint16_t* random_bits(uint64_t seed, uint64_t offset, uint64_t first, size_t n, int r, Scratch& s) {
   const int k = elements_per_random_word(r);
   const uint64_t group = elements_per_philox_call(r);
   const size_t lead = static_cast<size_t>(first % group);
@@ -117,14 +120,14 @@ const uint16_t* random_bits(uint64_t seed, uint64_t offset, uint64_t first, size
   for (size_t c = 0; c < calls; c += kPhiloxLanes) philox_lanes(seed, offset, first_call + c, &s.words[4 * c]);
   const size_t nwords = (lead + n + k - 1) / k;
   switch (k) {
-    case 32: unpack_fields<32>(s.words.data(), nwords, r, s.bits.data()); break;
-    case 16: unpack_fields<16>(s.words.data(), nwords, r, s.bits.data()); break;
-    case 8: unpack_fields<8>(s.words.data(), nwords, r, s.bits.data()); break;
-    case 4: unpack_fields<4>(s.words.data(), nwords, r, s.bits.data()); break;
-    case 2: unpack_fields<2>(s.words.data(), nwords, r, s.bits.data()); break;
-    default: unpack_fields<1>(s.words.data(), nwords, r, s.bits.data()); break;
+    case 32: unpack_fields<32>(&s.words[0], nwords, r, &s.bits[0]); break;
+    case 16: unpack_fields<16>(&s.words[0], nwords, r, &s.bits[0]); break;
+    case 8: unpack_fields<8>(&s.words[0], nwords, r, &s.bits[0]); break;
+    case 4: unpack_fields<4>(&s.words[0], nwords, r, &s.bits[0]); break;
+    case 2: unpack_fields<2>(&s.words[0], nwords, r, &s.bits[0]); break;
+    default: unpack_fields<1>(&s.words[0], nwords, r, &s.bits[0]); break;
   }
-  return s.bits.data() + lead;
+  return &s.bits[0] + lead;
 }
 
 // ---- Encoding ----
@@ -369,5 +372,35 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return g_threads.load() > 0 ? g_threads.load() : omp_get_max_threads(); }
+
+const uint16_t* random_span_bits(uint64_t seed, uint64_t offset, uint64_t first, size_t n, int r,
+                                 SpanRandomScratch& scratch) {
+  static_assert(kMaxRandomSpan == kBlock && sizeof(scratch.words) >= sizeof(RandomScratch::words) &&
+                    sizeof(scratch.bits) >= sizeof(RandomScratch::bits),
+                "SpanRandomScratch holds what random_bits writes for kBlock elements");
+  if (n > kMaxRandomSpan)
+    throw InvalidArgument("random_span_bits: at most " + std::to_string(kMaxRandomSpan) + " elements, got " +
+                          std::to_string(n));
+  return random_bits(seed, offset, first, n, r, scratch);
+}
+
+void encode_span(const float* x, size_t n, float scale, const Format& fmt, Rounding rounding,
+                 const uint16_t* random, int r, uint8_t* codes) {
+  using namespace formats;
+  if (fmt.bits() > 8) throw InvalidArgument("encode_span: codes of " + format_name(fmt) + " do not fit a byte");
+  auto run = [&](auto get_format) {
+    switch (rounding) {
+      case Rounding::kNearestEven: encode_block<Rounding::kNearestEven>(x, n, get_format, scale, random, r, codes); break;
+      case Rounding::kStochastic: encode_block<Rounding::kStochastic>(x, n, get_format, scale, random, r, codes); break;
+      case Rounding::kTowardZero: encode_block<Rounding::kTowardZero>(x, n, get_format, scale, random, r, codes); break;
+    }
+  };
+  if (fmt == kE4M3) return run(ConstantFormat<kE4M3>{});
+  if (fmt == kE5M2) return run(ConstantFormat<kE5M2>{});
+  if (fmt == kE2M1) return run(ConstantFormat<kE2M1>{});
+  run([fmt] { return fmt; });
+}
+
+void pack_nibble_span(const uint8_t* nibbles, size_t n, uint8_t* out) { pack_nibbles(nibbles, n, out); }
 
 }  // namespace nibble::precision

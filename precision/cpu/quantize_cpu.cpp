@@ -1,55 +1,39 @@
-// CPU quantizers for every scheme of docs/QUANTIZATION.md. Structure: one pass finds amax (and NaN); each
-// copy is then produced row by row from a float32 source matrix (the input, or its transpose for the
-// columnwise copy, RHT-transformed when asked): per block a scale rule gives the element multiplier, the
-// scaled row is rounded by encode_scalar (precision/format.h), and codes are packed.
-#include <omp.h>
-
-#include <algorithm>
+// CPU quantizers for every scheme of docs/QUANTIZATION.md: validation, the public entry points, and the
+// order of passes. The work itself is quantize_tiles.cpp's tile pass. Passes over the input:
+//  - schemes whose scales need the global amax up front (fp8_tensor with current scaling, nvfp4, nvfp4_2d)
+//    take it in a first read-only pass; the others measure it during the tile pass;
+//  - nvfp4 with RHT takes the columnwise copy's amax after the transform in its own pass (the transform
+//    is recomputed, in cache, by the tile pass rather than stored).
 #include <cfloat>
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include "precision/block_scale.h"
+#include "precision/convert.h"
+#include "precision/cpu/quantize_tiles.h"
 #include "precision/error.h"
 #include "precision/format_names.h"
 #include "precision/hadamard.h"
 #include "precision/quantize.h"
 #include "precision/scaling.h"
-#include "precision/stochastic.h"
 
 namespace nibble::precision {
 namespace {
 
+using cpu_quant::BlockShape;
+using cpu_quant::block_shape;
+using cpu_quant::is_2d;
+using cpu_quant::is_fp4;
+
 constexpr uint64_t kColumnwiseOffset = uint64_t{1} << 63;  // columnwise copies draw independent SR bits
 constexpr float kBF16Max = 3.3895313892515355e38f;         // 0x7F7F as bfloat16
 
-struct BlockShape {
-  int64_t rows;  // 0 = the whole tensor (per-tensor scaling)
-  int64_t cols;
-};
-
-BlockShape block_shape(Scheme s) {
-  switch (s) {
-    case Scheme::kFP8Tensor: return {0, 0};
-    case Scheme::kFP8Block128: return {1, 128};
-    case Scheme::kFP8Block16: return {1, 16};
-    case Scheme::kFP8Block128x128: return {128, 128};
-    case Scheme::kMXFP8: return {1, 32};
-    case Scheme::kNVFP4: return {1, 16};
-    case Scheme::kNVFP4_2D: return {16, 16};
-    case Scheme::kMXFP4: return {1, 32};
-    case Scheme::kMXFP4Quest: return {1, 32};
-  }
-  return {1, 1};
-}
-
-bool is_fp4(Scheme s) {
-  return s == Scheme::kNVFP4 || s == Scheme::kNVFP4_2D || s == Scheme::kMXFP4 || s == Scheme::kMXFP4Quest;
-}
-bool is_2d(Scheme s) { return s == Scheme::kFP8Block128x128 || s == Scheme::kNVFP4_2D; }
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+float input_at(const QuantizeInput& in, int64_t i) {
+  if (in.type == InputType::kFloat32) return static_cast<const float*>(in.data)[i];
+  return bits_float(static_cast<uint32_t>(static_cast<const uint16_t*>(in.data)[i]) << 16);
+}
 
 // A group holding both +Inf and -Inf transforms to NaN: an error, never a silent code.
 [[noreturn]] void report_transform_nan(const QuantizeInput& in, const char* transform) {
@@ -58,262 +42,9 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
                         "within one 16/32-element group");
 }
 
-// ---- element rounding of one row ----------------------------------------------------------------------
-
-// Rounds scaled[0, cols) of row `row` and packs the codes into out_row. SR bits belong to the flat index
-// row * cols + c of this copy.
-void encode_row(const float* scaled, int64_t row, int64_t cols, const Format& fmt, Rounding rounding,
-                uint64_t seed, uint64_t offset, uint8_t* out_row, uint8_t* codes_tmp,
-                std::vector<uint32_t>& words) {
-  const int r = 8;
-  const int per_word = elements_per_random_word(r);
-  const uint64_t group = elements_per_philox_call(r);
-  const uint64_t first = static_cast<uint64_t>(row) * cols;
-  const uint64_t lead = first % group;
-  if (rounding == Rounding::kStochastic) {
-    const uint64_t calls = (lead + cols + group - 1) / group;
-    words.resize(4 * calls);
-    for (uint64_t c = 0; c < calls; ++c) {
-      const Philox4x32Output o = philox_block(seed, offset, (first - lead) / group + c);
-      for (int w = 0; w < 4; ++w) words[4 * c + w] = o.v[w];
-    }
-  }
-  for (int64_t c = 0; c < cols; ++c) {
-    RandomBits bits{0, r};
-    if (rounding == Rounding::kStochastic) {
-      const uint64_t e = lead + c;
-      bits.value = (words[e / per_word] >> ((e % per_word) * r)) & 0xFFu;
-    }
-    codes_tmp[c] = static_cast<uint8_t>(encode_scalar(scaled[c], fmt, rounding, bits));
-  }
-  if (fmt.bits() <= 4) {
-    for (int64_t c = 0; c + 1 < cols; c += 2) out_row[c / 2] = static_cast<uint8_t>(codes_tmp[c] | (codes_tmp[c + 1] << 4));
-    if (cols % 2) out_row[cols / 2] = codes_tmp[cols - 1];
-  } else {
-    std::copy(codes_tmp, codes_tmp + cols, out_row);
-  }
-}
-
-// ---- amax ------------------------------------------------------------------------------------------------
-
-struct AmaxResult {
-  float amax = 0.0f;
-  bool nan = false;
-};
-
-AmaxResult amax_of(const float* x, int64_t n) {
-  float amax = 0.0f;
-  bool nan = false;
-#pragma omp parallel for schedule(static) reduction(max : amax) reduction(|| : nan)
-  for (int64_t i = 0; i < n; ++i) {
-    const float a = std::fabs(x[i]);
-    nan = nan || std::isnan(a);
-    amax = a > amax ? a : amax;
-  }
-  return {amax, nan};
-}
-
-// ---- one copy -------------------------------------------------------------------------------------------
-
-struct CopyJob {
-  const float* src;  // rows x cols, row-major
-  int64_t rows;
-  int64_t cols;
-  float amax;           // max|src|
-  float value_for_inf;  // block FP8's fallback scale: the max of the input dtype
-  uint64_t offset;      // SR counter offset of this copy
-};
-
-void store_scale(const CopyLayout& L, const QuantizedCopy& out, int64_t sr, int64_t sc, const BlockScale& b) {
-  const int64_t i = sr * L.scale_cols + sc;
-  if (L.scale_storage == ScaleStorage::kFloat32) {
-    static_cast<float*>(out.scale)[i] = b.scale_inv;
-  } else {
-    static_cast<uint8_t*>(out.scale)[i] = static_cast<uint8_t>(b.code);
-  }
-}
-
-// Per-tensor and 1-D block schemes (block rows = 1) and 2-D tiles, sharing one row loop.
-void quantize_blocks(const QuantizeOptions& o, const CopyJob& job, const CopyLayout& L, const QuantizedCopy& out) {
-  const BlockShape bs = block_shape(o.scheme);
-  const int64_t rows = job.rows, cols = job.cols;
-  const float nv_global_enc = nvfp4_global_encode_scale(job.amax);
-  const int64_t bcols = bs.rows == 0 ? cols : bs.cols;
-
-  // 2-D tiles: the tile amaxes first (a tile spans many rows).
-  std::vector<BlockScale> tile_scales;
-  if (bs.rows > 1) {
-    const int64_t tr = ceil_div(rows, bs.rows), tc = ceil_div(cols, bs.cols);
-    tile_scales.resize(static_cast<size_t>(tr * tc));
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < tr * tc; ++t) {
-      const int64_t r0 = (t / tc) * bs.rows, c0 = (t % tc) * bs.cols;
-      float a = 0.0f;
-      for (int64_t r = r0; r < std::min(rows, r0 + bs.rows); ++r)
-        for (int64_t c = c0; c < std::min(cols, c0 + bs.cols); ++c) a = std::max(a, std::fabs(job.src[r * cols + c]));
-      tile_scales[static_cast<size_t>(t)] = block_scale(o, a, job.value_for_inf, nv_global_enc);
-    }
-    if (o.scheme == Scheme::kFP8Block128x128) {
-      for (int64_t t = 0; t < tr * tc; ++t) store_scale(L, out, t / tc, t % tc, tile_scales[static_cast<size_t>(t)]);
-    }
-  }
-  const BlockScale tensor_scale =
-      bs.rows == 0 ? block_scale(o, job.amax, job.value_for_inf, nv_global_enc) : BlockScale{};
-  if (bs.rows == 0) store_scale(L, out, 0, 0, tensor_scale);
-
-#pragma omp parallel
-  {
-    std::vector<float> scaled(static_cast<size_t>(cols));
-    std::vector<uint8_t> codes(static_cast<size_t>(cols));
-    std::vector<uint32_t> words;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* x = job.src + r * cols;
-      for (int64_t c0 = 0; c0 < cols; c0 += bcols) {
-        const int64_t c1 = std::min(cols, c0 + bcols);
-        BlockScale b;
-        if (bs.rows == 0) {
-          b = tensor_scale;
-        } else if (bs.rows == 1) {
-          float a = 0.0f;
-          for (int64_t c = c0; c < c1; ++c) a = std::max(a, std::fabs(x[c]));
-          b = block_scale(o, a, job.value_for_inf, nv_global_enc);
-          store_scale(L, out, r, c0 / bcols, b);
-        } else {
-          b = tile_scales[static_cast<size_t>((r / bs.rows) * ceil_div(cols, bs.cols) + c0 / bs.cols)];
-          if (o.scheme == Scheme::kNVFP4_2D) store_scale(L, out, r, c0 / bcols, b);  // replicated per row
-        }
-        for (int64_t c = c0; c < c1; ++c) scaled[c] = x[c] * b.multiplier;
-      }
-      encode_row(scaled.data(), r, cols, o.element, o.rounding, o.seed, job.offset, out.data + r * L.data_row_bytes,
-                 codes.data(), words);
-    }
-  }
-}
-
-// MXFP4 QuEST: Hadamard-32 per group, sigma-based power-of-two scale, RNE/SR, clip mask.
-// Returns false if a group's transform produced NaN (+Inf and -Inf in one group).
-bool quantize_quest(const QuantizeOptions& o, const CopyJob& job, const CopyLayout& L, const QuantizedCopy& out) {
-  const int64_t rows = job.rows, cols = job.cols;
-  bool nan = false;
-#pragma omp parallel reduction(|| : nan)
-  {
-    std::vector<float> scaled(static_cast<size_t>(cols));
-    std::vector<uint8_t> codes(static_cast<size_t>(cols));
-    std::vector<uint32_t> words;
-    float h[32];
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* x = job.src + r * cols;
-      for (int64_t g = 0; g < cols / 32; ++g) {
-        hadamard32_normalised(x + 32 * g, h);
-        double sum = 0.0, sum_sq = 0.0;
-        for (int i = 0; i < 32; ++i) nan = nan || std::isnan(h[i]);
-        for (int i = 0; i < 32; ++i) {
-          sum += h[i];
-          sum_sq += static_cast<double>(h[i]) * h[i];
-        }
-        const double mean = sum / 32.0;
-        const double var = std::max(sum_sq / 32.0 - mean * mean, 0.0);
-        const uint32_t e = quest_scale_code(std::sqrt(var));
-        static_cast<uint8_t*>(out.scale)[r * L.scale_cols + g] = static_cast<uint8_t>(e);
-        const float m = e8m0_encode_multiplier(e);
-        for (int i = 0; i < 32; ++i) {
-          const float v = h[i] * m;
-          scaled[32 * g + i] = v;
-          out.mask[r * cols + 32 * g + i] = std::fabs(v) <= 6.0f ? 1 : 0;
-        }
-      }
-      encode_row(scaled.data(), r, cols, o.element, o.rounding, o.seed, job.offset, out.data + r * L.data_row_bytes,
-                 codes.data(), words);
-    }
-  }
-  return !nan;
-}
-
-void quantize_copy(const QuantizeInput& in, const QuantizeOptions& o, const CopyJob& job, const QuantizedCopy& out) {
-  const CopyLayout L = copy_layout(o, job.rows, job.cols);
-  *out.global_amax = job.amax;
-  if (o.scheme == Scheme::kMXFP4Quest) {
-    if (!quantize_quest(o, job, L, out)) report_transform_nan(in, "Hadamard-32");
-  } else {
-    quantize_blocks(o, job, L, out);
-  }
-}
-
-// ---- transposes -----------------------------------------------------------------------------------------
-
-std::vector<float> transpose(const float* x, int64_t rows, int64_t cols) {
-  std::vector<float> t(static_cast<size_t>(rows * cols));
-  constexpr int64_t kTile = 64;
-#pragma omp parallel for schedule(static) collapse(2)
-  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
-    for (int64_t c0 = 0; c0 < cols; c0 += kTile)
-      for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r)
-        for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) t[c * rows + r] = x[r * cols + c];
-  return t;
-}
-
-uint32_t code_at(const uint8_t* data, int64_t row_bytes, int64_t r, int64_t c, bool fp4) {
-  if (!fp4) return data[r * row_bytes + c];
-  return (data[r * row_bytes + c / 2] >> ((c % 2) * 4)) & 0xFu;
-}
-
-// Columnwise copy of a 2-D scheme: the rowwise copy transposed (codes, and the tile scales).
-void transpose_copy(const QuantizeOptions& o, const QuantizedCopy& row, const CopyLayout& RL, const QuantizedCopy& col,
-                    const CopyLayout& CL) {
-  const bool fp4 = o.element.bits() <= 4;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < CL.rows; ++r) {
-    uint8_t* out = col.data + r * CL.data_row_bytes;
-    if (fp4) std::fill(out, out + CL.data_row_bytes, uint8_t{0});
-    for (int64_t c = 0; c < CL.cols; ++c) {
-      const uint32_t code = code_at(row.data, RL.data_row_bytes, c, r, fp4);
-      if (fp4) {
-        out[c / 2] = static_cast<uint8_t>(out[c / 2] | (code << ((c % 2) * 4)));
-      } else {
-        out[c] = static_cast<uint8_t>(code);
-      }
-    }
-  }
-  if (o.scheme == Scheme::kFP8Block128x128) {
-    const auto* s = static_cast<const float*>(row.scale);
-    auto* d = static_cast<float*>(col.scale);
-    for (int64_t i = 0; i < CL.scale_rows; ++i)
-      for (int64_t j = 0; j < CL.scale_cols; ++j) d[i * CL.scale_cols + j] = s[j * RL.scale_cols + i];
-  } else {  // NVFP4 2-D: the tile scale of (r, c) is the rowwise one of (c, r), replicated per row
-    const auto* s = static_cast<const uint8_t*>(row.scale);
-    auto* d = static_cast<uint8_t*>(col.scale);
-    for (int64_t i = 0; i < CL.scale_rows; ++i)
-      for (int64_t j = 0; j < CL.scale_cols; ++j) d[i * CL.scale_cols + j] = s[(j * 16) * RL.scale_cols + i / 16];
-  }
-  *col.global_amax = *row.global_amax;
-}
-
-// IEEE round-to-nearest-even to BF16 (Inf stays Inf, overflow becomes Inf): what TE's tensor-core RHT
-// output does, unlike nibble's satfinite element casts.
-float round_to_bf16_ieee(float v) {
-  const uint32_t u = float_bits(v);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return v;  // NaN
-  return bits_float(((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16) << 16);
-}
-
-void apply_rht_rows(std::vector<float>& t, int64_t rows, int64_t cols, uint64_t rht_seed, bool round_to_bf16) {
-  const uint32_t mask = rht_sign_mask(rht_seed);
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    float y[16];
-    for (int64_t g = 0; g < cols / 16; ++g) {
-      float* p = t.data() + r * cols + 16 * g;
-      rht16(p, mask, y);
-      for (int i = 0; i < 16; ++i) p[i] = round_to_bf16 ? round_to_bf16_ieee(y[i]) : y[i];
-    }
-  }
-}
-
-[[noreturn]] void report_nan(const QuantizeInput& in, const float* x) {
+[[noreturn]] void report_nan(const QuantizeInput& in) {
   for (int64_t i = 0; i < in.rows * in.cols; ++i)
-    if (std::isnan(x[i]))
+    if (std::isnan(input_at(in, i)))
       throw InvalidArgument("quantize(" + in.name + "): input has NaN at (" + std::to_string(i / in.cols) + ", " +
                             std::to_string(i % in.cols) + ") of shape (" + std::to_string(in.rows) + ", " +
                             std::to_string(in.cols) + ")");
@@ -378,52 +109,64 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   validate(in, o);
   if ((o.rowwise && !rowwise) || (o.columnwise && !columnwise))
     throw InvalidArgument("quantize(" + in.name + "): missing output buffers for a requested copy");
-  const int64_t n = in.rows * in.cols;
-  std::vector<float> widened;
-  const float* x = static_cast<const float*>(in.data);
-  if (in.type == InputType::kBFloat16) {
-    widened.resize(static_cast<size_t>(n));
-    const auto* b = static_cast<const uint16_t*>(in.data);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) widened[i] = bits_float(static_cast<uint32_t>(b[i]) << 16);
-    x = widened.data();
-  }
-  const AmaxResult a = amax_of(x, n);
-  if (a.nan) report_nan(in, x);
-  const float value_for_inf = in.type == InputType::kBFloat16 ? kBF16Max : FLT_MAX;
+  const cpu_quant::TileInput tin{in.data, in.type, in.rows, in.cols};
+  const int threads = num_threads();
+  const bool bf16 = in.type == InputType::kBFloat16;
+  const float value_for_inf = bf16 ? kBF16Max : FLT_MAX;
+  const bool rht = o.rht && o.columnwise;
 
-  // 2-D schemes: the columnwise copy is the rowwise one transposed, so it needs the rowwise codes.
-  const CopyLayout RL = copy_layout(o, in.rows, in.cols);
-  const bool need_rowwise = o.rowwise || (o.columnwise && is_2d(o.scheme));
-  std::vector<uint8_t> tmp_data, tmp_scale;
-  float tmp_amax = 0.0f;
-  QuantizedCopy row_out = o.rowwise ? *rowwise : QuantizedCopy{};
-  if (need_rowwise && !o.rowwise) {
-    tmp_data.resize(static_cast<size_t>(RL.rows * RL.data_row_bytes));
-    tmp_scale.resize(static_cast<size_t>(RL.scale_rows * RL.scale_cols * 4));
-    row_out = QuantizedCopy{tmp_data.data(), tmp_scale.data(), &tmp_amax, nullptr};
+  // Scales that need the global amax before any element is encoded.
+  const bool amax_first = (o.scheme == Scheme::kFP8Tensor && !o.use_fixed_scale) || o.scheme == Scheme::kNVFP4 ||
+                          o.scheme == Scheme::kNVFP4_2D;
+  cpu_quant::AmaxResult a;
+  if (amax_first) {
+    a = cpu_quant::input_amax(tin, threads);
+    if (a.nan) report_nan(in);
   }
-  if (need_rowwise) quantize_copy(in, o, CopyJob{x, in.rows, in.cols, a.amax, value_for_inf, o.offset}, row_out);
+  float col_amax = a.amax;
+  if (rht) {
+    const cpu_quant::AmaxResult t = cpu_quant::rht_amax(tin, rht_sign_mask(o.rht_seed), bf16, threads);
+    if (!amax_first) a = cpu_quant::input_amax(tin, threads);  // (nvfp4 always has it: defensive)
+    if (a.nan) report_nan(in);
+    if (t.nan) report_transform_nan(in, "16-point RHT");
+    col_amax = t.amax;
+  }
 
-  if (o.columnwise) {
-    const CopyLayout CL = copy_layout(o, in.cols, in.rows);
-    if (is_2d(o.scheme)) {
-      transpose_copy(o, row_out, RL, *columnwise, CL);
-    } else {
-      std::vector<float> t = transpose(x, in.rows, in.cols);
-      float col_amax = a.amax;
-      if (o.rht) {
-        apply_rht_rows(t, in.cols, in.rows, o.rht_seed, in.type == InputType::kBFloat16);
-        const AmaxResult ta = amax_of(t.data(), n);
-        if (ta.nan) report_transform_nan(in, "16-point RHT");
-        col_amax = ta.amax;
-      }
-      quantize_copy(in, o, CopyJob{t.data(), in.cols, in.rows, col_amax, value_for_inf, o.offset + kColumnwiseOffset},
-                    *columnwise);
-    }
+  // 2-D schemes: the columnwise copy is the rowwise one transposed, so the tiles always make rowwise codes
+  // (into a target without buffers when the rowwise copy was not asked for).
+  auto target = [&](const QuantizedCopy* out, int64_t rows, int64_t cols, uint64_t offset, float copy_amax) {
+    cpu_quant::CopyTarget t{copy_layout(o, rows, cols), out ? *out : QuantizedCopy{}, offset,
+                            nvfp4_global_encode_scale(copy_amax), BlockScale{}};
+    t.tensor_scale = block_scale(o, copy_amax, value_for_inf, t.nvfp4_global_enc);
+    return t;
+  };
+  const bool make_rowwise = o.rowwise || (o.columnwise && is_2d(o.scheme));
+  cpu_quant::CopyTarget row = target(o.rowwise ? rowwise : nullptr, in.rows, in.cols, o.offset, a.amax);
+  cpu_quant::CopyTarget col = target(o.columnwise ? columnwise : nullptr, in.cols, in.rows,
+                                     o.offset + kColumnwiseOffset, col_amax);
+  if (o.scheme == Scheme::kFP8Tensor) {
+    for (const cpu_quant::CopyTarget* t : {&row, &col})
+      if (t->out.scale) static_cast<float*>(t->out.scale)[0] = t->tensor_scale.scale_inv;
   }
+  const cpu_quant::PassResult pass = cpu_quant::quantize_tiles(tin, o, value_for_inf, make_rowwise ? &row : nullptr,
+                                                               o.columnwise ? &col : nullptr, !amax_first, threads);
+  if (!amax_first && !rht) {
+    a = pass.input;
+    if (a.nan) report_nan(in);
+    col_amax = a.amax;
+  }
+  if (pass.transform_nan) report_transform_nan(in, o.scheme == Scheme::kMXFP4Quest ? "Hadamard-32" : "16-point RHT");
+  if (o.rowwise) *rowwise->global_amax = a.amax;
+  if (o.columnwise) *columnwise->global_amax = col_amax;
   return QuantizeStats{a.amax};
 }
+
+namespace {
+uint32_t code_at(const uint8_t* data, int64_t row_bytes, int64_t r, int64_t c, bool fp4) {
+  if (!fp4) return data[r * row_bytes + c];
+  return (data[r * row_bytes + c / 2] >> ((c % 2) * 4)) & 0xFu;
+}
+}  // namespace
 
 void dequantize(const QuantizedCopy& q, const CopyLayout& L, const QuantizeOptions& o, float* out) {
   const BlockShape bs = block_shape(o.scheme);

@@ -1,0 +1,498 @@
+// The tile pass of the CPU quantizers (see quantize_tiles.h). Per tile: widen (bf16) or point into the
+// input, find block amaxes, turn them into scales with precision/block_scale.h, multiply each block by
+// its multiplier in cache and round the span with the vectorised encoder of convert_cpu.cpp
+// (encode_span.h, i.e. format.h's encode_scalar); the columnwise copy is produced from the tile transposed
+// in cache. Hadamard groups use the exact butterflies of quantize_hadamard.h.
+#include "precision/cpu/quantize_tiles.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "precision/cpu/encode_span.h"
+#include "precision/cpu/quantize_hadamard.h"
+#include "precision/cpu/quantize_quest_lanes.h"
+#include "precision/cpu/quantize_rht_lanes.h"
+#include "precision/scaling.h"
+
+namespace nibble::precision::cpu_quant {
+
+BlockShape block_shape(Scheme s) {
+  switch (s) {
+    case Scheme::kFP8Tensor: return {0, 0};
+    case Scheme::kFP8Block128: return {1, 128};
+    case Scheme::kFP8Block16: return {1, 16};
+    case Scheme::kFP8Block128x128: return {128, 128};
+    case Scheme::kMXFP8: return {1, 32};
+    case Scheme::kNVFP4: return {1, 16};
+    case Scheme::kNVFP4_2D: return {16, 16};
+    case Scheme::kMXFP4: return {1, 32};
+    case Scheme::kMXFP4Quest: return {1, 32};
+  }
+  return {1, 1};
+}
+
+bool is_fp4(Scheme s) {
+  return s == Scheme::kNVFP4 || s == Scheme::kNVFP4_2D || s == Scheme::kMXFP4 || s == Scheme::kMXFP4Quest;
+}
+bool is_2d(Scheme s) { return s == Scheme::kFP8Block128x128 || s == Scheme::kNVFP4_2D; }
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- small vector kernels -------------------------------------------------------------------------------
+
+// max|x[0, n)| with NaN ignored (as std::max(a, |x|) does), and whether x holds NaN.
+AmaxResult abs_max(const float* __restrict x, int64_t n) {
+  int64_t j = 0;
+  float a = 0.0f;
+  bool nan = false;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  __mmask16 unordered = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 v = _mm512_loadu_ps(x + j);
+    unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    const __m512 abs = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF)));
+    // max(abs, acc): a NaN first operand yields the second, i.e. NaN is ignored. (The masked form: GCC 12
+    // flags the undefined vector inside _mm512_max_ps as uninitialised under -Werror.)
+    acc = _mm512_mask_max_ps(acc, 0xFFFF, abs, acc);
+  }
+  // Horizontal max in registers (acc holds no NaN). Masked extract: see the note on _mm512_mask_max_ps.
+  __m256 m = _mm256_max_ps(_mm512_mask_extractf32x8_ps(_mm256_setzero_ps(), 0xFF, acc, 0),
+                           _mm512_mask_extractf32x8_ps(_mm256_setzero_ps(), 0xFF, acc, 1));
+  m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, _MM_SHUFFLE(1, 0, 3, 2)));
+  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
+  a = _mm256_cvtss_f32(m);
+  nan = unordered != 0;
+#endif
+  for (; j < n; ++j) {
+    const float v = std::fabs(x[j]);
+    nan = nan || std::isnan(v);
+    a = std::max(a, v);
+  }
+  return {a, nan};
+}
+
+void widen_bf16(const uint16_t* __restrict b, int64_t n, float* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = bits_float(static_cast<uint32_t>(b[j]) << 16);
+}
+
+#if defined(__AVX__)
+// One 8x8 block: t[j * ldt + i] = x[i * ldx + j], in registers.
+inline void transpose8x8(const float* __restrict x, int64_t ldx, float* __restrict t, int64_t ldt) {
+  __m256 r[8], u[8], v[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + i * ldx);
+  for (int i = 0; i < 8; i += 2) {
+    u[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    u[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    v[i] = _mm256_shuffle_ps(u[i], u[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    v[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    v[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    v[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(t + j * ldt, _mm256_permute2f128_ps(v[j], v[j + 4], 0x20));
+    _mm256_storeu_ps(t + (j + 4) * ldt, _mm256_permute2f128_ps(v[j], v[j + 4], 0x31));
+  }
+}
+#endif
+
+// t[j * ldt + i] = x[i * ldx + j] for i < rows, j < cols: 8x8 blocks in registers, the ragged edges by
+// element.
+void transpose_floats(const float* __restrict x, int64_t ldx, int64_t rows, int64_t cols, float* __restrict t,
+                      int64_t ldt) {
+  int64_t full_rows = 0, full_cols = 0;
+#if defined(__AVX__)
+  full_rows = rows / 8 * 8;
+  full_cols = cols / 8 * 8;
+  for (int64_t i0 = 0; i0 < full_rows; i0 += 8)
+    for (int64_t j0 = 0; j0 < full_cols; j0 += 8) transpose8x8(x + i0 * ldx + j0, ldx, t + j0 * ldt + i0, ldt);
+#endif
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = (i < full_rows ? full_cols : 0); j < cols; ++j) t[j * ldt + i] = x[i * ldx + j];
+}
+
+void transpose_bytes(const uint8_t* __restrict x, int64_t ldx, int64_t rows, int64_t cols, uint8_t* __restrict t,
+                     int64_t ldt) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 16)
+    for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+      const int64_t i1 = std::min(rows, i0 + 16), j1 = std::min(cols, j0 + 16);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i1; ++i) t[j * ldt + i] = x[i * ldx + j];
+    }
+}
+
+// IEEE round-to-nearest-even to BF16 (Inf stays Inf, overflow becomes Inf): what TE's tensor-core RHT
+// output does, unlike nibble's satfinite element casts.
+float round_to_bf16_ieee(float v) {
+  const uint32_t u = float_bits(v);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return v;  // NaN
+  return bits_float(((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16) << 16);
+}
+
+// ---- per-thread scratch ----------------------------------------------------------------------------------
+
+struct Scratch {
+  alignas(64) float tile[kTileRows * kTileCols];        // bf16 input widened
+  alignas(64) float transposed[kTileCols * kTileRows];  // the tile transposed (columnwise copy's rows)
+  alignas(64) float rht[kTileRows * kTileCols];         // the tile RHT-transformed along its columns
+  alignas(64) float quest[kTileRows * kTileCols];       // QuEST: transformed and scaled values
+  alignas(64) uint8_t quest_mask[kTileRows * kTileCols];
+  alignas(64) uint8_t quest_mask_t[kTileRows * kTileCols];
+  uint8_t quest_codes[(kTileRows / 32) * kTileCols];
+  alignas(64) float scaled[std::max(kTileRows, kTileCols)];
+  alignas(64) uint8_t codes[std::max(kTileRows, kTileCols)];
+  alignas(64) uint8_t tile_codes[kTileRows * kTileCols];  // 2-D schemes: rowwise codes of the tile
+  alignas(64) uint8_t transposed_codes[kTileCols * kTileRows];
+  BlockScale sub_scales[(kTileRows / 16) * (kTileCols / 16)];
+  SpanRandomScratch random;
+};
+
+// A tile as float32 rows: into the input (float32) or the widened copy (bfloat16).
+struct TileView {
+  const float* p;
+  int64_t ld;
+  int64_t r0, c0, rows, cols;
+  const float* row(int64_t i) const { return p + i * ld; }
+};
+
+TileView load_tile(const TileInput& in, int64_t r0, int64_t c0, Scratch& s) {
+  const int64_t rows = std::min(kTileRows, in.rows - r0), cols = std::min(kTileCols, in.cols - c0);
+  if (in.type == InputType::kFloat32)
+    return {static_cast<const float*>(in.data) + r0 * in.cols + c0, in.cols, r0, c0, rows, cols};
+  const auto* b = static_cast<const uint16_t*>(in.data) + r0 * in.cols + c0;
+  for (int64_t i = 0; i < rows; ++i) widen_bf16(b + i * in.cols, cols, s.tile + i * kTileCols);
+  return {s.tile, kTileCols, r0, c0, rows, cols};
+}
+
+// The tile transposed into s.transposed (row j = input column c0 + j, elements rows r0..), RHT-transformed
+// along those rows when asked. Returns true if a transformed group is NaN.
+// Asks for the rows of tile t (the one a thread takes next under the static schedule) while the current
+// tile is being worked on: a tile row is only 512 bytes, too short for the hardware prefetcher to ramp
+// up on, so without this every row starts with a miss to memory.
+void prefetch_tile(const TileInput& in, int64_t t, int64_t tile_cols) {
+#if defined(__AVX__)
+  const int64_t r0 = (t / tile_cols) * kTileRows, c0 = (t % tile_cols) * kTileCols;
+  const int64_t rows = std::min(kTileRows, in.rows - r0), cols = std::min(kTileCols, in.cols - c0);
+  const int64_t elem = in.type == InputType::kFloat32 ? 4 : 2;
+  const char* base = static_cast<const char*>(in.data);
+  for (int64_t i = 0; i < rows; ++i) {
+    const char* row = base + ((r0 + i) * in.cols + c0) * elem;
+    for (int64_t b = 0; b < cols * elem; b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
+  }
+#else
+  (void)in, (void)t, (void)tile_cols;
+#endif
+}
+
+// The tile RHT-transformed down its columns (groups of 16 rows) into s.rht (row-major, ld kTileCols),
+// rounded to bf16 when asked. Returns true if a transformed value is NaN.
+bool rht_tile(const TileView& v, uint32_t sign_mask, bool round_to_bf16, Scratch& s) {
+  for (int64_t g = 0; g + 16 <= v.rows; g += 16)
+    rht16_rows(v.row(g), v.ld, v.cols, sign_mask, s.rht + g * kTileCols, kTileCols);
+  bool nan = false;
+  for (int64_t i = 0; i < v.rows; ++i) {
+    float* row = s.rht + i * kTileCols;
+    uint32_t any_nan = 0;
+    for (int64_t j = 0; j < v.cols; ++j) {
+      const float r = round_to_bf16 ? round_to_bf16_ieee(row[j]) : row[j];
+      any_nan |= std::isnan(r) ? 1u : 0u;
+      row[j] = r;
+    }
+    nan = nan || any_nan != 0;
+  }
+  return nan;
+}
+
+// The tile transposed into s.transposed (row j = input column c0 + j, elements rows r0..), RHT-transformed
+// along those rows when asked. Returns true if a transformed group is NaN.
+bool transpose_tile(const TileView& v, bool rht, uint32_t sign_mask, bool round_to_bf16, Scratch& s) {
+  if (!rht) {
+    transpose_floats(v.p, v.ld, v.rows, v.cols, s.transposed, kTileRows);
+    return false;
+  }
+  const bool nan = rht_tile(v, sign_mask, round_to_bf16, s);
+  transpose_floats(s.rht, kTileCols, v.rows, v.cols, s.transposed, kTileRows);
+  return nan;
+}
+
+// ---- one span of one copy's row ------------------------------------------------------------------------
+
+class SpanEncoder {
+ public:
+  SpanEncoder(const QuantizeOptions& o, float value_for_inf)
+      : o_(o), bs_(block_shape(o.scheme)), fp4_(o.element.bits() <= 4), value_for_inf_(value_for_inf) {}
+
+  // Elements [col0, col0 + n) of row `row` of copy `t`, from x[0, n). col0 is a multiple of the block width
+  // (and even). fixed: 2-D schemes' block scales for this span (one per block), else null.
+  // keep_codes: where to also leave the unpacked codes (2-D schemes' columnwise copy), or null.
+  void encode(const CopyTarget& t, const float* x, int64_t n, int64_t row, int64_t col0, const BlockScale* fixed,
+              uint8_t* keep_codes, Scratch& s) const {
+    if (bs_.rows == 0) {
+      finish(t, x, t.tensor_scale.multiplier, n, row, col0, keep_codes, s);
+      return;
+    }
+    const int64_t width = bs_.cols;
+    for (int64_t b0 = 0; b0 < n; b0 += width) {
+      const int64_t len = std::min(width, n - b0);
+      BlockScale b;
+      if (fixed) {
+        b = fixed[b0 / width];
+        if (o_.scheme == Scheme::kNVFP4_2D) store_scale(t, row, (col0 + b0) / width, b);  // replicated per row
+      } else {
+        b = block_scale(o_, abs_max(x + b0, len).amax, value_for_inf_, t.nvfp4_global_enc);
+        store_scale(t, row, (col0 + b0) / width, b);
+      }
+      const float m = b.multiplier;
+      for (int64_t j = b0; j < b0 + len; ++j) s.scaled[j] = x[j] * m;
+    }
+    finish(t, s.scaled, 1.0f, n, row, col0, keep_codes, s);
+  }
+
+  // Rounds x[0, n), already scaled (QuEST), into (row, col0) of the copy.
+  void encode_scaled(const CopyTarget& t, const float* x, int64_t n, int64_t row, int64_t col0, Scratch& s) const {
+    finish(t, x, 1.0f, n, row, col0, nullptr, s);
+  }
+
+ private:
+  static void store_scale(const CopyTarget& t, int64_t row, int64_t block, const BlockScale& b) {
+    if (!t.out.scale) return;
+    const int64_t i = row * t.layout.scale_cols + block;
+    if (t.layout.scale_storage == ScaleStorage::kFloat32) {
+      static_cast<float*>(t.out.scale)[i] = b.scale_inv;
+    } else {
+      static_cast<uint8_t*>(t.out.scale)[i] = static_cast<uint8_t>(b.code);
+    }
+  }
+
+  // Rounds x[0, n) * scale and stores the codes (packed for FP4) at (row, col0) of the copy.
+  void finish(const CopyTarget& t, const float* x, float scale, int64_t n, int64_t row, int64_t col0,
+              uint8_t* keep_codes, Scratch& s) const {
+    constexpr int r = 8;
+    const uint16_t* random = nullptr;
+    if (o_.rounding == Rounding::kStochastic)
+      random = random_span_bits(o_.seed, t.offset, static_cast<uint64_t>(row * t.layout.cols + col0),
+                                static_cast<size_t>(n), r, s.random);
+    uint8_t* dst = t.out.data ? t.out.data + row * t.layout.data_row_bytes + (fp4_ ? col0 / 2 : col0) : nullptr;
+    uint8_t* codes = keep_codes ? keep_codes : (fp4_ || !dst ? s.codes : dst);
+    encode_span(x, static_cast<size_t>(n), scale, o_.element, o_.rounding, random, r, codes);
+    if (!dst) return;
+    if (fp4_) {
+      pack_nibble_span(codes, static_cast<size_t>(n), dst);
+    } else if (codes != dst) {
+      std::memcpy(dst, codes, static_cast<size_t>(n));
+    }
+  }
+
+  const QuantizeOptions& o_;
+  BlockShape bs_;
+  bool fp4_;
+  float value_for_inf_;
+};
+
+// ---- MXFP4 QuEST ------------------------------------------------------------------------------------------
+
+// Stores a QuEST group's results for one row of a copy: scale codes (one per 32 elements, `codes` strided
+// by code_stride), the clip mask, and the rounded codes of the scaled values.
+void store_quest_row(const SpanEncoder& enc, const CopyTarget& t, const float* scaled, const uint8_t* mask,
+                     const uint8_t* codes, int64_t code_stride, int64_t n, int64_t row, int64_t col0, Scratch& s) {
+  for (int64_t g = 0; g < n / 32; ++g)
+    if (t.out.scale) static_cast<uint8_t*>(t.out.scale)[row * t.layout.scale_cols + col0 / 32 + g] = codes[g * code_stride];
+  std::memcpy(t.out.mask + row * t.layout.cols + col0, mask, static_cast<size_t>(n));
+  enc.encode_scaled(t, scaled, n, row, col0, s);
+}
+
+// Rowwise QuEST of a tile: groups run along the rows, so the tile is transposed, transformed down its
+// columns (quest_rows' lane layout) and the results transposed back. Returns true on a NaN transform.
+bool quest_rowwise_tile(const SpanEncoder& enc, const CopyTarget& row, const TileView& v, Scratch& s) {
+  transpose_floats(v.p, v.ld, v.rows, v.cols, s.transposed, kTileRows);
+  bool nan = false;
+  for (int64_t g = 0; g < v.cols / 32; ++g) {
+    const int64_t at = g * 32 * kTileRows;
+    nan = quest_rows(s.transposed + at, kTileRows, v.rows, s.rht + at, kTileRows, s.quest_mask + at, kTileRows,
+                     s.quest_codes + g * kTileRows) || nan;
+  }
+  transpose_floats(s.rht, kTileRows, v.cols, v.rows, s.quest, kTileCols);
+  transpose_bytes(s.quest_mask, kTileRows, v.cols, v.rows, s.quest_mask_t, kTileCols);
+  for (int64_t i = 0; i < v.rows; ++i)
+    store_quest_row(enc, row, s.quest + i * kTileCols, s.quest_mask_t + i * kTileCols, s.quest_codes + i, kTileRows,
+                    v.cols, v.r0 + i, v.c0, s);
+  return nan;
+}
+
+// Columnwise QuEST of a tile: groups run down the columns, quest_rows' layout as is; the scaled values
+// and masks are transposed into the copy's rows. Returns true on a NaN transform.
+bool quest_columnwise_tile(const SpanEncoder& enc, const CopyTarget& col, const TileView& v, Scratch& s) {
+  bool nan = false;
+  for (int64_t g = 0; g < v.rows / 32; ++g) {
+    const int64_t at = g * 32 * kTileCols;
+    nan = quest_rows(v.row(g * 32), v.ld, v.cols, s.quest + at, kTileCols, s.quest_mask + at, kTileCols,
+                     s.quest_codes + g * kTileCols) || nan;
+  }
+  transpose_floats(s.quest, kTileCols, v.rows, v.cols, s.transposed, kTileRows);
+  transpose_bytes(s.quest_mask, kTileCols, v.rows, v.cols, s.quest_mask_t, kTileRows);
+  for (int64_t j = 0; j < v.cols; ++j)
+    store_quest_row(enc, col, s.transposed + j * kTileRows, s.quest_mask_t + j * kTileRows, s.quest_codes + j,
+                    kTileCols, v.rows, v.c0 + j, v.r0, s);
+  return nan;
+}
+
+// ---- 2-D schemes -----------------------------------------------------------------------------------------
+
+// Tile scales of this work tile: one 128x128 scale (fp8_block128x128, the work tile itself) or 16x16 ones
+// (nvfp4_2d) into s.sub_scales, row-major by sub-tile.
+void tile_scales(const QuantizeOptions& o, const TileView& v, float value_for_inf, float nv_global_enc, Scratch& s) {
+  const int64_t h = block_shape(o.scheme).rows;
+  const int64_t sub_cols = ceil_div(v.cols, h);
+  for (int64_t si = 0; si < ceil_div(v.rows, h); ++si)
+    for (int64_t sj = 0; sj < sub_cols; ++sj) {
+      float a = 0.0f;
+      for (int64_t i = si * h; i < std::min(v.rows, (si + 1) * h); ++i)
+        a = std::max(a, abs_max(v.row(i) + sj * h, std::min(h, v.cols - sj * h)).amax);
+      s.sub_scales[si * sub_cols + sj] = block_scale(o, a, value_for_inf, nv_global_enc);
+    }
+}
+
+// The columnwise copy of a 2-D scheme from the tile's rowwise codes: codes and scales transposed.
+void transpose_2d_tile(const QuantizeOptions& o, const TileView& v, const CopyTarget& col, Scratch& s) {
+  const bool fp4 = o.element.bits() <= 4;
+  transpose_bytes(s.tile_codes, kTileCols, v.rows, v.cols, s.transposed_codes, kTileRows);
+  for (int64_t j = 0; j < v.cols; ++j) {
+    uint8_t* dst = col.out.data + (v.c0 + j) * col.layout.data_row_bytes + (fp4 ? v.r0 / 2 : v.r0);
+    if (fp4) {
+      pack_nibble_span(s.transposed_codes + j * kTileRows, static_cast<size_t>(v.rows), dst);
+    } else {
+      std::memcpy(dst, s.transposed_codes + j * kTileRows, static_cast<size_t>(v.rows));
+    }
+  }
+  if (o.scheme == Scheme::kFP8Block128x128) {
+    static_cast<float*>(col.out.scale)[(v.c0 / 128) * col.layout.scale_cols + v.r0 / 128] = s.sub_scales[0].scale_inv;
+  } else {  // NVFP4 2-D: column c's scale for row block r is the tile (r, c / 16), per column
+    const int64_t sub_cols = ceil_div(v.cols, 16);
+    for (int64_t j = 0; j < v.cols; ++j)
+      for (int64_t si = 0; si < ceil_div(v.rows, 16); ++si)
+        static_cast<uint8_t*>(col.out.scale)[(v.c0 + j) * col.layout.scale_cols + v.r0 / 16 + si] =
+            static_cast<uint8_t>(s.sub_scales[si * sub_cols + j / 16].code);
+  }
+}
+
+}  // namespace
+
+AmaxResult input_amax(const TileInput& in, int threads) {
+  const int64_t n = in.rows * in.cols;
+  constexpr int64_t kChunk = 16384;
+  const int64_t chunks = ceil_div(n, kChunk);
+  float amax = 0.0f;
+  bool nan = false;
+  const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(chunks, threads)));
+#pragma omp parallel for schedule(static) num_threads(team) reduction(max : amax) reduction(|| : nan)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t b = c * kChunk, len = std::min(kChunk, n - b);
+    AmaxResult r;
+    if (in.type == InputType::kFloat32) {
+      r = abs_max(static_cast<const float*>(in.data) + b, len);
+    } else {
+      alignas(64) float wide[kChunk];
+      widen_bf16(static_cast<const uint16_t*>(in.data) + b, len, wide);
+      r = abs_max(wide, len);
+    }
+    amax = std::max(amax, r.amax);
+    nan = nan || r.nan;
+  }
+  return {amax, nan};
+}
+
+AmaxResult rht_amax(const TileInput& in, uint32_t sign_mask, bool round_to_bf16, int threads) {
+  float amax = 0.0f;
+  bool nan = false;
+  const int64_t tile_rows = ceil_div(in.rows, kTileRows), tile_cols = ceil_div(in.cols, kTileCols);
+  const int64_t tiles = tile_rows * tile_cols;
+  const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(tiles, threads)));
+#pragma omp parallel num_threads(team) reduction(max : amax) reduction(|| : nan)
+  {
+    auto s = std::make_unique<Scratch>();
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      if (t + 1 < tiles) prefetch_tile(in, t + 1, tile_cols);
+      const TileView v = load_tile(in, (t / tile_cols) * kTileRows, (t % tile_cols) * kTileCols, *s);
+      nan = rht_tile(v, sign_mask, round_to_bf16, *s) || nan;
+      for (int64_t i = 0; i < v.rows; ++i) amax = std::max(amax, abs_max(s->rht + i * kTileCols, v.cols).amax);
+    }
+  }
+  return {amax, nan};
+}
+
+PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float value_for_inf, const CopyTarget* row,
+                          const CopyTarget* col, bool measure_amax, int threads) {
+  const SpanEncoder enc(o, value_for_inf);
+  const bool quest = o.scheme == Scheme::kMXFP4Quest, two_d = is_2d(o.scheme);
+  const uint32_t sign_mask = rht_sign_mask(o.rht_seed);
+  const bool bf16 = in.type == InputType::kBFloat16;
+  const int64_t tile_rows = ceil_div(in.rows, kTileRows), tile_cols = ceil_div(in.cols, kTileCols);
+  const int64_t tiles = tile_rows * tile_cols;
+  float amax = 0.0f;
+  bool nan = false, transform_nan = false;
+  const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(tiles, threads)));
+#pragma omp parallel num_threads(team) reduction(max : amax) reduction(|| : nan, transform_nan)
+  {
+    auto sp = std::make_unique<Scratch>();
+    Scratch& s = *sp;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      if (t + 1 < tiles) prefetch_tile(in, t + 1, tile_cols);
+      const TileView v = load_tile(in, (t / tile_cols) * kTileRows, (t % tile_cols) * kTileCols, s);
+      if (measure_amax) {
+        for (int64_t i = 0; i < v.rows; ++i) {
+          const AmaxResult r = abs_max(v.row(i), v.cols);
+          amax = std::max(amax, r.amax);
+          nan = nan || r.nan;
+        }
+      }
+      if (two_d) {
+        tile_scales(o, v, value_for_inf, row->nvfp4_global_enc, s);
+        if (o.scheme == Scheme::kFP8Block128x128 && row->out.scale)
+          static_cast<float*>(row->out.scale)[(v.r0 / 128) * row->layout.scale_cols + v.c0 / 128] = s.sub_scales[0].scale_inv;
+      }
+      if (row && quest) {
+        transform_nan = quest_rowwise_tile(enc, *row, v, s) || transform_nan;
+      } else if (row) {
+        for (int64_t i = 0; i < v.rows; ++i) {
+          if (two_d) {
+            const BlockShape bs = block_shape(o.scheme);
+            enc.encode(*row, v.row(i), v.cols, v.r0 + i, v.c0, s.sub_scales + (i / bs.rows) * ceil_div(v.cols, bs.cols),
+                       s.tile_codes + i * kTileCols, s);
+          } else {
+            enc.encode(*row, v.row(i), v.cols, v.r0 + i, v.c0, nullptr, nullptr, s);
+          }
+        }
+      }
+      if (!col) continue;
+      if (two_d) {
+        transpose_2d_tile(o, v, *col, s);
+        continue;
+      }
+      if (quest) {
+        transform_nan = quest_columnwise_tile(enc, *col, v, s) || transform_nan;
+        continue;
+      }
+      transform_nan = transpose_tile(v, o.rht, sign_mask, bf16, s) || transform_nan;
+      for (int64_t j = 0; j < v.cols; ++j)
+        enc.encode(*col, s.transposed + j * kTileRows, v.rows, v.c0 + j, v.r0, nullptr, nullptr, s);
+    }
+  }
+  return PassResult{AmaxResult{amax, nan}, transform_nan};
+}
+
+}  // namespace nibble::precision::cpu_quant
