@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "parallel/nn/host_staging.h"
 #include "precision/error.h"
 
 namespace nibble::parallel {
@@ -10,12 +11,6 @@ namespace {
 std::atomic<int64_t> g_bytes{0};
 
 void count(const torch::Tensor& t) { g_bytes += t.numel() * static_cast<int64_t>(t.element_size()); }
-
-void check_cpu(const torch::Tensor& t, const std::string& what) {
-  if (!t.device().is_cpu())
-    throw InvalidArgument(what + ": tensor is on " + t.device().str() +
-                          "; the tensor-parallel layers communicate CPU tensors through the MPI backend");
-}
 
 int64_t rows_per_rank(const torch::Tensor& t, const Communicator& comm, const std::string& what) {
   if (t.dim() == 0) throw InvalidArgument(what + ": a 0-d tensor has no dimension to split");
@@ -49,19 +44,20 @@ DType dtype_of_tensor(const torch::Tensor& t, const std::string& what) {
 }
 
 torch::Tensor& all_reduce_(torch::Tensor& t, ReduceOp op, Communicator& comm, const std::string& what) {
-  check_cpu(t, what);
   if (comm.size() == 1) return t;
   if (!t.is_contiguous()) throw InvalidArgument(what + ": all_reduce_ needs a contiguous tensor");
   count(t);
-  const View v = view_of(t, what);
+  HostStaged staged(t, /*copy_in=*/true);  // CUDA tensors go through host memory (MPI backend)
+  const View v = view_of(staged.host(), what);
   comm.all_reduce(v, v, op);
+  staged.copy_out();
   return t;
 }
 
 torch::Tensor all_gather_dim0(const torch::Tensor& t, Communicator& comm, const std::string& what) {
-  check_cpu(t, what);
   if (comm.size() == 1) return t;
   if (t.dim() == 0) throw InvalidArgument(what + ": all_gather needs at least one dimension");
+  if (!t.device().is_cpu()) return all_gather_dim0(t.cpu(), comm, what).to(t.device());  // host-staged
   const torch::Tensor in = t.contiguous();
   auto shape = in.sizes().vec();
   shape[0] *= comm.size();
@@ -72,8 +68,8 @@ torch::Tensor all_gather_dim0(const torch::Tensor& t, Communicator& comm, const 
 }
 
 torch::Tensor reduce_scatter_dim0(const torch::Tensor& t, Communicator& comm, const std::string& what) {
-  check_cpu(t, what);
   if (comm.size() == 1) return t;
+  if (!t.device().is_cpu()) return reduce_scatter_dim0(t.cpu(), comm, what).to(t.device());  // host-staged
   const int64_t n = rows_per_rank(t, comm, what);
   const torch::Tensor in = t.contiguous();
   auto shape = in.sizes().vec();

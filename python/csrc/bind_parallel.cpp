@@ -9,6 +9,7 @@
 
 #include "parallel/communicator.h"
 #include "parallel/mesh.h"
+#include "parallel/nn/host_staging.h"
 #include "parallel/runtime.h"
 #include "precision/error.h"
 #include "python/csrc/bindings.h"
@@ -43,9 +44,10 @@ par::DType element_type(const torch::Tensor& t, const std::string& op, const cha
 }
 
 void check_tensor(const torch::Tensor& t, const std::string& op, const char* what) {
+  // (Device tensors arrive here as their host-staged copies: par::HostStaged.)
   if (!t.device().is_cpu())
     throw InvalidArgument("nibble.parallel." + op + ": " + what + " is on " + t.device().str() +
-                          "; the Python collectives move CPU tensors (the NCCL backend is C++-only so far)");
+                          "; expected a host-staged CPU tensor");
   if (!t.is_contiguous()) throw InvalidArgument("nibble.parallel." + op + ": " + what + " is not contiguous");
 }
 
@@ -185,10 +187,12 @@ void bind_parallel(py::module_& m) {
           "all_reduce",
           [](par::Communicator& c, torch::Tensor t, const std::string& op) {
             check_live("all_reduce");
-            const par::View v = view_of(t, "all_reduce", "tensor");
+            par::HostStaged st(t, true);
+            const par::View v = view_of(st.host(), "all_reduce", "tensor");
             const par::ReduceOp r = par::parse_reduce_op(op);
             py::gil_scoped_release release;
             c.all_reduce(v, v, r);
+            st.copy_out();
           },
           py::arg("tensor"), py::arg("op"))
       .def(
@@ -196,11 +200,13 @@ void bind_parallel(py::module_& m) {
           [](par::Communicator& c, torch::Tensor out, const torch::Tensor& in,
              const std::optional<std::vector<int64_t>>& counts) {
             check_live("all_gather");
-            const par::ConstView i = const_view_of(in, "all_gather", "input");
-            const par::View o = view_of(out, "all_gather", "output");
+            par::HostStaged si(in, true), so(out, false);
+            const par::ConstView i = const_view_of(si.host(), "all_gather", "input");
+            const par::View o = view_of(so.host(), "all_gather", "output");
             const std::vector<size_t> n = counts_of(counts, "all_gather", "counts");
             py::gil_scoped_release release;
             c.all_gather(i, o, n);
+            so.copy_out();
           },
           py::arg("out"), py::arg("input"), py::arg("counts"))
       .def(
@@ -208,12 +214,14 @@ void bind_parallel(py::module_& m) {
           [](par::Communicator& c, torch::Tensor out, const torch::Tensor& in, const std::string& op,
              const std::optional<std::vector<int64_t>>& counts) {
             check_live("reduce_scatter");
-            const par::ConstView i = const_view_of(in, "reduce_scatter", "input");
-            const par::View o = view_of(out, "reduce_scatter", "output");
+            par::HostStaged si(in, true), so(out, false);
+            const par::ConstView i = const_view_of(si.host(), "reduce_scatter", "input");
+            const par::View o = view_of(so.host(), "reduce_scatter", "output");
             const par::ReduceOp r = par::parse_reduce_op(op);
             const std::vector<size_t> n = counts_of(counts, "reduce_scatter", "counts");
             py::gil_scoped_release release;
             c.reduce_scatter(i, o, r, n);
+            so.copy_out();
           },
           py::arg("out"), py::arg("input"), py::arg("op"), py::arg("counts"))
       .def(
@@ -222,28 +230,33 @@ void bind_parallel(py::module_& m) {
              const std::optional<std::vector<int64_t>>& send_counts,
              const std::optional<std::vector<int64_t>>& recv_counts) {
             check_live("all_to_all");
-            const par::ConstView i = const_view_of(in, "all_to_all", "input");
-            const par::View o = view_of(out, "all_to_all", "output");
+            par::HostStaged si(in, true), so(out, false);
+            const par::ConstView i = const_view_of(si.host(), "all_to_all", "input");
+            const par::View o = view_of(so.host(), "all_to_all", "output");
             const std::vector<size_t> s = counts_of(send_counts, "all_to_all", "send_counts");
             const std::vector<size_t> r = counts_of(recv_counts, "all_to_all", "recv_counts");
             py::gil_scoped_release release;
             c.all_to_all(i, o, s, r);
+            so.copy_out();
           },
           py::arg("out"), py::arg("input"), py::arg("send_counts"), py::arg("recv_counts"))
       .def(
           "broadcast",
           [](par::Communicator& c, torch::Tensor t, int root) {
             check_live("broadcast");
-            const par::View v = view_of(t, "broadcast", "tensor");
+            par::HostStaged st(t, true);
+            const par::View v = view_of(st.host(), "broadcast", "tensor");
             py::gil_scoped_release release;
             c.broadcast(v, root);
+            st.copy_out();
           },
           py::arg("tensor"), py::arg("root"))
       .def(
           "send",
           [](par::Communicator& c, const torch::Tensor& t, int peer, int tag) {
             check_live("send");
-            const par::ConstView v = const_view_of(t, "send", "tensor");
+            par::HostStaged st(t, true);
+            const par::ConstView v = const_view_of(st.host(), "send", "tensor");
             py::gil_scoped_release release;
             c.send(v, peer, tag);
           },
@@ -252,19 +265,23 @@ void bind_parallel(py::module_& m) {
           "recv",
           [](par::Communicator& c, torch::Tensor t, int peer, int tag) {
             check_live("recv");
-            const par::View v = view_of(t, "recv", "tensor");
+            par::HostStaged st(t, false);
+            const par::View v = view_of(st.host(), "recv", "tensor");
             py::gil_scoped_release release;
             c.recv(v, peer, tag);
+            st.copy_out();
           },
           py::arg("tensor"), py::arg("peer"), py::arg("tag"))
       .def(
           "send_recv",
           [](par::Communicator& c, const torch::Tensor& send, int dst, torch::Tensor recv, int src, int tag) {
             check_live("send_recv");
-            const par::ConstView s = const_view_of(send, "send_recv", "send tensor");
-            const par::View r = view_of(recv, "send_recv", "receive tensor");
+            par::HostStaged ss(send, true), sr(recv, false);
+            const par::ConstView s = const_view_of(ss.host(), "send_recv", "send tensor");
+            const par::View r = view_of(sr.host(), "send_recv", "receive tensor");
             py::gil_scoped_release release;
             c.send_recv(s, dst, r, src, tag);
+            sr.copy_out();
           },
           py::arg("send"), py::arg("dst"), py::arg("recv"), py::arg("src"), py::arg("tag"))
       .def("barrier", [](par::Communicator& c) {

@@ -11,7 +11,8 @@ Launch one process per rank, e.g. ``mpirun -np 4 python train.py``; then::
 Every call has a deadline (``init(deadline=...)``, per group ``group.deadline = s``): a peer that never arrives
 raises RuntimeError naming the group, the op, this rank and the step instead of hanging; the group is unusable
 afterwards. Argument mistakes raise ValueError (TypeError for an unsupported dtype) before anything is sent.
-Contiguous tensors are communicated in place (zero copy); other tensors go through a contiguous copy.
+Contiguous CPU tensors are communicated in place (zero copy); other tensors go through a contiguous copy, and
+CUDA tensors through a host-staged copy (the MPI backend; compiled, not run without a GPU).
 Gathers and scatters work along dim 0 and take their counts in rows of dim 0.
 """
 from __future__ import annotations
