@@ -62,7 +62,9 @@ torch::Tensor GroupTensorParallel::gather_sequence(const torch::Tensor& x) {
 }
 
 void GroupTensorParallel::all_reduce_replicated_grads(const std::vector<torch::Tensor>& params) {
-  if (comm_.size() == 1) return;
+  // Without SP every rank ran the replicated parameters on all tokens: their gradients are already equal
+  // and complete, and summing them would multiply them by the group size.
+  if (comm_.size() == 1 || !sequence_parallel_) return;
   // One all-reduce per dtype over a flat buffer (Megatron coalesces the same way), in parameter order so every
   // rank builds the same buffer.
   std::map<torch::ScalarType, std::vector<torch::Tensor>> by_dtype;

@@ -172,7 +172,7 @@ def vocab_parallel_cross_entropy(logits_shard: torch.Tensor, targets: torch.Tens
 
 def all_reduce_replicated_grads(params: Iterable[torch.Tensor], group) -> None:
     """Sums over the group the gradients of replicated parameters that saw only this rank's tokens (SP)."""
-    tensor_parallel(group).all_reduce_replicated_grads(list(params))
+    tensor_parallel(group, sequence_parallel=True).all_reduce_replicated_grads(list(params))
 
 
 # The regions: forward collective / backward conjugate (parallel-runtimes.md §1.1). Sequence dim = dim 0.
