@@ -4,9 +4,11 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "launch/model_layout.h"
 #include "optim/lr_schedule.h"
 #include "optim/torch/optimizer.h"
 #include "parallel/mesh.h"
+#include "parallel/pipeline_schedule.h"
 #include "precision/error.h"
 
 namespace nibble::train {
@@ -113,6 +115,12 @@ const std::map<std::string, Key>& keys() {
       {"parallel.tp", int_key(&TrainConfig::tp)},
       {"parallel.dp", int_key(&TrainConfig::dp)},
       {"parallel.sequence_parallel", bool_key(&TrainConfig::sequence_parallel)},
+      {"parallel.pp", int_key(&TrainConfig::pp)},
+      {"parallel.cp", int_key(&TrainConfig::cp)},
+      {"parallel.pp_schedule", string_key(&TrainConfig::pp_schedule)},
+      {"parallel.virtual_stages", int_key(&TrainConfig::virtual_stages)},
+      {"parallel.pp_layers", string_key(&TrainConfig::pp_layers)},
+      {"parallel.cp_method", string_key(&TrainConfig::cp_method)},
       {"checkpoint.dir", string_key(&TrainConfig::checkpoint_dir)},
       {"checkpoint.every", int_key(&TrainConfig::checkpoint_every)},
       {"checkpoint.resume", bool_key(&TrainConfig::resume)},
@@ -190,6 +198,26 @@ void require(bool ok, const std::string& key, const std::string& value, const st
 
 }  // namespace
 
+std::vector<int64_t> TrainConfig::pp_layer_counts() const {
+  std::vector<int64_t> out;
+  std::stringstream in(pp_layers);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t used = 0;
+    int64_t v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || item.find_first_not_of(" ", used) != std::string::npos)
+      throw InvalidArgument("parallel.pp_layers = '" + pp_layers + "': '" + item +
+                            "' is not an integer; expected layer counts per virtual stage, e.g. \"3,2,2,3\"");
+    out.push_back(v);
+  }
+  return out;
+}
+
 std::vector<std::string> config_keys() {
   std::vector<std::string> out;
   for (const auto& [name, k] : keys()) out.push_back(name);
@@ -251,6 +279,11 @@ void validate(const TrainConfig& c, int64_t world_size) {
           "must be >= 0 (0 = at the end only)");
   require(c.tp >= 1, "parallel.tp", std::to_string(c.tp), "must be >= 1");
   require(c.dp >= 1, "parallel.dp", std::to_string(c.dp), "must be >= 1");
+  require(c.pp >= 1, "parallel.pp", std::to_string(c.pp), "must be >= 1");
+  require(c.cp >= 1, "parallel.cp", std::to_string(c.cp), "must be >= 1");
+  require(c.virtual_stages >= 1, "parallel.virtual_stages", std::to_string(c.virtual_stages), "must be >= 1");
+  require(c.cp_method == "ring" || c.cp_method == "ulysses", "parallel.cp_method", "'" + c.cp_method + "'",
+          "must be ring or ulysses");
   try {
     (void)optim::make_lr_schedule(c.schedule, c.warmup, c.steps, c.min_lr_ratio);
   } catch (const std::exception& e) {
@@ -269,22 +302,56 @@ void validate(const TrainConfig& c, int64_t world_size) {
   } catch (const std::exception& e) {
     throw InvalidArgument(std::string("[optim]: ") + e.what());
   }
-  // The layout: the mesh's own rules (tp divides heads, ffn, vocab; tp * dp == ranks), before any rank starts.
+  if (c.cp > 1 && c.cp_method == "ulysses")
+    require(c.model.heads % (c.tp * c.cp) == 0, "parallel.cp", std::to_string(c.cp),
+            "Ulysses splits each tp rank's model.heads / tp = " + std::to_string(c.model.heads / c.tp) +
+                " heads over cp: choose cp dividing it, or parallel.cp_method = \"ring\"");
+  // The pipeline: schedule name, virtual stages, the layer split, and the schedule itself (generated and
+  // proven deadlock-free by the same checker the runtime uses).
+  parallel::ScheduleOptions so;
+  try {
+    so.kind = parallel::parse_schedule(c.pp_schedule);
+  } catch (const std::exception& e) {
+    throw InvalidArgument(std::string("parallel.pp_schedule: ") + e.what());
+  }
+  require(c.virtual_stages == 1 || so.kind == parallel::ScheduleKind::kInterleaved, "parallel.virtual_stages",
+          std::to_string(c.virtual_stages), "must be 1 unless parallel.pp_schedule = \"interleaved\"");
+  try {
+    (void)parallel::assign_layers(layer_assignment(c));
+  } catch (const std::exception& e) {
+    throw InvalidArgument(std::string("[parallel] pipeline split: ") + e.what());
+  }
+  // The layout: the mesh's own rules (tp divides heads, ffn, vocab; 2*cp divides seq_len; the product is the
+  // world size), before any rank starts.
   parallel::MeshShape shape;
   shape.tp = static_cast<int>(c.tp);
   shape.dp = static_cast<int>(c.dp);
+  shape.pp = static_cast<int>(c.pp);
+  shape.cp = static_cast<int>(c.cp);
   parallel::ModelShape ms;
   ms.num_heads = c.model.heads;
   ms.hidden = c.model.hidden;
   ms.ffn_hidden = c.model.ffn();
   ms.vocab = c.model.vocab;
-  ms.num_layers = c.model.layers;
-  ms.seq_len = c.model.seq_len;
+  ms.seq_len = c.model.seq_len;  // (layers per stage: assign_layers above, which takes explicit counts)
   ms.sequence_parallel = c.sequence_parallel;
   try {
     parallel::validate_mesh(shape, world_size, ms);
   } catch (const std::exception& e) {
     throw InvalidArgument(std::string("[parallel] layout: ") + e.what());
+  }
+  if (c.global_batch % (c.micro_batch * c.dp) == 0 && c.pp > 1) {
+    so.stages = static_cast<int>(c.pp);
+    so.virtual_chunks = static_cast<int>(c.virtual_stages);
+    so.microbatches = static_cast<int>(c.global_batch / (c.micro_batch * c.dp));
+    try {
+      parallel::check_schedule(parallel::make_schedule(so));
+    } catch (const std::exception& e) {
+      throw InvalidArgument("[parallel] pipeline schedule " + c.pp_schedule + " with pp = " + std::to_string(c.pp) +
+                            ", virtual_stages = " + std::to_string(c.virtual_stages) + " and " +
+                            std::to_string(so.microbatches) + " micro-batches (global_batch / (micro_batch * dp)): " +
+                            e.what());
+    }
   }
   require(c.global_batch % (c.micro_batch * c.dp) == 0, "train.global_batch", std::to_string(c.global_batch),
           "must be divisible by train.micro_batch * parallel.dp = " + std::to_string(c.micro_batch) + " * " +

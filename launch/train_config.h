@@ -32,8 +32,12 @@ struct TrainConfig {
   double grad_clip = 1.0;  // 0: off
   int64_t warmup = 0;
   // [parallel]
-  int64_t tp = 1, dp = 1;
+  int64_t tp = 1, dp = 1, pp = 1, cp = 1;
   bool sequence_parallel = false;
+  std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
+  int64_t virtual_stages = 1;        // model chunks per pp rank (> 1 only with interleaved)
+  std::string pp_layers;             // "" = even split; else comma-separated layers per virtual stage
+  std::string cp_method = "ring";    // ring | ulysses
   // [checkpoint]
   std::string checkpoint_dir;  // "" = <out_dir>/checkpoints
   int64_t checkpoint_every = 0;  // 0: only at the end
@@ -41,14 +45,15 @@ struct TrainConfig {
 
   // Every key as "section.key" -> its value as TOML text (the manifest records this).
   std::map<std::string, std::string> to_map() const;
+  std::vector<int64_t> pp_layer_counts() const;  // pp_layers parsed ("" -> empty)
   std::string checkpoints() const { return checkpoint_dir.empty() ? out_dir + "/checkpoints" : checkpoint_dir; }
 };
 
 // Parses the TOML file (if path is not empty) then applies overrides ("section.key" -> text), checking every
 // key and type. Then validate(world_size).
 TrainConfig load_config(const std::string& path, const std::vector<std::pair<std::string, std::string>>& overrides);
-// The cross-key rules: model sizes, layout (tp * dp == world_size, tp divides heads/ffn/vocab), batch
-// divisibility, ranges.
+// The cross-key rules: model sizes, layout (tp * cp * dp * pp == world_size, tp divides heads/ffn/vocab,
+// 2 * cp divides seq_len, the pipeline split and schedule), batch divisibility, ranges.
 void validate(const TrainConfig& config, int64_t world_size);
 // All valid keys, "section.key", sorted (for messages and --help).
 std::vector<std::string> config_keys();

@@ -13,16 +13,15 @@
 #include "core/data/batch_sampler.h"
 #include "core/data/byte_tokenizer.h"
 #include "core/model/gpt.h"
-#include "core/model/single_rank_tensor_parallel.h"
 #include "launch/checkpoint_io.h"
+#include "launch/grad_sync.h"
+#include "launch/model_layout.h"
 #include "optim/lr_schedule.h"
 #include "optim/torch/optimizer.h"
 #include "parallel/mesh.h"
+#include "parallel/nn/pipeline_runtime.h"
 #include "parallel/runtime.h"
 #include "precision/error.h"
-#if NIBBLE_HAVE_PARALLEL_NN
-#include "parallel/nn/tensor_parallel.h"
-#endif
 
 namespace nibble::train {
 namespace {
@@ -33,17 +32,6 @@ double peak_memory_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
-}
-
-std::shared_ptr<nn::TensorParallel> make_tensor_parallel(const TrainConfig& c, const parallel::Mesh& mesh) {
-  if (c.tp == 1 && !c.sequence_parallel) return std::make_shared<nn::SingleRankTensorParallel>();
-#if NIBBLE_HAVE_PARALLEL_NN
-  return std::make_shared<parallel::GroupTensorParallel>(mesh.tp(), c.sequence_parallel);
-#else
-  (void)mesh;
-  throw InvalidArgument("parallel.tp = " + std::to_string(c.tp) +
-                        " needs the tensor-parallel layers (parallel/nn), which this build does not have");
-#endif
 }
 
 optim::OptimizerConfig optimizer_config(const TrainConfig& c) {
@@ -59,42 +47,13 @@ optim::OptimizerConfig optimizer_config(const TrainConfig& c) {
   return oc;
 }
 
-// Plain data parallelism: average every gradient over the dp group in one flat FP32 all-reduce (a fixed
-// order, so every dp rank holds bit-identical gradients and parameters). parallel/nn/grad_buckets.h is the
-// overlapped, bucketed version for larger models.
-void average_over_dp(nn::Gpt& model, parallel::Communicator& dp) {
-  if (dp.size() == 1) return;
-  std::vector<torch::Tensor> grads;
-  for (const auto& p : model.params()) {
-    if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = torch::zeros_like(p.tensor);
-    grads.push_back(p.tensor.grad().reshape({-1}));
-  }
-  torch::Tensor flat = torch::cat(grads).contiguous();
-  dp.all_reduce<float>(std::span<float>(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())),
-                       parallel::ReduceOp::kSum);
-  flat.div_(static_cast<double>(dp.size()));
-  int64_t offset = 0;
-  for (const auto& p : model.params()) {
-    p.tensor.mutable_grad().copy_(flat.narrow(0, offset, p.tensor.numel()).view_as(p.tensor));
-    offset += p.tensor.numel();
-  }
-}
-
-// The global gradient norm: sharded parameters summed over tp, replicated ones counted once.
-double global_grad_norm(const nn::Gpt& model, parallel::Communicator& tp) {
-  double sharded = 0.0, replicated = 0.0;
-  for (const auto& p : model.params()) {
-    if (!p.tensor.grad().defined()) continue;
-    const double sq = p.tensor.grad().to(torch::kFloat64).square().sum().item<double>();
-    (p.shard_dim >= 0 ? sharded : replicated) += sq;
-  }
-  if (tp.size() > 1) tp.all_reduce<double>(std::span<double>(&sharded, 1), parallel::ReduceOp::kSum);
-  return std::sqrt(sharded + replicated);
-}
-
-double mean_over(parallel::Communicator& group, double value) {
-  if (group.size() > 1) group.all_reduce<double>(std::span<double>(&value, 1), parallel::ReduceOp::kSum);
-  return value / group.size();
+// The mean loss of the pipeline's head over this rank's tokens, shared with every pp rank (0 elsewhere).
+double head_loss_everywhere(nn::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens,
+                            const torch::Tensor& targets) {
+  const torch::Tensor h = pipeline_forward(model, mesh, tokens);
+  double loss = h.defined() ? model.head_loss(h, targets).item<double>() : 0.0;
+  if (mesh.pp().size() > 1) mesh.pp().all_reduce<double>(std::span<double>(&loss, 1), parallel::ReduceOp::kSum);
+  return loss;
 }
 
 double evaluate(const TrainConfig& c, nn::Gpt& model, const data::BatchSampler& val, const parallel::Mesh& mesh) {
@@ -106,14 +65,37 @@ double evaluate(const TrainConfig& c, nn::Gpt& model, const data::BatchSampler& 
     for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
       const int64_t count = std::min(c.micro_batch, per_dp - first);
       data::Batch b = val.eval_batch(e, c.global_batch, mesh.coord().dp * per_dp + first, count);
-      sum += model.loss(b.tokens, b.targets).item<double>();
+      sum += head_loss_everywhere(model, mesh, context_parallel_part(b.tokens, mesh),
+                                  context_parallel_part(b.targets, mesh));
       ++chunks;
     }
-  return mean_over(mesh.dp(), sum / static_cast<double>(chunks));
+  return mean_over(mesh.dp_cp(), sum / static_cast<double>(chunks));
 }
 
-// Autoregressive sampling, in lockstep on every rank (the forward is collective under tp): the vocabulary
-// slices are gathered over tp and every rank draws with the same seeded generator, so all agree.
+// The next-token logits after `window` (full vocabulary, float32), on every rank: the head's vocabulary
+// slices gathered over tp, the last position's row taken from the cp rank holding it (rank 0: its second
+// chunk ends the sequence) and broadcast over cp and pp.
+torch::Tensor next_token_logits(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh,
+                                const std::vector<int64_t>& window) {
+  const torch::Tensor tokens = context_parallel_part(torch::tensor(window, torch::kInt64).view({1, -1}), mesh);
+  const torch::Tensor h = pipeline_forward(model, mesh, tokens);
+  torch::Tensor full = torch::empty({c.model.vocab}, torch::kFloat32);
+  if (h.defined()) {
+    const torch::Tensor shard = model.head_logits(h).select(0, -1).contiguous().to(torch::kFloat32);
+    if (mesh.tp().size() > 1)
+      mesh.tp().all_gather<float>(std::span<const float>(shard.data_ptr<float>(), static_cast<size_t>(shard.numel())),
+                                  std::span<float>(full.data_ptr<float>(), static_cast<size_t>(full.numel())));
+    else
+      full.copy_(shard);
+  }
+  const std::span<float> view(full.data_ptr<float>(), static_cast<size_t>(full.numel()));
+  if (mesh.cp().size() > 1) mesh.cp().broadcast<float>(view, 0);
+  if (mesh.pp().size() > 1) mesh.pp().broadcast<float>(view, head_pp_rank(mesh));
+  return full;
+}
+
+// Autoregressive sampling, in lockstep on every rank (the forward is collective): every rank holds the same
+// logits and draws with the same seeded generator, so all agree.
 std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh) {
   torch::NoGradGuard no_grad;
   std::vector<int64_t> ids;
@@ -123,18 +105,10 @@ std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& m
   const int64_t seq = c.model.seq_len;
   for (int64_t i = 0; i < c.sample_tokens; ++i) {
     std::vector<int64_t> window(ids.end() - std::min<int64_t>(seq, static_cast<int64_t>(ids.size())), ids.end());
-    // Sequence parallel splits the tokens over tp: pad on the left to a whole window.
-    if (c.sequence_parallel) window.insert(window.begin(), static_cast<size_t>(seq) - window.size(), '\n');
-    torch::Tensor tokens = torch::tensor(window, torch::kInt64).view({1, -1});
-    torch::Tensor shard = model.logits(tokens).select(0, -1).contiguous().to(torch::kFloat32);
-    torch::Tensor full = torch::empty({shard.numel() * mesh.tp().size()}, torch::kFloat32);
-    if (mesh.tp().size() > 1) {
-      mesh.tp().all_gather<float>(std::span<const float>(shard.data_ptr<float>(), static_cast<size_t>(shard.numel())),
-                                  std::span<float>(full.data_ptr<float>(), static_cast<size_t>(full.numel())));
-    } else {
-      full = shard;
-    }
-    torch::Tensor probs = torch::softmax(full.to(torch::kFloat64) / c.sample_temperature, -1);
+    // Sequence and context parallel split the tokens: pad on the left to a whole window.
+    if (c.sequence_parallel || c.cp > 1) window.insert(window.begin(), static_cast<size_t>(seq) - window.size(), '\n');
+    const torch::Tensor logits = next_token_logits(c, model, mesh, window);
+    torch::Tensor probs = torch::softmax(logits.to(torch::kFloat64) / c.sample_temperature, -1);
     ids.push_back(torch::multinomial(probs, 1, false, gen).item<int64_t>());
   }
   std::string text = data::byte_decode(ids);
@@ -142,6 +116,67 @@ std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& m
   for (char& ch : text)
     if (static_cast<unsigned char>(ch) >= 0x80 || (static_cast<unsigned char>(ch) < 0x20 && ch != '\n')) ch = '?';
   return text;
+}
+
+// This rank's part (dp rows, cp tokens) of every micro-batch of training step `step`.
+struct MicroBatches {
+  std::vector<torch::Tensor> tokens, targets;
+};
+
+MicroBatches step_batches(const TrainConfig& c, const data::BatchSampler& train, const parallel::Mesh& mesh,
+                          int64_t step) {
+  const int64_t per_dp = c.global_batch / c.dp;
+  MicroBatches out;
+  for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
+    data::Batch b = train.train_batch(step, mesh.coord().dp * per_dp + first, c.micro_batch);
+    out.tokens.push_back(context_parallel_part(b.tokens, mesh));
+    out.targets.push_back(context_parallel_part(b.targets, mesh));
+  }
+  return out;
+}
+
+// The pipeline runtime over the pp group (collective: every rank builds it; pp = 1 needs none). Its forward
+// reads the micro-batches of the current step from `current`.
+std::unique_ptr<parallel::PipelineRuntime> make_pipeline(const TrainConfig& c, const parallel::Mesh& mesh,
+                                                         nn::Gpt& model, const MicroBatches* const& current) {
+  if (c.pp == 1) return nullptr;
+  parallel::PipelineRuntimeOptions o;
+  o.schedule.kind = parallel::parse_schedule(c.pp_schedule);
+  o.schedule.stages = static_cast<int>(c.pp);
+  o.schedule.virtual_chunks = static_cast<int>(c.virtual_stages);
+  o.schedule.microbatches = static_cast<int>(c.global_batch / c.dp / c.micro_batch);
+  const int64_t seq = c.model.seq_len / c.cp;
+  const int64_t rows = c.micro_batch * seq / (c.sequence_parallel ? c.tp : 1);
+  o.activation_shape = {rows, c.model.hidden};
+  auto forward = [&model, &current, seq, mb = c.micro_batch](int chunk, int m, const torch::Tensor& input) {
+    const size_t ch = static_cast<size_t>(chunk), i = static_cast<size_t>(m);
+    const torch::Tensor h =
+        model.forward_chunk(ch, model.chunks()[ch].embedding ? current->tokens[i] : input, mb, seq);
+    return model.chunks()[ch].head ? model.head_loss(h, current->targets[i]) : h;
+  };
+  return std::make_unique<parallel::PipelineRuntime>(mesh.pp(), o, forward);
+}
+
+// One step's forwards and backwards over the micro-batches (gradients of the mean loss accumulate in .grad).
+// Returns the mean loss over this rank's tokens, on every rank.
+double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroBatches& batches,
+                        parallel::PipelineRuntime* pipeline, double& bubble) {
+  const double m = static_cast<double>(batches.tokens.size());
+  if (!pipeline) {
+    double loss_sum = 0.0;
+    for (size_t i = 0; i < batches.tokens.size(); ++i) {
+      torch::Tensor loss = model.loss(batches.tokens[i], batches.targets[i]);
+      (loss / m).backward();
+      loss_sum += loss.item<double>();
+    }
+    return loss_sum / m;
+  }
+  const parallel::PipelineStepStats stats = pipeline->step();
+  bubble = stats.bubble_fraction;
+  double loss = 0.0;
+  for (double l : stats.losses) loss += l / m;  // only the head's pp rank has losses
+  mesh.pp().all_reduce<double>(std::span<double>(&loss, 1), parallel::ReduceOp::kSum);
+  return loss;
 }
 
 }  // namespace
@@ -153,6 +188,8 @@ int run_training(const TrainConfig& c) {
   parallel::MeshShape shape;
   shape.tp = static_cast<int>(c.tp);
   shape.dp = static_cast<int>(c.dp);
+  shape.pp = static_cast<int>(c.pp);
+  shape.cp = static_cast<int>(c.cp);
   parallel::Mesh mesh(shape);
   data::TokenFile train_file(c.train_path), val_file(c.val_path);
   for (const auto* f : {&train_file, &val_file})
@@ -163,8 +200,11 @@ int run_training(const TrainConfig& c) {
   const data::BatchSampler train_data(train_file, c.model.seq_len, c.data_seed);
   const data::BatchSampler val_data(val_file, c.model.seq_len, c.data_seed);
 
-  nn::Gpt model(c.model, make_tensor_parallel(c, mesh));
+  const std::unique_ptr<nn::Gpt> model_ptr = build_model(c, mesh);
+  nn::Gpt& model = *model_ptr;
   optim::Optimizer optimizer(model.named_parameters(), optimizer_config(c));
+  const MicroBatches* current = nullptr;  // the step's batches, read by the pipeline's forward
+  const std::unique_ptr<parallel::PipelineRuntime> pipeline = make_pipeline(c, mesh, model, current);
   const optim::LrSchedule schedule = optim::make_lr_schedule(c.schedule, c.warmup, c.steps, c.min_lr_ratio);
 
   TrainingState state;
@@ -173,19 +213,31 @@ int run_training(const TrainConfig& c) {
 
   int64_t params = 0;
   for (const auto& p : model.params()) params += p.tensor.numel();
+  std::string stages;
+  for (const auto& k : model.chunks())
+    stages += (stages.empty() ? "" : ", ") + std::string(k.embedding ? "embedding + " : "") + "layers " +
+              std::to_string(k.first_layer) + "-" + std::to_string(k.end_layer - 1) + (k.head ? " + head" : "");
   std::ofstream metrics;
   if (lead) {
     std::filesystem::create_directories(c.out_dir);
     metrics.open(c.out_dir + "/metrics.jsonl", state.step > 0 ? std::ios::app : std::ios::trunc);
-    std::printf("nibble-train: %lld parameters on rank 0 (%lld layers, hidden %lld, %lld heads), recipe %s "
-                "(bf16 first %lld / last %lld), %s; world %d: %s; %lld steps of %lld x %lld tokens "
+    std::printf("nibble-train: %lld parameters on rank 0 (%lld layers, hidden %lld, %lld heads; rank 0 holds "
+                "%s), recipe %s (bf16 first %lld / last %lld), %s; world %d: %s; %lld steps of %lld x %lld tokens "
                 "(micro-batch %lld)\n",
                 static_cast<long long>(params), static_cast<long long>(c.model.layers),
-                static_cast<long long>(c.model.hidden), static_cast<long long>(c.model.heads), c.model.recipe.c_str(),
+                static_cast<long long>(c.model.hidden), static_cast<long long>(c.model.heads), stages.c_str(),
+                c.model.recipe.c_str(),
                 static_cast<long long>(c.model.bf16_first), static_cast<long long>(c.model.bf16_last),
                 ("optimizer " + c.optimizer + " (" + c.state + " states)").c_str(), info.world_size,
                 mesh.shape().str().c_str(), static_cast<long long>(c.steps), static_cast<long long>(c.global_batch),
                 static_cast<long long>(c.model.seq_len), static_cast<long long>(c.micro_batch));
+    if (pipeline)
+      std::printf("pipeline: %s schedule, pp %lld x %lld virtual stages, %d micro-batches; the checker's "
+                  "simulated bubble %.3f, (p-1)/(v*m) = %.3f\n",
+                  c.pp_schedule.c_str(), static_cast<long long>(c.pp), static_cast<long long>(c.virtual_stages),
+                  pipeline->schedule().options.microbatches, pipeline->check_report().bubble_fraction,
+                  static_cast<double>(c.pp - 1) /
+                      static_cast<double>(c.virtual_stages * pipeline->schedule().options.microbatches));
     std::fflush(stdout);
   }
   auto write_metrics = [&](const nlohmann::ordered_json& j) {
@@ -194,9 +246,8 @@ int run_training(const TrainConfig& c) {
     metrics.flush();
   };
 
-  const int64_t per_dp = c.global_batch / c.dp, micro_steps = per_dp / c.micro_batch;
   const int64_t tokens_per_step = c.global_batch * c.model.seq_len;
-  double first_loss = NAN, last_loss = NAN, total_seconds = 0.0;
+  double first_loss = NAN, last_loss = NAN, total_seconds = 0.0, bubble_sum = 0.0;
   int64_t last_saved = state.step > 0 ? state.step : -1;
   double eval_loss = NAN;
   const int64_t start_step = state.step;
@@ -205,16 +256,14 @@ int run_training(const TrainConfig& c) {
     parallel::set_step(step + 1);
     const auto t0 = Clock::now();
     model.zero_grad();
-    double loss_sum = 0.0;
-    for (int64_t m = 0; m < micro_steps; ++m) {
-      data::Batch b = train_data.train_batch(step, mesh.coord().dp * per_dp + m * c.micro_batch, c.micro_batch);
-      torch::Tensor loss = model.loss(b.tokens, b.targets);
-      (loss / static_cast<double>(micro_steps)).backward();
-      loss_sum += loss.item<double>();
-    }
+    const MicroBatches batches = step_batches(c, train_data, mesh, step);
+    current = &batches;
+    double bubble = NAN;
+    const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), bubble);
+    current = nullptr;
     model.tensor_parallel().all_reduce_replicated_grads(model.replicated_parameters());
-    average_over_dp(model, mesh.dp());
-    const double loss = mean_over(mesh.dp(), loss_sum / static_cast<double>(micro_steps));
+    average_gradients(model, mesh);
+    const double loss = mean_over(mesh.dp_cp(), local_loss);
 
     // NaN/Inf policy: every rank must agree to skip (tp ranks hold different shards).
     const std::string bad_param = optimizer.find_nonfinite_grad();
@@ -230,9 +279,10 @@ int run_training(const TrainConfig& c) {
         std::fprintf(stderr, "[rank %d] step %lld skipped: non-finite gradient in %s\n", info.rank,
                      static_cast<long long>(step + 1), bad_param.c_str());
     } else {
-      grad_norm = global_grad_norm(model, mesh.tp());
+      grad_norm = global_grad_norm(model, mesh);
       const double clip = c.grad_clip > 0 && grad_norm > c.grad_clip ? c.grad_clip / (grad_norm + 1e-6) : 1.0;
       applied = optimizer.step(lr_factor, static_cast<float>(clip)).applied;
+      reduce_delayed_amaxes(model, mesh);
       model.end_step();
       state.consecutive_skips = 0;
     }
@@ -242,11 +292,12 @@ int run_training(const TrainConfig& c) {
     if (std::isnan(first_loss)) first_loss = loss;
     last_loss = loss;
     if (lead) {
+      const std::string bubble_text = pipeline ? " | bubble " + std::to_string(bubble).substr(0, 5) : "";
       std::printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %8.0f tokens/s | %7.1f ms/step | "
-                  "peak mem %.0f MiB%s\n",
+                  "peak mem %.0f MiB%s%s\n",
                   static_cast<long long>(state.step), static_cast<long long>(c.steps), loss, c.lr * lr_factor,
                   grad_norm, static_cast<double>(tokens_per_step) / seconds, 1e3 * seconds, peak_memory_mib(),
-                  applied ? "" : " | SKIPPED (non-finite gradients)");
+                  bubble_text.c_str(), applied ? "" : " | SKIPPED (non-finite gradients)");
       std::fflush(stdout);
     }
     write_metrics({{"step", state.step},
@@ -256,7 +307,9 @@ int run_training(const TrainConfig& c) {
                    {"tokens_per_s", static_cast<double>(tokens_per_step) / seconds},
                    {"ms_per_step", 1e3 * seconds},
                    {"peak_mem_mib", peak_memory_mib()},
+                   {"bubble", pipeline ? nlohmann::ordered_json(bubble) : nlohmann::ordered_json(nullptr)},
                    {"skipped", !applied}});
+    if (pipeline) bubble_sum += bubble;
     if (state.consecutive_skips >= c.max_nonfinite) {
       if (lead)
         std::fprintf(stderr, "[rank 0] stopping: %lld consecutive steps with non-finite gradients "
@@ -293,6 +346,11 @@ int run_training(const TrainConfig& c) {
                 static_cast<long long>(state.skipped_total), first_loss, last_loss, eval_loss,
                 std::log(static_cast<double>(c.model.vocab)), total_seconds,
                 ran > 0 ? static_cast<double>(tokens_per_step * ran) / total_seconds : 0.0, peak_memory_mib());
+    if (pipeline && ran > 0)
+      std::printf("pipeline bubble (rank 0, measured: time waiting in p2p / step time) %.3f; (p-1)/(v*m) = %.3f\n",
+                  bubble_sum / static_cast<double>(ran),
+                  static_cast<double>(c.pp - 1) /
+                      static_cast<double>(c.virtual_stages * pipeline->schedule().options.microbatches));
     if (!text.empty()) std::printf("sample: %s\n", text.c_str());
     std::fflush(stdout);
   }

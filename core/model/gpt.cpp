@@ -32,9 +32,22 @@ std::string layer_recipe_name(const GptConfig& config, int64_t index) {
   return config.recipe;
 }
 
-Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp) : config_(std::move(config)), tp_(std::move(tp)) {
+Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<ContextParallel> cp,
+         std::vector<GptChunk> chunks)
+    : config_(std::move(config)), tp_(std::move(tp)), cp_(std::move(cp)), chunks_(std::move(chunks)) {
   config_.validate();
   if (!tp_) throw InvalidArgument("Gpt: the TensorParallel implementation is null");
+  if (!cp_) cp_ = std::make_shared<SingleRankContextParallel>();
+  if (chunks_.empty()) chunks_.push_back({0, config_.layers, true, true});
+  for (size_t c = 0; c < chunks_.size(); ++c) {
+    const GptChunk& k = chunks_[c];
+    if (k.first_layer < 0 || k.end_layer < k.first_layer || k.end_layer > config_.layers ||
+        (k.first_layer == k.end_layer && !k.embedding && !k.head) ||
+        (c > 0 && k.first_layer < chunks_[c - 1].end_layer))
+      throw InvalidArgument("Gpt: chunk " + std::to_string(c) + " holds layers [" + std::to_string(k.first_layer) +
+                            ", " + std::to_string(k.end_layer) + "); chunks must be ordered ranges within [0, " +
+                            std::to_string(config_.layers) + ")");
+  }
   const int64_t t = tp_->size();
   require_divides(t, config_.heads, "model.heads");
   require_divides(t, config_.ffn(), "the MLP width (model.ffn_hidden)");
@@ -44,29 +57,37 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp) : config_(std::mo
   // GPT-2's scaled init for the projections that write into the residual stream.
   const double out_std = std / std::sqrt(2.0 * static_cast<double>(config_.layers));
 
-  embedding_ = add_param("embedding.weight", {v, h}, 0, std);
-  for (int64_t i = 0; i < config_.layers; ++i) {
-    Layer l;
-    l.name = "layers." + std::to_string(i);
-    const std::string recipe = layer_recipe_name(config_, i);
-    l.compress = recipe_preset(recipe).compress_activations;
-    l.attn_norm = add_param(l.name + ".attn_norm.weight", {h}, -1, 0.0);
-    l.qkv = add_param(l.name + ".qkv.weight", {3 * h, h}, 0, std);
-    l.out = add_param(l.name + ".out.weight", {h, h}, 1, out_std);
-    l.mlp_norm = add_param(l.name + ".mlp_norm.weight", {h}, -1, 0.0);
-    l.gate = add_param(l.name + ".gate.weight", {f, h}, 0, std);
-    l.up = add_param(l.name + ".up.weight", {f, h}, 0, std);
-    l.down = add_param(l.name + ".down.weight", {h, f}, 1, out_std);
-    l.s_qkv = add_state(recipe, l.name + ".qkv");
-    l.s_out = add_state(recipe, l.name + ".out");
-    l.s_gate = add_state(recipe, l.name + ".gate");
-    l.s_up = add_state(recipe, l.name + ".up");
-    l.s_down = add_state(recipe, l.name + ".down");
-    layers_.push_back(std::move(l));
+  // Creation order = the whole model's order (embedding, layers, final norm, head) restricted to this rank.
+  for (const GptChunk& k : chunks_) {
+    std::vector<size_t> mine;
+    if (k.embedding) embedding_ = add_param("embedding.weight", {v, h}, 0, std);
+    for (int64_t i = k.first_layer; i < k.end_layer; ++i) {
+      Layer l;
+      l.name = "layers." + std::to_string(i);
+      const std::string recipe = layer_recipe_name(config_, i);
+      l.compress = recipe_preset(recipe).compress_activations;
+      l.attn_norm = add_param(l.name + ".attn_norm.weight", {h}, -1, 0.0);
+      l.qkv = add_param(l.name + ".qkv.weight", {3 * h, h}, 0, std);
+      l.out = add_param(l.name + ".out.weight", {h, h}, 1, out_std);
+      l.mlp_norm = add_param(l.name + ".mlp_norm.weight", {h}, -1, 0.0);
+      l.gate = add_param(l.name + ".gate.weight", {f, h}, 0, std);
+      l.up = add_param(l.name + ".up.weight", {f, h}, 0, std);
+      l.down = add_param(l.name + ".down.weight", {h, f}, 1, out_std);
+      l.s_qkv = add_state(recipe, l.name + ".qkv");
+      l.s_out = add_state(recipe, l.name + ".out");
+      l.s_gate = add_state(recipe, l.name + ".gate");
+      l.s_up = add_state(recipe, l.name + ".up");
+      l.s_down = add_state(recipe, l.name + ".down");
+      mine.push_back(layers_.size());
+      layers_.push_back(std::move(l));
+    }
+    if (k.head) {
+      final_norm_ = add_param("final_norm.weight", {h}, -1, 0.0);
+      lm_head_ = add_param("lm_head.weight", {v, h}, 0, std);
+      s_head_ = add_state(config_.lm_head_recipe, "lm_head");
+    }
+    chunk_layers_.push_back(std::move(mine));
   }
-  final_norm_ = add_param("final_norm.weight", {h}, -1, 0.0);
-  lm_head_ = add_param("lm_head.weight", {v, h}, 0, std);
-  s_head_ = add_state(config_.lm_head_recipe, "lm_head");
   std::tie(rope_cos_, rope_sin_) = rope_tables(config_.seq_len, config_.head_dim(), config_.rope_theta);
 }
 
@@ -102,24 +123,54 @@ torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t bat
   // [tokens, heads * 3 * hd] -> [batch, seq, heads, 3, hd] -> three [batch, heads, seq, hd].
   torch::Tensor qkv = tp_->column_linear(x, l.qkv, std::nullopt, l.s_qkv).view({batch, seq, heads, 3, hd});
   qkv = qkv.permute({3, 0, 2, 1, 4});
-  const torch::Tensor cos = rope_cos_.narrow(0, 0, seq), sin = rope_sin_.narrow(0, 0, seq);
+  // This rank's tokens sit at their global positions (context parallel: two chunks of the sequence).
+  const torch::Tensor pos = context_parallel_positions(seq, cp_->size(), cp_->rank());
+  const torch::Tensor cos = rope_cos_.index_select(0, pos), sin = rope_sin_.index_select(0, pos);
   torch::Tensor q = apply_rope(qkv[0], cos, sin), k = apply_rope(qkv[1], cos, sin);
-  torch::Tensor a = at::scaled_dot_product_attention(q, k, qkv[2], std::nullopt, 0.0, /*is_causal=*/true);
+  torch::Tensor a = cp_->causal_attention(q, k, qkv[2]);
   a = a.transpose(1, 2).reshape({batch * seq, heads * hd});
   return tp_->row_linear(a, l.out, std::nullopt, l.s_out);
 }
 
-torch::Tensor Gpt::hidden_states(const torch::Tensor& tokens) {
+void Gpt::check_tokens(const torch::Tensor& tokens) const {
   if (tokens.dim() != 2 || tokens.scalar_type() != torch::kInt64)
     throw InvalidArgument("Gpt: tokens must be int64 [batch, seq], got " + std::string(c10::toString(tokens.scalar_type())) +
                           " " + c10::str(tokens.sizes()));
-  const int64_t batch = tokens.size(0), seq = tokens.size(1);
-  if (seq < 1 || seq > config_.seq_len)
-    throw InvalidArgument("Gpt: sequence length " + std::to_string(seq) + " must be in [1, model.seq_len = " +
-                          std::to_string(config_.seq_len) + "]");
+}
+
+void Gpt::require_whole_model(const char* what) const {
+  if (chunks_.size() != 1 || !chunks_[0].embedding || !chunks_[0].head)
+    throw InvalidArgument(std::string("Gpt::") + what + " needs the whole model on this rank; under pipeline "
+                          "parallelism run forward_chunk per stage");
+}
+
+torch::Tensor Gpt::forward_chunk(size_t chunk, const torch::Tensor& input, int64_t batch, int64_t seq) {
+  if (chunk >= chunks_.size())
+    throw InvalidArgument("Gpt::forward_chunk: chunk " + std::to_string(chunk) + " of " +
+                          std::to_string(chunks_.size()));
+  const int64_t max_seq = config_.seq_len / cp_->size();
+  if (seq < 1 || seq > max_seq)
+    throw InvalidArgument("Gpt: sequence length " + std::to_string(seq) + " per rank must be in [1, model.seq_len / cp = " +
+                          std::to_string(max_seq) + "]");
+  const GptChunk& k = chunks_[chunk];
   const double eps = config_.norm_eps;
-  torch::Tensor h = tp_->embedding(tokens.reshape({-1}), embedding_);
-  for (const Layer& l : layers_) {
+  torch::Tensor h;
+  if (k.embedding) {
+    check_tokens(input);
+    if (input.size(0) != batch || input.size(1) != seq)
+      throw InvalidArgument("Gpt::forward_chunk: tokens " + c10::str(input.sizes()) + " but batch " +
+                            std::to_string(batch) + ", seq " + std::to_string(seq));
+    h = tp_->embedding(input.reshape({-1}), embedding_);
+  } else {
+    const int64_t rows = batch * seq / (tp_->sequence_parallel() ? tp_->size() : 1);
+    if (input.dim() != 2 || input.size(0) != rows || input.size(1) != config_.hidden)
+      throw InvalidArgument("Gpt::forward_chunk: chunk " + std::to_string(chunk) + " expects hidden states [" +
+                            std::to_string(rows) + ", " + std::to_string(config_.hidden) + "], got " +
+                            c10::str(input.sizes()));
+    h = input;
+  }
+  for (size_t i : chunk_layers_[chunk]) {
+    const Layer& l = layers_[i];
     torch::Tensor n = rms_norm(h, l.attn_norm, eps, l.compress, l.name + ".attn_norm");
     h = h + attention(l, n, batch, seq);
     n = rms_norm(h, l.mlp_norm, eps, l.compress, l.name + ".mlp_norm");
@@ -127,18 +178,32 @@ torch::Tensor Gpt::hidden_states(const torch::Tensor& tokens) {
     torch::Tensor u = tp_->column_linear(n, l.up, std::nullopt, l.s_up);
     h = h + tp_->row_linear(swiglu(g, u, l.compress, l.name + ".swiglu"), l.down, std::nullopt, l.s_down);
   }
-  return rms_norm(h, final_norm_, eps, false, "final_norm");
+  if (k.head) h = rms_norm(h, final_norm_, eps, false, "final_norm");
+  return h;
+}
+
+torch::Tensor Gpt::head_logits(const torch::Tensor& hidden) {
+  if (!lm_head_.defined()) throw InvalidArgument("Gpt::head_logits: this rank holds no LM head");
+  return tp_->column_linear(hidden, lm_head_, std::nullopt, s_head_);
+}
+
+torch::Tensor Gpt::head_loss(const torch::Tensor& hidden, const torch::Tensor& targets) {
+  return tp_->cross_entropy(head_logits(hidden), targets.reshape({-1}).to(torch::kInt64));
 }
 
 torch::Tensor Gpt::logits(const torch::Tensor& tokens) {
-  return tp_->column_linear(hidden_states(tokens), lm_head_, std::nullopt, s_head_);
+  require_whole_model("logits");
+  check_tokens(tokens);
+  return head_logits(forward_chunk(0, tokens, tokens.size(0), tokens.size(1)));
 }
 
 torch::Tensor Gpt::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {
+  require_whole_model("loss");
+  check_tokens(tokens);
   if (!targets.sizes().equals(tokens.sizes()))
     throw InvalidArgument("Gpt: targets " + c10::str(targets.sizes()) + " must match tokens " +
                           c10::str(tokens.sizes()));
-  return tp_->cross_entropy(logits(tokens), targets.reshape({-1}).to(torch::kInt64));
+  return head_loss(forward_chunk(0, tokens, tokens.size(0), tokens.size(1)), targets);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Gpt::named_parameters() const {

@@ -11,6 +11,13 @@
 //     (Megatron's interleave), so a dim-0 shard holds whole heads; split along dim 0
 //   layers.i.gate.weight, layers.i.up.weight [ffn, hidden], dim 0;  layers.i.out.weight [hidden, hidden],
 //   layers.i.down.weight [hidden, ffn], dim 1;  *norm.weight [hidden], replicated.
+//
+// Pipeline parallelism: a rank may hold only some of the model, as one or more chunks (virtual stages): a
+// chunk is a run of layers, the first one also holding the embedding and the last one the final norm and LM
+// head. Parameters keep their names and initial values whatever the split (init is keyed by name), so every
+// layout starts from the same model. Context parallelism: each rank holds S/cp tokens of every sequence
+// (context_parallel.h's split); RoPE uses their global positions and attention goes through the
+// ContextParallel seam.
 #include <torch/torch.h>
 
 #include <memory>
@@ -18,6 +25,7 @@
 #include <vector>
 
 #include "core/linear.h"
+#include "core/model/context_parallel.h"
 #include "core/model/gpt_config.h"
 #include "core/model/tensor_parallel.h"
 
@@ -30,18 +38,37 @@ struct ParamInfo {
   std::vector<int64_t> full_shape;
 };
 
+// A pipeline chunk: layers [first_layer, end_layer), plus the embedding before them and/or the final norm and
+// LM head after them. (parallel/pipeline_schedule.h's assign_layers decides which chunks a pp rank holds.)
+struct GptChunk {
+  int64_t first_layer = 0, end_layer = 0;
+  bool embedding = false, head = false;
+};
+
 // The recipe of transformer layer `index`: bf16 for the first bf16_first and last bf16_last layers.
 std::string layer_recipe_name(const GptConfig& config, int64_t index);
 
 class Gpt {
  public:
-  // Validates the config and the tp divisibility (heads, ffn, vocab by tp.size()).
-  Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp);
+  // Validates the config and the tp divisibility (heads, ffn, vocab by tp.size()). `cp` null: cp = 1.
+  // `chunks` empty: the whole model as one chunk.
+  Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<ContextParallel> cp = nullptr,
+      std::vector<GptChunk> chunks = {});
 
-  // tokens, targets: int64 [batch, seq] (seq <= config.seq_len). Mean cross-entropy over all tokens.
+  // Whole model (one chunk with embedding and head). tokens, targets: int64 [batch, seq] -- this rank's
+  // tokens (seq <= config.seq_len / cp; under cp the split of context_parallel.h). Mean cross-entropy over
+  // this rank's tokens.
   torch::Tensor loss(const torch::Tensor& tokens, const torch::Tensor& targets);
   // This rank's vocabulary slice of the logits: [batch * seq, vocab / tp] (full tokens, also under SP).
   torch::Tensor logits(const torch::Tensor& tokens);
+
+  // Pipeline stages. forward_chunk(c, input, batch, seq): input is tokens int64 [batch, seq] when chunk c has
+  // the embedding, else the previous chunk's output; returns the hidden states [batch * seq (/ tp under SP),
+  // hidden] (after the final norm when the chunk has the head). head_loss / head_logits finish a head chunk.
+  const std::vector<GptChunk>& chunks() const { return chunks_; }
+  torch::Tensor forward_chunk(size_t chunk, const torch::Tensor& input, int64_t batch, int64_t seq);
+  torch::Tensor head_loss(const torch::Tensor& hidden, const torch::Tensor& targets);
+  torch::Tensor head_logits(const torch::Tensor& hidden);
 
   const std::vector<ParamInfo>& params() const { return params_; }
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
@@ -52,6 +79,7 @@ class Gpt {
   void zero_grad();
   const GptConfig& config() const { return config_; }
   TensorParallel& tensor_parallel() const { return *tp_; }
+  ContextParallel& context_parallel() const { return *cp_; }
 
  private:
   struct Layer {
@@ -62,14 +90,18 @@ class Gpt {
   };
   torch::Tensor add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std);
   std::shared_ptr<LinearState> add_state(const std::string& recipe, const std::string& name);
-  torch::Tensor hidden_states(const torch::Tensor& tokens);  // final-normed [tokens(/tp under SP), hidden]
+  void check_tokens(const torch::Tensor& tokens) const;
+  void require_whole_model(const char* what) const;
   torch::Tensor attention(const Layer& l, const torch::Tensor& x, int64_t batch, int64_t seq);
 
   GptConfig config_;
   std::shared_ptr<TensorParallel> tp_;
+  std::shared_ptr<ContextParallel> cp_;
+  std::vector<GptChunk> chunks_;
+  std::vector<std::vector<size_t>> chunk_layers_;  // indices into layers_ per chunk
   std::vector<ParamInfo> params_;
   std::vector<std::shared_ptr<LinearState>> states_;
-  torch::Tensor embedding_, final_norm_, lm_head_;
+  torch::Tensor embedding_, final_norm_, lm_head_;  // undefined when no chunk of this rank holds them
   std::shared_ptr<LinearState> s_head_;
   std::vector<Layer> layers_;
   torch::Tensor rope_cos_, rope_sin_;

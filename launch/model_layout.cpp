@@ -1,0 +1,73 @@
+#include "launch/model_layout.h"
+
+#include "core/model/single_rank_tensor_parallel.h"
+#include "parallel/pipeline_schedule.h"
+#include "parallel/nn/context_parallel.h"
+#include "parallel/nn/group_context_parallel.h"
+#include "parallel/nn/tensor_parallel.h"
+
+namespace nibble::train {
+
+parallel::LayerAssignmentOptions layer_assignment(const TrainConfig& c) {
+  parallel::LayerAssignmentOptions o;
+  o.num_layers = static_cast<int>(c.model.layers);
+  o.stages = static_cast<int>(c.pp);
+  o.virtual_chunks = static_cast<int>(c.virtual_stages);
+  for (int64_t n : c.pp_layer_counts()) o.layer_counts.push_back(static_cast<int>(n));
+  return o;
+}
+
+std::unique_ptr<nn::Gpt> build_model(const TrainConfig& c, const parallel::Mesh& mesh) {
+  std::shared_ptr<nn::TensorParallel> tp;
+  if (c.tp == 1 && !c.sequence_parallel)
+    tp = std::make_shared<nn::SingleRankTensorParallel>();
+  else
+    tp = std::make_shared<parallel::GroupTensorParallel>(mesh.tp(), c.sequence_parallel);
+  std::shared_ptr<nn::ContextParallel> cp;
+  if (c.cp > 1)
+    cp = std::make_shared<parallel::GroupContextParallel>(mesh.cp(), parallel::parse_context_parallel_method(c.cp_method));
+  std::vector<nn::GptChunk> chunks;
+  for (const parallel::StageLayers& s : parallel::assign_layers(layer_assignment(c)))
+    if (s.rank == mesh.coord().pp)
+      chunks.push_back({s.first_layer, s.first_layer + s.num_layers, s.embedding, s.lm_head});
+  return std::make_unique<nn::Gpt>(c.model, tp, cp, std::move(chunks));
+}
+
+torch::Tensor context_parallel_part(const torch::Tensor& tokens, const parallel::Mesh& mesh) {
+  if (mesh.shape().cp == 1) return tokens;
+  return parallel::context_parallel_split(tokens, 1, mesh.shape().cp, mesh.coord().cp);
+}
+
+int head_pp_rank(const parallel::Mesh& mesh) { return mesh.shape().pp - 1; }
+
+torch::Tensor pipeline_forward(nn::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens) {
+  torch::NoGradGuard no_grad;
+  const int pp = mesh.shape().pp, me = mesh.coord().pp;
+  const int64_t batch = tokens.size(0), seq = tokens.size(1);
+  const int64_t stages = pp * static_cast<int64_t>(model.chunks().size());
+  const int64_t rows = batch * seq / (model.tensor_parallel().sequence_parallel() ? model.tensor_parallel().size() : 1);
+  torch::Tensor h;
+  for (int64_t s = 0; s < stages; ++s) {
+    const int owner = static_cast<int>(s % pp);
+    if (owner != me) continue;
+    const size_t chunk = static_cast<size_t>(s / pp);
+    torch::Tensor input = tokens;
+    if (s > 0) {
+      if (pp > 1) {
+        input = torch::empty({rows, model.config().hidden}, torch::kFloat32);
+        mesh.pp().recv<float>(std::span<float>(input.data_ptr<float>(), static_cast<size_t>(input.numel())),
+                              static_cast<int>((s - 1) % pp));
+      } else {
+        input = h;
+      }
+    }
+    h = model.forward_chunk(chunk, input, batch, seq).contiguous();
+    if (s + 1 < stages && pp > 1) {
+      mesh.pp().send<const float>(std::span<const float>(h.data_ptr<float>(), static_cast<size_t>(h.numel())),
+                                  static_cast<int>((s + 1) % pp));
+    }
+  }
+  return me == head_pp_rank(mesh) ? h : torch::Tensor();
+}
+
+}  // namespace nibble::train

@@ -1,0 +1,28 @@
+#pragma once
+// nibble::nn::ContextParallel (core/model/context_parallel.h) over the cp group of a Mesh: the GPT model's
+// causal attention runs as ring attention or Ulysses (context_parallel.h), on this rank's two sequence chunks.
+#include <string>
+
+#include "core/model/context_parallel.h"
+#include "parallel/communicator.h"
+
+namespace nibble::parallel {
+
+enum class ContextParallelMethod { kRing, kUlysses };
+// "ring" | "ulysses"; throws InvalidArgument listing both.
+ContextParallelMethod parse_context_parallel_method(const std::string& name);
+
+class GroupContextParallel final : public nn::ContextParallel {
+ public:
+  // `group` (normally mesh.cp()) must outlive this object and every autograd graph built with it.
+  GroupContextParallel(Communicator& group, ContextParallelMethod method) : comm_(group), method_(method) {}
+  int rank() const override { return comm_.rank(); }
+  int size() const override { return comm_.size(); }
+  torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) override;
+
+ private:
+  Communicator& comm_;
+  ContextParallelMethod method_;
+};
+
+}  // namespace nibble::parallel
