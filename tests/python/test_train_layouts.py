@@ -138,3 +138,13 @@ def test_bad_layout_fails_before_training(tokens, tmp_path, np, override, messag
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr, r.stderr
     assert "step " not in r.stdout
+
+
+@needs_mpirun
+def test_every_dimension_at_once_on_eight_ranks(tokens, tmp_path_factory):
+    """tp=2 (with SP) x cp=2 x pp=2 on 8 oversubscribed ranks, bf16, 20 steps: within 1e-4 of one rank."""
+    common = dict(train__steps=20)
+    ref = baseline(tokens, tmp_path_factory, "bf16", **common)
+    got, _ = curve(tokens, tmp_path_factory, 8, "bf16", **common, parallel__tp=2, parallel__cp=2, parallel__pp=2,
+                   parallel__sequence_parallel="true")
+    check(ref, got, "bf16", 20, "tp=2 cp=2 pp=2 sp")
