@@ -48,6 +48,11 @@ struct Expected {
 
 }  // namespace
 
+void mark_written_in_place(const std::vector<torch::Tensor>& tensors) {
+  for (const torch::Tensor& t : tensors)
+    if (t.defined()) t.unsafeGetTensorImpl()->bump_version();
+}
+
 void OptimizerConfig::validate() const {
   auto bad = [](const std::string& key, const std::string& value, const std::string& valid) {
     throw InvalidArgument("nibble::optim::OptimizerConfig: " + key + " = " + value + " is invalid; valid: " + valid);
@@ -181,6 +186,9 @@ struct Optimizer::Impl {
       h.nesterov = false;
       sgd_update(slots, h, o);
     }
+    std::vector<torch::Tensor> written;
+    for (size_t i : order) written.push_back(params[i].second);
+    mark_written_in_place(written);
     return {};
   }
 };

@@ -26,6 +26,11 @@ struct OptimizerConfig {
   void validate() const;
 };
 
+// The fused step writes parameters through raw pointers, which torch does not see: bump each tensor's version
+// counter as an in-place torch op would, so whatever caches a function of the parameter keyed by its version
+// (the quantized-weight cache of core/linear.h) knows it changed. Every optimizer step must call it.
+void mark_written_in_place(const std::vector<torch::Tensor>& tensors);
+
 struct StepResult {
   bool applied = true;           // false: a gradient held NaN/Inf, nothing changed
   std::string nonfinite_param;   // the first offending parameter's name when !applied

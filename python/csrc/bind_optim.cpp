@@ -8,6 +8,7 @@
 #include "optim/fused_step.h"
 #include "optim/grad_check.h"
 #include "optim/lr_schedule.h"
+#include "optim/torch/optimizer.h"
 #include "precision/error.h"
 #include "python/csrc/bindings.h"
 
@@ -115,8 +116,11 @@ void adamw_update(const std::vector<torch::Tensor>& params, const std::vector<to
   Group g = make_slots(params, grads, states, index_bases, names, codec, {"exp_avg", "exp_avg_sq"});
   const optim::AdamWHyper h{lr, beta1, beta2, eps, weight_decay};
   const optim::UpdateOptions o = update_options(seed, grad_scale, 1.0, stochastic_rounding, dre_clamp_k);
-  py::gil_scoped_release no_gil;
-  optim::adamw_update(g.slots, h, o);
+  {
+    py::gil_scoped_release no_gil;
+    optim::adamw_update(g.slots, h, o);
+  }
+  optim::mark_written_in_place(params);
 }
 
 void sgd_update(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
@@ -134,8 +138,11 @@ void sgd_update(const std::vector<torch::Tensor>& params, const std::vector<torc
   h.weight_decay = weight_decay;
   h.nesterov = nesterov;
   const optim::UpdateOptions o = update_options(seed, grad_scale, 1.0, stochastic_rounding, dre_clamp_k);
-  py::gil_scoped_release no_gil;
-  optim::sgd_update(g.slots, h, o);
+  {
+    py::gil_scoped_release no_gil;
+    optim::sgd_update(g.slots, h, o);
+  }
+  optim::mark_written_in_place(params);
 }
 
 // (sum of squares, index of the first gradient with NaN/Inf or -1, element index inside it or -1)

@@ -223,10 +223,15 @@ def test_delayed_scaling_records_amaxes_and_updates_once_per_step():
     assert scales["grad_output"] == pytest.approx(57344.0, rel=1e-6)  # dy = ones: amax 1, E5M2 max 57344
 
 
-def test_weight_is_quantized_once_per_step_and_refreshed_after_the_optimizer():
+@pytest.mark.parametrize("make_opt", [lambda p: torch.optim.SGD(p, lr=0.1),
+                                      lambda p: nibble.optim.AdamW(p, lr=0.1),
+                                      lambda p: nibble.optim.SGD(p, lr=0.1)], ids=["torch.SGD", "nibble.AdamW", "nibble.SGD"])
+def test_weight_is_quantized_once_per_step_and_refreshed_after_the_optimizer(make_opt):
+    # nibble's optimizers write parameters through raw pointers: they must bump the version counter the weight
+    # cache is keyed by, or every later forward would reuse the first step's quantized weight.
     lin = nibble.nn.Linear(32, 16, recipe="nvfp4")
     state = lin.state_for(lin.active_recipe())
-    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    opt = make_opt(lin.parameters())
     for _ in range(3):  # three micro-batches of one step
         lin(torch.randn(16, 32)).sum().backward()
     assert state.weight_quantizations == 1
