@@ -118,9 +118,11 @@ std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& m
   return text;
 }
 
-// This rank's part (dp rows, cp tokens) of every micro-batch of training step `step`.
+// This rank's part (dp rows, cp tokens) of every micro-batch of training step `step`, and each one's
+// stochastic-rounding stream: (step, global micro-batch index), the same at any dp layout.
 struct MicroBatches {
   std::vector<torch::Tensor> tokens, targets;
+  std::vector<uint64_t> streams;
 };
 
 MicroBatches step_batches(const TrainConfig& c, const data::BatchSampler& train, const parallel::Mesh& mesh,
@@ -131,6 +133,7 @@ MicroBatches step_batches(const TrainConfig& c, const data::BatchSampler& train,
     data::Batch b = train.train_batch(step, mesh.coord().dp * per_dp + first, c.micro_batch);
     out.tokens.push_back(context_parallel_part(b.tokens, mesh));
     out.targets.push_back(context_parallel_part(b.targets, mesh));
+    out.streams.push_back(static_cast<uint64_t>(step * c.global_batch + mesh.coord().dp * per_dp + first) + 1);
   }
   return out;
 }
@@ -150,6 +153,9 @@ std::unique_ptr<parallel::PipelineRuntime> make_pipeline(const TrainConfig& c, c
   o.activation_shape = {rows, c.model.hidden};
   auto forward = [&model, &current, seq, mb = c.micro_batch](int chunk, int m, const torch::Tensor& input) {
     const size_t ch = static_cast<size_t>(chunk), i = static_cast<size_t>(m);
+    // (The backward of (chunk, m) runs later, after other forwards under 1F1B: it continues whichever
+    // stream was set last. Deterministic, but not the single-rank bits.)
+    model.set_rounding_stream(current->streams[i], chunk);
     const torch::Tensor h =
         model.forward_chunk(ch, model.chunks()[ch].embedding ? current->tokens[i] : input, mb, seq);
     return model.chunks()[ch].head ? model.head_loss(h, current->targets[i]) : h;
@@ -165,6 +171,7 @@ double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroB
   if (!pipeline) {
     double loss_sum = 0.0;
     for (size_t i = 0; i < batches.tokens.size(); ++i) {
+      model.set_rounding_stream(batches.streams[i]);
       torch::Tensor loss = model.loss(batches.tokens[i], batches.targets[i]);
       (loss / m).backward();
       loss_sum += loss.item<double>();

@@ -64,6 +64,7 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<C
     for (int64_t i = k.first_layer; i < k.end_layer; ++i) {
       Layer l;
       l.name = "layers." + std::to_string(i);
+      l.chunk = chunk_layers_.size();
       const std::string recipe = layer_recipe_name(config_, i);
       l.compress = recipe_preset(recipe).compress_activations;
       l.attn_norm = add_param(l.name + ".attn_norm.weight", {h}, -1, 0.0);
@@ -217,6 +218,14 @@ std::vector<torch::Tensor> Gpt::replicated_parameters() const {
   for (const ParamInfo& p : params_)
     if (p.shard_dim < 0) out.push_back(p.tensor);
   return out;
+}
+
+void Gpt::set_rounding_stream(uint64_t stream, int chunk) {
+  const uint64_t counter = stream << 24;  // 2^24 quantizations per Linear per micro-batch: never reached
+  for (const Layer& l : layers_)
+    if (chunk < 0 || l.chunk == static_cast<size_t>(chunk))
+      for (const auto* s : {&l.s_qkv, &l.s_out, &l.s_gate, &l.s_up, &l.s_down}) (*s)->sr_counter = counter;
+  if (s_head_ && (chunk < 0 || chunks_[static_cast<size_t>(chunk)].head)) s_head_->sr_counter = counter;
 }
 
 void Gpt::end_step() {

@@ -76,6 +76,10 @@ class Gpt {
   std::vector<torch::Tensor> replicated_parameters() const;
   const std::vector<std::shared_ptr<LinearState>>& linear_states() const { return states_; }
   void end_step();  // delayed scaling: fold this step's amaxes (every Linear)
+  // Stochastic rounding keyed by the data, not by call order: every Linear's counter (of chunk `chunk`, or all
+  // when chunk < 0) restarts at stream << 24. The trainer passes (step, global micro-batch index), so a
+  // micro-batch draws the same bits whichever dp rank runs it (dp runs then equal one rank bit for bit).
+  void set_rounding_stream(uint64_t stream, int chunk = -1);
   void zero_grad();
   const GptConfig& config() const { return config_; }
   TensorParallel& tensor_parallel() const { return *tp_; }
@@ -87,6 +91,7 @@ class Gpt {
     std::shared_ptr<LinearState> s_qkv, s_out, s_gate, s_up, s_down;
     bool compress = false;
     std::string name;
+    size_t chunk = 0;
   };
   torch::Tensor add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std);
   std::shared_ptr<LinearState> add_state(const std::string& recipe, const std::string& name);
