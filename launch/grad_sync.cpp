@@ -27,10 +27,23 @@ void average_gradients(nn::Gpt& model, const parallel::Mesh& mesh) {
   }
 }
 
+void sum_tied_embedding_grads(nn::Gpt& model, const parallel::Mesh& mesh) {
+  if (!model.config().tie_embeddings || mesh.pp().size() == 1) return;
+  const nn::ParamInfo* tied = nullptr;
+  for (const auto& p : model.params())
+    if (p.name == "embedding.weight") tied = &p;
+  const int64_t rows = model.config().vocab / mesh.tp().size(), h = model.config().hidden;
+  torch::Tensor buf = torch::zeros({rows, h}, torch::kFloat32);
+  if (tied && tied->tensor.grad().defined()) buf.copy_(tied->tensor.grad());
+  mesh.pp().all_reduce<float>(std::span<float>(buf.data_ptr<float>(), static_cast<size_t>(buf.numel())),
+                              parallel::ReduceOp::kSum);
+  if (tied) tied->tensor.mutable_grad() = buf;
+}
+
 double global_grad_norm(const nn::Gpt& model, const parallel::Mesh& mesh) {
   double sq[2] = {0.0, 0.0};  // tp-sharded, replicated over tp
   for (const auto& p : model.params()) {
-    if (!p.tensor.grad().defined()) continue;
+    if (!p.tensor.grad().defined() || p.tied_copy) continue;
     sq[p.shard_dim >= 0 ? 0 : 1] += p.tensor.grad().to(torch::kFloat64).square().sum().item<double>();
   }
   if (mesh.tp().size() > 1) mesh.tp().all_reduce<double>(std::span<double>(sq, 1), parallel::ReduceOp::kSum);

@@ -66,6 +66,10 @@ Key model_string(std::string nn::GptConfig::*m) {
   return {Kind::kString, [m](TrainConfig& c, const std::string& v) { c.model.*m = v; },
           [m](const TrainConfig& c) { return c.model.*m; }};
 }
+Key model_bool(bool nn::GptConfig::*m) {
+  return {Kind::kBool, [m](TrainConfig& c, const std::string& v) { c.model.*m = v == "true"; },
+          [m](const TrainConfig& c) { return std::string(c.model.*m ? "true" : "false"); }};
+}
 Key bool_key(bool TrainConfig::*m) {
   return {Kind::kBool, [m](TrainConfig& c, const std::string& v) { c.*m = v == "true"; },
           [m](const TrainConfig& c) { return std::string(c.*m ? "true" : "false"); }};
@@ -86,6 +90,7 @@ const std::map<std::string, Key>& keys() {
       {"model.bf16_first", model_int(&nn::GptConfig::bf16_first)},
       {"model.bf16_last", model_int(&nn::GptConfig::bf16_last)},
       {"model.lm_head_recipe", model_string(&nn::GptConfig::lm_head_recipe)},
+      {"model.tie_embeddings", model_bool(&nn::GptConfig::tie_embeddings)},
       {"model.seed", model_int(&nn::GptConfig::seed)},
       {"data.train", string_key(&TrainConfig::train_path)},
       {"data.val", string_key(&TrainConfig::val_path)},

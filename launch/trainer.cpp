@@ -269,6 +269,7 @@ int run_training(const TrainConfig& c) {
     const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), bubble);
     current = nullptr;
     model.tensor_parallel().all_reduce_replicated_grads(model.replicated_parameters());
+    sum_tied_embedding_grads(model, mesh);
     average_gradients(model, mesh);
     const double loss = mean_over(mesh.dp_cp(), local_loss);
 

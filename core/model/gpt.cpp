@@ -84,7 +84,12 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<C
     }
     if (k.head) {
       final_norm_ = add_param("final_norm.weight", {h}, -1, 0.0);
-      lm_head_ = add_param("lm_head.weight", {v, h}, 0, std);
+      if (!config_.tie_embeddings)
+        lm_head_ = add_param("lm_head.weight", {v, h}, 0, std);
+      else if (embedding_.defined())
+        lm_head_ = embedding_;  // one parameter, two uses: autograd sums both gradients into it
+      else
+        lm_head_ = add_param("embedding.weight", {v, h}, 0, std, /*tied_copy=*/true);
       s_head_ = add_state(config_.lm_head_recipe, "lm_head");
     }
     chunk_layers_.push_back(std::move(mine));
@@ -92,7 +97,8 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<C
   std::tie(rope_cos_, rope_sin_) = rope_tables(config_.seq_len, config_.head_dim(), config_.rope_theta);
 }
 
-torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std) {
+torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std,
+                             bool tied_copy) {
   torch::NoGradGuard no_grad;
   torch::Tensor full;
   if (std == 0.0) {
@@ -107,7 +113,7 @@ torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_
     shard = full.narrow(shard_dim, tp_->rank() * part, part);
   }
   shard = shard.contiguous().clone().set_requires_grad(true);
-  params_.push_back({name, shard, shard_dim, full_shape});
+  params_.push_back({name, shard, shard_dim, full_shape, tied_copy});
   return shard;
 }
 

@@ -11,6 +11,8 @@
 //     (Megatron's interleave), so a dim-0 shard holds whole heads; split along dim 0
 //   layers.i.gate.weight, layers.i.up.weight [ffn, hidden], dim 0;  layers.i.out.weight [hidden, hidden],
 //   layers.i.down.weight [hidden, ffn], dim 1;  *norm.weight [hidden], replicated.
+// With model.tie_embeddings the LM head is embedding.weight (same [vocab, hidden] layout and vocab split); under
+// pp the last stage holds a copy (ParamInfo::tied_copy) kept equal by summing the two gradients across pp.
 //
 // Pipeline parallelism: a rank may hold only some of the model, as one or more chunks (virtual stages): a
 // chunk is a run of layers, the first one also holding the embedding and the last one the final norm and LM
@@ -36,6 +38,10 @@ struct ParamInfo {
   torch::Tensor tensor;            // this rank's shard (float32 leaf, requires_grad)
   int shard_dim = -1;              // -1: replicated over the tp group
   std::vector<int64_t> full_shape;
+  // Tied embeddings under pipeline parallelism: the last stage's copy of embedding.weight (the first stage
+  // holds the original). Its gradient is summed with the original's across pp (so both stay equal) and it
+  // is not counted twice in the gradient norm; each stage's shard file holds its own copy.
+  bool tied_copy = false;
 };
 
 // A pipeline chunk: layers [first_layer, end_layer), plus the embedding before them and/or the final norm and
@@ -93,7 +99,8 @@ class Gpt {
     std::string name;
     size_t chunk = 0;
   };
-  torch::Tensor add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std);
+  torch::Tensor add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std,
+                          bool tied_copy = false);
   std::shared_ptr<LinearState> add_state(const std::string& recipe, const std::string& name);
   void check_tokens(const torch::Tensor& tokens) const;
   void require_whole_model(const char* what) const;

@@ -19,6 +19,7 @@ struct GptConfig {
   int64_t bf16_first = 0;        // keep the first N layers in bf16 (NVFP4's selective high precision)
   int64_t bf16_last = 0;         // ... and the last M
   std::string lm_head_recipe = "bf16";
+  bool tie_embeddings = false;   // the LM head reuses embedding.weight (GPT-2); off: untied (Llama)
   uint64_t seed = 0;             // parameter init and stochastic-rounding keys
 
   int64_t head_dim() const { return hidden / heads; }

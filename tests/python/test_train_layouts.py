@@ -176,3 +176,19 @@ def test_quantized_resume_from_a_middle_checkpoint_is_bit_exact(tokens, tmp_path
     full, resumed = losses(a), losses(b)
     assert sorted(resumed) == [6, 7, 8, 9, 10]
     assert all(resumed[s] == full[s] for s in resumed), [(full[s], resumed[s]) for s in resumed]
+
+
+@needs_mpirun
+@pytest.mark.parametrize("np,layout", [(2, {"parallel__pp": 2}), (2, {"parallel__tp": 2}),
+                                       (2, {"parallel__pp": 2, "parallel__pp_schedule": "interleaved",
+                                            "parallel__virtual_stages": 2})], ids=lambda v: str(v))
+def test_tied_embeddings_across_stages(tokens, tmp_path_factory, np, layout):
+    """model.tie_embeddings: under pp the last stage's copy of embedding.weight gets the sum of both stages'
+    gradients, so it stays equal to the first stage's; the curve matches one rank's tied model (the two
+    gradient halves are summed in another order: ~3e-5)."""
+    common = dict(train__steps=20, model__tie_embeddings="true", model__layers=4)
+    ref = baseline(tokens, tmp_path_factory, "bf16", **common)
+    got, stdout = curve(tokens, tmp_path_factory, np, "bf16", **common, **layout)
+    check(ref, got, "bf16", 20, "tied " + str(layout))
+    untied = baseline(tokens, tmp_path_factory, "bf16", **dict(common, model__tie_embeddings="false"))
+    assert max_rel(untied, ref, 20) > 1e-3  # tying changes the model (the check above is not vacuous)
