@@ -1,5 +1,6 @@
 #include "launch/checkpoint_io.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 #include "core/checkpoint/checksum.h"
 #include "core/checkpoint/linear_state_io.h"
 #include "core/checkpoint/safetensors.h"
+#include "launch/checkpoint_reshard.h"
 #include "parallel/runtime.h"
 #include "precision/error.h"
 
@@ -35,7 +37,9 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
                                  {"step", std::to_string(state.step)},
                                  {"rank", std::to_string(world.rank())},
                                  {"tp_rank", std::to_string(mesh.coord().tp)},
-                                 {"dp_rank", std::to_string(mesh.coord().dp)}});
+                                 {"cp_rank", std::to_string(mesh.coord().cp)},
+                                 {"dp_rank", std::to_string(mesh.coord().dp)},
+                                 {"pp_rank", std::to_string(mesh.coord().pp)}});
   // Each rank checks its own file; rank 0 records all of them.
   const int64_t mine[2] = {static_cast<int64_t>(std::filesystem::file_size(shard)),
                            static_cast<int64_t>(checkpoint::crc32_file(shard))};
@@ -49,14 +53,16 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
     m["consecutive_skips"] = state.consecutive_skips;
     m["skipped_total"] = state.skipped_total;
     m["recipe"] = config.model.recipe;
-    m["layout"] = {{"tp", config.tp}, {"dp", config.dp}, {"world_size", world.size()},
-                   {"sequence_parallel", config.sequence_parallel}};
+    m["layout"] = {{"tp", config.tp}, {"cp", config.cp}, {"dp", config.dp}, {"pp", config.pp},
+                   {"virtual_stages", config.virtual_stages}, {"pp_layers", config.pp_layers},
+                   {"world_size", world.size()}, {"sequence_parallel", config.sequence_parallel}};
     // Training consumes no RNG stream: batches are a pure function of (data.seed, step), parameter init of
     // (model.seed, name), and stochastic rounding of the per-Linear counters stored in each shard.
     m["rng"] = {{"data_seed", config.data_seed}, {"model_seed", config.model.seed},
                 {"linear_states", "linear.<layer>.sr_counter in each shard"}};
     m["data"] = {{"next_step", state.step}, {"train", config.train_path}};
     m["config"] = config.to_map();
+    // (Rank 0's parameters; under pp the other stages' are in their shards, found by name when resharding.)
     nlohmann::ordered_json params = nlohmann::ordered_json::array();
     for (const auto& p : model.params())
       params.push_back({{"name", p.name}, {"shard_dim", p.shard_dim}, {"full_shape", p.full_shape}});
@@ -65,7 +71,8 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
     for (int r = 0; r < world.size(); ++r) {
       const auto coord = parallel::coord_of(mesh.shape(), r);
       shards.push_back({{"file", checkpoint::shard_name(r)}, {"rank", r}, {"tp_rank", coord.tp},
-                        {"dp_rank", coord.dp}, {"bytes", all[2 * static_cast<size_t>(r)]},
+                        {"cp_rank", coord.cp}, {"dp_rank", coord.dp}, {"pp_rank", coord.pp},
+                        {"bytes", all[2 * static_cast<size_t>(r)]},
                         {"crc32", all[2 * static_cast<size_t>(r) + 1]}});
     }
     m["shards"] = shards;
@@ -83,21 +90,31 @@ bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
   if (dir.empty()) return false;
   std::string failure;
   nlohmann::json m;
-  checkpoint::SafetensorsFile shard;
-  const std::string path = dir + "/" + checkpoint::shard_name(world.rank());
+  bool resharded = false;
+  std::string source = dir + "/" + checkpoint::shard_name(world.rank());
+  std::map<std::string, torch::Tensor> tensors;  // what this rank's own shard holds (read or resharded)
   try {
     std::ifstream in(dir + "/manifest.json");
     if (!in) throw Error("checkpoint '" + dir + "' has no manifest.json");
     m = nlohmann::json::parse(in);
     if (m.at("format") != kFormat) throw Error("checkpoint '" + dir + "' has format " + m.at("format").dump());
-    const auto& layout = m.at("layout");
-    if (layout.at("tp") != config.tp || layout.at("dp") != config.dp)
-      throw Error("checkpoint '" + dir + "' was written at tp=" + layout.at("tp").dump() + " dp=" +
-                  layout.at("dp").dump() + "; this job runs tp=" + std::to_string(config.tp) + " dp=" +
-                  std::to_string(config.dp) + " (loading into another layout is not implemented yet)");
-    const auto& rec = m.at("shards").at(static_cast<size_t>(world.rank()));
-    checkpoint::verify_shard(path, rec.at("bytes").get<uint64_t>(), rec.at("crc32").get<uint32_t>());
-    shard = checkpoint::read_safetensors(path);
+    resharded = !same_layout(m, config);
+    // Verify every file this rank reads against the manifest before using any of it.
+    auto read_verified = [&](size_t index) {
+      const auto& rec = m.at("shards").at(index);
+      const std::string path = dir + "/" + rec.at("file").get<std::string>();
+      checkpoint::verify_shard(path, rec.at("bytes").get<uint64_t>(), rec.at("crc32").get<uint32_t>());
+      return checkpoint::read_safetensors(path).tensors;
+    };
+    if (!resharded) {
+      tensors = read_verified(static_cast<size_t>(world.rank()));
+    } else {
+      check_reshardable(m, config);
+      std::map<size_t, std::map<std::string, torch::Tensor>> files;
+      for (size_t i : reshard_sources(m)) files[i] = read_verified(i);
+      source = dir + " (resharded from " + saved_layout(m) + ")";
+      tensors = reshard(m, files, model, mesh);
+    }
   } catch (const std::exception& e) {
     failure = e.what();
   }
@@ -109,21 +126,24 @@ bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
 
   torch::NoGradGuard no_grad;
   for (const auto& p : model.params()) {
-    auto it = shard.tensors.find("model." + p.name);
-    if (it == shard.tensors.end() || !it->second.sizes().equals(p.tensor.sizes()))
-      throw Error("checkpoint shard '" + path + "' has no tensor 'model." + p.name + "' of shape " +
+    auto it = tensors.find("model." + p.name);
+    if (it == tensors.end() || !it->second.sizes().equals(p.tensor.sizes()))
+      throw Error("checkpoint shard '" + source + "' has no tensor 'model." + p.name + "' of shape " +
                   c10::str(p.tensor.sizes()));
     p.tensor.copy_(it->second);
   }
   std::map<std::string, torch::Tensor> optim_state;
-  for (const auto& [key, t] : shard.tensors)
+  for (const auto& [key, t] : tensors)
     if (key.rfind("optim.", 0) == 0) optim_state[key.substr(6)] = t;
   optimizer.load_state_dict(optim_state);
-  checkpoint::restore_linear_states(model.linear_states(), shard.tensors, path);
+  checkpoint::restore_linear_states(model.linear_states(), tensors, source);
   state.step = m.at("step").get<int64_t>();
   state.consecutive_skips = m.at("consecutive_skips").get<int64_t>();
   state.skipped_total = m.at("skipped_total").get<int64_t>();
-  (void)mesh;
+  if (resharded && world.rank() == 0)
+    std::printf("checkpoint resharded from %s to tp=%lld cp=%lld dp=%lld pp=%lld\n", saved_layout(m).c_str(),
+                static_cast<long long>(config.tp), static_cast<long long>(config.cp),
+                static_cast<long long>(config.dp), static_cast<long long>(config.pp));
   return true;
 }
 

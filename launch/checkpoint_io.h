@@ -3,7 +3,8 @@
 // writes its shard (model shards, optimizer states, Linear states) into the step's temporary directory; rank
 // 0 gathers sizes and CRC-32s, writes manifest.json and commits (atomic renames). Loading verifies this
 // rank's shard against the manifest and agrees with every rank before any tensor is touched, so a corrupted
-// shard stops the whole job with its name.
+// shard stops the whole job with its name. A checkpoint written at another layout is resharded on load
+// (checkpoint_reshard.h).
 #include <cstdint>
 #include <string>
 

@@ -348,10 +348,12 @@ int run_training(const TrainConfig& c) {
   const std::string text = c.sample_tokens > 0 ? sample(c, model, mesh) : "";
   if (lead) {
     const int64_t ran = state.step - start_step;
-    std::printf("\n== summary ==\nsteps %lld (this run %lld, skipped %lld) | train loss %.4f -> %.4f | held-out loss "
+    char train_text[96] = "no training in this run";
+    if (ran > 0) std::snprintf(train_text, sizeof train_text, "train loss %.4f -> %.4f", first_loss, last_loss);
+    std::printf("\n== summary ==\nsteps %lld (this run %lld, skipped %lld) | %s | held-out loss "
                 "%.4f (uniform guess %.4f) | %.1f s, %.0f tokens/s | peak mem %.0f MiB\n",
                 static_cast<long long>(state.step), static_cast<long long>(ran),
-                static_cast<long long>(state.skipped_total), first_loss, last_loss, eval_loss,
+                static_cast<long long>(state.skipped_total), train_text, eval_loss,
                 std::log(static_cast<double>(c.model.vocab)), total_seconds,
                 ran > 0 ? static_cast<double>(tokens_per_step * ran) / total_seconds : 0.0, peak_memory_mib());
     if (pipeline && ran > 0)
