@@ -4,6 +4,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "core/data/tokenizer.h"
 #include "launch/model_layout.h"
 #include "optim/lr_schedule.h"
 #include "optim/torch/optimizer.h"
@@ -358,6 +359,11 @@ void validate(const TrainConfig& c, int64_t world_size) {
                             e.what());
     }
   }
+  // The token files' tokenizer (meta.json beside them) must fit the model's vocabulary.
+  const int64_t token_vocab = data::Tokenizer::for_token_file(c.train_path).vocab();
+  require(c.model.vocab >= token_vocab, "model.vocab", std::to_string(c.model.vocab),
+          "must be >= " + std::to_string(token_vocab) + ", the vocabulary of the tokenizer that made data.train ('" +
+              c.train_path + "', see meta.json beside it)");
   require(c.global_batch % (c.micro_batch * c.dp) == 0, "train.global_batch", std::to_string(c.global_batch),
           "must be divisible by train.micro_batch * parallel.dp = " + std::to_string(c.micro_batch) + " * " +
               std::to_string(c.dp) + " = " + std::to_string(c.micro_batch * c.dp));

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/data/batch_sampler.h"
-#include "core/data/byte_tokenizer.h"
+#include "core/data/tokenizer.h"
 #include "core/model/gpt.h"
 #include "launch/checkpoint_io.h"
 #include "launch/grad_sync.h"
@@ -96,10 +96,10 @@ torch::Tensor next_token_logits(const TrainConfig& c, nn::Gpt& model, const para
 
 // Autoregressive sampling, in lockstep on every rank (the forward is collective): every rank holds the same
 // logits and draws with the same seeded generator, so all agree.
-std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh) {
+std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh, const data::Tokenizer& tok) {
   torch::NoGradGuard no_grad;
   std::vector<int64_t> ids;
-  for (uint16_t t : data::byte_encode(c.sample_prompt)) ids.push_back(t);
+  for (uint16_t t : tok.encode(c.sample_prompt)) ids.push_back(t);
   if (ids.empty()) ids.push_back('\n');
   auto gen = at::make_generator<at::CPUGeneratorImpl>(c.data_seed + 1);
   const int64_t seq = c.model.seq_len;
@@ -111,7 +111,7 @@ std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& m
     torch::Tensor probs = torch::softmax(logits.to(torch::kFloat64) / c.sample_temperature, -1);
     ids.push_back(torch::multinomial(probs, 1, false, gen).item<int64_t>());
   }
-  std::string text = data::byte_decode(ids);
+  std::string text = tok.decode(ids);
   // An undertrained byte model emits stray bytes: keep the printed sample valid ASCII text.
   for (char& ch : text)
     if (static_cast<unsigned char>(ch) >= 0x80 || (static_cast<unsigned char>(ch) < 0x20 && ch != '\n')) ch = '?';
@@ -345,7 +345,7 @@ int run_training(const TrainConfig& c) {
   }
   eval_loss = evaluate(c, model, val_data, mesh);
   write_metrics({{"step", state.step}, {"eval_loss", eval_loss}, {"final", true}});
-  const std::string text = c.sample_tokens > 0 ? sample(c, model, mesh) : "";
+  const std::string text = c.sample_tokens > 0 ? sample(c, model, mesh, data::Tokenizer::for_token_file(c.train_path)) : "";
   if (lead) {
     const int64_t ran = state.step - start_step;
     char train_text[96] = "no training in this run";

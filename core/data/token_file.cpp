@@ -13,6 +13,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/data/bpe_tokenizer.h"
 #include "core/data/byte_tokenizer.h"
 #include "precision/error.h"
 
@@ -30,27 +31,52 @@ void write_tokens(const std::string& path, const uint16_t* data, size_t count) {
 
 }  // namespace
 
-PreparedCorpus prepare_corpus(const std::string& text_path, const std::string& out_dir, double val_fraction) {
+PreparedCorpus prepare_corpus(const std::string& text_path, const std::string& out_dir, double val_fraction,
+                              const std::string& tokenizer, int64_t vocab) {
   if (!(val_fraction > 0.0 && val_fraction <= 0.5))
     throw InvalidArgument("prepare: val_fraction = " + std::to_string(val_fraction) + " must be in (0, 0.5]");
+  if (tokenizer != "byte" && tokenizer != "bpe")
+    throw InvalidArgument("prepare: --tokenizer '" + tokenizer + "' is unknown; valid: byte, bpe");
+  if (tokenizer == "byte" && vocab != 0)
+    throw InvalidArgument("prepare: --vocab " + std::to_string(vocab) +
+                          " applies to --tokenizer bpe only (the byte tokenizer has 256 ids)");
+  if (tokenizer == "bpe" && vocab == 0) vocab = 1024;
+  if (tokenizer == "bpe" && (vocab < 257 || vocab > 65536))
+    throw InvalidArgument("prepare: --vocab " + std::to_string(vocab) +
+                          " is out of range; valid: 257 .. 65536 (token files hold uint16 ids)");
   std::ifstream in(text_path, std::ios::binary);
   if (!in) throw InvalidArgument("prepare: cannot read the corpus '" + text_path + "' (run scripts/setup.sh?)");
   std::stringstream buffer;
   buffer << in.rdbuf();
-  const std::vector<uint16_t> tokens = byte_encode(buffer.str());
-  if (tokens.size() < 1000)
-    throw InvalidArgument("prepare: the corpus '" + text_path + "' has " + std::to_string(tokens.size()) +
+  const std::string text = buffer.str();
+  if (text.size() < 1000)
+    throw InvalidArgument("prepare: the corpus '" + text_path + "' has " + std::to_string(text.size()) +
                           " bytes; at least 1000 are needed for a train and a held-out split");
-  const auto val = static_cast<size_t>(static_cast<double>(tokens.size()) * val_fraction);
-  const size_t train = tokens.size() - val;
+  // The split is by bytes, before tokenizing, so BPE never sees the held-out text.
+  const auto val_bytes = static_cast<size_t>(static_cast<double>(text.size()) * val_fraction);
+  const std::string train_text = text.substr(0, text.size() - val_bytes), val_text = text.substr(text.size() - val_bytes);
   std::filesystem::create_directories(out_dir);
-  PreparedCorpus p{out_dir + "/train.bin", out_dir + "/val.bin", out_dir + "/meta.json",
-                   static_cast<int64_t>(train), static_cast<int64_t>(val)};
-  write_tokens(p.train_path, tokens.data(), train);
-  write_tokens(p.val_path, tokens.data() + train, val);
-  nlohmann::json meta = {{"tokenizer", "byte"},   {"vocab", kByteVocab},  {"dtype", "uint16"},
-                         {"source", text_path},   {"train_tokens", train}, {"val_tokens", val},
+  nlohmann::json meta = {{"tokenizer", tokenizer}, {"dtype", "uint16"}, {"source", text_path},
                          {"val_fraction", val_fraction}};
+  std::vector<uint16_t> train, val;
+  if (tokenizer == "bpe") {
+    const BpeTokenizer bpe = BpeTokenizer::train(train_text, vocab);
+    bpe.save(out_dir + "/bpe_merges.txt");
+    train = bpe.encode(train_text);
+    val = bpe.encode(val_text);
+    meta["vocab"] = bpe.vocab();
+    meta["merges"] = "bpe_merges.txt";
+  } else {
+    train = byte_encode(train_text);
+    val = byte_encode(val_text);
+    meta["vocab"] = kByteVocab;
+  }
+  PreparedCorpus p{out_dir + "/train.bin", out_dir + "/val.bin", out_dir + "/meta.json",
+                   static_cast<int64_t>(train.size()), static_cast<int64_t>(val.size())};
+  write_tokens(p.train_path, train.data(), train.size());
+  write_tokens(p.val_path, val.data(), val.size());
+  meta["train_tokens"] = train.size();
+  meta["val_tokens"] = val.size();
   std::ofstream(p.meta_path) << meta.dump(2) << "\n";
   return p;
 }

@@ -12,9 +12,12 @@ struct PreparedCorpus {
   int64_t train_tokens = 0, val_tokens = 0;
 };
 
-// Byte-level tokenization of `text_path`; the last `val_fraction` of the text is the held-out split.
-// Throws InvalidArgument for an unreadable/empty file or a fraction outside (0, 0.5].
-PreparedCorpus prepare_corpus(const std::string& text_path, const std::string& out_dir, double val_fraction);
+// Tokenizes `text_path`; the last `val_fraction` of the text (in bytes) is the held-out split. tokenizer
+// "byte" (vocab must be 0), or "bpe": a BpeTokenizer of `vocab` ids (0 = 1024) trained on the training part
+// only, its merges written to <dir>/bpe_merges.txt. Throws InvalidArgument for an unreadable/empty file, a
+// fraction outside (0, 0.5], an unknown tokenizer or a vocabulary out of range.
+PreparedCorpus prepare_corpus(const std::string& text_path, const std::string& out_dir, double val_fraction,
+                              const std::string& tokenizer = "byte", int64_t vocab = 0);
 
 class TokenFile {
  public:

@@ -1,0 +1,45 @@
+#include "core/data/tokenizer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/data/byte_tokenizer.h"
+#include "precision/error.h"
+
+namespace nibble::data {
+
+Tokenizer Tokenizer::for_token_file(const std::string& token_file_path) {
+  const std::filesystem::path dir = std::filesystem::path(token_file_path).parent_path();
+  const std::filesystem::path meta_path = dir / "meta.json";
+  std::ifstream in(meta_path);
+  if (!in) return bytes();
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw InvalidArgument("'" + meta_path.string() + "' is not valid JSON: " + e.what());
+  }
+  const std::string kind = meta.value("tokenizer", "byte");
+  if (kind == "byte") return bytes();
+  if (kind != "bpe")
+    throw InvalidArgument("'" + meta_path.string() + "' names tokenizer '" + kind + "'; known: byte, bpe");
+  const std::string merges = (dir / meta.value("merges", "bpe_merges.txt")).string();
+  auto bpe = std::make_shared<const BpeTokenizer>(BpeTokenizer::load(merges));
+  if (meta.contains("vocab") && meta.at("vocab").get<int64_t>() != bpe->vocab())
+    throw InvalidArgument("'" + meta_path.string() + "' says vocab " + meta.at("vocab").dump() + " but '" + merges +
+                          "' makes " + std::to_string(bpe->vocab()) + " ids");
+  return Tokenizer(std::move(bpe));
+}
+
+std::vector<uint16_t> Tokenizer::encode(const std::string& text) const {
+  return bpe_ ? bpe_->encode(text) : byte_encode(text);
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  return bpe_ ? bpe_->decode(ids) : byte_decode(ids);
+}
+
+int64_t Tokenizer::vocab() const { return bpe_ ? bpe_->vocab() : kByteVocab; }
+
+}  // namespace nibble::data
