@@ -1,7 +1,10 @@
 """Bytes moved per step by one TP+SP transformer block's linears (column QKV, row out, column gate/up, row down)
-under each recipe: the sequence-parallel all-gathers move BF16 activations under the bf16 recipe and quantized
-bytes (FP8 / MXFP8 / NVFP4 codes + scales) under the others; the reduce-scatters (and their backward
-all-gathers) stay in the activation dtype. Counted by nibble.tensor_parallel's byte meter: the input buffer of
+under each recipe: the sequence-parallel all-gathers of x move BF16 activations under the bf16 recipe and
+quantized bytes (FP8 / MXFP8 / NVFP4 codes + scales) under the others; the row linears' backward all-gathers of
+the output gradient move its quantized copies where that is exact and smaller than the gradient (fp8_current,
+and NVFP4 with round-to-nearest gradients: the custom recipe nvfp4_rne_grads), else the BF16 gradient (mxfp8
+needs both copies, 2.06 bytes an element; the nvfp4 preset's gradients are stochastically rounded). The
+reduce-scatters stay in the activation dtype. Counted by nibble.tensor_parallel's byte meter: the input buffer of
 every collective on this rank (bytes this rank contributes), forward and backward of one step.
 
     python benchmarks/bench_tp_bytes.py [--np 2] [--tokens 512] [--hidden 512]
@@ -35,9 +38,11 @@ def run(args):
     if rt.rank == 0:
         print(f"TP+SP block linears, tp={n}, {S} tokens x hidden {H} (ffn {F}), bfloat16 activations; "
               f"bytes this rank hands to collectives per step")
-        print(f"{'recipe':<12} {'forward':>12} {'backward':>12} {'total':>12} {'vs bf16':>8}")
+        print(f"{'recipe':<16} {'forward':>12} {'backward':>12} {'total':>12} {'vs bf16':>8}")
     base = None
-    for recipe in ("bf16", "fp8_current", "mxfp8", "nvfp4"):
+    recipes = [nibble.Recipe(name) for name in ("bf16", "fp8_current", "mxfp8", "nvfp4")]
+    recipes.append(nibble.Recipe.custom("nvfp4_rne_grads", "nvfp4", None, "nvfp4", None, "rne"))
+    for recipe in recipes:
         mk = lambda cls, i, o, name: cls(i, o, mesh.tp, sequence_parallel=True, recipe=recipe, name=name, dtype=dt)
         qkv, out = mk(TP.ColumnParallelLinear, H, 3 * H, "qkv"), mk(TP.RowParallelLinear, H, H, "out")
         gate, up = mk(TP.ColumnParallelLinear, H, F, "gate"), mk(TP.ColumnParallelLinear, H, F, "up")
@@ -53,7 +58,7 @@ def run(args):
         total = TP.communicated_bytes()
         base = base or total
         if rt.rank == 0:
-            print(f"{recipe:<12} {fwd:>12,} {total - fwd:>12,} {total:>12,} {total / base:>8.2f}")
+            print(f"{recipe.name:<16} {fwd:>12,} {total - fwd:>12,} {total:>12,} {total / base:>8.2f}")
     nibble.parallel.shutdown()
 
 

@@ -6,9 +6,9 @@
 #include <cmath>
 
 #include "core/gemm.h"
+#include "core/quartet_pieces.h"
 #include "core/saved_bytes.h"
 #include "precision/error.h"
-#include "precision/philox.h"
 
 namespace nibble::nn {
 namespace {
@@ -77,55 +77,8 @@ GemmOperand columnwise_operand(const std::shared_ptr<QuantizedTensor>& q) {
   return GemmOperand::quantized(*q->columnwise, q->options);
 }
 
-// QuEST clip masks are kept one bit per element (the last dim is a multiple of 32, so of 8).
-torch::Tensor pack_mask(const torch::Tensor& mask) {
-  const int64_t rows = mask.size(0), cols = mask.size(1);
-  const torch::Tensor weights = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, torch::kInt32);
-  return (mask.to(torch::kInt32).reshape({rows, cols / 8, 8}) * weights).sum(-1).to(torch::kUInt8);
-}
-
-torch::Tensor unpack_mask(const torch::Tensor& packed) {
-  const torch::Tensor shifts = torch::arange(8, torch::kInt32);
-  const torch::Tensor bits = torch::bitwise_and(torch::bitwise_right_shift(packed.to(torch::kInt32).unsqueeze(-1), shifts), 1);
-  return bits.reshape({packed.size(0), packed.size(1) * 8}).to(torch::kFloat32);
-}
-
 void check_finite(const torch::Tensor& t, const std::string& what) {
   if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
-}
-
-// Quartet's backward rotation Q = diag(s)·H32 (s random ±1, H32 the normalised Hadamard, block-diagonal over
-// groups of 32): applied to both operands of a GEMM along its inner dimension it cancels, (A·Q)(B·Q)ᵀ = A·Bᵀ,
-// while spreading each block's outliers so the MXFP4 quantization error is smaller and decorrelated. The inner
-// dimension is zero-padded to a multiple of 32 (zeros add nothing to the product).
-struct InnerRotation {
-  int64_t inner = 0, padded = 0;
-  uint64_t seed = 0, offset = 0;  // Philox key and counter of the signs: kept instead of the signs themselves
-};
-
-// A fresh rotation: the layer's seed and the next value of its counter, so every backward draws new signs and a
-// run is reproducible from its seed.
-InnerRotation next_rotation(int64_t inner, LinearState& s) {
-  return InnerRotation{inner, (inner + 31) / 32 * 32, s.seed, s.sr_counter++};
-}
-
-// The signs: one Philox bit per inner index (128 indices per Philox block), +1 for 0 and -1 for 1.
-torch::Tensor rotation_signs(const InnerRotation& r) {
-  torch::Tensor signs = torch::empty({r.padded}, torch::kFloat32);
-  float* out = signs.data_ptr<float>();
-  for (int64_t block = 0; block * 128 < r.padded; ++block) {
-    const precision::Philox4x32Output bits = precision::philox_block(r.seed, r.offset, static_cast<uint64_t>(block));
-    for (int64_t i = 0; i < 128 && block * 128 + i < r.padded; ++i)
-      out[block * 128 + i] = (bits.v[i / 32] >> (i % 32)) & 1u ? -1.0f : 1.0f;
-  }
-  return signs;
-}
-
-// t2d: [rows, inner] -> [rows, padded] = pad(t2d)·Q, float32.
-torch::Tensor rotate_inner(const torch::Tensor& t2d, const InnerRotation& r) {
-  torch::Tensor t = t2d.to(torch::kFloat32);
-  if (r.padded != r.inner) t = torch::constant_pad_nd(t, {0, r.padded - r.inner});
-  return hadamard32_last_dim(t * rotation_signs(r)).contiguous();
 }
 
 struct LinearBackward : public torch::autograd::Node {
@@ -187,7 +140,7 @@ struct LinearBackward : public torch::autograd::Node {
     GemmOptions go;
     go.name = state->name + " dgrad";
     torch::Tensor dx = gemm(a, b, go);
-    if (x_mask.defined()) dx = hadamard32_last_dim(hadamard32_last_dim(dx) * unpack_mask(x_mask));
+    if (x_mask.defined()) dx = through_quest_mask(dx, x_mask);
     return dx.to(x_dtype).reshape(x_shape);
   }
 
@@ -195,7 +148,7 @@ struct LinearBackward : public torch::autograd::Node {
     GemmOptions go;
     go.name = state->name + " wgrad";
     torch::Tensor dw = gemm(a, b, go);
-    if (w_mask.defined()) dw = hadamard32_last_dim(hadamard32_last_dim(dw) * unpack_mask(w_mask));
+    if (w_mask.defined()) dw = through_quest_mask(dw, w_mask);
     return dw.to(w_dtype);
   }
 

@@ -242,14 +242,37 @@ Mesh::Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& o
   }
 }
 
+Mesh::Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& options,
+           const GroupFactory& device_groups)
+    : Mesh(shape, model, options) {
+  if (!device_groups) throw InvalidArgument("nibble.parallel: Mesh was given an empty device-group factory");
+  // Every rank walks the kinds in the same order, so each group's members create its communicator together.
+  for (GroupKind kind : kAllGroupKinds) {
+    const size_t i = static_cast<size_t>(kind);
+    device_groups_[i] = device_groups(*groups_[i], options);
+    if (!device_groups_[i])
+      throw Error(std::string("nibble.parallel: the device-group factory returned no communicator for group '") +
+                  group_name(kind) + "'");
+  }
+  backend_ = device_groups_[0]->backend();
+}
+
 Mesh::~Mesh() = default;
 
 Communicator& Mesh::group(GroupKind kind) const {
+  const size_t i = static_cast<size_t>(kind);
+  if (device_groups_[i]) return *device_groups_[i];
+  return *groups_[i];
+}
+
+Communicator& Mesh::host_group(GroupKind kind) const {
   return *groups_[static_cast<size_t>(kind)];
 }
 
 void Mesh::set_deadline(std::chrono::milliseconds deadline) {
   for (auto& g : groups_) g->set_deadline(deadline);
+  for (auto& g : device_groups_)
+    if (g) g->set_deadline(deadline);
 }
 
 }  // namespace nibble::parallel

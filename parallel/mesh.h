@@ -8,6 +8,7 @@
 // can check a configuration before any rank starts, and the tests compare real groups against it.
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,6 +65,11 @@ int group_rank(const MeshShape& shape, GroupKind kind, int rank);
 
 class MpiCommunicator;
 
+// Makes one group's communicator on another backend from that group's MPI communicator; collective over the
+// group. The NCCL backend's is nccl_groups() (parallel/nccl_communicator.h, library nibble_parallel_nccl).
+using GroupFactory =
+    std::function<std::unique_ptr<Communicator>(MpiCommunicator& group, const CommOptions& options)>;
+
 class Mesh {
  public:
   // Collective over the world (nibble::parallel::init() first). Order of work: validate_mesh (local, before
@@ -71,6 +77,10 @@ class Mesh {
   // shape; then one MPI_Comm_split per GroupKind, in kAllGroupKinds order. `options` default: the runtime's.
   explicit Mesh(const MeshShape& shape, const ModelShape& model = {});
   Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& options);
+  // Device groups (NCCL): after the MPI groups exist, `device_groups` makes one communicator per group from its
+  // MPI group, in kAllGroupKinds order on every rank, e.g. Mesh(shape, model, options, nccl_groups()). group()
+  // and the named accessors then return these; host_group() keeps the MPI ones (CPU buffers, bootstrap).
+  Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& options, const GroupFactory& device_groups);
   ~Mesh();
   Mesh(const Mesh&) = delete;
   Mesh& operator=(const Mesh&) = delete;
@@ -86,13 +96,18 @@ class Mesh {
   Communicator& pp() const { return group(GroupKind::kPp); }
   Communicator& dp_cp() const { return group(GroupKind::kDpCp); }
   Communicator& tp_dp_cp() const { return group(GroupKind::kTpDpCp); }
-  void set_deadline(std::chrono::milliseconds deadline);
+  Communicator& host_group(GroupKind kind) const;  // the MPI group, whatever the backend
+  const std::string& backend() const { return backend_; }  // "mpi", or the device groups' ("nccl")
+  void set_deadline(std::chrono::milliseconds deadline);  // host and device groups
 
  private:
   MeshShape shape_;
   MeshCoord coord_;
   int rank_ = 0;
+  std::string backend_ = "mpi";
   std::array<std::unique_ptr<MpiCommunicator>, kAllGroupKinds.size()> groups_;
+  // Declared after groups_ so they are destroyed first: a device group was made from its MPI group.
+  std::array<std::unique_ptr<Communicator>, kAllGroupKinds.size()> device_groups_;
 };
 
 }  // namespace nibble::parallel

@@ -2,6 +2,7 @@
 // it is built and linked with warnings as errors; tests/parallel/test_nccl_communicator.cpp exercises it on GPUs.
 #include "parallel/nccl_communicator.h"
 
+#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -299,6 +300,12 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::do_barrier() {
   return launch("ncclAllReduce (barrier)", [&] {
     check_nccl(ncclAllReduce(scratch_, scratch_, 1, ncclInt32, ncclSum, comm_, stream_), "ncclAllReduce", comm_);
   });
+}
+
+GroupFactory nccl_groups() {
+  return [](MpiCommunicator& group, const CommOptions& options) -> std::unique_ptr<Communicator> {
+    return std::make_unique<NcclCommunicator>(group, nullptr, options);
+  };
 }
 
 }  // namespace nibble::parallel

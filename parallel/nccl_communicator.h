@@ -10,6 +10,7 @@
 #include <nccl.h>
 
 #include "parallel/communicator.h"
+#include "parallel/mesh.h"
 #include "parallel/mpi_communicator.h"
 
 namespace nibble::parallel {
@@ -52,5 +53,12 @@ class NcclCommunicator final : public Communicator {
   bool owns_stream_ = false;
   int* scratch_ = nullptr;  // one device int: the barrier's all-reduce
 };
+
+// A Mesh on NCCL: Mesh(shape, model, options, nccl_groups()) creates one NcclCommunicator per group (tp, cp, dp,
+// pp, dp_cp, tp_dp_cp, in that order on every rank) from the group's MPI communicator, each on its own stream,
+// with the Mesh's deadline. The unique id of each group travels over its MPI group (as in the constructor
+// above) rather than ncclCommSplit of a world NCCL communicator: no world communicator has to exist, and every
+// step is deadline-bound. COMPILE- AND LINK-CHECKED ONLY (no GPU here).
+GroupFactory nccl_groups();
 
 }  // namespace nibble::parallel

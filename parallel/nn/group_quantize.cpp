@@ -151,6 +151,52 @@ std::shared_ptr<nn::QuantizedTensor> gather_one(const nn::QuantizedTensor& local
 
 }  // namespace
 
+bool gathers_exactly(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows,
+                     std::string* why) {
+  auto no = [&](const std::string& reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  for (const nn::OperandSpec* s : {row_spec, col_spec}) {
+    if (!s || !s->quantized) continue;
+    const precision::QuantizeOptions& o = s->options;
+    const std::string scheme = precision::scheme_name(o.scheme);
+    if (o.rounding == precision::Rounding::kStochastic)
+      return no(scheme + " with stochastic rounding: the random bits are keyed by each element's index in the "
+                "whole tensor, which a rank's slice does not know");
+    if (o.scheme == Scheme::kMXFP4Quest) return no("QuEST copies carry clip masks");
+    if (o.scheme == Scheme::kNVFP4_2D || o.scheme == Scheme::kFP8Block128x128)
+      return no(scheme + " has 2-D tiles across the rows");
+  }
+  if (col_spec && col_spec->quantized && col_spec->options.scheme != Scheme::kFP8Tensor) {
+    const int64_t block = block_cols(col_spec->options.scheme);
+    if (rows % block != 0 || (is_fp4(col_spec->options) && rows % 2 != 0))
+      return no("the columnwise " + precision::scheme_name(col_spec->options.scheme) + " copy has blocks of " +
+                std::to_string(block) + " along the rows and a rank holds " + std::to_string(rows) + " rows");
+  }
+  return true;
+}
+
+int64_t quantized_gather_bytes(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows,
+                               int64_t cols) {
+  const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
+  // One copy as gather_one sends it: its codes, and its block scales unless the scale is per tensor.
+  auto copy_bytes = [](const precision::QuantizeOptions& o, int64_t r, int64_t c) {
+    const precision::CopyLayout L = precision::copy_layout(o, r, c);
+    int64_t bytes = L.rows * L.data_row_bytes;
+    if (o.scheme != Scheme::kFP8Tensor)
+      bytes += L.scale_rows * L.scale_cols * (L.scale_storage == precision::ScaleStorage::kFloat32 ? 4 : 1);
+    return bytes;
+  };
+  int64_t bytes = 0;
+  if (row) bytes += copy_bytes(row_spec->options, rows, cols);
+  // A per-tensor FP8 columnwise copy made in the same pass is the transposed rowwise codes: not sent.
+  const bool col_from_row =
+      row && col && same_quantization(*row_spec, *col_spec) && col_spec->options.scheme == Scheme::kFP8Tensor;
+  if (col && !col_from_row) bytes += copy_bytes(col_spec->options, cols, rows);
+  return bytes;
+}
+
 bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b) {
   const auto &x = a.options, &y = b.options;
   return a.quantized == b.quantized && a.delayed == b.delayed && x.scheme == y.scheme && x.element == y.element &&
@@ -160,7 +206,8 @@ bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b) {
 
 QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
                                          const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
-                                         const std::string& name, precision::DelayedScaling* ds) {
+                                         const std::string& name, precision::DelayedScaling* ds,
+                                         bool fail_together) {
   const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
   std::vector<Job> jobs;
   if (row && col && same_quantization(*row_spec, *col_spec)) {
@@ -174,13 +221,17 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::Ope
   // A delayed scale is fixed before quantizing: nothing to reduce for it here.
   auto reduced = [&](const Job& j) { return has_tensor_factor(j.options) && !j.spec->delayed; };
   for (const Job& j : jobs) reduce = reduce || (comm && comm->size() > 1 && reduced(j));
+  if (fail_together && comm && comm->size() > 1 && !jobs.empty()) reduce = true;
   if (reduce) {
     // One all-reduce(max): the amaxes of the copies with a per-tensor factor, then a NaN flag (so a NaN on one
     // rank fails every rank at the same point instead of desynchronising the group).
     torch::Tensor buf = torch::zeros({static_cast<int64_t>(jobs.size()) + 1}, torch::kFloat32);
     bool nan = false;
     for (size_t i = 0; i < jobs.size(); ++i) {
-      if (!reduced(jobs[i])) continue;
+      if (!reduced(jobs[i])) {
+        nan = nan || torch::isnan(t2d).any().item<bool>();
+        continue;
+      }
       mine[i] = local_amax(t2d, jobs[i], name);
       nan = nan || std::isnan(mine[i]);
       buf[static_cast<int64_t>(i)] = std::isnan(mine[i]) ? 0.0f : mine[i];
@@ -190,7 +241,8 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::Ope
     if (buf[static_cast<int64_t>(jobs.size())].item<float>() > 0.0f)
       throw Error(name + ": NaN in this tensor on " + std::string(nan ? "this rank" : "another rank") + " of " +
                   comm->describe() + " (found while reducing its amax)");
-    for (size_t i = 0; i < jobs.size(); ++i) group[i] = buf[static_cast<int64_t>(i)].item<float>();
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (reduced(jobs[i])) group[i] = buf[static_cast<int64_t>(i)].item<float>();
   }
   QuantizedCopies out;
   for (size_t i = 0; i < jobs.size(); ++i) {

@@ -43,14 +43,29 @@ struct QuantizedCopies {
 // Delayed-scaling specs (fp8_delayed) quantize with `ds`'s scale and record the local amax into it, as
 // core/linear.cpp does; nothing is reduced here: the ranks agree on the scale when their histories are
 // max-reduced once per step (parallel/nn/amax_reduction.h) before DelayedScaling::update().
+// `fail_together`: reduce the NaN flag over `comm` even when no copy has a per-tensor factor (MX schemes), so a
+// NaN on one rank fails every rank here instead of leaving its peers in the next collective.
 QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
                                          const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
-                                         const std::string& name, precision::DelayedScaling* ds = nullptr);
+                                         const std::string& name, precision::DelayedScaling* ds = nullptr,
+                                         bool fail_together = false);
 
 // Every rank's copies concatenated along the rows (rank r's rows at [r*rows, (r+1)*rows)), as if quantized
 // from the concatenated tensor (given group-amax quantization). Throws InvalidArgument when a block along
 // the rows would straddle two ranks.
 QuantizedCopies all_gather_rows(const QuantizedCopies& local, Communicator& comm, const std::string& name);
+
+// Whether quantizing every rank's [rows, cols] slice (with the group amax) and gathering the copies with
+// all_gather_rows gives bit for bit the copies of the gathered tensor. False, with the reason in *why, for:
+// stochastic rounding (its bits are keyed by the element's index in the tensor, which a slice does not know:
+// precision/stochastic.h), QuEST (clip masks), 2-D tiles (16x16 / 128x128 across the rows), and a columnwise
+// copy whose blocks along the rows (32, 16 or 128) do not tile `rows`. Null or unquantized specs are skipped.
+bool gathers_exactly(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows, std::string* why);
+
+// Bytes one rank hands to all_gather_rows for the copies quantize_with_group_amax makes of a [rows, cols]
+// slice with these specs (codes and block scales; per-tensor scales and amaxes are not sent).
+int64_t quantized_gather_bytes(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows,
+                               int64_t cols);
 
 bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b);
 

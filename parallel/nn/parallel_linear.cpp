@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include "core/gemm.h"
+#include "core/quartet_pieces.h"
 #include "core/saved_bytes.h"
 #include "parallel/nn/group_quantize.h"
 #include "parallel/nn/torch_collectives.h"
@@ -33,12 +34,26 @@ void remember(nn::LinearState& s, const QuantizedCopies& c, const char* row_role
   if (c.col) s.captured[col_role] = c.col;
 }
 
+bool is_quest(const nn::OperandSpec& s) {
+  return s.quantized && s.options.scheme == precision::Scheme::kMXFP4Quest;
+}
+
+// Quartet's rotation and QuEST's masks: core/quartet_pieces.h (one implementation for both Linears).
+using nn::InnerRotation;
+using nn::next_rotation;
+using nn::pack_mask;
+using nn::rotate_inner;
+using nn::rotation_signs;
+using nn::through_quest_mask;
+
 struct ParallelLinearBackward : public torch::autograd::Node {
   std::shared_ptr<nn::LinearState> state;
   Communicator* comm = nullptr;
   ParallelLinearOptions options;
   std::shared_ptr<QuantizedTensor> x_col, w_col;
   torch::Tensor x_dense, weight;
+  torch::Tensor x_mask, w_mask;       // QuEST clip masks, bit-packed
+  InnerRotation wgrad_rotation;       // backward_hadamard: the rotation along the tokens x_col was quantized in
   std::vector<int64_t> full_x_shape;  // x's shape after the gather (= x's shape without one)
   torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
   bool has_bias = false;
@@ -50,6 +65,22 @@ struct ParallelLinearBackward : public torch::autograd::Node {
     w_col.reset();
     x_dense.reset();
     weight.reset();
+    x_mask.reset();
+    w_mask.reset();
+  }
+
+  // The sequence-parallel row Linear's choice for the output gradient: gather its quantized copies when every
+  // copy the GEMMs read is quantized, the gather is exact (gathers_exactly) and it moves fewer bytes than the
+  // gradient itself (MXFP8 needs both copies, 2.06 bytes an element: more than BF16). The inputs of the choice
+  // (recipe, shapes, dtype, which gradients autograd wants) are the same on every rank, so ranks agree.
+  bool quantized_dy_gather(const torch::Tensor& dy_local, const nn::OperandSpec* row_spec,
+                           const nn::OperandSpec* col_spec) const {
+    if (!row_spec && !col_spec) return false;
+    for (const nn::OperandSpec* s : {row_spec, col_spec})
+      if (s && !s->quantized) return false;
+    if (!gathers_exactly(row_spec, col_spec, dy_local.size(0), nullptr)) return false;
+    return quantized_gather_bytes(row_spec, col_spec, dy_local.size(0), dy_local.size(1)) <
+           dy_local.numel() * static_cast<int64_t>(dy_local.element_size());
   }
 
   variable_list apply(variable_list&& grads) override {
@@ -58,36 +89,93 @@ struct ParallelLinearBackward : public torch::autograd::Node {
     variable_list out(3);
     const torch::Tensor& dy = grads[0];
     if (!dy.defined()) return out;
-    const torch::Tensor dy2d = dy.reshape({-1, dy.size(-1)}).contiguous();
     const bool need_dx = task_should_compute_output(0), need_dw = task_should_compute_output(1);
-    if (!r.dy_row.quantized || !r.dy_col.quantized) check_finite(dy2d, state->name + ": the output gradient");
-    const QuantizedCopies dyq =
-        quantize_with_group_amax(dy2d, need_dx ? &r.dy_row : nullptr, need_dw ? &r.dy_col : nullptr,
-                                 options.reduce_dy_amax ? comm : nullptr, *state, state->name + ".grad_output",
-                                 state->ds_dy.get());
-    remember(*state, dyq, "dy_row", "dy_col");
-    if (need_dx) {
-      const GemmOperand a = r.dy_row.quantized ? rowwise_operand(dyq.row) : GemmOperand::high_precision(dy2d);
-      const GemmOperand b =
-          r.w_col.quantized ? columnwise_operand(w_col) : GemmOperand::high_precision(weight.t().contiguous());
-      nn::GemmOptions go;
-      go.name = state->name + " dgrad";
-      torch::Tensor dx = nn::gemm(a, b, go).to(x_dtype).reshape(full_x_shape);
-      // Sequence parallel: every rank holds a partial dgrad of all tokens; each keeps the sum of its slice.
-      if (options.gather_input) dx = reduce_scatter_dim0(dx, *comm, state->name + " dgrad reduce-scatter");
-      out[0] = dx;
-    }
-    if (need_dw) {
-      const GemmOperand a =
-          r.dy_col.quantized ? columnwise_operand(dyq.col) : GemmOperand::high_precision(dy2d.t().contiguous());
-      const GemmOperand b =
-          r.x_col.quantized ? columnwise_operand(x_col) : GemmOperand::high_precision(x_dense.t().contiguous());
-      nn::GemmOptions go;
-      go.name = state->name + " wgrad";
-      out[1] = nn::gemm(a, b, go).to(w_dtype);
+    const nn::OperandSpec* row_spec = need_dx ? &r.dy_row : nullptr;
+    const nn::OperandSpec* col_spec = need_dw ? &r.dy_col : nullptr;
+    const std::string dy_name = state->name + ".grad_output";
+    torch::Tensor dy2d = dy.reshape({-1, dy.size(-1)}).contiguous();  // all tokens' rows (after any gather)
+    if (r.backward_hadamard) {
+      // Quartet quantizes the rotated gradient (stochastically rounded): gather dy itself, rotate after.
+      if (options.scatter_output) dy2d = all_gather_dim0(dy2d, *comm, dy_name);
+      rotated_backward(dy2d, need_dx, need_dw, out);
+    } else {
+      QuantizedCopies dyq;
+      if (options.scatter_output && quantized_dy_gather(dy2d, row_spec, col_spec)) {
+        // Every rank quantizes its own tokens with the group's per-tensor factors (every rank must fail together
+        // on a NaN: its peers are about to gather), then the codes and block scales are gathered.
+        dyq = all_gather_rows(quantize_with_group_amax(dy2d, row_spec, col_spec, comm, *state, dy_name,
+                                                       state->ds_dy.get(), /*fail_together=*/true),
+                              *comm, dy_name);
+      } else {
+        if (options.scatter_output) dy2d = all_gather_dim0(dy2d, *comm, dy_name);
+        if (!r.dy_row.quantized || !r.dy_col.quantized) check_finite(dy2d, state->name + ": the output gradient");
+        dyq = quantize_with_group_amax(dy2d, row_spec, col_spec, options.reduce_dy_amax ? comm : nullptr, *state,
+                                       dy_name, state->ds_dy.get());
+      }
+      remember(*state, dyq, "dy_row", "dy_col");
+      if (need_dx) {
+        const GemmOperand a = r.dy_row.quantized ? rowwise_operand(dyq.row) : GemmOperand::high_precision(dy2d);
+        const GemmOperand b =
+            r.w_col.quantized ? columnwise_operand(w_col) : GemmOperand::high_precision(weight.t().contiguous());
+        out[0] = dgrad(a, b);
+      }
+      if (need_dw) {
+        const GemmOperand a =
+            r.dy_col.quantized ? columnwise_operand(dyq.col) : GemmOperand::high_precision(dy2d.t().contiguous());
+        const GemmOperand b =
+            r.x_col.quantized ? columnwise_operand(x_col) : GemmOperand::high_precision(x_dense.t().contiguous());
+        out[1] = wgrad(a, b);
+      }
     }
     if (has_bias && task_should_compute_output(2)) out[2] = dy2d.to(torch::kFloat32).sum(0).to(w_dtype);
     return out;
+  }
+
+  torch::Tensor dgrad(const GemmOperand& a, const GemmOperand& b) {
+    nn::GemmOptions go;
+    go.name = state->name + " dgrad";
+    torch::Tensor dx = nn::gemm(a, b, go);
+    // Linear in dx, so applied to each rank's partial dgrad before the sum over the group.
+    if (x_mask.defined()) dx = through_quest_mask(dx, x_mask);
+    dx = dx.to(x_dtype).reshape(full_x_shape);
+    // Sequence parallel: every rank holds a partial dgrad of all tokens; each keeps the sum of its slice.
+    if (options.gather_input) dx = reduce_scatter_dim0(dx, *comm, state->name + " dgrad reduce-scatter");
+    return dx;
+  }
+
+  torch::Tensor wgrad(const GemmOperand& a, const GemmOperand& b) {
+    nn::GemmOptions go;
+    go.name = state->name + " wgrad";
+    torch::Tensor dw = nn::gemm(a, b, go);
+    if (w_mask.defined()) dw = through_quest_mask(dw, w_mask);
+    return dw.to(w_dtype);
+  }
+
+  // Quartet, as core/linear.cpp: dgrad (dy·Q)(Wᵀ·Q)ᵀ with Q drawn now along this rank's output features (a
+  // column shard rotates its own N/tp features: the rotation cancels within every shard's partial product);
+  // wgrad (dyᵀ·Q')(xᵀ·Q')ᵀ with Q' the rotation along all tokens drawn at forward time. Rowwise copies only.
+  void rotated_backward(const torch::Tensor& dy2d, bool need_dx, bool need_dw, variable_list& out) {
+    nn::LinearState& s = *state;
+    const nn::Recipe& r = s.recipe;
+    auto quantized_rows = [&](const torch::Tensor& t, const nn::OperandSpec& spec, const char* role,
+                              Communicator* group) {
+      auto q = quantize_with_group_amax(t, &spec, nullptr, group, s, s.name + "." + role).row;
+      if (s.capture) s.captured[role] = q;
+      return q;
+    };
+    Communicator* dy_group = options.reduce_dy_amax ? comm : nullptr;
+    if (need_dx) {
+      const InnerRotation rot = next_rotation(dy2d.size(1), s);
+      const auto dyq = quantized_rows(rotate_inner(dy2d, rot), r.dy_row, "dy_row", dy_group);
+      const auto wq = quantized_rows(rotate_inner(weight.t(), rot), r.w_col, "w_col", comm);
+      if (s.capture) s.captured_rotations["dgrad"] = rotation_signs(rot);
+      out[0] = dgrad(rowwise_operand(dyq), rowwise_operand(wq));
+    }
+    if (need_dw) {
+      const auto dyq = quantized_rows(rotate_inner(dy2d.t(), wgrad_rotation), r.dy_col, "dy_col", dy_group);
+      if (s.capture) s.captured_rotations["wgrad"] = rotation_signs(wgrad_rotation);
+      out[1] = wgrad(rowwise_operand(dyq), rowwise_operand(x_col));
+    }
   }
 };
 
@@ -95,11 +183,13 @@ struct ParallelLinearBackward : public torch::autograd::Node {
 // group amax: every rank refreshes at the same forward (the optimizer writes all shards in the same step).
 void refresh_weight_cache(const torch::Tensor& weight, nn::LinearState& s, Communicator& comm) {
   const nn::Recipe& r = s.recipe;
-  if (!r.w_row.quantized && !r.w_col.quantized) return;
+  if (!r.w_row.quantized && (!r.w_col.quantized || r.backward_hadamard)) return;
   const int64_t version = weight._version();
   if (s.cache_ptr == weight.data_ptr() && s.cache_version == version && (s.w_row || s.w_col)) return;
+  // Under backward_hadamard the dgrad copy of W is rotated afresh in every backward: nothing to cache for it.
+  const nn::OperandSpec* col = r.backward_hadamard ? nullptr : &r.w_col;
   const QuantizedCopies wq =
-      quantize_with_group_amax(weight.contiguous(), &r.w_row, &r.w_col, &comm, s, s.name + ".weight", s.ds_w.get());
+      quantize_with_group_amax(weight.contiguous(), &r.w_row, col, &comm, s, s.name + ".weight", s.ds_w.get());
   remember(s, wq, "w_row", "w_col");
   s.w_row = wq.row;
   s.w_col = wq.col;
@@ -110,24 +200,12 @@ void refresh_weight_cache(const torch::Tensor& weight, nn::LinearState& s, Commu
 
 }  // namespace
 
-void check_tensor_parallel_recipe(const nn::Recipe& r, const std::string& who) {
-  if (r.backward_hadamard)
-    throw InvalidArgument(who + ": recipe '" + r.name +
-                          "' rotates its backward operands (Quartet), which the tensor-parallel Linear does not "
-                          "support yet; use bf16, fp8_current, fp8_block, mxfp8, nvfp4 or mxfp4");
-  for (const nn::OperandSpec* s : {&r.x_row, &r.w_row, &r.dy_row, &r.w_col, &r.dy_col, &r.x_col})
-    if (s->quantized && s->options.scheme == precision::Scheme::kMXFP4Quest)
-      throw InvalidArgument(who + ": recipe '" + r.name + "' uses QuEST (mxfp4_quest), which the tensor-parallel "
-                            "Linear does not support yet");
-}
-
 torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weight,
                               const std::optional<torch::Tensor>& bias, const std::shared_ptr<nn::LinearState>& state,
                               Communicator& comm, const ParallelLinearOptions& options) {
   nn::LinearState& s = *state;
   const std::string& who = s.name;
   const nn::Recipe& r = s.recipe;
-  check_tensor_parallel_recipe(r, who);
   if (weight.dim() != 2) throw InvalidArgument(who + ": weight shard must be 2-D (out_features, in_features)");
   const int64_t n = weight.size(0), k = weight.size(1);
   if (x.dim() < 2 && options.gather_input)
@@ -142,10 +220,23 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
                             " is not supported; use float32 or bfloat16");
   if (bias && (bias->dim() != 1 || bias->size(0) != n))
     throw InvalidArgument(who + ": bias must have shape (" + std::to_string(n) + "), got " + c10::str(bias->sizes()));
+  if (bias && options.scatter_output)
+    throw InvalidArgument(who + ": a reduce-scattered (row-parallel) output takes its bias after the reduction, "
+                          "not inside the partial sums; pass no bias here");
   const bool need_grad =
       torch::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || (bias && bias->requires_grad()));
   const bool need_wgrad = need_grad && weight.requires_grad();
   const bool gather = options.gather_input && comm.size() > 1;
+  // QuEST's Hadamard-32 groups (and the clip masks' straight-through Hadamards) run along the input features:
+  // a row-parallel shard must hold whole groups for its copies to be the full tensor's columns.
+  if ((is_quest(r.x_row) || is_quest(r.w_row)) && k % 32 != 0)
+    throw InvalidArgument(who + ": recipe '" + r.name + "' quantizes x and W with QuEST in Hadamard-32 groups along "
+                          "the input features, but this rank's shard has in_features = " + std::to_string(k) +
+                          ", not a multiple of 32 (a row-parallel layer needs in_features/tp divisible by 32)");
+  const bool rotated = r.backward_hadamard;
+  // Quartet's x copies cannot be gathered quantized (QuEST clip masks; x_col is rotated along all tokens and
+  // stochastically rounded with bits keyed by element index): gather x itself and quantize as one rank would.
+  const bool dense_gather = gather && (rotated || is_quest(r.x_row) || is_quest(r.x_col));
 
   auto full_shape = x.sizes().vec();
   if (gather) full_shape[0] *= comm.size();
@@ -158,16 +249,18 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
     if (!r.x_row.quantized) check_finite(x2d, who + ": the input");
     if (!r.w_row.quantized) check_finite(weight, who + ": the weight");
     refresh_weight_cache(weight, s, comm);
-    // Quantize the local rows with the group's per-tensor factors, then gather the quantized copies.
-    QuantizedCopies xq = quantize_with_group_amax(x2d, &r.x_row, need_wgrad ? &r.x_col : nullptr,
-                                                  options.reduce_x_amax || gather ? &comm : nullptr, s, who + ".input",
-                                                  s.ds_x.get());
-    if (gather) xq = all_gather_rows(xq, comm, who + ".input");
+    // Quantize the local rows with the group's per-tensor factors, then gather the quantized copies (or, for
+    // Quartet, quantize the gathered rows, identical on every rank).
+    const torch::Tensor x_rows = dense_gather ? all_gather_dim0(x2d, comm, who + ".input") : x2d;
+    Communicator* x_group = (options.reduce_x_amax || gather) && !dense_gather ? &comm : nullptr;
+    QuantizedCopies xq = quantize_with_group_amax(x_rows, &r.x_row, need_wgrad && !rotated ? &r.x_col : nullptr,
+                                                  x_group, s, who + ".input", s.ds_x.get());
+    if (gather && !dense_gather) xq = all_gather_rows(xq, comm, who + ".input");
     remember(s, xq, "x_row", "x_col");
     // High-precision operands (bf16 recipe, or a recipe leaving x unquantized) are gathered as they are.
-    const bool dense_needed = !r.x_row.quantized || (need_wgrad && !r.x_col.quantized);
+    const bool dense_needed = !r.x_row.quantized || (need_wgrad && !rotated && !r.x_col.quantized);
     torch::Tensor x_full;
-    if (dense_needed) x_full = gather ? all_gather_dim0(x2d, comm, who + ".input") : x2d;
+    if (dense_needed) x_full = gather && !dense_gather ? all_gather_dim0(x2d, comm, who + ".input") : x_rows;
     const GemmOperand a = r.x_row.quantized ? rowwise_operand(xq.row) : GemmOperand::high_precision(x_full);
     const GemmOperand b = r.w_row.quantized ? rowwise_operand(s.w_row) : GemmOperand::high_precision(weight);
     nn::GemmOptions go;
@@ -177,6 +270,8 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
     auto out_shape = full_shape;
     out_shape.back() = n;
     y = nn::gemm(a, b, go).reshape(out_shape);
+    // Row-parallel under SP: every rank holds partial sums for all tokens and keeps the total of its own.
+    if (options.scatter_output && comm.size() > 1) y = reduce_scatter_dim0(y, comm, who + " output reduce-scatter");
 
     if (need_grad) {
       int64_t saved = 0;
@@ -184,11 +279,20 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
       node->comm = &comm;
       node->options = options;
       node->options.gather_input = gather;
+      node->options.scatter_output = options.scatter_output && comm.size() > 1;
       node->full_x_shape = full_shape;
       node->x_dtype = x.scalar_type();
       node->w_dtype = weight.scalar_type();
       node->has_bias = bias.has_value();
-      if (need_wgrad) {
+      if (need_wgrad && rotated) {
+        // Quartet: x's wgrad copy is xᵀ rotated along all tokens, quantized rowwise (blocks along the tokens).
+        node->wgrad_rotation = next_rotation(x_rows.size(0), s);
+        node->x_col = quantize_with_group_amax(rotate_inner(x_rows.t(), node->wgrad_rotation), &r.x_col, nullptr,
+                                               x_group, s, who + ".input")
+                          .row;
+        if (s.capture) s.captured["x_col"] = node->x_col;
+        saved += node->x_col->rowwise->bytes();
+      } else if (need_wgrad) {
         if (r.x_col.quantized) {
           node->x_col = xq.col;
           saved += xq.col->columnwise->bytes();
@@ -197,11 +301,16 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
           saved += node->x_dense.numel() * 2;
         }
       }
-      if (r.w_col.quantized) {
+      if (r.w_col.quantized && !rotated) {
         node->w_col = s.w_col;
       } else {
-        node->weight = weight.detach();
+        node->weight = weight.detach();  // dense dgrad operand, or rotated afresh in every backward (Quartet)
       }
+      if (is_quest(r.x_row)) {
+        node->x_mask = pack_mask(xq.row->rowwise->mask);
+        saved += node->x_mask.numel();
+      }
+      if (is_quest(r.w_row)) node->w_mask = pack_mask(s.w_row->rowwise->mask);
       nn::add_saved_bytes(saved);
     }
   }

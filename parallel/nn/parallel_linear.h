@@ -6,11 +6,16 @@
 //    the group's (group_quantize.h), so a tp run quantizes every tensor exactly as tp = 1 would;
 //  - `gather_input` (sequence-parallel column Linear): x is this rank's token slice; its quantized copies are
 //    all-gathered (FP8 / NVFP4 bytes, not BF16) before fprop and kept for wgrad, and dgrad's result is
-//    reduce-scattered back to the token slice.
+//    reduce-scattered back to the token slice;
+//  - `scatter_output` (sequence-parallel row Linear): y is reduce-scattered over the tokens and the output
+//    gradient's quantized copies are all-gathered in backward (FP8 / MXFP8 / NVFP4 bytes where exact).
 // The per-layer LinearState (seed, SR counter, weight cache, delayed scaling, capture) is nibble's. Delayed
 // scaling (fp8_delayed) quantizes with the state's scales; ranks agree on them when the amax histories are
-// max-reduced once per step (parallel/nn/amax_reduction.h) before LinearState::end_step(). Quartet's backward
-// Hadamard and QuEST are not supported here yet (InvalidArgument).
+// max-reduced once per step (parallel/nn/amax_reduction.h) before LinearState::end_step().
+// Quartet (mxfp4_quartet: QuEST forward, random-sign Hadamard-32 along each backward GEMM's inner dim) follows
+// core/linear.cpp's rules and counter order: wgrad's rotation runs along all tokens (under SP x is gathered in
+// its own dtype for it), dgrad's along this rank's output features (a column shard rotates its N/tp features with
+// the signs a single-rank Linear of that width draws); a row shard needs in_features/tp divisible by 32 (QuEST).
 #include <torch/torch.h>
 
 #include <memory>
@@ -25,13 +30,15 @@ struct ParallelLinearOptions {
   bool gather_input = false;    // x is sequence-sharded: all-gather it (quantized), reduce-scatter dx
   bool reduce_x_amax = false;   // x differs across ranks (a shard): use the group amax
   bool reduce_dy_amax = false;  // dy differs across ranks (column-parallel output features)
+  // Sequence-parallel row Linear: y (partial sums over the features) is reduce-scattered over the tokens; in
+  // backward the output gradient (this rank's tokens) is quantized with the group amax and its quantized copies
+  // all-gathered (Transformer Engine's FP8 gather of grad_output) when that is exact and moves fewer bytes
+  // (group_quantize.h gathers_exactly), else gathered in its own dtype and quantized after. No bias here.
+  bool scatter_output = false;
 };
 
 torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
                               const std::optional<torch::Tensor>& bias, const std::shared_ptr<nn::LinearState>& state,
                               Communicator& comm, const ParallelLinearOptions& options);
-
-// Throws InvalidArgument when the recipe uses what parallel_linear does not support (backward Hadamard, QuEST).
-void check_tensor_parallel_recipe(const nn::Recipe& recipe, const std::string& who);
 
 }  // namespace nibble::parallel

@@ -31,9 +31,11 @@ torch::Tensor GroupTensorParallel::row_linear(const torch::Tensor& x_shard, cons
                                               const std::shared_ptr<nn::LinearState>& state) {
   ParallelLinearOptions o;
   o.reduce_x_amax = true;  // each rank holds its own input features; dy is replicated (or all-gathered)
-  const torch::Tensor partial = parallel_linear(x_shard, weight_shard, std::nullopt, state, comm_, o);
-  torch::Tensor y = sequence_parallel_ ? reduce_scatter_to_sequence_parallel(partial, comm_)
-                                       : reduce_from_tensor_parallel(partial, comm_);
+  // Under SP the reduce-scatter happens inside the Linear, so that its backward can gather the output gradient's
+  // quantized copies (parallel_linear.h); without SP the all-reduce's backward is the identity.
+  o.scatter_output = sequence_parallel_;
+  const torch::Tensor out = parallel_linear(x_shard, weight_shard, std::nullopt, state, comm_, o);
+  torch::Tensor y = sequence_parallel_ ? out : reduce_from_tensor_parallel(out, comm_);
   if (bias) {
     if (bias->dim() != 1 || bias->size(0) != weight_shard.size(0))
       throw InvalidArgument(state->name + ": bias must have shape (" + std::to_string(weight_shard.size(0)) +

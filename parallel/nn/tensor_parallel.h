@@ -6,7 +6,8 @@
 //                 (group_quantize.h says what moves per scheme), fprop; backward reduce-scatters dgrad.
 //                 No SP: copy_to region (backward all-reduce of dgrad).
 //  row_linear     local fprop on this rank's features (group amax for x), then all-reduce, or reduce-scatter
-//                 over the tokens under SP (backward: all-gather of the output gradient, high precision);
+//                 over the tokens under SP (backward: all-gather of the output gradient's quantized copies
+//                 where that is exact, else in its own dtype -- parallel_linear.h);
 //                 the replicated bias is added after the reduction.
 //  embedding      vocabulary-parallel, all-reduce / reduce-scatter under SP.
 //  cross_entropy  vocabulary-parallel, never full-vocabulary logits.

@@ -66,10 +66,26 @@ def single(recipe, name, seed, x, w, b, dy):
     # nibble's single-rank Linear: output and gradients
     x = x.clone().requires_grad_(); w = w.clone().requires_grad_()
     b = None if b is None else b.clone().requires_grad_()
-    y = C.linear(x, w, b, C.LinearState(nibble.Recipe(recipe), name, seed)); y.backward(dy)
+    y = C.linear(x, w, b, C.LinearState(recipe, name, seed)); y.backward(dy)
     return y.detach(), x.grad, w.grad, None if b is None else b.grad
 
-for recipe in ("bf16", "fp8_current", "fp8_delayed", "mxfp8", "nvfp4"):
+# The NVFP4 path with round-to-nearest gradients (the preset's are stochastically rounded).
+nvfp4_rne = nibble.Recipe.custom("nvfp4_rne_grads", "nvfp4", None, "nvfp4", None, "rne")
+
+def dy_gather_bytes(recipe, rows, cols):
+    # What the SP row Linear's backward hands to collectives for its float32 output gradient [rows, cols] (this
+    # rank's tokens): the gradient itself where its quantization cannot be gathered exactly (bf16: none; nvfp4:
+    # stochastic rounding keyed by element index), else the quantized copies plus one all-reduce(max) of two
+    # float32 (group amax and NaN flag). Copies: per-tensor FP8 sends only its codes (the columnwise copy is their
+    # transpose); MXFP8 / NVFP4 send both copies' codes and block scales (1 byte per 32 / 16 elements).
+    e = rows * cols
+    return {"bf16": 4 * e, "nvfp4": 4 * e, "fp8_current": e + 8, "fp8_delayed": e + 8,
+            "mxfp8": 2 * (e + e // 32) + 8, "nvfp4_rne_grads": 2 * (e // 2 + e // 16) + 8,
+            "mxfp4_quartet": 4 * e}[recipe]  # Quartet quantizes the rotated gradient: gathered as it is
+
+recipe_names = ("bf16", "fp8_current", "fp8_delayed", "mxfp8", "nvfp4", "mxfp4_quartet")
+for rec in [nibble.Recipe(name) for name in recipe_names] + [nvfp4_rne]:
+    recipe = rec.name
     for sp in (False, True):
         tag = f"{recipe} sp={sp}"
         # Column: x random (under SP its shards have different amaxes: the group amax makes them agree);
@@ -81,34 +97,47 @@ for recipe in ("bf16", "fp8_current", "fp8_delayed", "mxfp8", "nvfp4"):
             # group, so the 16-point RHT maps it to exactly +-9, the largest RHT'd value of every shard (nvfp4)
             dyf[:16, q * (N // n)] = 0.0
             dyf[q, q * (N // n)] = 36.0
-        col = TP.ColumnParallelLinear(H, N, g, sequence_parallel=sp, bias=True, recipe=recipe, name="col", seed=7)
+        col = TP.ColumnParallelLinear(H, N, g, sequence_parallel=sp, bias=True, recipe=rec, name="col", seed=7)
         col.load_full(wf, bf)
         xin = (xf.chunk(n)[r] if sp else xf).clone().requires_grad_()
         y = col(xin)
-        y_full = single(recipe, "col", 7, xf, wf, bf, torch.zeros(T, N))[0]
+        y_full = single(rec, "col", 7, xf, wf, bf, torch.zeros(T, N))[0]
         same(y, y_full[:, sl(N)], f"column forward {tag} vs the full single-rank Linear")
         y.backward(dyf[:, sl(N)])
-        shards = [single(recipe, "col", 7, xf, wf[q * (N // n):(q + 1) * (N // n)], bf[q * (N // n):(q + 1) * (N // n)],
+        shards = [single(rec, "col", 7, xf, wf[q * (N // n):(q + 1) * (N // n)], bf[q * (N // n):(q + 1) * (N // n)],
                          dyf[:, q * (N // n):(q + 1) * (N // n)]) for q in range(n)]
         same(col.weight.grad, shards[r][2], f"column wgrad {tag}")
         same(col.bias.grad, shards[r][3], f"column bias grad {tag}")
         dx = sum(s[1] for s in shards)
         close(xin.grad, dx.chunk(n)[r] if sp else dx, 1e-6, f"column dgrad {tag}")
         if recipe == "bf16":
-            yb, dxb, dwb, _ = single(recipe, "col", 7, xf, wf, bf, dyf)
+            yb, dxb, dwb, _ = single(rec, "col", 7, xf, wf, bf, dyf)
             close(xin.grad, dxb.chunk(n)[r] if sp else dxb, 1e-5, f"column dgrad {tag} vs full")
             close(col.weight.grad, dwb[sl(N)], 1e-5, f"column wgrad {tag} vs full")
 
         # Row: W random (shards with different amaxes: the group amax makes them agree); the output gradient is
         # replicated (or all-gathered under SP), so the full single-rank Linear is the oracle for everything.
         xf, wf, bf, dyf = randn(5, T, H), randn(6, N, H), randn(7, N), randn(8, T, N)
-        row = TP.RowParallelLinear(H, N, g, sequence_parallel=sp, bias=True, recipe=recipe, name="row", seed=9)
+        row = TP.RowParallelLinear(H, N, g, sequence_parallel=sp, bias=True, recipe=rec, name="row", seed=9)
         row.load_full(wf, bf)
         xin = xf[:, sl(H)].clone().requires_grad_()
         y = row(xin)
-        y_ref, dx_ref, dw_ref, db_ref = single(recipe, "row", 9, xf, wf, bf, dyf)
+        y_ref, dx_ref, dw_ref, db_ref = single(rec, "row", 9, xf, wf, bf, dyf)
         close(y, y_ref.chunk(n)[r] if sp else y_ref, 1e-6, f"row forward {tag}")
+        if rec.backward_hadamard:
+            # Quartet's dgrad copy of W (rotated, stochastically rounded) takes its random bits by element index
+            # in this rank's [in/tp, out] shard, not in the full weight: its oracle is the single-rank Linear on the
+            # rank's features (same rotations: dy is whole, the wgrad rotation runs along all tokens).
+            _, dx_s, dw_s, _ = single(rec, "row", 9, xf[:, sl(H)], wf[:, sl(H)], None, dyf)
+            dx_ref, dw_ref = torch.zeros_like(dx_ref), torch.zeros_like(dw_ref)
+            dx_ref[:, sl(H)], dw_ref[:, sl(H)] = dx_s, dw_s
+        TP.reset_communicated_bytes()
         y.backward(dyf.chunk(n)[r] if sp else dyf)
+        moved = TP.communicated_bytes()
+        # Under SP the output gradient is gathered (quantized where exact: FP8 codes, 1 byte an element instead
+        # of 4); without SP the row Linear's backward communicates nothing.
+        want = dy_gather_bytes(recipe, T // n, N) if sp and n > 1 else 0
+        assert moved == want, (f"row backward bytes {tag}", moved, want)
         same(xin.grad, dx_ref[:, sl(H)], f"row dgrad {tag}")
         same(row.weight.grad, dw_ref[:, sl(H)], f"row wgrad {tag}")
         if sp:
@@ -171,10 +200,9 @@ qkv_tp = torch.cat([torch.cat([m.chunk(n)[q] for m in (wq, wk, wv)]) for q in ra
 # element (measured up to 1.4e-5 at np=2). The nvfp4 preset's gradients are stochastically rounded with bits keyed
 # by element index, which differs between a shard and the full tensor: its forward is compared here, its
 # gradients bit for bit per layer above; the same NVFP4 path with round-to-nearest gradients is compared fully.
-nvfp4_rne = nibble.Recipe.custom("nvfp4_rne_grads", "nvfp4", None, "nvfp4", None, "rne")
 for rec, tol_out, tol_grad in ((nibble.Recipe("bf16"), 1e-5, 5e-5), (nibble.Recipe("fp8_current"), 1e-5, 1e-5),
                                (nibble.Recipe("mxfp8"), 1e-5, 1e-5), (nibble.Recipe("nvfp4"), 1e-5, None),
-                               (nvfp4_rne, 1e-5, 1e-5)):
+                               (nvfp4_rne, 1e-5, 1e-5), (nibble.Recipe("mxfp4_quartet"), 1e-5, None)):
     recipe = rec.name
     p = {"compress": rec.compress_activations}
     ws = {k: w.clone().requires_grad_() for k, w in full.items()}
@@ -211,11 +239,12 @@ for rec, tol_out, tol_grad in ((nibble.Recipe("bf16"), 1e-5, 5e-5), (nibble.Reci
             assert v <= (tol_out if k == "forward" else tol_grad), (f"block {k} {recipe}", v)
 
 # ---- unsupported recipes and bad shapes fail on the calling rank with the reason ----
-try:
-    TP.ColumnParallelLinear(H, N, g, recipe="mxfp4_quartet", name="bad")(torch.zeros(T, H))
-    raise SystemExit("mxfp4_quartet accepted")
-except ValueError as e:
-    assert "rotates its backward operands" in str(e), e
+if n > 1:
+    try:
+        TP.RowParallelLinear(16 * n, N, g, recipe="mxfp4_quartet", name="bad")(torch.zeros(T, 16))
+        raise SystemExit("mxfp4_quartet accepted a row shard of 16 input features")
+    except ValueError as e:
+        assert "in_features = 16, not a multiple of 32" in str(e) and "in_features/tp divisible by 32" in str(e), e
 try:
     TP.ColumnParallelLinear(H, 3 * n + 1 if n > 1 else 3, g)
     raise SystemExit("indivisible out_features accepted")
