@@ -21,7 +21,7 @@ constexpr const char* kFormat = "nibble-checkpoint-1";
 }  // namespace
 
 void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
-                     optim::Optimizer& optimizer, const TrainingState& state) {
+                     TrainOptimizer& optimizer, const TrainingState& state) {
   parallel::Communicator& world = parallel::world();
   const std::string root = config.checkpoints();
   if (world.rank() == 0) checkpoint::begin_checkpoint(root, state.step);
@@ -84,7 +84,7 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
 }
 
 bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
-                     optim::Optimizer& optimizer, TrainingState& state) {
+                     TrainOptimizer& optimizer, TrainingState& state) {
   parallel::Communicator& world = parallel::world();
   const std::string dir = checkpoint::latest_checkpoint(config.checkpoints());
   if (dir.empty()) return false;

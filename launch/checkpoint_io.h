@@ -10,7 +10,7 @@
 
 #include "core/model/gpt.h"
 #include "launch/train_config.h"
-#include "optim/torch/optimizer.h"
+#include "launch/train_optimizer.h"
 #include "parallel/mesh.h"
 
 namespace nibble::train {
@@ -22,9 +22,9 @@ struct TrainingState {
 };
 
 void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
-                     optim::Optimizer& optimizer, const TrainingState& state);
+                     TrainOptimizer& optimizer, const TrainingState& state);
 // Loads the checkpoint `latest` names under config.checkpoints(); returns false when there is none.
 bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
-                     optim::Optimizer& optimizer, TrainingState& state);
+                     TrainOptimizer& optimizer, TrainingState& state);
 
 }  // namespace nibble::train

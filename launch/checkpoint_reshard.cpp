@@ -76,6 +76,11 @@ std::vector<size_t> reshard_sources(const nlohmann::json& m) {
 
 void check_reshardable(const nlohmann::json& m, const TrainConfig& c) {
   const auto& saved = m.at("config");
+  const std::string saved_zero = saved.contains("optim.zero") ? saved.at("optim.zero").get<std::string>() : "0";
+  if (saved_zero != "0" || c.zero != 0)
+    throw Error("resharding a checkpoint from " + saved_layout(m) + " with ZeRO-1 optimizer states (optim.zero = " +
+                saved_zero + " saved, " + std::to_string(c.zero) + " now) is not implemented: each dp rank's file "
+                "holds only its shard of the states. Resume at the saved layout with the same optim.zero");
   const std::string state = saved.contains("optim.state") ? saved.at("optim.state").get<std::string>() : "fp32";
   if (state != c.state)
     throw Error("the checkpoint's optimizer states are '" + state + "', this job's optim.state is '" + c.state +

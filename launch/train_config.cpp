@@ -118,6 +118,8 @@ const std::map<std::string, Key>& keys() {
       {"optim.eps", float_key(&TrainConfig::eps)},
       {"optim.grad_clip", float_key(&TrainConfig::grad_clip)},
       {"optim.warmup", int_key(&TrainConfig::warmup)},
+      {"optim.zero", int_key(&TrainConfig::zero)},
+      {"optim.zero_fp8_all_gather", bool_key(&TrainConfig::zero_fp8_all_gather)},
       {"parallel.tp", int_key(&TrainConfig::tp)},
       {"parallel.dp", int_key(&TrainConfig::dp)},
       {"parallel.sequence_parallel", bool_key(&TrainConfig::sequence_parallel)},
@@ -286,6 +288,10 @@ void validate(const TrainConfig& c, int64_t world_size) {
   require(c.tp >= 1, "parallel.tp", std::to_string(c.tp), "must be >= 1");
   require(c.dp >= 1, "parallel.dp", std::to_string(c.dp), "must be >= 1");
   require(c.pp >= 1, "parallel.pp", std::to_string(c.pp), "must be >= 1");
+  require(c.zero == 0 || c.zero == 1, "optim.zero", std::to_string(c.zero),
+          "must be 0 (off) or 1 (optimizer states sharded over dp x cp); ZeRO stages 2 and 3 (sharded gradients "
+          "and parameters) are not implemented");
+  require(!c.zero_fp8_all_gather || c.zero == 1, "optim.zero_fp8_all_gather", "true", "needs optim.zero = 1");
   require(c.cp >= 1, "parallel.cp", std::to_string(c.cp), "must be >= 1");
   require(c.virtual_stages >= 1, "parallel.virtual_stages", std::to_string(c.virtual_stages), "must be >= 1");
   require(c.cp_method == "ring" || c.cp_method == "ulysses", "parallel.cp_method", "'" + c.cp_method + "'",

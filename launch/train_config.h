@@ -31,6 +31,8 @@ struct TrainConfig {
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   double grad_clip = 1.0;  // 0: off
   int64_t warmup = 0;
+  int64_t zero = 0;                  // 1: ZeRO-1, optimizer states sharded over dp x cp
+  bool zero_fp8_all_gather = false;  // ZeRO-1: all-gather the updated parameters as FP8 (E4M3 + 1/128 scales)
   // [parallel]
   int64_t tp = 1, dp = 1, pp = 1, cp = 1;
   bool sequence_parallel = false;

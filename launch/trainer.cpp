@@ -16,8 +16,8 @@
 #include "launch/checkpoint_io.h"
 #include "launch/grad_sync.h"
 #include "launch/model_layout.h"
+#include "launch/train_optimizer.h"
 #include "optim/lr_schedule.h"
-#include "optim/torch/optimizer.h"
 #include "parallel/mesh.h"
 #include "parallel/nn/pipeline_runtime.h"
 #include "parallel/runtime.h"
@@ -32,19 +32,6 @@ double peak_memory_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
-}
-
-optim::OptimizerConfig optimizer_config(const TrainConfig& c) {
-  optim::OptimizerConfig oc;
-  oc.kind = c.optimizer;
-  oc.state = c.state;
-  oc.lr = c.lr;
-  oc.beta1 = c.beta1;
-  oc.beta2 = c.beta2;
-  oc.eps = c.eps;
-  oc.weight_decay = c.weight_decay;
-  oc.seed = c.model.seed;
-  return oc;
 }
 
 // The mean loss of the pipeline's head over this rank's tokens, shared with every pp rank (0 elsewhere).
@@ -209,7 +196,7 @@ int run_training(const TrainConfig& c) {
 
   const std::unique_ptr<nn::Gpt> model_ptr = build_model(c, mesh);
   nn::Gpt& model = *model_ptr;
-  optim::Optimizer optimizer(model.named_parameters(), optimizer_config(c));
+  TrainOptimizer optimizer(c, model, mesh);
   const MicroBatches* current = nullptr;  // the step's batches, read by the pipeline's forward
   const std::unique_ptr<parallel::PipelineRuntime> pipeline = make_pipeline(c, mesh, model, current);
   const optim::LrSchedule schedule = optim::make_lr_schedule(c.schedule, c.warmup, c.steps, c.min_lr_ratio);
@@ -235,7 +222,10 @@ int run_training(const TrainConfig& c) {
                 static_cast<long long>(c.model.hidden), static_cast<long long>(c.model.heads), stages.c_str(),
                 c.model.recipe.c_str(),
                 static_cast<long long>(c.model.bf16_first), static_cast<long long>(c.model.bf16_last),
-                ("optimizer " + c.optimizer + " (" + c.state + " states)").c_str(), info.world_size,
+                ("optimizer " + c.optimizer + " (" + c.state + " states" +
+                 (c.zero ? ", ZeRO-1 over dp x cp = " + std::to_string(c.dp * c.cp) : "") + ")")
+                    .c_str(),
+                info.world_size,
                 mesh.shape().str().c_str(), static_cast<long long>(c.steps), static_cast<long long>(c.global_batch),
                 static_cast<long long>(c.model.seq_len), static_cast<long long>(c.micro_batch));
     if (pipeline)
@@ -270,10 +260,9 @@ int run_training(const TrainConfig& c) {
     current = nullptr;
     model.tensor_parallel().all_reduce_replicated_grads(model.replicated_parameters());
     sum_tied_embedding_grads(model, mesh);
-    average_gradients(model, mesh);
     const double loss = mean_over(mesh.dp_cp(), local_loss);
 
-    // NaN/Inf policy: every rank must agree to skip (tp ranks hold different shards).
+    // NaN/Inf policy: every rank must agree to skip (tp and pp ranks hold different parameters).
     const std::string bad_param = optimizer.find_nonfinite_grad();
     int32_t bad = bad_param.empty() ? 0 : 1;
     parallel::world().all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
@@ -281,15 +270,18 @@ int run_training(const TrainConfig& c) {
     double grad_norm = NAN;
     bool applied = false;
     if (bad) {
+      optimizer.discard_gradients();
       ++state.consecutive_skips;
       ++state.skipped_total;
       if (!bad_param.empty())
         std::fprintf(stderr, "[rank %d] step %lld skipped: non-finite gradient in %s\n", info.rank,
                      static_cast<long long>(step + 1), bad_param.c_str());
     } else {
-      grad_norm = global_grad_norm(model, mesh);
+      optimizer.reduce_gradients();  // averaged over dp x cp (ZeRO-1: reduce-scattered to the shards)
+      grad_norm = optimizer.grad_norm();
       const double clip = c.grad_clip > 0 && grad_norm > c.grad_clip ? c.grad_clip / (grad_norm + 1e-6) : 1.0;
-      applied = optimizer.step(lr_factor, static_cast<float>(clip)).applied;
+      optimizer.step(lr_factor, static_cast<float>(clip));
+      applied = true;
       reduce_delayed_amaxes(model, mesh);
       model.end_step();
       state.consecutive_skips = 0;

@@ -139,6 +139,8 @@ def test_four_rank_layouts_match_single_rank(tokens, tmp_path_factory, recipe, l
     (2, {"parallel__cp": 2, "parallel__cp_method": "star"}, "parallel.cp_method"),
     (2, {"parallel__cp": 4, "parallel__cp_method": "ulysses", "model__heads": 2}, "Ulysses"),
     (2, {"parallel__pp": 4, "model__layers": 4}, "layout"),
+    (0, {"optim__zero": 2}, "ZeRO stages 2 and 3"),
+    (0, {"optim__zero_fp8_all_gather": "true"}, "needs optim.zero = 1"),
 ], ids=lambda v: str(v))
 def test_bad_layout_fails_before_training(tokens, tmp_path, np, override, message):
     r = run(tiny_args(tokens, tmp_path, **override), np=np)
@@ -192,3 +194,39 @@ def test_tied_embeddings_across_stages(tokens, tmp_path_factory, np, layout):
     check(ref, got, "bf16", 20, "tied " + str(layout))
     untied = baseline(tokens, tmp_path_factory, "bf16", **dict(common, model__tie_embeddings="false"))
     assert max_rel(untied, ref, 20) > 1e-3  # tying changes the model (the check above is not vacuous)
+
+
+# ---- ZeRO-1 in the trainer (optim.zero = 1): the same updates as the replicated optimizer ----
+@needs_mpirun
+@pytest.mark.parametrize("np,layout,state", [
+    (2, {"parallel__dp": 2}, "fp32"),
+    (2, {"parallel__dp": 2}, "fp8"),
+    (4, {"parallel__dp": 2, "parallel__tp": 2}, "fp32"),
+    (4, {"parallel__cp": 2, "parallel__pp": 2}, "bf16"),
+], ids=lambda v: str(v))
+def test_zero1_matches_the_replicated_optimizer(tokens, tmp_path_factory, np, layout, state):
+    """States sharded over dp x cp, gradients reduce-scattered, parameters all-gathered: every element gets the
+    update the replicated optimizer gives it (same index bases, same codec groups), so the curves are equal."""
+    common = dict(train__steps=20, optim__state=state, **layout)
+    plain, _ = curve(tokens, tmp_path_factory, np, "bf16", **common)
+    zero, stdout = curve(tokens, tmp_path_factory, np, "bf16", optim__zero=1, **common)
+    assert "ZeRO-1 over dp x cp" in stdout
+    assert max_rel(plain, zero, 20) <= 1e-12, (plain, zero)
+
+
+@needs_mpirun
+def test_zero1_resume_from_a_middle_checkpoint_is_bit_exact_and_resharding_is_refused(tokens, tmp_path):
+    import shutil
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = dict(train__steps=10, checkpoint__every=5, train__sample_tokens=0, optim__zero=1, parallel__dp=2)
+    r = run(tiny_args(tokens, a, **common), np=2)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    shutil.copytree(a / "checkpoints" / "step_00000005", b / "checkpoints" / "step_00000005")
+    (b / "checkpoints" / "latest").write_text("step_00000005\n")
+    r = run(tiny_args(tokens, b, checkpoint__resume="true", **common), np=2)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    full, resumed = losses(a), losses(b)
+    assert sorted(resumed) == [6, 7, 8, 9, 10] and all(resumed[s] == full[s] for s in resumed)
+    r = run(tiny_args(tokens, tmp_path / "c", checkpoint__resume="true", checkpoint__dir=str(a / "checkpoints"),
+                      **dict(common, parallel__dp=1, optim__zero=0)), np=0)
+    assert r.returncode != 0 and "ZeRO-1" in r.stderr and "not loaded" in r.stderr, r.stderr[-2000:]

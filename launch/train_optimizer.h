@@ -1,0 +1,56 @@
+#pragma once
+// The trainer's optimizer: plain (every dp x cp replica holds all optimizer states; gradients all-reduced,
+// grad_sync.h) or ZeRO-1 (optim.zero = 1: parallel/nn/zero_optimizer.h, states sharded over dp x cp,
+// gradients reduce-scattered, parameters all-gathered after the step -- Megatron's distributed optimizer).
+// Both give the same updates: ZeRO-1's shard optimizer steps each element with the index bases and codec
+// groups the whole tensor has, and the gradient norm is assembled per parameter from the shards.
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/model/gpt.h"
+#include "launch/train_config.h"
+#include "optim/torch/optimizer.h"
+#include "parallel/mesh.h"
+
+namespace nibble::parallel {
+class ZeroOptimizer;
+}
+
+namespace nibble::train {
+
+optim::OptimizerConfig optimizer_config(const TrainConfig& c);
+
+class TrainOptimizer {
+ public:
+  TrainOptimizer(const TrainConfig& config, nn::Gpt& model, const parallel::Mesh& mesh);
+  ~TrainOptimizer();
+
+  // The first parameter with a NaN/Inf in this rank's (unreduced) gradients, or "".
+  std::string find_nonfinite_grad() const;
+  // After backward (and the tp / tied-embedding fix-ups): the gradients averaged over dp x cp -- in every
+  // .grad (plain) or in this rank's shard (ZeRO-1). Skipped steps call discard_gradients instead.
+  void reduce_gradients();
+  void discard_gradients();
+  // The global norm of the averaged gradients (tp-sharded parameters summed over tp, replicated ones once,
+  // a tied embedding's pipeline copy not again, summed over pp).
+  double grad_norm() const;
+  // One step (every rank must agree to step); ZeRO-1 all-gathers the parameters after it.
+  void step(double lr_factor, float grad_scale);
+
+  // This rank's states ("<param>.<field>"; ZeRO-1: the pieces of its shard) and their restore (ZeRO-1: the
+  // shard's parameters are re-read from the loaded model).
+  std::map<std::string, torch::Tensor> state_dict() const;
+  void load_state_dict(const std::map<std::string, torch::Tensor>& state);
+  bool sharded() const { return zero_ != nullptr; }
+
+ private:
+  nn::Gpt& model_;
+  const parallel::Mesh& mesh_;
+  std::unique_ptr<optim::Optimizer> plain_;
+  std::unique_ptr<parallel::ZeroOptimizer> zero_;
+};
+
+}  // namespace nibble::train
