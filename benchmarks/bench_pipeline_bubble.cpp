@@ -41,15 +41,17 @@ struct DeviceTime : torch::autograd::Function<DeviceTime> {
 
 int main(int argc, char** argv) {
   double slot_ms = 40;
-  int m_arg = 0;
+  int m_arg = 0, group = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--slot-ms" && i + 1 < argc) {
       slot_ms = std::atof(argv[++i]);
     } else if (a == "--m" && i + 1 < argc) {
       m_arg = std::atoi(argv[++i]);
+    } else if (a == "--group" && i + 1 < argc) {
+      group = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--slot-ms 40] [--m micro-batches (default 2p)]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--slot-ms 40] [--m micro-batches (default 2p)] [--group interleaved microbatch_group]\n", argv[0]);
       return 2;
     }
   }
@@ -67,7 +69,8 @@ int main(int argc, char** argv) {
   for (const auto& [kind, v] : cases) {
     const double slot = slot_ms / 1e3 / v;
     par::PipelineRuntime rt(
-        mesh.pp(), {.schedule = {.kind = kind, .stages = p, .microbatches = m, .virtual_chunks = v},
+        mesh.pp(), {.schedule = {.kind = kind, .stages = p, .microbatches = m, .virtual_chunks = v,
+                                 .microbatch_group = v > 1 ? group : 0},
                     .activation_shape = shape},
         [&](int chunk, int, const torch::Tensor& input) {
           const bool first = chunk == 0 && mesh.pp().rank() == 0;

@@ -71,107 +71,27 @@ std::vector<Compute> compute_order(const ScheduleOptions& o, int rank) {
   return order;
 }
 
-// Where each send/recv goes. Posting a receive only right before the compute that needs it deadlocks under
-// rendezvous p2p (looped GPipe: rank p-1 sends chunk 0's output to rank 0 while rank 0, still running chunk
-// 0, is itself blocked sending to rank p-1). So the receives are placed by an event simulation of the compute
-// orders (forward 1, backward 2) under the runtime's semantics: after each compute a rank enters a paired
-// operation holding the sends of what it just produced; every message is received in the paired operation
-// the receiver is in when the message is sent, or in its next one if it is computing; the operation ends when
-// all its sends were received and the next compute's input is present. Each message is thus matched between
-// two operations that are open at the same moment, which check_schedule confirms for the resulting lists.
+// Where each send/recv goes. Sends never wait for their receiver (the runtime posts them and lets them complete
+// in the background; parallel/nn/pipeline_runtime.h), so a rank only ever waits for data it needs: each
+// receive sits right before the compute that consumes it, each send right after the compute that produced it.
+// A rank then idles exactly when its next input is not there yet, and the schedule runs at its compute order's
+// own bubble ((p-1)/(v*m) for Megatron's interleaved order). check_schedule simulates these semantics.
 std::vector<std::vector<Action>> place_p2p(const ScheduleOptions& o, const std::vector<std::vector<Compute>>& orders) {
   const int p = o.stages, v = o.virtual_chunks;
-  const double kForward = 1, kBackward = 2;
-  struct Rank {
-    size_t next = 0;       // next compute
-    bool in_group = true;  // else computing until `busy_until`
-    double busy_until = 0, group_ready = 0;
-    int unmatched_sends = 0;
-    std::vector<Action> group, inbox;              // inbox: recvs waiting for this rank's next paired operation
-    std::set<std::tuple<bool, int, int>> arrived;  // (activation?, micro-batch, chunk)
-  };
-  std::vector<Rank> ranks(p);
   std::vector<std::vector<Action>> lists(p);
-  // Pending sends per receiver, to be completed when it enters its next paired operation: (sender, time).
-  std::vector<std::vector<int>> waiting_senders(p);
-
-  auto deliver = [&](int q, const Action& recv, double when) {
-    ranks[q].group.push_back(recv);
-    ranks[q].arrived.insert({recv.type == ActionType::kRecvActivation, recv.microbatch, recv.chunk});
-    ranks[q].group_ready = std::max(ranks[q].group_ready, when);
-  };
-  auto input_present = [&](int r) {
-    const Rank& R = ranks[r];
-    if (R.next >= orders[r].size()) return true;
-    const Compute& c = orders[r][R.next];
-    const int stage = c.chunk * p + r;
-    if (c.forward) return stage == 0 || R.arrived.count({true, c.microbatch, c.chunk}) > 0;
-    return stage == p * v - 1 || R.arrived.count({false, c.microbatch, c.chunk}) > 0;
-  };
-  auto enter_group = [&](int r, double now) {
-    Rank& R = ranks[r];
-    R.in_group = true;
-    R.group_ready = now;
-    for (const Action& a : R.inbox) deliver(r, a, now);
-    R.inbox.clear();
-    for (int sender : waiting_senders[r]) {
-      ranks[sender].unmatched_sends--;
-      ranks[sender].group_ready = std::max(ranks[sender].group_ready, now);
+  for (int r = 0; r < p; ++r) {
+    for (const Compute& c : orders[r]) {
+      // The input: an activation from the previous stage, or a gradient from the next one.
+      const int from = c.forward ? prev_rank(r, c.chunk, p, v) : next_rank(r, c.chunk, p, v);
+      if (from >= 0)
+        lists[r].push_back({c.forward ? ActionType::kRecvActivation : ActionType::kRecvGrad, c.microbatch, c.chunk, from});
+      lists[r].push_back({c.forward ? ActionType::kForward : ActionType::kBackward, c.microbatch, c.chunk, -1});
+      // The output: this stage's activation to the next stage, or its input gradient to the previous one.
+      const int to = c.forward ? next_rank(r, c.chunk, p, v) : prev_rank(r, c.chunk, p, v);
+      if (to >= 0)
+        lists[r].push_back({c.forward ? ActionType::kSendActivation : ActionType::kSendGrad, c.microbatch, c.chunk, to});
     }
-    waiting_senders[r].clear();
-    // The sends of what the finished compute produced.
-    if (R.next == 0) return;
-    const Compute& c = orders[r][R.next - 1];
-    const int peer = c.forward ? next_rank(r, c.chunk, p, v) : prev_rank(r, c.chunk, p, v);
-    if (peer < 0) return;
-    const ActionType send = c.forward ? ActionType::kSendActivation : ActionType::kSendGrad;
-    const int chunk = c.forward ? (r == p - 1 ? c.chunk + 1 : c.chunk) : (r == 0 ? c.chunk - 1 : c.chunk);
-    const Action recv{c.forward ? ActionType::kRecvActivation : ActionType::kRecvGrad, c.microbatch, chunk, r};
-    R.group.push_back({send, c.microbatch, c.chunk, peer});
-    if (ranks[peer].in_group) {
-      deliver(peer, recv, now);
-    } else {
-      ranks[peer].inbox.push_back(recv);
-      waiting_senders[peer].push_back(r);
-      R.unmatched_sends++;
-    }
-  };
-
-  for (int r = 0; r < p; ++r) enter_group(r, 0);
-  std::vector<char> finished(p, 0);
-  for (;;) {
-    // Close every paired operation that can end; its rank starts its next compute (or is done).
-    bool closed = true;
-    while (closed) {
-      closed = false;
-      for (int r = 0; r < p; ++r) {
-        Rank& R = ranks[r];
-        if (finished[r] || !R.in_group || R.unmatched_sends > 0 || !input_present(r)) continue;
-        lists[r].insert(lists[r].end(), R.group.begin(), R.group.end());
-        R.group.clear();
-        R.in_group = false;
-        closed = true;
-        if (R.next >= orders[r].size()) {
-          finished[r] = 1;
-          continue;
-        }
-        const Compute& c = orders[r][R.next++];
-        lists[r].push_back({c.forward ? ActionType::kForward : ActionType::kBackward, c.microbatch, c.chunk, -1});
-        R.busy_until = R.group_ready + (c.forward ? kForward : kBackward);
-      }
-    }
-    // The next compute to finish enters its paired operation.
-    int first = -1;
-    for (int r = 0; r < p; ++r)
-      if (!finished[r] && !ranks[r].in_group && (first < 0 || ranks[r].busy_until < ranks[first].busy_until)) first = r;
-    if (first < 0) break;
-    enter_group(first, ranks[first].busy_until);
   }
-  for (int r = 0; r < p; ++r)
-    if (!finished[r])
-      throw Error("make_schedule: the compute order of rank " + std::to_string(r) + " waits for an input no rank " +
-                  "produces (at compute " + std::to_string(ranks[r].next) + " of " + std::to_string(orders[r].size()) +
-                  "); an internal schedule bug");
   return lists;
 }
 
@@ -366,6 +286,13 @@ struct Simulator {
   std::vector<std::map<size_t, int>> seq;  // rank -> action index -> its sequence number on its channel
   // Per rank: data present (received or produced) and computes run.
   std::vector<std::set<std::tuple<int, int, int>>> have;  // (kind 0 act-in,1 grad-in,2 fwd done,3 bwd done), m, c
+  // Messages sent and not yet received, by (src, dst, activation?, sequence number on that channel).
+  struct Message {
+    int microbatch, chunk;  // as they land on the receiver
+    size_t send_index;
+    double sent_at;
+  };
+  std::map<std::tuple<int, int, bool, int>, Message> in_flight_msgs;
   std::vector<int> live, peak;
 
   explicit Simulator(const PipelineSchedule& sched, const CostModel& c)
@@ -391,7 +318,8 @@ struct Simulator {
                 " is invalid: " + what);
   }
 
-  // Enter the paired operation starting at pc[r]: number its p2p ops on their channels.
+  // Enter the paired operation starting at pc[r]: number its p2p ops on their channels and post its sends
+  // (a send completes without waiting for its receiver: the message is in flight from now on).
   void enter_group(int r) {
     const auto& list = s.ranks[r];
     size_t e = pc[r];
@@ -404,7 +332,11 @@ struct Simulator {
       if (a.peer < 0 || a.peer >= p || a.peer == r) fail(where(r, i) + " has peer " + std::to_string(a.peer));
       const bool act = is_activation(a.type);
       if (is_send(a.type)) {
+        if (act ? !have[r].count({2, a.microbatch, a.chunk}) : !have[r].count({3, a.microbatch, a.chunk}))
+          fail(where(r, i) + " sends data its rank has not computed yet");
         seq[r][i] = sends_issued[{r, a.peer, act}]++;
+        in_flight_msgs[{r, a.peer, act, seq[r][i]}] = {a.microbatch, receiving_chunk(a, r, p), i, clock[r]};
+        done[r][i - pc[r]] = 1;
       } else {
         seq[r][i] = recvs_issued[{a.peer, r, act}]++;
       }
@@ -436,35 +368,26 @@ struct Simulator {
     ++pc[r];
   }
 
-  // Try to complete the p2p ops of r's current group against the peers' current groups. True on progress.
+  // Try to complete the receives of r's current group from the messages in flight. True on progress.
   bool try_match(int r) {
     bool progress = false;
     const auto& list = s.ranks[r];
-    for (size_t i = pc[r]; i < group_end[r]; ++i) {
-      if (done[r][i - pc[r]] || !is_send(list[i].type)) continue;
-      const Action& snd = list[i];
-      if (snd.type == ActionType::kSendActivation ? !have[r].count({2, snd.microbatch, snd.chunk})
-                                                  : !have[r].count({3, snd.microbatch, snd.chunk}))
-        fail(where(r, i) + " sends data its rank has not computed yet");
-      const int q = snd.peer;
-      if (pc[q] >= group_end[q]) continue;  // the peer is not inside a paired operation
-      const bool act = is_activation(snd.type);
-      for (size_t j = pc[q]; j < group_end[q]; ++j) {
-        const Action& rcv = s.ranks[q][j];
-        if (done[q][j - pc[q]] || is_send(rcv.type) || rcv.peer != r || is_activation(rcv.type) != act) continue;
-        if (seq[q].at(j) != seq[r].at(i)) continue;
-        const int chunk = receiving_chunk(snd, r, p);
-        if (rcv.microbatch != snd.microbatch || rcv.chunk != chunk)
-          fail(where(r, i) + " would be received by " + where(q, j) + ": the data differ (micro-batch " +
-               std::to_string(snd.microbatch) + " chunk " + std::to_string(chunk) + " on arrival)");
-        done[r][i - pc[r]] = done[q][j - pc[q]] = 1;
-        const double t = std::max(clock[r], clock[q]);
-        group_done_at[r] = std::max(group_done_at[r], t);
-        group_done_at[q] = std::max(group_done_at[q], t);
-        have[q].insert({act ? 0 : 1, rcv.microbatch, rcv.chunk});
-        progress = true;
-        break;
-      }
+    for (size_t j = pc[r]; j < group_end[r]; ++j) {
+      if (done[r][j - pc[r]]) continue;
+      const Action& rcv = list[j];
+      const bool act = is_activation(rcv.type);
+      const auto it = in_flight_msgs.find({rcv.peer, r, act, seq[r].at(j)});
+      if (it == in_flight_msgs.end()) continue;  // not sent yet
+      const Message& msg = it->second;
+      if (rcv.microbatch != msg.microbatch || rcv.chunk != msg.chunk)
+        fail(where(rcv.peer, msg.send_index) + " would be received by " + where(r, j) +
+             ": the data differ (micro-batch " + std::to_string(msg.microbatch) + " chunk " +
+             std::to_string(msg.chunk) + " on arrival)");
+      done[r][j - pc[r]] = 1;
+      group_done_at[r] = std::max(group_done_at[r], std::max(clock[r], msg.sent_at));
+      have[r].insert({act ? 0 : 1, rcv.microbatch, rcv.chunk});
+      in_flight_msgs.erase(it);
+      progress = true;
     }
     return progress;
   }
@@ -512,7 +435,7 @@ struct Simulator {
           progress = true;
         }
       if (all_done) break;
-      if (!progress) fail("it deadlocks (blocking p2p, every send waits for its receive):" + blocked_report());
+      if (!progress) fail("it deadlocks (every blocked rank waits for a receive whose send never comes):" + blocked_report());
     }
     // Every (micro-batch, chunk) ran forward and backward on every rank; nothing received was left unused.
     for (int r = 0; r < p; ++r) {

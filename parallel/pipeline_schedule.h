@@ -10,10 +10,12 @@
 // model runs stage 0, 1, ..., p*v-1, so activations go r -> r+1 within a chunk and rank p-1 chunk c -> rank 0
 // chunk c+1; gradients go the other way.
 //
-// P2P semantics the checker assumes (the worst case the runtime may meet; docs/PARALLEL.md):
+// P2P semantics the checker assumes (what parallel/nn/pipeline_runtime does; docs/PARALLEL.md):
 //  - A run of consecutive send/recv actions in one rank's list is ONE paired operation: the runtime posts
-//    them together (as Communicator::send_recv / batch_isend_irecv) and waits for all of them.
-//  - A send completes only when the peer has posted the matching receive (rendezvous; no eager buffering).
+//    them together and waits for its receives.
+//  - A send never waits for its receiver: it is posted and completes in the background (the runtime keeps its
+//    buffer until then). So a rank blocks only on a receive whose send has not been posted yet, and each
+//    receive is placed right before the compute that consumes it.
 //  - Messages are matched in issue order per (source, destination, kind), where kind (activation or
 //    gradient) is the message tag. A matched pair must carry the same (micro-batch, chunk).
 #include <cstdint>
@@ -121,8 +123,8 @@ struct ScheduleReport {
 ScheduleReport check_schedule(const PipelineSchedule& schedule, const CostModel& cost = {});
 
 // (p-1)/(v*m) (Narayanan et al. SC'21 §2.2; (p-1)/m for v = 1). The simulation reaches it exactly for v = 1
-// and for interleaved with p dividing m; interleaved's remainder group and looped GPipe's hand-over from rank
-// p-1 to rank 0 (rendezvous) cost a little more, still below (p-1)/m.
+// and for interleaved with p dividing m; interleaved's remainder group and looped GPipe cost a little more,
+// still below (p-1)/m.
 double theoretical_bubble_fraction(const ScheduleOptions& options);
 
 }  // namespace nibble::parallel

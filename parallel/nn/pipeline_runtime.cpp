@@ -186,6 +186,11 @@ class StepRunner {
       stats_.wait_seconds += Seconds(std::chrono::steady_clock::now() - t0).count();
       i = end;
     }
+    {  // the step's last sends (waiting for them is idle time too)
+      const auto t0 = std::chrono::steady_clock::now();
+      reap_sends(/*wait=*/true);
+      stats_.wait_seconds += Seconds(std::chrono::steady_clock::now() - t0).count();
+    }
     if (!held_.empty() || !received_act_.empty() || !received_grad_.empty() || !to_send_grad_.empty())
       throw Error("PipelineRuntime: pp rank " + std::to_string(rank_) + " ended the step still holding " +
                   std::to_string(held_.size()) + " activations and " +
@@ -273,9 +278,14 @@ class StepRunner {
     }
   }
 
+  // A paired operation posts its sends and receives and waits for the receives only. A send completes in the
+  // background: its buffer is kept in sends_in_flight_ until it has (reaped here, and all waited for at the end
+  // of the step), so a rank never waits for a peer to reach the matching receive -- the semantics
+  // check_schedule proves the lists deadlock-free under, and what lets a schedule run at its own bubble.
   void run_paired(size_t begin, size_t end) {
+    reap_sends(/*wait=*/false);
     std::vector<Work> works;
-    std::vector<std::pair<const Action*, torch::Tensor>> posted;  // keeps every buffer alive until done
+    std::vector<std::pair<const Action*, torch::Tensor>> posted;  // receive buffers
     works.reserve(end - begin);
     for (size_t i = begin; i < end; ++i) {
       const Action& a = actions_[i];
@@ -288,14 +298,18 @@ class StepRunner {
         buf = std::move(it->second.payload);
         if (o_.free_sent_outputs && !it->second.output.is_view())
           it->second.output.set_data(torch::empty({0}, it->second.output.options()));
-        works.push_back(pp_.send_async(
+        Work w = pp_.send_async(
             ConstView{buf.data_ptr(), static_cast<size_t>(buf.numel()), dtype_of_tensor(buf, "pipeline activation")},
-            a.peer, tag));
+            a.peer, tag);
+        sends_in_flight_.emplace_back(std::move(w), buf);
+        continue;
       } else if (a.type == ActionType::kSendGrad) {
         buf = take(to_send_grad_, a, "there is no input gradient to send");
-        works.push_back(pp_.send_async(
+        Work w = pp_.send_async(
             ConstView{buf.data_ptr(), static_cast<size_t>(buf.numel()), dtype_of_tensor(buf, "pipeline gradient")},
-            a.peer, tag));
+            a.peer, tag);
+        sends_in_flight_.emplace_back(std::move(w), buf);
+        continue;
       } else {
         buf = torch::empty(o_.activation_shape, torch::TensorOptions().dtype(o_.activation_dtype));
         works.push_back(pp_.recv_async(
@@ -311,6 +325,18 @@ class StepRunner {
     }
   }
 
+  // Releases the buffers of completed sends; wait = true blocks until every send has completed.
+  void reap_sends(bool wait) {
+    if (wait) {
+      std::vector<Work> works;
+      for (auto& [w, buf] : sends_in_flight_) works.push_back(std::move(w));
+      wait_all(works);
+      sends_in_flight_.clear();
+      return;
+    }
+    std::erase_if(sends_in_flight_, [](std::pair<Work, torch::Tensor>& sent) { return sent.first.test(); });
+  }
+
   Communicator& pp_;
   const PipelineRuntimeOptions& o_;
   const StageForward& forward_;
@@ -320,6 +346,7 @@ class StepRunner {
   size_t last_backward_ = 0;
   std::map<Key, Held> held_;
   std::map<Key, torch::Tensor> received_act_, received_grad_, to_send_grad_;
+  std::vector<std::pair<Work, torch::Tensor>> sends_in_flight_;  // a send's Work and the buffer it reads
   PipelineStepStats stats_;
 };
 

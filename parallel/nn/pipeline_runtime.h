@@ -18,7 +18,9 @@
 //    gradients accumulate in .grad as in plain autograd (zero them between steps yourself).
 //  - The loss is seeded with loss_scale (default 1/m), so the gradients are those of the mean over micro-
 //    batches -- the same as one backward of mean(losses) on a single rank.
-//  - Each run of consecutive send/recv actions is one paired operation: all of it is posted, then waited for.
+//  - Each run of consecutive send/recv actions is one paired operation: all of it is posted, then its receives
+//    are waited for; sends complete in the background (their buffers kept until they do, all waited for at
+//    the end of the step), the semantics check_schedule proves deadlock-freedom under.
 //    Messages are tagged by kind (activation/gradient) so they match in issue order per (peer, kind), the
 //    order check_schedule assumes.
 //  - Memory: after a forward the rank holds (input, output) of that (micro-batch, chunk) until its backward;
