@@ -95,7 +95,9 @@ double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroB
     return loss_sum / m;
   }
   const parallel::PipelineStepStats stats = pipeline->step();
-  bubble = stats.bubble_fraction;
+  // Megatron's bubble: idle over compute time, comparable with (p-1)/(v*m) (stats.bubble_fraction is idle over
+  // the whole step).
+  bubble = stats.wait_seconds / std::max(stats.step_seconds - stats.wait_seconds, 1e-12);
   double loss = 0.0;
   for (double l : stats.losses) loss += l / m;  // only the head's pp rank has losses
   mesh.pp().all_reduce<double>(std::span<double>(&loss, 1), parallel::ReduceOp::kSum);
@@ -278,7 +280,7 @@ int run_training(const TrainConfig& c) {
                 std::log(static_cast<double>(c.model.vocab)), total_seconds,
                 ran > 0 ? static_cast<double>(tokens_per_step * ran) / total_seconds : 0.0, peak_memory_mib());
     if (pipeline && ran > 0)
-      std::printf("pipeline bubble (rank 0, measured: time waiting in p2p / step time) %.3f; (p-1)/(v*m) = %.3f\n",
+      std::printf("pipeline bubble (rank 0, measured: time waiting in p2p / compute time) %.3f; (p-1)/(v*m) = %.3f\n",
                   bubble_sum / static_cast<double>(ran),
                   static_cast<double>(c.pp - 1) /
                       static_cast<double>(c.virtual_stages * pipeline->schedule().options.microbatches));
