@@ -29,6 +29,14 @@ const uint16_t* random_span_bits(uint64_t seed, uint64_t offset, uint64_t first,
 void encode_span(const float* x, size_t n, float scale, const Format& fmt, Rounding rounding,
                  const uint16_t* random, int r, uint8_t* codes);
 
+// encode_span under round-to-nearest-even for `rows` spans of n elements, row i at x + i * ld, its codes at
+// codes + i * ldc: the encoder's constant set-up is paid once, not per span (which for 128-element spans
+// cost as much as the spans themselves). stream: rows whose codes are whole aligned cache lines may be
+// written with non-temporal stores (for output written once); the caller then owes an _mm_sfence() before
+// another thread reads them (the quantizer's tile passes fence at the end of each thread's work).
+void encode_span_rows(const float* x, int64_t ld, int64_t rows, int64_t n, float scale, const Format& fmt,
+                      uint8_t* codes, int64_t ldc, bool stream = false);
+
 // Packs 4-bit codes two per byte, element 2p in the low nibble; an odd count leaves the last high nibble 0.
 void pack_nibble_span(const uint8_t* nibbles, size_t n, uint8_t* out);
 

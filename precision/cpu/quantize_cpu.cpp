@@ -1,15 +1,19 @@
 // CPU quantizers for every scheme of docs/QUANTIZATION.md: validation, the public entry points, and the
-// order of passes. The work itself is quantize_tiles.cpp's tile pass. Passes over the input:
+// order of passes. The work itself is quantize_tiles.cpp's tile pass (a row-order pass when only the
+// rowwise copy of a 1-D scheme is asked for). Output buffers get a huge-page hint first (huge_pages.h).
+// Passes over the input:
 //  - schemes whose scales need the global amax up front (fp8_tensor with current scaling, nvfp4, nvfp4_2d)
 //    take it in a first read-only pass; the others measure it during the tile pass;
-//  - nvfp4 with RHT takes the columnwise copy's amax after the transform in its own pass (the transform
-//    is recomputed, in cache, by the tile pass rather than stored).
+//  - nvfp4 with RHT takes the columnwise copy's amax after the transform in that same first pass (the
+//    transform is recomputed, in cache, by the tile pass rather than stored: storing it would write and
+//    read a float32 copy of the whole tensor, more traffic than reading the input again).
 #include <cfloat>
 #include <cmath>
 #include <string>
 
 #include "precision/block_scale.h"
 #include "precision/convert.h"
+#include "precision/cpu/huge_pages.h"
 #include "precision/cpu/quantize_tiles.h"
 #include "precision/error.h"
 #include "precision/format_names.h"
@@ -119,17 +123,17 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   const bool amax_first = (o.scheme == Scheme::kFP8Tensor && !o.use_fixed_scale) || o.scheme == Scheme::kNVFP4 ||
                           o.scheme == Scheme::kNVFP4_2D;
   cpu_quant::AmaxResult a;
-  if (amax_first) {
+  float col_amax = 0.0f;
+  if (rht) {  // (only nvfp4 takes RHT, and it is an amax_first scheme)
+    const cpu_quant::RhtAmaxResult r = cpu_quant::rht_amax(tin, rht_sign_mask(o.rht_seed), bf16, threads);
+    a = r.input;
+    if (a.nan) report_nan(in);
+    if (r.transformed.nan) report_transform_nan(in, "16-point RHT");
+    col_amax = r.transformed.amax;
+  } else if (amax_first) {
     a = cpu_quant::input_amax(tin, threads);
     if (a.nan) report_nan(in);
-  }
-  float col_amax = a.amax;
-  if (rht) {
-    const cpu_quant::AmaxResult t = cpu_quant::rht_amax(tin, rht_sign_mask(o.rht_seed), bf16, threads);
-    if (!amax_first) a = cpu_quant::input_amax(tin, threads);  // (nvfp4 always has it: defensive)
-    if (a.nan) report_nan(in);
-    if (t.nan) report_transform_nan(in, "16-point RHT");
-    col_amax = t.amax;
+    col_amax = a.amax;
   }
 
   // 2-D schemes: the columnwise copy is the rowwise one transposed, so the tiles always make rowwise codes
@@ -147,6 +151,11 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   if (o.scheme == Scheme::kFP8Tensor) {
     for (const cpu_quant::CopyTarget* t : {&row, &col})
       if (t->out.scale) static_cast<float*>(t->out.scale)[0] = t->tensor_scale.scale_inv;
+  }
+  for (const cpu_quant::CopyTarget* t : {&row, &col}) {  // fresh buffers: fault them in as huge pages
+    const CopyLayout& L = t->layout;
+    cpu_quant::advise_huge_pages(t->out.data, static_cast<size_t>(L.rows * L.data_row_bytes));
+    cpu_quant::advise_huge_pages(t->out.mask, static_cast<size_t>(L.rows * L.cols));
   }
   const cpu_quant::PassResult pass = cpu_quant::quantize_tiles(tin, o, value_for_inf, make_rowwise ? &row : nullptr,
                                                                o.columnwise ? &col : nullptr, !amax_first, threads);

@@ -20,6 +20,7 @@
 #include "precision/cpu/quantize_hadamard.h"
 #include "precision/cpu/quantize_quest_lanes.h"
 #include "precision/cpu/quantize_rht_lanes.h"
+#include "precision/cpu/tile_block_scales.h"
 #include "precision/scaling.h"
 
 namespace nibble::precision::cpu_quant {
@@ -149,14 +150,20 @@ struct Scratch {
   alignas(64) float transposed[kTileCols * kTileRows];  // the tile transposed (columnwise copy's rows)
   alignas(64) float rht[kTileRows * kTileCols];         // the tile RHT-transformed along its columns
   alignas(64) float quest[kTileRows * kTileCols];       // QuEST: transformed and scaled values
-  alignas(64) uint8_t quest_mask[kTileRows * kTileCols];
-  alignas(64) uint8_t quest_mask_t[kTileRows * kTileCols];
   uint8_t quest_codes[(kTileRows / 32) * kTileCols];
   alignas(64) float scaled[std::max(kTileRows, kTileCols)];
   alignas(64) uint8_t codes[std::max(kTileRows, kTileCols)];
   alignas(64) uint8_t tile_codes[kTileRows * kTileCols];  // 2-D schemes: rowwise codes of the tile
   alignas(64) uint8_t transposed_codes[kTileCols * kTileRows];
   BlockScale sub_scales[(kTileRows / 16) * (kTileCols / 16)];
+  // 1-D block schemes: the amaxes and scales of one copy's blocks in this tile, row by row.
+  static constexpr int64_t kMaxTileBlocks = std::max(kTileRows, kTileCols) * (std::max(kTileRows, kTileCols) / 16);
+  alignas(64) float block_amax[kMaxTileBlocks];
+  alignas(64) float block_mult[kMaxTileBlocks];
+  alignas(64) float block_scale_inv[kMaxTileBlocks];
+  alignas(64) uint8_t block_code[kMaxTileBlocks];
+  alignas(64) float scaled_tile[kTileRows * kTileCols];  // a copy's scaled rows of this tile, contiguous
+  alignas(64) uint8_t span_codes[kTileRows * kTileCols];  // their codes, one per byte
   SpanRandomScratch random;
 };
 
@@ -198,10 +205,12 @@ void prefetch_tile(const TileInput& in, int64_t t, int64_t tile_cols) {
 }
 
 // The tile RHT-transformed down its columns (groups of 16 rows) into s.rht (row-major, ld kTileCols),
-// rounded to bf16 when asked. Returns true if a transformed value is NaN.
-bool rht_tile(const TileView& v, uint32_t sign_mask, bool round_to_bf16, Scratch& s) {
+// rounded to bf16 when asked. Returns true if a transformed value is NaN; check_nan = false skips that
+// look when a float32 input's transform was already checked (rht_amax), since rounding is then a no-op.
+bool rht_tile(const TileView& v, uint32_t sign_mask, bool round_to_bf16, Scratch& s, bool check_nan = true) {
   for (int64_t g = 0; g + 16 <= v.rows; g += 16)
     rht16_rows(v.row(g), v.ld, v.cols, sign_mask, s.rht + g * kTileCols, kTileCols);
+  if (!round_to_bf16 && !check_nan) return false;
   bool nan = false;
   for (int64_t i = 0; i < v.rows; ++i) {
     float* row = s.rht + i * kTileCols;
@@ -223,47 +232,100 @@ bool transpose_tile(const TileView& v, bool rht, uint32_t sign_mask, bool round_
     transpose_floats(v.p, v.ld, v.rows, v.cols, s.transposed, kTileRows);
     return false;
   }
-  const bool nan = rht_tile(v, sign_mask, round_to_bf16, s);
+  const bool nan = rht_tile(v, sign_mask, round_to_bf16, s, /*check_nan=*/false);
   transpose_floats(s.rht, kTileCols, v.rows, v.cols, s.transposed, kTileRows);
   return nan;
+}
+
+// y[j] = x[j] * mult[j / width] for j < n.
+void multiply_blocks(const float* __restrict x, int64_t n, int64_t width, const float* __restrict mult,
+                     float* __restrict y) {
+  int64_t b = 0;
+#if defined(__AVX512F__)
+  if (width % 16 == 0)
+    for (; (b + 1) * width <= n; ++b) {
+      const __m512 m = _mm512_set1_ps(mult[b]);
+      for (int64_t j = b * width; j < (b + 1) * width; j += 16)
+        _mm512_storeu_ps(y + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), m));
+    }
+#endif
+  for (; b * width < n; ++b) {
+    const float m = mult[b];
+    for (int64_t j = b * width; j < std::min(n, (b + 1) * width); ++j) y[j] = x[j] * m;
+  }
+}
+
+// Orders this thread's non-temporal stores (encode_span_rows' stream) before what follows (the end of the
+// parallel region, after which other threads read the codes).
+inline void store_fence() {
+#if defined(__AVX__)
+  _mm_sfence();
+#endif
 }
 
 // ---- one span of one copy's row ------------------------------------------------------------------------
 
 class SpanEncoder {
  public:
-  SpanEncoder(const QuantizeOptions& o, float value_for_inf)
-      : o_(o), bs_(block_shape(o.scheme)), fp4_(o.element.bits() <= 4), value_for_inf_(value_for_inf) {}
+  explicit SpanEncoder(const QuantizeOptions& o)
+      : o_(o), bs_(block_shape(o.scheme)), fp4_(o.element.bits() <= 4) {}
 
-  // Elements [col0, col0 + n) of row `row` of copy `t`, from x[0, n). col0 is a multiple of the block width
-  // (and even). fixed: 2-D schemes' block scales for this span (one per block), else null.
-  // keep_codes: where to also leave the unpacked codes (2-D schemes' columnwise copy), or null.
-  void encode(const CopyTarget& t, const float* x, int64_t n, int64_t row, int64_t col0, const BlockScale* fixed,
-              uint8_t* keep_codes, Scratch& s) const {
-    if (bs_.rows == 0) {
-      finish(t, x, t.tensor_scale.multiplier, n, row, col0, keep_codes, s);
-      return;
-    }
+  // A 2-D scheme's elements [col0, col0 + n) of row `row` of copy `t`, from x[0, n), with the tile's block
+  // scales for this span (`fixed`, one per block); col0 is a multiple of the block width. keep_codes: where
+  // to also leave the unpacked codes (for the columnwise copy, their transpose).
+  void encode_2d(const CopyTarget& t, const float* x, int64_t n, int64_t row, int64_t col0, const BlockScale* fixed,
+                 uint8_t* keep_codes, Scratch& s) const {
     const int64_t width = bs_.cols;
     for (int64_t b0 = 0; b0 < n; b0 += width) {
       const int64_t len = std::min(width, n - b0);
-      BlockScale b;
-      if (fixed) {
-        b = fixed[b0 / width];
-        if (o_.scheme == Scheme::kNVFP4_2D) store_scale(t, row, (col0 + b0) / width, b);  // replicated per row
-      } else {
-        b = block_scale(o_, abs_max(x + b0, len).amax, value_for_inf_, t.nvfp4_global_enc);
-        store_scale(t, row, (col0 + b0) / width, b);
-      }
+      const BlockScale b = fixed[b0 / width];
+      if (o_.scheme == Scheme::kNVFP4_2D) store_scale(t, row, (col0 + b0) / width, b);  // replicated per row
       const float m = b.multiplier;
       for (int64_t j = b0; j < b0 + len; ++j) s.scaled[j] = x[j] * m;
     }
     finish(t, s.scaled, 1.0f, n, row, col0, keep_codes, s);
   }
 
-  // Rounds x[0, n), already scaled (QuEST), into (row, col0) of the copy.
-  void encode_scaled(const CopyTarget& t, const float* x, int64_t n, int64_t row, int64_t col0, Scratch& s) const {
-    finish(t, x, 1.0f, n, row, col0, nullptr, s);
+  // Stores the block scales of elements [col0, col0 + n) of row `row` (one per block of the span).
+  void store_scales(const CopyTarget& t, int64_t n, int64_t row, int64_t col0, const uint8_t* code,
+                    const float* scale_inv) const {
+    if (!t.out.scale) return;
+    const int64_t width = bs_.cols, blocks = ceil_div(n, width), at = row * t.layout.scale_cols + col0 / width;
+    if (t.layout.scale_storage == ScaleStorage::kFloat32) {
+      std::memcpy(static_cast<float*>(t.out.scale) + at, scale_inv, static_cast<size_t>(blocks) * sizeof(float));
+    } else {
+      std::memcpy(static_cast<uint8_t*>(t.out.scale) + at, code, static_cast<size_t>(blocks));
+    }
+  }
+
+  // Rounds `rows` spans x[i * ld, i * ld + n), block b of row i times mult[i * blocks + b], into rows
+  // row0 + i of the copy from column col0: the products go to a contiguous buffer first, so that one
+  // encoder call takes the tile (an encoder call per block, 16 elements for NVFP4, costs more than it does).
+  void finish_rows_blocks(const CopyTarget& t, const float* x, int64_t ld, const float* mult, int64_t rows, int64_t n,
+                          int64_t row0, int64_t col0, Scratch& s) const {
+    const int64_t width = bs_.cols, blocks = ceil_div(n, width);
+    for (int64_t i = 0; i < rows; ++i) multiply_blocks(x + i * ld, n, width, mult + i * blocks, s.scaled_tile + i * n);
+    finish_rows(t, s.scaled_tile, n, 1.0f, rows, n, row0, col0, s);
+  }
+
+  // Rounds `rows` spans x[i * ld, i * ld + n) times `scale` into rows row0 + i of the copy from column col0.
+  // Under round-to-nearest one encode_span_rows call takes them all (the encoder's constant set-up is then
+  // paid once per tile, not per row); stochastic rounding draws bits per row (keyed by element index).
+  void finish_rows(const CopyTarget& t, const float* x, int64_t ld, float scale, int64_t rows, int64_t n, int64_t row0,
+                   int64_t col0, Scratch& s) const {
+    if (o_.rounding == Rounding::kStochastic || !t.out.data) {
+      for (int64_t i = 0; i < rows; ++i) finish(t, x + i * ld, scale, n, row0 + i, col0, nullptr, s);
+      return;
+    }
+    if (!fp4_) {
+      encode_span_rows(x, ld, rows, n, scale, o_.element, t.out.data + row0 * t.layout.data_row_bytes + col0,
+                       t.layout.data_row_bytes, /*stream=*/true);
+      return;
+    }
+    encode_span_rows(x, ld, rows, n, scale, o_.element, s.span_codes, n);
+    for (int64_t i = 0; i < rows; ++i)
+      pack_nibble_span(s.span_codes + i * n, static_cast<size_t>(n),
+                       t.out.data + (row0 + i) * t.layout.data_row_bytes + col0 / 2);
   }
 
  private:
@@ -299,53 +361,72 @@ class SpanEncoder {
   const QuantizeOptions& o_;
   BlockShape bs_;
   bool fp4_;
-  float value_for_inf_;
 };
+
+// ---- 1-D block schemes -------------------------------------------------------------------------------------
+
+// `rows` rows of copy `t` in this tile: row i is x[i * ld, i * ld + n), copy row row0 + i from column col0.
+// The blocks' amaxes, then all their scales in one loop, then the rows' encoding. Returns max|x| and the
+// NaN flag of the spans (the input's, when these are the tile's rows).
+AmaxResult encode_block_rows(const SpanEncoder& enc, const QuantizeOptions& o, float value_for_inf, const CopyTarget& t,
+                             const float* x, int64_t ld, int64_t rows, int64_t n, int64_t row0, int64_t col0,
+                             Scratch& s) {
+  const int64_t width = block_shape(o.scheme).cols, blocks = ceil_div(n, width);
+  bool nan = false;
+  for (int64_t i = 0; i < rows; ++i) span_block_amaxes(x + i * ld, n, width, s.block_amax + i * blocks, &nan);
+  block_scales(o.scheme, block_scale_constants(o, value_for_inf, t.nvfp4_global_enc), s.block_amax, rows * blocks,
+               BlockScaleArrays{s.block_mult, s.block_code, s.block_scale_inv});
+  for (int64_t i = 0; i < rows; ++i)
+    enc.store_scales(t, n, row0 + i, col0, s.block_code + i * blocks, s.block_scale_inv + i * blocks);
+  enc.finish_rows_blocks(t, x, ld, s.block_mult, rows, n, row0, col0, s);
+  float amax = 0.0f;
+  for (int64_t k = 0; k < rows * blocks; ++k) amax = std::max(amax, s.block_amax[k]);
+  return {amax, nan};
+}
 
 // ---- MXFP4 QuEST ------------------------------------------------------------------------------------------
 
-// Stores a QuEST group's results for one row of a copy: scale codes (one per 32 elements, `codes` strided
-// by code_stride), the clip mask, and the rounded codes of the scaled values.
-void store_quest_row(const SpanEncoder& enc, const CopyTarget& t, const float* scaled, const uint8_t* mask,
-                     const uint8_t* codes, int64_t code_stride, int64_t n, int64_t row, int64_t col0, Scratch& s) {
-  for (int64_t g = 0; g < n / 32; ++g)
-    if (t.out.scale) static_cast<uint8_t*>(t.out.scale)[row * t.layout.scale_cols + col0 / 32 + g] = codes[g * code_stride];
-  std::memcpy(t.out.mask + row * t.layout.cols + col0, mask, static_cast<size_t>(n));
-  enc.encode_scaled(t, scaled, n, row, col0, s);
+// Stores one row of a QuEST copy but its codes: the scale codes (one per 32 elements, `codes` strided by
+// code_stride) and the clip mask, taken from the scaled values.
+void store_quest_row(const CopyTarget& t, const float* scaled, const uint8_t* codes, int64_t code_stride, int64_t n,
+                     int64_t row, int64_t col0) {
+  if (t.out.scale)
+    for (int64_t g = 0; g < n / 32; ++g)
+      static_cast<uint8_t*>(t.out.scale)[row * t.layout.scale_cols + col0 / 32 + g] = codes[g * code_stride];
+  quest_clip_mask(scaled, n, t.out.mask + row * t.layout.cols + col0);
 }
 
 // Rowwise QuEST of a tile: groups run along the rows, so the tile is transposed, transformed down its
 // columns (quest_rows' lane layout) and the results transposed back. Returns true on a NaN transform.
-bool quest_rowwise_tile(const SpanEncoder& enc, const CopyTarget& row, const TileView& v, Scratch& s) {
+bool quest_rowwise_tile(const SpanEncoder& enc, const CopyTarget& row, const TileView& v, Scratch& s,
+                        QuestInputStats* input) {
   transpose_floats(v.p, v.ld, v.rows, v.cols, s.transposed, kTileRows);
   bool nan = false;
   for (int64_t g = 0; g < v.cols / 32; ++g) {
     const int64_t at = g * 32 * kTileRows;
-    nan = quest_rows(s.transposed + at, kTileRows, v.rows, s.rht + at, kTileRows, s.quest_mask + at, kTileRows,
-                     s.quest_codes + g * kTileRows) || nan;
+    nan = quest_rows(s.transposed + at, kTileRows, v.rows, s.rht + at, kTileRows, s.quest_codes + g * kTileRows,
+                     input) || nan;
   }
-  transpose_floats(s.rht, kTileRows, v.cols, v.rows, s.quest, kTileCols);
-  transpose_bytes(s.quest_mask, kTileRows, v.cols, v.rows, s.quest_mask_t, kTileCols);
+  transpose_floats(s.rht, kTileRows, v.cols, v.rows, s.quest, v.cols);  // rows contiguous for finish_rows
   for (int64_t i = 0; i < v.rows; ++i)
-    store_quest_row(enc, row, s.quest + i * kTileCols, s.quest_mask_t + i * kTileCols, s.quest_codes + i, kTileRows,
-                    v.cols, v.r0 + i, v.c0, s);
+    store_quest_row(row, s.quest + i * v.cols, s.quest_codes + i, kTileRows, v.cols, v.r0 + i, v.c0);
+  enc.finish_rows(row, s.quest, v.cols, 1.0f, v.rows, v.cols, v.r0, v.c0, s);
   return nan;
 }
 
 // Columnwise QuEST of a tile: groups run down the columns, quest_rows' layout as is; the scaled values
-// and masks are transposed into the copy's rows. Returns true on a NaN transform.
-bool quest_columnwise_tile(const SpanEncoder& enc, const CopyTarget& col, const TileView& v, Scratch& s) {
+// are transposed into the copy's rows. Returns true on a NaN transform.
+bool quest_columnwise_tile(const SpanEncoder& enc, const CopyTarget& col, const TileView& v, Scratch& s,
+                           QuestInputStats* input) {
   bool nan = false;
   for (int64_t g = 0; g < v.rows / 32; ++g) {
     const int64_t at = g * 32 * kTileCols;
-    nan = quest_rows(v.row(g * 32), v.ld, v.cols, s.quest + at, kTileCols, s.quest_mask + at, kTileCols,
-                     s.quest_codes + g * kTileCols) || nan;
+    nan = quest_rows(v.row(g * 32), v.ld, v.cols, s.quest + at, kTileCols, s.quest_codes + g * kTileCols, input) || nan;
   }
-  transpose_floats(s.quest, kTileCols, v.rows, v.cols, s.transposed, kTileRows);
-  transpose_bytes(s.quest_mask, kTileCols, v.rows, v.cols, s.quest_mask_t, kTileRows);
+  transpose_floats(s.quest, kTileCols, v.rows, v.cols, s.transposed, v.rows);  // rows contiguous
   for (int64_t j = 0; j < v.cols; ++j)
-    store_quest_row(enc, col, s.transposed + j * kTileRows, s.quest_mask_t + j * kTileRows, s.quest_codes + j,
-                    kTileCols, v.rows, v.c0 + j, v.r0, s);
+    store_quest_row(col, s.transposed + j * v.rows, s.quest_codes + j, kTileCols, v.rows, v.c0 + j, v.r0);
+  enc.finish_rows(col, s.transposed, v.rows, 1.0f, v.cols, v.rows, v.c0, v.r0, s);
   return nan;
 }
 
@@ -388,6 +469,58 @@ void transpose_2d_tile(const QuantizeOptions& o, const TileView& v, const CopyTa
   }
 }
 
+// The rowwise copy alone of a 1-D block scheme (fp8_tensor too): no transpose is needed, so the input is
+// walked in its own order, kBandRows rows at a time and 128 columns after 128 columns: a few sequential
+// streams the hardware prefetcher follows, where a 128x128 tile is 128 streams of 512 bytes.
+constexpr int64_t kBandRows = 8;
+
+PassResult rowwise_pass(const TileInput& in, const QuantizeOptions& o, float value_for_inf, const CopyTarget& row,
+                        bool measure_amax, int threads) {
+  const SpanEncoder enc(o);
+  const int64_t bands = ceil_div(in.rows, kBandRows);
+  float amax = 0.0f;
+  bool nan = false;
+  const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(bands, threads)));
+#pragma omp parallel num_threads(team) reduction(max : amax) reduction(|| : nan)
+  {
+    auto sp = std::make_unique<Scratch>();
+    Scratch& s = *sp;
+#pragma omp for schedule(static)
+    for (int64_t band = 0; band < bands; ++band) {
+      const int64_t r0 = band * kBandRows, rows = std::min(kBandRows, in.rows - r0);
+      for (int64_t c0 = 0; c0 < in.cols; c0 += kTileCols) {
+        const int64_t cols = std::min(kTileCols, in.cols - c0);
+        const float* x;
+        int64_t ld;
+        if (in.type == InputType::kFloat32) {
+          x = static_cast<const float*>(in.data) + r0 * in.cols + c0, ld = in.cols;
+        } else {
+          const auto* b = static_cast<const uint16_t*>(in.data) + r0 * in.cols + c0;
+          for (int64_t i = 0; i < rows; ++i) widen_bf16(b + i * in.cols, cols, s.tile + i * kTileCols);
+          x = s.tile, ld = kTileCols;
+        }
+        AmaxResult r{};
+        if (o.scheme == Scheme::kFP8Tensor) {
+          if (measure_amax)
+            for (int64_t i = 0; i < rows; ++i) {
+              const AmaxResult ri = abs_max(x + i * ld, cols);
+              r = {std::max(r.amax, ri.amax), r.nan || ri.nan};
+            }
+          enc.finish_rows(row, x, ld, row.tensor_scale.multiplier, rows, cols, r0, c0, s);
+        } else {
+          r = encode_block_rows(enc, o, value_for_inf, row, x, ld, rows, cols, r0, c0, s);
+        }
+        if (measure_amax) {
+          amax = std::max(amax, r.amax);
+          nan = nan || r.nan;
+        }
+      }
+    }
+    store_fence();  // the non-temporal code stores of finish_rows
+  }
+  return PassResult{AmaxResult{amax, nan}, false};
+}
+
 }  // namespace
 
 AmaxResult input_amax(const TileInput& in, int threads) {
@@ -414,30 +547,52 @@ AmaxResult input_amax(const TileInput& in, int threads) {
   return {amax, nan};
 }
 
-AmaxResult rht_amax(const TileInput& in, uint32_t sign_mask, bool round_to_bf16, int threads) {
-  float amax = 0.0f;
-  bool nan = false;
+RhtAmaxResult rht_amax(const TileInput& in, uint32_t sign_mask, bool round_to_bf16, int threads) {
+  float amax = 0.0f, input_amax = 0.0f;
+  bool nan = false, input_nan = false;
   const int64_t tile_rows = ceil_div(in.rows, kTileRows), tile_cols = ceil_div(in.cols, kTileCols);
   const int64_t tiles = tile_rows * tile_cols;
   const int team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(tiles, threads)));
-#pragma omp parallel num_threads(team) reduction(max : amax) reduction(|| : nan)
+#pragma omp parallel num_threads(team) reduction(max : amax, input_amax) reduction(|| : nan, input_nan)
   {
     auto s = std::make_unique<Scratch>();
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       if (t + 1 < tiles) prefetch_tile(in, t + 1, tile_cols);
       const TileView v = load_tile(in, (t / tile_cols) * kTileRows, (t % tile_cols) * kTileCols, *s);
-      nan = rht_tile(v, sign_mask, round_to_bf16, *s) || nan;
-      for (int64_t i = 0; i < v.rows; ++i) amax = std::max(amax, abs_max(s->rht + i * kTileCols, v.cols).amax);
+      if (!round_to_bf16 && v.rows % 16 == 0) {  // float32: both maxima in registers, nothing stored
+        float in_m = 0.0f, out_m = 0.0f;
+        bool clean = true;
+        for (int64_t g = 0; g < v.rows; g += 16)
+          clean = rht16_rows_amax(v.row(g), v.ld, v.cols, sign_mask, &in_m, &out_m) && clean;
+        if (clean) {
+          input_amax = std::max(input_amax, in_m);
+          amax = std::max(amax, out_m);
+          continue;
+        }  // else a NaN: the storing path below sorts out whose
+      }
+      for (int64_t i = 0; i < v.rows; ++i) {
+        const AmaxResult r = abs_max(v.row(i), v.cols);
+        input_amax = std::max(input_amax, r.amax);
+        input_nan = input_nan || r.nan;
+      }
+      // The transform's NaN flag from the amax below (rounding to bf16, when asked, keeps NaN NaN).
+      rht_tile(v, sign_mask, round_to_bf16, *s, /*check_nan=*/false);
+      for (int64_t i = 0; i < v.rows; ++i) {
+        const AmaxResult r = abs_max(s->rht + i * kTileCols, v.cols);
+        amax = std::max(amax, r.amax);
+        nan = nan || r.nan;
+      }
     }
   }
-  return {amax, nan};
+  return {{input_amax, input_nan}, {amax, nan}};
 }
 
 PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float value_for_inf, const CopyTarget* row,
                           const CopyTarget* col, bool measure_amax, int threads) {
-  const SpanEncoder enc(o, value_for_inf);
   const bool quest = o.scheme == Scheme::kMXFP4Quest, two_d = is_2d(o.scheme);
+  if (row && !col && !quest && !two_d) return rowwise_pass(in, o, value_for_inf, *row, measure_amax, threads);
+  const SpanEncoder enc(o);
   const uint32_t sign_mask = rht_sign_mask(o.rht_seed);
   const bool bf16 = in.type == InputType::kBFloat16;
   const int64_t tile_rows = ceil_div(in.rows, kTileRows), tile_cols = ceil_div(in.cols, kTileCols);
@@ -453,7 +608,10 @@ PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float v
     for (int64_t t = 0; t < tiles; ++t) {
       if (t + 1 < tiles) prefetch_tile(in, t + 1, tile_cols);
       const TileView v = load_tile(in, (t / tile_cols) * kTileRows, (t % tile_cols) * kTileCols, s);
-      if (measure_amax) {
+      const bool block_1d = !two_d && !quest && o.scheme != Scheme::kFP8Tensor;
+      // QuEST takes the amax inside its transform (every element passes through it once per copy).
+      QuestInputStats quest_input;
+      if (measure_amax && !(row && block_1d) && !quest) {
         for (int64_t i = 0; i < v.rows; ++i) {
           const AmaxResult r = abs_max(v.row(i), v.cols);
           amax = std::max(amax, r.amax);
@@ -466,17 +624,22 @@ PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float v
           static_cast<float*>(row->out.scale)[(v.r0 / 128) * row->layout.scale_cols + v.c0 / 128] = s.sub_scales[0].scale_inv;
       }
       if (row && quest) {
-        transform_nan = quest_rowwise_tile(enc, *row, v, s) || transform_nan;
-      } else if (row) {
-        for (int64_t i = 0; i < v.rows; ++i) {
-          if (two_d) {
-            const BlockShape bs = block_shape(o.scheme);
-            enc.encode(*row, v.row(i), v.cols, v.r0 + i, v.c0, s.sub_scales + (i / bs.rows) * ceil_div(v.cols, bs.cols),
-                       s.tile_codes + i * kTileCols, s);
-          } else {
-            enc.encode(*row, v.row(i), v.cols, v.r0 + i, v.c0, nullptr, nullptr, s);
-          }
+        transform_nan = quest_rowwise_tile(enc, *row, v, s, measure_amax ? &quest_input : nullptr) || transform_nan;
+        amax = std::max(amax, quest_input.amax);
+        nan = nan || quest_input.nan;
+      } else if (row && block_1d) {
+        const AmaxResult r = encode_block_rows(enc, o, value_for_inf, *row, v.p, v.ld, v.rows, v.cols, v.r0, v.c0, s);
+        if (measure_amax) {
+          amax = std::max(amax, r.amax);
+          nan = nan || r.nan;
         }
+      } else if (row && o.scheme == Scheme::kFP8Tensor) {
+        enc.finish_rows(*row, v.row(0), v.ld, row->tensor_scale.multiplier, v.rows, v.cols, v.r0, v.c0, s);
+      } else if (row) {
+        const BlockShape bs = block_shape(o.scheme);  // (two_d: every other scheme is handled above)
+        for (int64_t i = 0; i < v.rows; ++i)
+          enc.encode_2d(*row, v.row(i), v.cols, v.r0 + i, v.c0,
+                        s.sub_scales + (i / bs.rows) * ceil_div(v.cols, bs.cols), s.tile_codes + i * kTileCols, s);
       }
       if (!col) continue;
       if (two_d) {
@@ -484,13 +647,21 @@ PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float v
         continue;
       }
       if (quest) {
-        transform_nan = quest_columnwise_tile(enc, *col, v, s) || transform_nan;
+        // (Both copies see every element: with the rowwise copy made, its stats suffice.)
+        transform_nan =
+            quest_columnwise_tile(enc, *col, v, s, measure_amax && !row ? &quest_input : nullptr) || transform_nan;
+        amax = std::max(amax, quest_input.amax);
+        nan = nan || quest_input.nan;
         continue;
       }
       transform_nan = transpose_tile(v, o.rht, sign_mask, bf16, s) || transform_nan;
-      for (int64_t j = 0; j < v.cols; ++j)
-        enc.encode(*col, s.transposed + j * kTileRows, v.rows, v.c0 + j, v.r0, nullptr, nullptr, s);
+      if (o.scheme == Scheme::kFP8Tensor) {
+        enc.finish_rows(*col, s.transposed, kTileRows, col->tensor_scale.multiplier, v.cols, v.rows, v.c0, v.r0, s);
+      } else {  // block_1d
+        encode_block_rows(enc, o, value_for_inf, *col, s.transposed, kTileRows, v.cols, v.rows, v.c0, v.r0, s);
+      }
     }
+    store_fence();  // the non-temporal code stores of finish_rows
   }
   return PassResult{AmaxResult{amax, nan}, transform_nan};
 }

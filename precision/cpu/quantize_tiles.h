@@ -48,16 +48,22 @@ struct AmaxResult {
 // max|x| over the input.
 AmaxResult input_amax(const TileInput& in, int threads);
 
-// max|RHT16(column groups of x)|: the columnwise copy's global amax under RHT (rows % 16 == 0). `nan` is
-// set when a transformed group is NaN (only possible when the input has Inf of both signs or NaN).
-AmaxResult rht_amax(const TileInput& in, uint32_t sign_mask, bool round_to_bf16, int threads);
+// max|x| and max|RHT16(column groups of x)| (the columnwise copy's global amax under RHT; rows % 16 == 0)
+// in one read of the input. transformed.nan is set when a transformed group is NaN (only possible when the
+// input has Inf of both signs or NaN).
+struct RhtAmaxResult {
+  AmaxResult input;
+  AmaxResult transformed;
+};
+RhtAmaxResult rht_amax(const TileInput& in, uint32_t sign_mask, bool round_to_bf16, int threads);
 
 struct PassResult {
   AmaxResult input;            // filled when measure_amax
   bool transform_nan = false;  // a Hadamard group (RHT or QuEST) became NaN
 };
 
-// Fills the requested copies (row and/or col non-null). For 2-D schemes `row` must be given (its codes
+// Fills the requested copies (row and/or col non-null); the rowwise copy alone of a 1-D scheme is walked in
+// row order instead of tiles (no transpose needed). For 2-D schemes `row` must be given (its codes
 // are the columnwise copy's). measure_amax: also take max|x| and the NaN flag on the way (schemes whose
 // scales do not need the global amax up front get away with one pass).
 PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float value_for_inf, const CopyTarget* row,
