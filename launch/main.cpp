@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,21 +60,22 @@ int main(int argc, char** argv) {
   std::string input, out_dir = "data/tokens";
   double val_fraction = 0.02;
   std::string tokenizer = "byte";
-  int64_t vocab = 0;
+  int64_t vocab = 1024;
   prepare->add_option("--input", input, "text corpus")->required();
   prepare->add_option("--out", out_dir, "output directory (train.bin, val.bin, meta.json)");
   prepare->add_option("--val-fraction", val_fraction, "fraction of the text held out for eval");
   prepare->add_option("--tokenizer", tokenizer, "byte (256 ids, default) or bpe (trained here on the training text)");
-  prepare->add_option("--vocab", vocab, "bpe only: vocabulary size, 257 .. 65536 (default 1024)");
+  auto* vocab_flag = prepare->add_option("--vocab", vocab, "bpe only: vocabulary size, 257 .. 65536 (default 1024)");
   app.footer("Overrides: --section.key value for any config key, e.g. --train.steps 40 --model.recipe nvfp4; "
              "--resume continues from the latest checkpoint.");
   CLI11_PARSE(app, argc, argv);
 
   if (*prepare) {
     try {
-      const auto p = nibble::data::prepare_corpus(input, out_dir, val_fraction, tokenizer, vocab);
-      std::printf("prepared %s (%s tokenizer): %lld train tokens -> %s, %lld held-out tokens -> %s\n", input.c_str(),
-                  tokenizer.c_str(),
+      const auto p = nibble::data::prepare_corpus(input, out_dir, val_fraction, tokenizer,
+                                                  vocab_flag->count() > 0 ? std::optional<int64_t>(vocab) : std::nullopt);
+      std::printf("prepared %s (%s tokenizer, vocab %lld): %lld train tokens -> %s, %lld held-out tokens -> %s\n",
+                  input.c_str(), tokenizer.c_str(), static_cast<long long>(p.vocab),
                   static_cast<long long>(p.train_tokens), p.train_path.c_str(),
                   static_cast<long long>(p.val_tokens), p.val_path.c_str());
       return 0;

@@ -32,15 +32,15 @@ void write_tokens(const std::string& path, const uint16_t* data, size_t count) {
 }  // namespace
 
 PreparedCorpus prepare_corpus(const std::string& text_path, const std::string& out_dir, double val_fraction,
-                              const std::string& tokenizer, int64_t vocab) {
+                              const std::string& tokenizer, std::optional<int64_t> vocab_option) {
   if (!(val_fraction > 0.0 && val_fraction <= 0.5))
     throw InvalidArgument("prepare: val_fraction = " + std::to_string(val_fraction) + " must be in (0, 0.5]");
   if (tokenizer != "byte" && tokenizer != "bpe")
     throw InvalidArgument("prepare: --tokenizer '" + tokenizer + "' is unknown; valid: byte, bpe");
-  if (tokenizer == "byte" && vocab != 0)
-    throw InvalidArgument("prepare: --vocab " + std::to_string(vocab) +
+  if (tokenizer == "byte" && vocab_option)
+    throw InvalidArgument("prepare: --vocab " + std::to_string(*vocab_option) +
                           " applies to --tokenizer bpe only (the byte tokenizer has 256 ids)");
-  if (tokenizer == "bpe" && vocab == 0) vocab = 1024;
+  const int64_t vocab = vocab_option.value_or(1024);
   if (tokenizer == "bpe" && (vocab < 257 || vocab > 65536))
     throw InvalidArgument("prepare: --vocab " + std::to_string(vocab) +
                           " is out of range; valid: 257 .. 65536 (token files hold uint16 ids)");
@@ -72,7 +72,7 @@ PreparedCorpus prepare_corpus(const std::string& text_path, const std::string& o
     meta["vocab"] = kByteVocab;
   }
   PreparedCorpus p{out_dir + "/train.bin", out_dir + "/val.bin", out_dir + "/meta.json",
-                   static_cast<int64_t>(train.size()), static_cast<int64_t>(val.size())};
+                   static_cast<int64_t>(train.size()), static_cast<int64_t>(val.size()), meta["vocab"].get<int64_t>()};
   write_tokens(p.train_path, train.data(), train.size());
   write_tokens(p.val_path, val.data(), val.size());
   meta["train_tokens"] = train.size();

@@ -1,5 +1,6 @@
 """The BPE tokenizer of `nibble-train prepare --tokenizer bpe` against an independent Python BPE written here
 from the rules in core/data/bpe_tokenizer.h: the same merges, the same token ids, exact round trip."""
+import json
 import os
 import re
 import subprocess
@@ -114,6 +115,8 @@ def test_token_ids_match_a_reference_encoder_and_round_trip(prepared):
 @pytest.mark.parametrize("args,message", [
     (["--tokenizer", "wordpiece"], "valid: byte, bpe"),
     (["--tokenizer", "bpe", "--vocab", "100000"], "valid: 257 .. 65536"),
+    (["--tokenizer", "bpe", "--vocab", "256"], "valid: 257 .. 65536"),
+    (["--tokenizer", "bpe", "--vocab", "0"], "valid: 257 .. 65536"),  # an explicit 0 is not "the default"
     (["--vocab", "300"], "applies to --tokenizer bpe only"),
 ])
 def test_bad_prepare_flags(tmp_path, prepared, args, message):
@@ -121,6 +124,22 @@ def test_bad_prepare_flags(tmp_path, prepared, args, message):
     r = subprocess.run([BINARY, "prepare", "--input", str(d / "corpus.txt"), "--out", str(tmp_path)] + args,
                        capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_training_stops_when_no_pair_occurs_twice(tmp_path):
+    text = corpus_bytes()[:3000]  # far too little text for 65536 ids
+    (tmp_path / "corpus.txt").write_bytes(text)
+    r = subprocess.run([BINARY, "prepare", "--input", str(tmp_path / "corpus.txt"), "--out", str(tmp_path),
+                        "--tokenizer", "bpe", "--vocab", "65536"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    merges = read_merges(tmp_path)
+    split = len(text) - int(len(text) * 0.02)
+    assert merges == train_reference(text[:split], 65536)
+    vocab = 256 + len(merges)
+    assert 256 < vocab < 65536 and f"vocab {vocab})" in r.stdout, r.stdout
+    assert json.loads((tmp_path / "meta.json").read_text())["vocab"] == vocab
+    ids = np.fromfile(tmp_path / "train.bin", dtype="<u2").tolist()
+    assert ids == encode_reference(text[:split], merges) and max(ids) < vocab
 
 
 def test_training_on_bpe_tokens(prepared, tmp_path):
