@@ -206,6 +206,19 @@ void require(bool ok, const std::string& key, const std::string& value, const st
 
 }  // namespace
 
+optim::OptimizerConfig optimizer_config(const TrainConfig& c) {
+  optim::OptimizerConfig oc;
+  oc.kind = c.optimizer;
+  oc.state = c.state;
+  oc.lr = c.lr;
+  oc.beta1 = c.beta1;
+  oc.beta2 = c.beta2;
+  oc.eps = c.eps;
+  oc.weight_decay = c.weight_decay;
+  oc.seed = c.model.seed;
+  return oc;
+}
+
 std::vector<int64_t> TrainConfig::pp_layer_counts() const {
   std::vector<int64_t> out;
   std::stringstream in(pp_layers);
@@ -301,16 +314,8 @@ void validate(const TrainConfig& c, int64_t world_size) {
   } catch (const std::exception& e) {
     throw InvalidArgument(std::string("optim.schedule/warmup/min_lr_ratio: ") + e.what());
   }
-  optim::OptimizerConfig oc;
-  oc.kind = c.optimizer;
-  oc.state = c.state;
-  oc.lr = c.lr;
-  oc.beta1 = c.beta1;
-  oc.beta2 = c.beta2;
-  oc.eps = c.eps;
-  oc.weight_decay = c.weight_decay;
   try {
-    oc.validate();
+    optimizer_config(c).validate();
   } catch (const std::exception& e) {
     throw InvalidArgument(std::string("[optim]: ") + e.what());
   }

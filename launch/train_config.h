@@ -10,6 +10,10 @@
 
 #include "core/model/gpt_config.h"
 
+namespace nibble::optim {
+struct OptimizerConfig;  // optim/torch/optimizer.h
+}
+
 namespace nibble::train {
 
 struct TrainConfig {
@@ -57,6 +61,8 @@ TrainConfig load_config(const std::string& path, const std::vector<std::pair<std
 // The cross-key rules: model sizes, layout (tp * cp * dp * pp == world_size, tp divides heads/ffn/vocab,
 // 2 * cp divides seq_len, the pipeline split and schedule), batch divisibility, ranges.
 void validate(const TrainConfig& config, int64_t world_size);
+// The [optim] keys as the optimizer's config (seeded by model.seed); validate() checks it.
+optim::OptimizerConfig optimizer_config(const TrainConfig& config);
 // All valid keys, "section.key", sorted (for messages and --help).
 std::vector<std::string> config_keys();
 

@@ -8,19 +8,6 @@
 
 namespace nibble::train {
 
-optim::OptimizerConfig optimizer_config(const TrainConfig& c) {
-  optim::OptimizerConfig oc;
-  oc.kind = c.optimizer;
-  oc.state = c.state;
-  oc.lr = c.lr;
-  oc.beta1 = c.beta1;
-  oc.beta2 = c.beta2;
-  oc.eps = c.eps;
-  oc.weight_decay = c.weight_decay;
-  oc.seed = c.model.seed;
-  return oc;
-}
-
 TrainOptimizer::TrainOptimizer(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh)
     : model_(model), mesh_(mesh) {
   if (c.zero == 1) {

@@ -21,8 +21,6 @@ class ZeroOptimizer;
 
 namespace nibble::train {
 
-optim::OptimizerConfig optimizer_config(const TrainConfig& c);
-
 class TrainOptimizer {
  public:
   TrainOptimizer(const TrainConfig& config, nn::Gpt& model, const parallel::Mesh& mesh);
