@@ -8,6 +8,7 @@
 #include "core/gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -373,7 +374,21 @@ void check_dense(const torch::Tensor& t, const std::string& what) {
   if (!t.device().is_cpu()) throw InvalidArgument(what + " must be a CPU tensor on this path");
 }
 
+// FP64 rows [r0, r0 + nr) of an operand, dequantized except for alpha; dense operands rounded to BF16 first
+// when the FP32 path would have fed the BF16 kernel (`bf16_operands`), so FP64 accumulation changes only how
+// the products are summed, never the operands.
+torch::Tensor f64_panel(const DecodePlan& p, int64_t r0, int64_t nr, bool bf16_operands) {
+  const GemmOperand& op = *p.op;
+  if (!op.copy && bf16_operands) return op.dense.narrow(0, r0, nr).to(torch::kBFloat16).to(torch::kFloat64);
+  return f32_panel(p, r0, nr).to(torch::kFloat64);
+}
+
+std::atomic<bool> g_fp64_accumulation{false};
+
 }  // namespace
+
+void set_fp64_accumulation(bool on) { g_fp64_accumulation.store(on); }
+bool fp64_accumulation() { return g_fp64_accumulation.load(); }
 
 GemmOperand GemmOperand::quantized(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options) {
   GemmOperand op;
@@ -406,8 +421,10 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
   if (a.k() != b.k())
     throw InvalidArgument(who + "inner dimensions differ: A is " + a.describe() + ", B is " + b.describe() +
                           " (C = A·Bᵀ needs the same K)");
-  if (options.out_dtype != torch::kFloat32 && options.out_dtype != torch::kBFloat16)
-    throw InvalidArgument(who + "output dtype must be float32 or bfloat16");
+  if (options.out_dtype != torch::kFloat32 && options.out_dtype != torch::kBFloat16 &&
+      !(options.out_dtype == torch::kFloat64 && fp64_accumulation()))
+    throw InvalidArgument(who + "output dtype must be float32 or bfloat16 (float64 only under fp64_accumulation), got " +
+                          std::string(c10::toString(options.out_dtype)));
   const int64_t M = a.rows(), N = b.rows(), K = a.k();
   if (options.bias && (options.bias->dim() != 1 || options.bias->size(0) != N))
     throw InvalidArgument(who + "bias must have shape (" + std::to_string(N) + "), got " + c10::str(options.bias->sizes()));
@@ -419,6 +436,25 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
                             std::to_string(N) + ") tensor, got " + c10::str(acc.sizes()));
   }
   const DecodePlan pa = plan_for(a), pb = plan_for(b);
+  if (fp64_accumulation()) {
+    constexpr int64_t kPanel = 256;
+    torch::Tensor raw64 = torch::empty({M, N}, torch::TensorOptions().dtype(torch::kFloat64));
+    const bool bf16_operands = pa.exact_bf16 && pb.exact_bf16;
+    for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
+      const torch::Tensor bp = f64_panel(pb, n0, std::min(kPanel, N - n0), bf16_operands);
+      for (int64_t m0 = 0; m0 < M; m0 += kPanel) {
+        const torch::Tensor ap = f64_panel(pa, m0, std::min(kPanel, M - m0), bf16_operands);
+        raw64.narrow(0, m0, ap.size(0)).narrow(1, n0, bp.size(0)).copy_(torch::mm(ap, bp.t()));
+      }
+    }
+    raw64.mul_(pa.alpha * pb.alpha);
+    if (options.bias) raw64.add_(options.bias->to(torch::kFloat64));
+    if (options.accumulate) {
+      options.accumulate->add_(raw64.to(torch::kFloat32));
+      return *options.accumulate;
+    }
+    return options.out_dtype == torch::kFloat64 ? raw64 : raw64.to(torch::kFloat32).to(options.out_dtype);
+  }
   torch::Tensor raw = torch::empty({M, N}, torch::TensorOptions().dtype(torch::kFloat32));
   advise_huge_pages(raw.data_ptr(), static_cast<size_t>(M * N) * sizeof(float));
   const float alpha = static_cast<float>(pa.alpha * pb.alpha);

@@ -11,10 +11,15 @@ InnerRotation next_rotation(int64_t inner, LinearState& s) {
 torch::Tensor rotation_signs(const InnerRotation& r) {
   torch::Tensor signs = torch::empty({r.padded}, torch::kFloat32);
   float* out = signs.data_ptr<float>();
-  for (int64_t block = 0; block * 128 < r.padded; ++block) {
-    const precision::Philox4x32Output bits = precision::philox_block(r.seed, r.offset, static_cast<uint64_t>(block));
-    for (int64_t i = 0; i < 128 && block * 128 + i < r.padded; ++i)
-      out[block * 128 + i] = (bits.v[i / 32] >> (i % 32)) & 1u ? -1.0f : 1.0f;
+  precision::Philox4x32Output bits{};
+  int64_t have = -1;  // the Philox block in `bits`
+  for (int64_t i = 0; i < r.padded; ++i) {
+    const int64_t g = r.first + i, block = g / 128, bit = g % 128;
+    if (block != have) {
+      bits = precision::philox_block(r.seed, r.offset, static_cast<uint64_t>(block));
+      have = block;
+    }
+    out[i] = (bits.v[bit / 32] >> (bit % 32)) & 1u ? -1.0f : 1.0f;
   }
   return signs;
 }

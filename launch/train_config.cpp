@@ -123,6 +123,7 @@ const std::map<std::string, Key>& keys() {
       {"parallel.tp", int_key(&TrainConfig::tp)},
       {"parallel.dp", int_key(&TrainConfig::dp)},
       {"parallel.sequence_parallel", bool_key(&TrainConfig::sequence_parallel)},
+      {"parallel.reproducible_sums", bool_key(&TrainConfig::reproducible_sums)},
       {"parallel.pp", int_key(&TrainConfig::pp)},
       {"parallel.cp", int_key(&TrainConfig::cp)},
       {"parallel.pp_schedule", string_key(&TrainConfig::pp_schedule)},

@@ -40,6 +40,9 @@ struct TrainConfig {
   // [parallel]
   int64_t tp = 1, dp = 1, pp = 1, cp = 1;
   bool sequence_parallel = false;
+  // Every GEMM and the cross-entropy sum in FP64 (core/gemm.h fp64_accumulation), so tp/sp splits of a sum
+  // round to the single-rank result: layout-invariant loss curves at the cost of GEMM speed.
+  bool reproducible_sums = false;
   std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
   int64_t virtual_stages = 1;        // model chunks per pp rank (> 1 only with interleaved)
   std::string pp_layers;             // "" = even split; else comma-separated layers per virtual stage

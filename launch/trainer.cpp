@@ -11,6 +11,7 @@
 
 #include "core/data/batch_sampler.h"
 #include "core/data/tokenizer.h"
+#include "core/gemm.h"
 #include "core/model/gpt.h"
 #include "launch/checkpoint_io.h"
 #include "launch/eval_sample.h"
@@ -125,6 +126,7 @@ int run_training(const TrainConfig& c) {
   const data::BatchSampler train_data(train_file, c.model.seq_len, c.data_seed);
   const data::BatchSampler val_data(val_file, c.model.seq_len, c.data_seed);
 
+  nn::set_fp64_accumulation(c.reproducible_sums);  // before any GEMM (process-wide: one job per process)
   const std::unique_ptr<nn::Gpt> model_ptr = build_model(c, mesh);
   nn::Gpt& model = *model_ptr;
   TrainOptimizer optimizer(c, model, mesh);

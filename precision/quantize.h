@@ -7,6 +7,7 @@
 #include <string>
 
 #include "precision/format.h"
+#include "precision/host_device.h"
 
 namespace nibble::precision {
 
@@ -31,6 +32,39 @@ enum class InputType : uint8_t { kFloat32, kBFloat16 };
 Scheme parse_scheme(const std::string& name, Format* element);
 std::string scheme_name(Scheme scheme);
 
+// Where the input sits in the logical tensor whose element indices key the stochastic-rounding bits
+// (precision/stochastic.h). Input element (r, c) of an (M, K) input draws the bits of index
+// (row_offset + r) * full_cols + col_offset + c; the columnwise copy's element (c, r) those of
+// (col_offset + c) * full_rows + row_offset + r. A tensor-parallel shard (a column slice of the output
+// gradient) or a sequence-parallel slice (a row slice) given its place in the whole tensor thus rounds each
+// element exactly as quantizing the whole tensor would. full_rows / full_cols = 0: the input's own M / K.
+// Rows past full_rows (pad rows, dropped afterwards) draw some other element's bits: harmless.
+struct SrIndexMap {
+  int64_t full_rows = 0;
+  int64_t full_cols = 0;
+  int64_t row_offset = 0;
+  int64_t col_offset = 0;
+};
+
+// The SR index of element (r, c) of one copy, in the copy's own (rows, cols) coordinates:
+// (row_offset + r) * stride + col_offset + c.
+struct SrCopyIndexing {
+  uint64_t stride = 0;
+  uint64_t row_offset = 0;
+  uint64_t col_offset = 0;
+  NIBBLE_HOST_DEVICE uint64_t index(int64_t r, int64_t c) const {
+    return (row_offset + static_cast<uint64_t>(r)) * stride + col_offset + static_cast<uint64_t>(c);
+  }
+};
+
+// The indexing of the rowwise (columnwise = false) or columnwise copy of an (M, K) input under `map`.
+NIBBLE_HOST_DEVICE SrCopyIndexing sr_copy_indexing(const SrIndexMap& map, bool columnwise, int64_t M, int64_t K) {
+  const uint64_t full_rows = static_cast<uint64_t>(map.full_rows ? map.full_rows : M);
+  const uint64_t full_cols = static_cast<uint64_t>(map.full_cols ? map.full_cols : K);
+  const uint64_t ro = static_cast<uint64_t>(map.row_offset), co = static_cast<uint64_t>(map.col_offset);
+  return columnwise ? SrCopyIndexing{full_rows, co, ro} : SrCopyIndexing{full_cols, ro, co};
+}
+
 struct QuantizeOptions {
   Scheme scheme = Scheme::kFP8Tensor;
   Format element = formats::kE4M3;  // E4M3 or E5M2 for FP8 schemes; E2M1 for FP4 schemes
@@ -39,6 +73,7 @@ struct QuantizeOptions {
   Rounding rounding = Rounding::kNearestEven;
   uint64_t seed = 0;
   uint64_t offset = 0;
+  SrIndexMap sr_index;        // stochastic rounding: this input's place in the tensor the bits are keyed by
   bool rht = false;           // NVFP4 columnwise copy only
   uint64_t rht_seed = 0;      // 0 = TE's fixed sign vector
   bool pow2_scale = false;    // FP8 per-tensor and block scales

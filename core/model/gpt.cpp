@@ -118,8 +118,9 @@ torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_
 }
 
 std::shared_ptr<LinearState> Gpt::add_state(const std::string& recipe, const std::string& name) {
-  // Distinct stochastic-rounding streams per layer (and per tp rank: each quantizes a different shard).
-  const uint64_t seed = name_key(name + "#" + std::to_string(tp_->rank()), config_.seed);
+  // A stochastic-rounding stream per layer, the same on every tp rank: each rank's shard draws the bits of its
+  // elements' places in the whole tensor (parallel_linear.h WeightSplit), so tp rounds as one rank does.
+  const uint64_t seed = name_key(name, config_.seed);
   auto s = std::make_shared<LinearState>(recipe_preset(recipe), name, seed);
   states_.push_back(s);
   return s;

@@ -1,5 +1,7 @@
 #include "core/model/single_rank_tensor_parallel.h"
 
+#include "core/gemm.h"
+
 namespace nibble::nn {
 
 torch::Tensor SingleRankTensorParallel::column_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
@@ -20,9 +22,11 @@ torch::Tensor SingleRankTensorParallel::embedding(const torch::Tensor& tokens, c
 
 torch::Tensor SingleRankTensorParallel::cross_entropy(const torch::Tensor& logits_shard,
                                                       const torch::Tensor& targets) {
-  // FP32 log-softmax whatever the logits' dtype: the loss is the quantity every run is compared on.
-  return torch::nll_loss(torch::log_softmax(logits_shard.to(torch::kFloat32), -1), targets, {},
-                         at::Reduction::Mean, -100);
+  // FP32 log-softmax whatever the logits' dtype: the loss is the quantity every run is compared on. FP64 under
+  // fp64_accumulation, as the vocab-parallel cross-entropy then is: both round the same exact-enough sums.
+  const auto dtype = fp64_accumulation() ? torch::kFloat64 : torch::kFloat32;
+  return torch::nll_loss(torch::log_softmax(logits_shard.to(dtype), -1), targets, {}, at::Reduction::Mean, -100)
+      .to(torch::kFloat32);
 }
 
 }  // namespace nibble::nn

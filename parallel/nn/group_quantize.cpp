@@ -161,9 +161,6 @@ bool gathers_exactly(const nn::OperandSpec* row_spec, const nn::OperandSpec* col
     if (!s || !s->quantized) continue;
     const precision::QuantizeOptions& o = s->options;
     const std::string scheme = precision::scheme_name(o.scheme);
-    if (o.rounding == precision::Rounding::kStochastic)
-      return no(scheme + " with stochastic rounding: the random bits are keyed by each element's index in the "
-                "whole tensor, which a rank's slice does not know");
     if (o.scheme == Scheme::kMXFP4Quest) return no("QuEST copies carry clip masks");
     if (o.scheme == Scheme::kNVFP4_2D || o.scheme == Scheme::kFP8Block128x128)
       return no(scheme + " has 2-D tiles across the rows");
@@ -207,8 +204,12 @@ bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b) {
 QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
                                          const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
                                          const std::string& name, precision::DelayedScaling* ds,
-                                         bool fail_together) {
+                                         bool fail_together, const precision::SrIndexMap& sr_index) {
   const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
+  // Spelled out so that pad rows (quantize_padded) leave the real rows' stochastic-rounding bits alone.
+  precision::SrIndexMap place = sr_index;
+  if (place.full_rows == 0) place.full_rows = t2d.size(0);
+  if (place.full_cols == 0) place.full_cols = t2d.size(1);
   std::vector<Job> jobs;
   if (row && col && same_quantization(*row_spec, *col_spec)) {
     jobs.push_back({row_spec, true, true, options_for(*row_spec, true, true, state, ds, name)});
@@ -246,7 +247,8 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::Ope
   }
   QuantizedCopies out;
   for (size_t i = 0; i < jobs.size(); ++i) {
-    const Job& j = jobs[i];
+    Job& j = jobs[i];
+    j.options.sr_index = place;
     std::shared_ptr<nn::QuantizedTensor> q;
     if (group[i] > mine[i]) {
       const float value = j.columnwise && j.options.rht ? 4.0f * group[i] : group[i];
@@ -259,6 +261,14 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::Ope
     if (j.columnwise) out.col = q;
   }
   return out;
+}
+
+precision::SrIndexMap row_slice_of(int64_t rows, int64_t cols, int rank, int size) {
+  return {rows * size, cols, rows * rank, 0};
+}
+
+precision::SrIndexMap col_slice_of(int64_t rows, int64_t cols, int rank, int size) {
+  return {rows, cols * size, 0, cols * rank};
 }
 
 QuantizedCopies all_gather_rows(const QuantizedCopies& local, Communicator& comm, const std::string& name) {

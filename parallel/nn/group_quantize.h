@@ -9,8 +9,8 @@
 // local by construction as long as no block straddles two ranks' parts. precision::quantize() takes its amax
 // from its input only, so the group amax is imposed by appending pad rows holding one element equal to it
 // (4x it for an RHT'd copy: the 16-point RHT maps that element to +-amax) and dropping the pad rows' codes
-// and scales afterwards; when the local amax already is the group's nothing is padded, which keeps
-// stochastic-rounding bits (keyed by element index) those of the unpadded tensor.
+// and scales afterwards (stochastic-rounding bits are keyed by each element's index in the unpadded tensor,
+// so padding never changes them).
 //
 // What all_gather_rows moves, per scheme of a copy (rows = tokens; "cols" = the features K):
 //  - fp8_tensor (fp8_current): the rowwise E4M3 codes only (1 byte per element). The scale is the group's,
@@ -45,21 +45,28 @@ struct QuantizedCopies {
 // max-reduced once per step (parallel/nn/amax_reduction.h) before DelayedScaling::update().
 // `fail_together`: reduce the NaN flag over `comm` even when no copy has a per-tensor factor (MX schemes), so a
 // NaN on one rank fails every rank here instead of leaving its peers in the next collective.
+// `sr_index`: t2d's place in the tensor a single rank would quantize (precision::SrIndexMap), so stochastic
+// rounding draws that tensor's bits; default: t2d is the whole tensor. Pad rows never shift the bits.
 QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
                                          const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
                                          const std::string& name, precision::DelayedScaling* ds = nullptr,
-                                         bool fail_together = false);
+                                         bool fail_together = false, const precision::SrIndexMap& sr_index = {});
+
+// The place of a rank's slice in the whole tensor: rows [rank*rows, (rank+1)*rows) of a (size*rows, cols)
+// tensor, or columns [rank*cols, (rank+1)*cols) of a (rows, size*cols) one.
+precision::SrIndexMap row_slice_of(int64_t rows, int64_t cols, int rank, int size);
+precision::SrIndexMap col_slice_of(int64_t rows, int64_t cols, int rank, int size);
 
 // Every rank's copies concatenated along the rows (rank r's rows at [r*rows, (r+1)*rows)), as if quantized
 // from the concatenated tensor (given group-amax quantization). Throws InvalidArgument when a block along
 // the rows would straddle two ranks.
 QuantizedCopies all_gather_rows(const QuantizedCopies& local, Communicator& comm, const std::string& name);
 
-// Whether quantizing every rank's [rows, cols] slice (with the group amax) and gathering the copies with
-// all_gather_rows gives bit for bit the copies of the gathered tensor. False, with the reason in *why, for:
-// stochastic rounding (its bits are keyed by the element's index in the tensor, which a slice does not know:
-// precision/stochastic.h), QuEST (clip masks), 2-D tiles (16x16 / 128x128 across the rows), and a columnwise
-// copy whose blocks along the rows (32, 16 or 128) do not tile `rows`. Null or unquantized specs are skipped.
+// Whether quantizing every rank's [rows, cols] slice (with the group amax, and for stochastic rounding with
+// its row_slice_of place) and gathering the copies with all_gather_rows gives bit for bit the copies of the
+// gathered tensor. False, with the reason in *why, for QuEST (clip masks), 2-D tiles (16x16 / 128x128 across
+// the rows), and a columnwise copy whose blocks along the rows (32, 16 or 128) do not tile `rows`. Null or
+// unquantized specs are skipped.
 bool gathers_exactly(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows, std::string* why);
 
 // Bytes one rank hands to all_gather_rows for the copies quantize_with_group_amax makes of a [rows, cols]

@@ -38,6 +38,17 @@ bool is_quest(const nn::OperandSpec& s) {
   return s.quantized && s.options.scheme == precision::Scheme::kMXFP4Quest;
 }
 
+// Which dimension of a tensor this rank holds a slice of (the rest of the tensor lives on the other ranks).
+enum class Slice : uint8_t { kWhole, kRows, kCols };
+
+// t2d's place in the tensor a single rank quantizes, for stochastic rounding (group_quantize.h).
+precision::SrIndexMap place_of(const torch::Tensor& t2d, Slice slice, const Communicator& comm) {
+  const int64_t rows = t2d.size(0), cols = t2d.size(1);
+  if (slice == Slice::kRows) return row_slice_of(rows, cols, comm.rank(), comm.size());
+  if (slice == Slice::kCols) return col_slice_of(rows, cols, comm.rank(), comm.size());
+  return {};
+}
+
 // Quartet's rotation and QuEST's masks: core/quartet_pieces.h (one implementation for both Linears).
 using nn::InnerRotation;
 using nn::next_rotation;
@@ -57,6 +68,9 @@ struct ParallelLinearBackward : public torch::autograd::Node {
   std::vector<int64_t> full_x_shape;  // x's shape after the gather (= x's shape without one)
   torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
   bool has_bias = false;
+
+  // dy [tokens, out_features] is a column slice under a column-parallel split.
+  Slice dy_slice() const { return options.split == WeightSplit::kOutputFeatures ? Slice::kCols : Slice::kWhole; }
 
   std::string name() const override { return "nibble::ParallelLinearBackward(" + state->name + ")"; }
 
@@ -104,13 +118,14 @@ struct ParallelLinearBackward : public torch::autograd::Node {
         // Every rank quantizes its own tokens with the group's per-tensor factors (every rank must fail together
         // on a NaN: its peers are about to gather), then the codes and block scales are gathered.
         dyq = all_gather_rows(quantize_with_group_amax(dy2d, row_spec, col_spec, comm, *state, dy_name,
-                                                       state->ds_dy.get(), /*fail_together=*/true),
+                                                       state->ds_dy.get(), /*fail_together=*/true,
+                                                       place_of(dy2d, Slice::kRows, *comm)),
                               *comm, dy_name);
       } else {
         if (options.scatter_output) dy2d = all_gather_dim0(dy2d, *comm, dy_name);
         if (!r.dy_row.quantized || !r.dy_col.quantized) check_finite(dy2d, state->name + ": the output gradient");
         dyq = quantize_with_group_amax(dy2d, row_spec, col_spec, options.reduce_dy_amax ? comm : nullptr, *state,
-                                       dy_name, state->ds_dy.get());
+                                       dy_name, state->ds_dy.get(), false, place_of(dy2d, dy_slice(), *comm));
       }
       remember(*state, dyq, "dy_row", "dy_col");
       if (need_dx) {
@@ -134,13 +149,21 @@ struct ParallelLinearBackward : public torch::autograd::Node {
   torch::Tensor dgrad(const GemmOperand& a, const GemmOperand& b) {
     nn::GemmOptions go;
     go.name = state->name + " dgrad";
+    const bool partial = options.gather_input || options.reduce_dgrad;  // a partial sum over the out features
+    if (partial && nn::fp64_accumulation()) go.out_dtype = torch::kFloat64;
     torch::Tensor dx = nn::gemm(a, b, go);
     // Linear in dx, so applied to each rank's partial dgrad before the sum over the group.
     if (x_mask.defined()) dx = through_quest_mask(dx, x_mask);
-    dx = dx.to(x_dtype).reshape(full_x_shape);
+    if (!partial) return dx.to(x_dtype).reshape(full_x_shape);
+    if (go.out_dtype != torch::kFloat64) dx = dx.to(x_dtype);
+    dx = dx.reshape(full_x_shape);
     // Sequence parallel: every rank holds a partial dgrad of all tokens; each keeps the sum of its slice.
-    if (options.gather_input) dx = reduce_scatter_dim0(dx, *comm, state->name + " dgrad reduce-scatter");
-    return dx;
+    if (options.gather_input) {
+      dx = reduce_scatter_dim0(dx, *comm, state->name + " dgrad reduce-scatter");
+    } else {
+      all_reduce_(dx, ReduceOp::kSum, *comm, state->name + " dgrad all-reduce");
+    }
+    return dx.to(x_dtype);
   }
 
   torch::Tensor wgrad(const GemmOperand& a, const GemmOperand& b) {
@@ -158,21 +181,30 @@ struct ParallelLinearBackward : public torch::autograd::Node {
     nn::LinearState& s = *state;
     const nn::Recipe& r = s.recipe;
     auto quantized_rows = [&](const torch::Tensor& t, const nn::OperandSpec& spec, const char* role,
-                              Communicator* group) {
-      auto q = quantize_with_group_amax(t, &spec, nullptr, group, s, s.name + "." + role).row;
+                              Communicator* group, Slice slice) {
+      auto q = quantize_with_group_amax(t, &spec, nullptr, group, s, s.name + "." + role, nullptr, false,
+                                        place_of(t, slice, *comm)).row;
       if (s.capture) s.captured[role] = q;
       return q;
     };
     Communicator* dy_group = options.reduce_dy_amax ? comm : nullptr;
     if (need_dx) {
-      const InnerRotation rot = next_rotation(dy2d.size(1), s);
-      const auto dyq = quantized_rows(rotate_inner(dy2d, rot), r.dy_row, "dy_row", dy_group);
-      const auto wq = quantized_rows(rotate_inner(weight.t(), rot), r.w_col, "w_col", comm);
+      InnerRotation rot = next_rotation(dy2d.size(1), s);
+      // A column shard's features are [rank*N/tp, (rank+1)*N/tp) of the whole: rotate them with those signs
+      // (the same rotation as the unsharded Linear when N/tp is a multiple of the 32-wide groups).
+      if (options.split == WeightSplit::kOutputFeatures) rot.first = comm->rank() * dy2d.size(1);
+      const auto dyq = quantized_rows(rotate_inner(dy2d, rot), r.dy_row, "dy_row", dy_group, dy_slice());
+      // Wᵀ [in_features, out_features]: its columns are split under column parallelism, its rows under row.
+      const Slice wt_slice = options.split == WeightSplit::kOutputFeatures  ? Slice::kCols
+                             : options.split == WeightSplit::kInputFeatures ? Slice::kRows
+                                                                            : Slice::kWhole;
+      const auto wq = quantized_rows(rotate_inner(weight.t(), rot), r.w_col, "w_col", comm, wt_slice);
       if (s.capture) s.captured_rotations["dgrad"] = rotation_signs(rot);
       out[0] = dgrad(rowwise_operand(dyq), rowwise_operand(wq));
     }
     if (need_dw) {
-      const auto dyq = quantized_rows(rotate_inner(dy2d.t(), wgrad_rotation), r.dy_col, "dy_col", dy_group);
+      const Slice dyt_slice = dy_slice() == Slice::kCols ? Slice::kRows : Slice::kWhole;
+      const auto dyq = quantized_rows(rotate_inner(dy2d.t(), wgrad_rotation), r.dy_col, "dy_col", dy_group, dyt_slice);
       if (s.capture) s.captured_rotations["wgrad"] = rotation_signs(wgrad_rotation);
       out[1] = wgrad(rowwise_operand(dyq), rowwise_operand(x_col));
     }
@@ -181,15 +213,18 @@ struct ParallelLinearBackward : public torch::autograd::Node {
 
 // The weight shard's quantized copies, cached in the LinearState like core/linear.cpp's cache, with the
 // group amax: every rank refreshes at the same forward (the optimizer writes all shards in the same step).
-void refresh_weight_cache(const torch::Tensor& weight, nn::LinearState& s, Communicator& comm) {
+void refresh_weight_cache(const torch::Tensor& weight, nn::LinearState& s, Communicator& comm, WeightSplit split) {
   const nn::Recipe& r = s.recipe;
   if (!r.w_row.quantized && (!r.w_col.quantized || r.backward_hadamard)) return;
   const int64_t version = weight._version();
   if (s.cache_ptr == weight.data_ptr() && s.cache_version == version && (s.w_row || s.w_col)) return;
   // Under backward_hadamard the dgrad copy of W is rotated afresh in every backward: nothing to cache for it.
   const nn::OperandSpec* col = r.backward_hadamard ? nullptr : &r.w_col;
-  const QuantizedCopies wq =
-      quantize_with_group_amax(weight.contiguous(), &r.w_row, col, &comm, s, s.name + ".weight", s.ds_w.get());
+  const Slice slice = split == WeightSplit::kOutputFeatures  ? Slice::kRows
+                      : split == WeightSplit::kInputFeatures ? Slice::kCols
+                                                             : Slice::kWhole;
+  const QuantizedCopies wq = quantize_with_group_amax(weight.contiguous(), &r.w_row, col, &comm, s, s.name + ".weight",
+                                                      s.ds_w.get(), false, place_of(weight, slice, comm));
   remember(s, wq, "w_row", "w_col");
   s.w_row = wq.row;
   s.w_col = wq.col;
@@ -248,13 +283,17 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
     const torch::Tensor x2d = x.reshape({-1, k}).contiguous();
     if (!r.x_row.quantized) check_finite(x2d, who + ": the input");
     if (!r.w_row.quantized) check_finite(weight, who + ": the weight");
-    refresh_weight_cache(weight, s, comm);
+    refresh_weight_cache(weight, s, comm, options.split);
     // Quantize the local rows with the group's per-tensor factors, then gather the quantized copies (or, for
     // Quartet, quantize the gathered rows, identical on every rank).
     const torch::Tensor x_rows = dense_gather ? all_gather_dim0(x2d, comm, who + ".input") : x2d;
     Communicator* x_group = (options.reduce_x_amax || gather) && !dense_gather ? &comm : nullptr;
+    // x [tokens, in_features]: a column slice under row parallelism, this rank's tokens before a quantized gather.
+    const bool x_cols_split = options.split == WeightSplit::kInputFeatures;
+    const Slice x_slice = x_cols_split ? Slice::kCols : gather && !dense_gather ? Slice::kRows : Slice::kWhole;
     QuantizedCopies xq = quantize_with_group_amax(x_rows, &r.x_row, need_wgrad && !rotated ? &r.x_col : nullptr,
-                                                  x_group, s, who + ".input", s.ds_x.get());
+                                                  x_group, s, who + ".input", s.ds_x.get(), false,
+                                                  place_of(x_rows, x_slice, comm));
     if (gather && !dense_gather) xq = all_gather_rows(xq, comm, who + ".input");
     remember(s, xq, "x_row", "x_col");
     // High-precision operands (bf16 recipe, or a recipe leaving x unquantized) are gathered as they are.
@@ -266,12 +305,15 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
     nn::GemmOptions go;
     go.name = who + " fprop";
     if (bias) go.bias = bias->detach();
-    go.out_dtype = x.scalar_type();
+    const bool partial = (options.scatter_output || options.reduce_output) && comm.size() > 1;
+    go.out_dtype = partial && nn::fp64_accumulation() ? torch::kFloat64 : x.scalar_type();
     auto out_shape = full_shape;
     out_shape.back() = n;
     y = nn::gemm(a, b, go).reshape(out_shape);
     // Row-parallel under SP: every rank holds partial sums for all tokens and keeps the total of its own.
     if (options.scatter_output && comm.size() > 1) y = reduce_scatter_dim0(y, comm, who + " output reduce-scatter");
+    if (options.reduce_output && comm.size() > 1) all_reduce_(y, ReduceOp::kSum, comm, who + " output all-reduce");
+    y = y.to(x.scalar_type());
 
     if (need_grad) {
       int64_t saved = 0;
@@ -287,8 +329,9 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
       if (need_wgrad && rotated) {
         // Quartet: x's wgrad copy is xᵀ rotated along all tokens, quantized rowwise (blocks along the tokens).
         node->wgrad_rotation = next_rotation(x_rows.size(0), s);
-        node->x_col = quantize_with_group_amax(rotate_inner(x_rows.t(), node->wgrad_rotation), &r.x_col, nullptr,
-                                               x_group, s, who + ".input")
+        const torch::Tensor xt = rotate_inner(x_rows.t(), node->wgrad_rotation);
+        node->x_col = quantize_with_group_amax(xt, &r.x_col, nullptr, x_group, s, who + ".input", nullptr, false,
+                                               place_of(xt, x_cols_split ? Slice::kRows : Slice::kWhole, comm))
                           .row;
         if (s.capture) s.captured["x_col"] = node->x_col;
         saved += node->x_col->rowwise->bytes();

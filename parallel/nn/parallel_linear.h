@@ -15,7 +15,7 @@
 // Quartet (mxfp4_quartet: QuEST forward, random-sign Hadamard-32 along each backward GEMM's inner dim) follows
 // core/linear.cpp's rules and counter order: wgrad's rotation runs along all tokens (under SP x is gathered in
 // its own dtype for it), dgrad's along this rank's output features (a column shard rotates its N/tp features with
-// the signs a single-rank Linear of that width draws); a row shard needs in_features/tp divisible by 32 (QuEST).
+// the signs the unsharded Linear draws for them); a row shard needs in_features/tp divisible by 32 (QuEST).
 #include <torch/torch.h>
 
 #include <memory>
@@ -26,7 +26,17 @@
 
 namespace nibble::parallel {
 
+// Which dimension of the full weight this rank's shard is a slice of. It places every tensor the Linear
+// quantizes within the tensor one rank would quantize (precision::SrIndexMap), so stochastic rounding draws,
+// for each element, the bits a single rank draws for it: a tp run rounds gradients exactly as tp = 1 does.
+enum class WeightSplit : uint8_t {
+  kNone,            // the whole weight (a group of one, or a replicated Linear)
+  kOutputFeatures,  // column-parallel: out_features / size rows of the weight; y and dy are column slices
+  kInputFeatures,   // row-parallel: in_features / size columns of the weight; x is a column slice
+};
+
 struct ParallelLinearOptions {
+  WeightSplit split = WeightSplit::kNone;
   bool gather_input = false;    // x is sequence-sharded: all-gather it (quantized), reduce-scatter dx
   bool reduce_x_amax = false;   // x differs across ranks (a shard): use the group amax
   bool reduce_dy_amax = false;  // dy differs across ranks (column-parallel output features)
@@ -35,6 +45,13 @@ struct ParallelLinearOptions {
   // all-gathered (Transformer Engine's FP8 gather of grad_output) when that is exact and moves fewer bytes
   // (group_quantize.h gathers_exactly), else gathered in its own dtype and quantized after. No bias here.
   bool scatter_output = false;
+  // Under nn::fp64_accumulation (core/gemm.h), the partial sums a K split leaves on each rank are added by the
+  // group in FP64 and rounded once, inside the Linear: `reduce_output` (row-parallel without SP) all-reduces y in
+  // forward (its backward is the identity: dy is replicated), `reduce_dgrad` (column-parallel without SP)
+  // all-reduces dx in backward (in place of copy_to_tensor_parallel's). scatter_output / gather_input reduce
+  // in FP64 too. Bit for bit the single-rank sums.
+  bool reduce_output = false;
+  bool reduce_dgrad = false;
 };
 
 torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,

@@ -2,6 +2,7 @@
 
 #include <map>
 
+#include "core/gemm.h"
 #include "parallel/nn/parallel_linear.h"
 #include "parallel/nn/regions.h"
 #include "parallel/nn/torch_collectives.h"
@@ -17,10 +18,15 @@ torch::Tensor GroupTensorParallel::column_linear(const torch::Tensor& x, const t
                                                  const std::optional<torch::Tensor>& bias_shard,
                                                  const std::shared_ptr<nn::LinearState>& state) {
   ParallelLinearOptions o;
+  o.split = WeightSplit::kOutputFeatures;
   o.reduce_dy_amax = true;  // each rank holds the gradient of its own output features
   if (sequence_parallel_) {
     o.gather_input = true;
     o.reduce_x_amax = true;
+    return parallel_linear(x, weight_shard, bias_shard, state, comm_, o);
+  }
+  if (nn::fp64_accumulation()) {
+    o.reduce_dgrad = true;  // the dgrad partial sums are added in FP64 inside the Linear
     return parallel_linear(x, weight_shard, bias_shard, state, comm_, o);
   }
   return parallel_linear(copy_to_tensor_parallel(x, comm_), weight_shard, bias_shard, state, comm_, o);
@@ -30,12 +36,14 @@ torch::Tensor GroupTensorParallel::row_linear(const torch::Tensor& x_shard, cons
                                               const std::optional<torch::Tensor>& bias,
                                               const std::shared_ptr<nn::LinearState>& state) {
   ParallelLinearOptions o;
+  o.split = WeightSplit::kInputFeatures;
   o.reduce_x_amax = true;  // each rank holds its own input features; dy is replicated (or all-gathered)
   // Under SP the reduce-scatter happens inside the Linear, so that its backward can gather the output gradient's
   // quantized copies (parallel_linear.h); without SP the all-reduce's backward is the identity.
   o.scatter_output = sequence_parallel_;
+  o.reduce_output = !sequence_parallel_ && nn::fp64_accumulation();  // FP64 partial sums, added inside
   const torch::Tensor out = parallel_linear(x_shard, weight_shard, std::nullopt, state, comm_, o);
-  torch::Tensor y = sequence_parallel_ ? out : reduce_from_tensor_parallel(out, comm_);
+  torch::Tensor y = sequence_parallel_ || o.reduce_output ? out : reduce_from_tensor_parallel(out, comm_);
   if (bias) {
     if (bias->dim() != 1 || bias->size(0) != weight_shard.size(0))
       throw InvalidArgument(state->name + ": bias must have shape (" + std::to_string(weight_shard.size(0)) +

@@ -1,5 +1,6 @@
 #include "parallel/nn/vocab_parallel.h"
 
+#include "core/gemm.h"
 #include "parallel/nn/torch_collectives.h"
 #include "precision/error.h"
 
@@ -26,7 +27,10 @@ struct CrossEntropy : torch::autograd::Function<CrossEntropy> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& targets,
                                Communicator* comm, int64_t ignore_index) {
     const int64_t vl = logits.size(-1), start = comm->rank() * vl;
-    const torch::Tensor l = logits.detach().reshape({-1, vl}).to(torch::kFloat32);
+    // FP32, or FP64 under nn::fp64_accumulation: then the sums over the vocabulary split across ranks are exact
+    // enough to round to the single-rank loss and gradient bit for bit (core/model's cross_entropy does the same).
+    const torch::Tensor l = logits.detach().reshape({-1, vl}).to(nn::fp64_accumulation() ? torch::kFloat64
+                                                                                          : torch::kFloat32);
     const torch::Tensor t = targets.reshape({-1}).to(torch::kInt64);
     torch::Tensor row_max = std::get<0>(l.max(1)).contiguous();
     all_reduce_(row_max, ReduceOp::kMax, *comm, "vocab_parallel_cross_entropy max");
@@ -38,7 +42,7 @@ struct CrossEntropy : torch::autograd::Function<CrossEntropy> {
     const torch::Tensor target_logit = shifted.gather(1, local_t.unsqueeze(1)).squeeze(1) * mine;
     torch::Tensor sums = torch::stack({e.sum(1), target_logit}).contiguous();
     all_reduce_(sums, ReduceOp::kSum, *comm, "vocab_parallel_cross_entropy sums");
-    const torch::Tensor count = valid.sum().to(torch::kFloat32);
+    const torch::Tensor count = valid.sum().to(l.scalar_type());
     const torch::Tensor per_token = (sums[0].log() - sums[1]) * valid;
     ctx->save_for_backward({e / sums[0].unsqueeze(1), local_t, mine, valid, count});
     ctx->saved_data["shape"] = logits.sizes().vec();
@@ -50,8 +54,8 @@ struct CrossEntropy : torch::autograd::Function<CrossEntropy> {
     const auto saved = ctx->get_saved_variables();
     torch::Tensor grad = saved[0].clone();  // softmax over the whole vocabulary, this rank's columns
     const torch::Tensor &local_t = saved[1], &mine = saved[2], &valid = saved[3], &count = saved[4];
-    grad.scatter_add_(1, local_t.unsqueeze(1), -mine.to(torch::kFloat32).unsqueeze(1));
-    grad = grad * valid.unsqueeze(1) * (g[0].to(torch::kFloat32) / count);
+    grad.scatter_add_(1, local_t.unsqueeze(1), -mine.to(grad.scalar_type()).unsqueeze(1));
+    grad = grad * valid.unsqueeze(1) * (g[0].to(grad.scalar_type()) / count);
     const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
     return {grad.to(dtype).reshape(ctx->saved_data["shape"].toIntVector()), torch::Tensor(), torch::Tensor(),
             torch::Tensor()};

@@ -85,6 +85,25 @@ void validate(const QuantizeInput& in, const QuantizeOptions& o) {
   if (o.use_fixed_scale && !(o.fixed_scale > 0.0f && o.fixed_scale <= FLT_MAX))
     throw InvalidArgument(who + "delayed scale must be finite and positive, got " + std::to_string(o.fixed_scale));
   if (!(o.amax_epsilon >= 0.0f)) throw InvalidArgument(who + "amax_epsilon must be >= 0");
+  const SrIndexMap& m = o.sr_index;
+  if (m.full_rows < 0 || m.full_cols < 0 || m.row_offset < 0 || m.col_offset < 0)
+    throw InvalidArgument(who + "sr_index entries must be >= 0, got full (" + std::to_string(m.full_rows) + ", " +
+                          std::to_string(m.full_cols) + ") at (" + std::to_string(m.row_offset) + ", " +
+                          std::to_string(m.col_offset) + ")");
+  // Columns cannot overrun the whole tensor's rows of bits (rows may: pad rows are dropped afterwards).
+  if (m.full_cols != 0 && m.col_offset + in.cols > m.full_cols)
+    throw InvalidArgument(who + "sr_index places " + std::to_string(in.cols) + " columns at column " +
+                          std::to_string(m.col_offset) + " of a tensor with " + std::to_string(m.full_cols) +
+                          " columns");
+  if (m.full_rows != 0 && m.row_offset >= m.full_rows)
+    throw InvalidArgument(who + "sr_index row offset " + std::to_string(m.row_offset) + " is outside the " +
+                          std::to_string(m.full_rows) + " rows of the whole tensor");
+  if (m.full_cols == 0 && m.col_offset != 0)
+    throw InvalidArgument(who + "sr_index col_offset " + std::to_string(m.col_offset) +
+                          " needs full_cols (the whole tensor's column count)");
+  if (m.full_rows == 0 && m.row_offset != 0)
+    throw InvalidArgument(who + "sr_index row_offset " + std::to_string(m.row_offset) +
+                          " needs full_rows (the whole tensor's row count)");
 }
 
 }  // namespace
@@ -138,16 +157,17 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
 
   // 2-D schemes: the columnwise copy is the rowwise one transposed, so the tiles always make rowwise codes
   // (into a target without buffers when the rowwise copy was not asked for).
-  auto target = [&](const QuantizedCopy* out, int64_t rows, int64_t cols, uint64_t offset, float copy_amax) {
+  auto target = [&](const QuantizedCopy* out, bool columnwise, uint64_t offset, float copy_amax) {
+    const int64_t rows = columnwise ? in.cols : in.rows, cols = columnwise ? in.rows : in.cols;
     cpu_quant::CopyTarget t{copy_layout(o, rows, cols), out ? *out : QuantizedCopy{}, offset,
+                            sr_copy_indexing(o.sr_index, columnwise, in.rows, in.cols),
                             nvfp4_global_encode_scale(copy_amax), BlockScale{}};
     t.tensor_scale = block_scale(o, copy_amax, value_for_inf, t.nvfp4_global_enc);
     return t;
   };
   const bool make_rowwise = o.rowwise || (o.columnwise && is_2d(o.scheme));
-  cpu_quant::CopyTarget row = target(o.rowwise ? rowwise : nullptr, in.rows, in.cols, o.offset, a.amax);
-  cpu_quant::CopyTarget col = target(o.columnwise ? columnwise : nullptr, in.cols, in.rows,
-                                     o.offset + kColumnwiseOffset, col_amax);
+  cpu_quant::CopyTarget row = target(o.rowwise ? rowwise : nullptr, false, o.offset, a.amax);
+  cpu_quant::CopyTarget col = target(o.columnwise ? columnwise : nullptr, true, o.offset + kColumnwiseOffset, col_amax);
   if (o.scheme == Scheme::kFP8Tensor) {
     for (const cpu_quant::CopyTarget* t : {&row, &col})
       if (t->out.scale) static_cast<float*>(t->out.scale)[0] = t->tensor_scale.scale_inv;

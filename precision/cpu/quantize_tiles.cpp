@@ -345,7 +345,7 @@ class SpanEncoder {
     constexpr int r = 8;
     const uint16_t* random = nullptr;
     if (o_.rounding == Rounding::kStochastic)
-      random = random_span_bits(o_.seed, t.offset, static_cast<uint64_t>(row * t.layout.cols + col0),
+      random = random_span_bits(o_.seed, t.offset, t.sr.index(row, col0),
                                 static_cast<size_t>(n), r, s.random);
     uint8_t* dst = t.out.data ? t.out.data + row * t.layout.data_row_bytes + (fp4_ ? col0 / 2 : col0) : nullptr;
     uint8_t* codes = keep_codes ? keep_codes : (fp4_ || !dst ? s.codes : dst);

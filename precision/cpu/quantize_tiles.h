@@ -36,6 +36,7 @@ struct CopyTarget {
   CopyLayout layout;
   QuantizedCopy out;
   uint64_t offset;            // SR counter offset of this copy
+  SrCopyIndexing sr;          // SR element index of (row, col) of this copy
   float nvfp4_global_enc;     // NVFP4's S_enc from this copy's global amax
   BlockScale tensor_scale;    // per-tensor schemes
 };

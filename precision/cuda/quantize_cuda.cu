@@ -58,7 +58,7 @@ __global__ void quantize_rowwise_kernel(const float* __restrict__ x, int64_t row
   for (int64_t c = c0; c < c1; ++c) {
     RandomBits bits{0, 8};
     if (o.rounding == Rounding::kStochastic)
-      bits.value = stochastic_bits(o.seed, o.offset, static_cast<uint64_t>(r * cols + c), 8);
+      bits.value = stochastic_bits(o.seed, o.offset, sr_copy_indexing(o.sr_index, false, rows, cols).index(r, c), 8);
     const uint32_t code = encode_scalar(row[c] * s.multiplier, o.element, o.rounding, bits);
     if (!fp4) {
       dst[c] = static_cast<uint8_t>(code);

@@ -47,6 +47,8 @@ torch::Tensor gemm(const py::object& a, const py::object& b, std::optional<torch
 void bind_gemm(py::module_& m) {
   m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("accumulate") = py::none(),
         py::arg("out_dtype") = py::none());
+  m.def("set_fp64_accumulation", &nn::set_fp64_accumulation, py::arg("on"));
+  m.def("fp64_accumulation", &nn::fp64_accumulation);
 }
 
 }  // namespace nibble::python

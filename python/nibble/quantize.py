@@ -64,12 +64,15 @@ def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: 
              rounding: str = "rne", seed: int = 0, offset: int = 0, rht: bool = False, rht_seed: int = 0,
              fmt: Optional[str] = None, pow2_scale: Optional[bool] = None, amax_epsilon: float = 0.0,
              mx_scale_rule: str = "ceil", delayed: Optional[DelayedScaling] = None,
-             name: str = "tensor") -> QuantizedTensor:
+             name: str = "tensor", sr_index: Optional[tuple] = None) -> QuantizedTensor:
     """Quantize ``x`` (float32 or bfloat16, CPU; leading dims flatten into M) with ``scheme``.
 
     ``fmt`` overrides the FP8 element format ("e4m3"/"e5m2"); ``pow2_scale`` None keeps the scheme default
     (on for block FP8); ``delayed`` (fp8_tensor only) uses the state's scale and records this amax into it;
     ``rht`` (nvfp4) transforms the columnwise copy; ``name`` appears in error messages.
+    ``sr_index`` = (full_rows, full_cols, row_offset, col_offset): ``x`` is the slice at (row_offset, col_offset)
+    of a (full_rows, full_cols) tensor, and stochastic rounding draws the bits that tensor's elements would
+    (precision::SrIndexMap), so slices quantized apart round exactly as the whole tensor does.
     """
     if scheme not in ALL_SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; valid: {', '.join(ALL_SCHEMES)}")
@@ -77,7 +80,8 @@ def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: 
     if scheme == "fp8_tensor_e5m2" and fmt is None:
         element = "e5m2"
     row, col, amax = _C.quantize(x, scheme, rowwise, columnwise, rounding, seed, offset, rht, rht_seed, fmt,
-                                 pow2_scale, amax_epsilon, mx_scale_rule, delayed, name)
+                                 pow2_scale, amax_epsilon, mx_scale_rule, delayed, name,
+                                 None if sr_index is None else tuple(int(v) for v in sr_index))
     m = 1
     for d in x.shape[:-1]:
         m *= d
@@ -113,3 +117,14 @@ def gemm(a, b, *, bias: Optional[torch.Tensor] = None, accumulate: Optional[torc
     formats allowed; pass ``q`` for the rowwise copy or ``q.columnwise``) or float32/bfloat16 tensors (rounded
     to BF16). ``bias`` (N,) is added; ``accumulate`` (M, N) float32 receives the result in place."""
     return _C.gemm(_operand(a), _operand(b), bias, accumulate, out_dtype)
+
+
+def set_fp64_accumulation(on: bool) -> None:
+    """Process-wide: every GEMM (and the cross-entropy) sums in FP64 and rounds once (core/gemm.h), so a sum
+    split across tensor-parallel ranks rounds to the single-rank result bit for bit. nibble-train's
+    ``parallel.reproducible_sums``. Slower than the FP32/BF16 kernels; off by default."""
+    _C.set_fp64_accumulation(bool(on))
+
+
+def fp64_accumulation() -> bool:
+    return _C.fp64_accumulation()
