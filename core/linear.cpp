@@ -88,6 +88,7 @@ struct LinearBackward : public torch::autograd::Node {
   torch::Tensor weight;                           // the parameter itself (dense dgrad operand)
   torch::Tensor x_mask, w_mask;                   // QuEST clip masks, bit-packed (straight-through estimator)
   InnerRotation wgrad_rotation;                   // backward_hadamard: the rotation x_col was quantized in
+  uint64_t backward_counter = 0;                  // first of the SR counter values reserved for this backward
   std::vector<int64_t> x_shape;
   torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
   bool has_bias = false;
@@ -109,6 +110,7 @@ struct LinearBackward : public torch::autograd::Node {
     const torch::Tensor& dy = grads[0];
     variable_list out(3);  // x, weight, bias (undefined when there is none)
     if (!dy.defined()) return out;
+    BackwardCounters counters(*state, backward_counter);
     const int64_t n = dy.size(-1);
     const torch::Tensor dy2d = dy.reshape({-1, n}).contiguous();
     const bool need_dx = task_should_compute_output(0), need_dw = task_should_compute_output(1);
@@ -133,6 +135,7 @@ struct LinearBackward : public torch::autograd::Node {
       }
     }
     if (has_bias && task_should_compute_output(2)) out[2] = dy2d.to(torch::kFloat32).sum(0).to(w_dtype);
+    counters.check();
     return out;
   }
 
@@ -195,6 +198,25 @@ void refresh_weight_cache(const torch::Tensor& weight, LinearState& s) {
 }
 
 }  // namespace
+
+uint64_t reserve_backward_counters(LinearState& s) {
+  const uint64_t first = s.sr_counter;
+  s.sr_counter += kBackwardCounters;
+  return first;
+}
+
+BackwardCounters::BackwardCounters(LinearState& s, uint64_t first) : s_(s), first_(first), resume_(s.sr_counter) {
+  s_.sr_counter = first;
+}
+
+BackwardCounters::~BackwardCounters() { s_.sr_counter = resume_; }
+
+void BackwardCounters::check() const {
+  if (s_.sr_counter - first_ > kBackwardCounters)
+    throw Error(s_.name + ": a backward drew " + std::to_string(s_.sr_counter - first_) +
+                " stochastic-rounding counter values, more than the " + std::to_string(kBackwardCounters) +
+                " its forward reserved (raise kBackwardCounters in core/linear.h)");
+}
 
 LinearState::LinearState(Recipe r, std::string n, uint64_t s) : recipe(std::move(r)), name(std::move(n)), seed(s) {
   recipe.validate();
@@ -278,6 +300,7 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
       node->x_dtype = x.scalar_type();
       node->w_dtype = weight.scalar_type();
       node->has_bias = bias.has_value();
+      node->backward_counter = reserve_backward_counters(s);
       if (need_wgrad && rotated) {
         // Quartet: x's wgrad copy is xᵀ rotated along the tokens, quantized rowwise (blocks along the tokens).
         node->wgrad_rotation = next_rotation(x2d.size(0), s);

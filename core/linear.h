@@ -43,6 +43,27 @@ struct LinearState {
   void end_step();
 };
 
+// The stochastic-rounding counter values of one backward are reserved by its forward (the node keeps the
+// first), so a micro-batch's backward draws the same bits whatever ran between it and its forward: a pipeline
+// schedule runs other micro-batches' forwards first, one rank runs none. A backward draws at most 4.
+inline constexpr uint64_t kBackwardCounters = 8;
+uint64_t reserve_backward_counters(LinearState& s);
+
+// Within a backward node's apply: the state's counter runs over the reserved values, then resumes where the
+// forwards left it. check() throws if the backward drew more than it reserved.
+class BackwardCounters {
+ public:
+  BackwardCounters(LinearState& s, uint64_t first);
+  ~BackwardCounters();
+  BackwardCounters(const BackwardCounters&) = delete;
+  BackwardCounters& operator=(const BackwardCounters&) = delete;
+  void check() const;
+
+ private:
+  LinearState& s_;
+  uint64_t first_, resume_;
+};
+
 torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight,
                              const std::optional<torch::Tensor>& bias, const std::shared_ptr<LinearState>& state);
 

@@ -70,8 +70,8 @@ std::unique_ptr<parallel::PipelineRuntime> make_pipeline(const TrainConfig& c, c
   o.activation_shape = {rows, c.model.hidden};
   auto forward = [&model, &current, seq, mb = c.micro_batch](int chunk, int m, const torch::Tensor& input) {
     const size_t ch = static_cast<size_t>(chunk), i = static_cast<size_t>(m);
-    // (The backward of (chunk, m) runs later, after other forwards under 1F1B: it continues whichever
-    // stream was set last. Deterministic, but not the single-rank bits.)
+    // (The backward of (chunk, m) runs later, after other forwards under 1F1B: each Linear's backward draws
+    // the counter values its forward reserved (core/linear.h), so it rounds as one rank does.)
     model.set_rounding_stream(current->streams[i], chunk);
     const torch::Tensor h =
         model.forward_chunk(ch, model.chunks()[ch].embedding ? current->tokens[i] : input, mb, seq);

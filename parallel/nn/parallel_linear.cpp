@@ -65,6 +65,7 @@ struct ParallelLinearBackward : public torch::autograd::Node {
   torch::Tensor x_dense, weight;
   torch::Tensor x_mask, w_mask;       // QuEST clip masks, bit-packed
   InnerRotation wgrad_rotation;       // backward_hadamard: the rotation along the tokens x_col was quantized in
+  uint64_t backward_counter = 0;      // first of the SR counter values reserved for this backward (core/linear.h)
   std::vector<int64_t> full_x_shape;  // x's shape after the gather (= x's shape without one)
   torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
   bool has_bias = false;
@@ -103,6 +104,7 @@ struct ParallelLinearBackward : public torch::autograd::Node {
     variable_list out(3);
     const torch::Tensor& dy = grads[0];
     if (!dy.defined()) return out;
+    nn::BackwardCounters counters(*state, backward_counter);
     const bool need_dx = task_should_compute_output(0), need_dw = task_should_compute_output(1);
     const nn::OperandSpec* row_spec = need_dx ? &r.dy_row : nullptr;
     const nn::OperandSpec* col_spec = need_dw ? &r.dy_col : nullptr;
@@ -143,6 +145,7 @@ struct ParallelLinearBackward : public torch::autograd::Node {
       }
     }
     if (has_bias && task_should_compute_output(2)) out[2] = dy2d.to(torch::kFloat32).sum(0).to(w_dtype);
+    counters.check();
     return out;
   }
 
@@ -326,6 +329,7 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
       node->x_dtype = x.scalar_type();
       node->w_dtype = weight.scalar_type();
       node->has_bias = bias.has_value();
+      node->backward_counter = nn::reserve_backward_counters(s);  // where core/linear.cpp reserves them
       if (need_wgrad && rotated) {
         // Quartet: x's wgrad copy is xᵀ rotated along all tokens, quantized rowwise (blocks along the tokens).
         node->wgrad_rotation = next_rotation(x_rows.size(0), s);

@@ -16,8 +16,8 @@ What the numbers are (measured on this machine, 2 cores):
   - dp=2 is bit-identical to one rank for every recipe: stochastic-rounding counters restart per micro-batch
     at a stream keyed by (step, first sample), so a micro-batch draws the same bits on any dp rank.
   - cp=2 (ring attention's log-sum-exp merge is FP32) differs by ~1e-6 early, ~4e-4 by step 30 in bf16.
-    Under pp, the backward of a micro-batch continues the SR counter of whichever forward ran last (1F1B
-    reorders them): deterministic, ~0.1% from one rank at 20 steps in nvfp4.
+  - pp is bit-identical to one rank in the stochastically rounded recipes too: a Linear's backward draws the
+    SR counter values its forward reserved, whatever other micro-batches ran in between.
 """
 import os
 import re
@@ -130,6 +130,25 @@ def test_four_rank_layouts_match_single_rank(tokens, tmp_path_factory, recipe, l
     ref = baseline(tokens, tmp_path_factory, recipe, **common)
     got, _ = curve(tokens, tmp_path_factory, 4, recipe, **common, **layout)
     check(ref, got, recipe, 20, str(layout))
+
+
+@needs_mpirun
+@pytest.mark.parametrize("recipe", ["nvfp4", "mxfp4_quartet"])
+def test_pipelines_round_stochastically_as_one_rank(tokens, tmp_path_factory, recipe):
+    """Each Linear's backward draws the stochastic-rounding counter values its forward reserved (core/linear.h),
+    so 1F1B and interleaved orders (other micro-batches' forwards between a forward and its backward) round every
+    gradient as one rank does: bit-identical loss curves; with FP64 sums tp=2 x pp=2 too."""
+    common = dict(train__steps=12, model__layers=4, train__micro_batch=2)
+    ref = baseline(tokens, tmp_path_factory, recipe, **common)
+    for layout in ({"parallel__pp": 2},
+                   {"parallel__pp": 2, "parallel__pp_schedule": "interleaved", "parallel__virtual_stages": 2}):
+        got, _ = curve(tokens, tmp_path_factory, 2, recipe, **common, **layout)
+        assert got == ref, f"{layout} {recipe}: {max_rel(ref, got, 12):.2e} from one rank"
+    if recipe == "nvfp4":
+        exact = {"parallel__reproducible_sums": "true"}
+        ref = baseline(tokens, tmp_path_factory, recipe, **common, **exact)
+        got, _ = curve(tokens, tmp_path_factory, 4, recipe, **common, **exact, parallel__tp=2, parallel__pp=2)
+        assert got == ref, f"tp=2 pp=2 {recipe}: {max_rel(ref, got, 12):.2e} from one rank"
 
 
 # ---- layout validation: every rule fails before training, naming the key ----
