@@ -142,6 +142,9 @@ struct LinearBackward : public torch::autograd::Node {
   torch::Tensor dgrad(const GemmOperand& a, const GemmOperand& b) {
     GemmOptions go;
     go.name = state->name + " dgrad";
+    // Under FP64 sums the QuEST mask's Hadamards run before the one rounding, as a tensor-parallel split has to
+    // (it masks each rank's FP64 partial sum), so both round the same number.
+    if (x_mask.defined() && fp64_accumulation()) go.out_dtype = torch::kFloat64;
     torch::Tensor dx = gemm(a, b, go);
     if (x_mask.defined()) dx = through_quest_mask(dx, x_mask);
     return dx.to(x_dtype).reshape(x_shape);
