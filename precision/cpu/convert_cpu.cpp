@@ -389,13 +389,15 @@ void encode_span(const float* x, size_t n, float scale, const Format& fmt, Round
                  const uint16_t* random, int r, uint8_t* codes) {
   using namespace formats;
   if (fmt.bits() > 8) throw InvalidArgument("encode_span: codes of " + format_name(fmt) + " do not fit a byte");
-  if constexpr (kHaveRneLanes) {  // the quantizers' common case: the few-op RNE lanes (encode_rne_lanes.h)
-    if (rounding == Rounding::kNearestEven) {
-      if (fmt == kE4M3) return encode_rne_lanes<kE4M3>(x, n, scale, codes);
-      if (fmt == kE5M2) return encode_rne_lanes<kE5M2>(x, n, scale, codes);
-      if (fmt == kE2M1) return encode_rne_lanes<kE2M1>(x, n, scale, codes);
-    }
+  // The quantizers' common case: the few-op RNE lanes (encode_rne_lanes.h). A preprocessor guard, not
+  // `if constexpr`: without AVX-512 the template is not declared at all.
+#if NIBBLE_HAVE_RNE_LANES
+  if (rounding == Rounding::kNearestEven) {
+    if (fmt == kE4M3) return encode_rne_lanes<kE4M3>(x, n, scale, codes);
+    if (fmt == kE5M2) return encode_rne_lanes<kE5M2>(x, n, scale, codes);
+    if (fmt == kE2M1) return encode_rne_lanes<kE2M1>(x, n, scale, codes);
   }
+#endif
   auto run = [&](auto get_format) {
     switch (rounding) {
       case Rounding::kNearestEven: encode_block<Rounding::kNearestEven>(x, n, get_format, scale, random, r, codes); break;
@@ -415,7 +417,8 @@ void encode_span_rows(const float* x, int64_t ld, int64_t rows, int64_t n, float
   if (fmt.bits() > 8) throw InvalidArgument("encode_span_rows: codes of " + format_name(fmt) + " do not fit a byte");
   if (ld == n && ldc == n && !stream)
     return encode_span(x, static_cast<size_t>(rows * n), scale, fmt, Rounding::kNearestEven, nullptr, 0, codes);
-  if constexpr (kHaveRneLanes) {
+#if NIBBLE_HAVE_RNE_LANES
+  {
     auto lanes = [&](auto encode) {
       for (int64_t i = 0; i < rows; ++i) encode(x + i * ld, static_cast<size_t>(n), scale, codes + i * ldc);
     };
@@ -428,6 +431,7 @@ void encode_span_rows(const float* x, int64_t ld, int64_t rows, int64_t n, float
     if (fmt == kE5M2) return lanes(encode_rne_lanes<kE5M2>);
     if (fmt == kE2M1) return lanes(encode_rne_lanes<kE2M1>);
   }
+#endif
   auto run = [&](auto get_format) {
     for (int64_t i = 0; i < rows; ++i)
       encode_block<Rounding::kNearestEven>(x + i * ld, static_cast<size_t>(n), get_format, scale, nullptr, 0,

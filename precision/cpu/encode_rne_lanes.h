@@ -19,13 +19,16 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
+#define NIBBLE_HAVE_RNE_LANES 1
+#else
+#define NIBBLE_HAVE_RNE_LANES 0  // callers must guard with #if: the template below is then not declared
 #endif
 
 #include "precision/format.h"
 
 namespace nibble::precision {
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if NIBBLE_HAVE_RNE_LANES
 inline constexpr bool kHaveRneLanes = true;
 
 // codes[j] = encode_scalar(x[j] * scale, F, kNearestEven) for j < n, F one of E4M3, E5M2, E2M1.
