@@ -4,8 +4,9 @@
 //   mpirun -np 4 --oversubscribe build/benchmarks/bench_pipeline_bubble [--slot-ms 40] [--m 8]
 // Each virtual stage is an identity whose forward sleeps slot/v and whose backward sleeps 2*slot/v (a host
 // waiting on GPU kernels), so a rank's chunks add up to one stage and the measurement reflects the schedule,
-// not how an oversubscribed CPU time-slices the ranks. Bubble = idle / compute = wait / (step - wait), the
-// median of 3 steps after a warm-up, averaged over ranks. A benchmark, not a test: it is a timing.
+// not how an oversubscribed CPU time-slices the ranks. Bubble = the busiest rank's idle over its compute
+// (gather_timing, as nibble-train prints it), the median of 3 steps after a warm-up. A benchmark, not a test:
+// it is a timing. benchmarks/bench_train_bubble.py measures the real trainer's.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -81,14 +82,9 @@ int main(int argc, char** argv) {
         });
     rt.step();  // warm-up
     std::vector<double> steps;
-    for (int i = 0; i < 3; ++i) {
-      const par::PipelineStepStats s = rt.step();
-      steps.push_back(s.wait_seconds / (s.step_seconds - s.wait_seconds));
-    }
+    for (int i = 0; i < 3; ++i) steps.push_back(par::gather_timing(mesh.pp(), rt.step()).bubble);
     std::sort(steps.begin(), steps.end());
-    double measured = steps[1];
-    mesh.pp().all_reduce(std::span<double>(&measured, 1), par::ReduceOp::kSum);
-    measured /= p;
+    const double measured = steps[1];
     const double formula = double(p - 1) / (v * m), simulated = rt.check_report().bubble_fraction;
     if (info.rank == 0)
       std::printf("%-11s v=%d: measured bubble %.3f | (p-1)/(v*m) %.3f (measured/formula %.2fx) | checker's "

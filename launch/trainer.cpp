@@ -2,11 +2,14 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "core/data/batch_sampler.h"
@@ -83,7 +86,7 @@ std::unique_ptr<parallel::PipelineRuntime> make_pipeline(const TrainConfig& c, c
 // One step's forwards and backwards over the micro-batches (gradients of the mean loss accumulate in .grad).
 // Returns the mean loss over this rank's tokens, on every rank.
 double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroBatches& batches,
-                        parallel::PipelineRuntime* pipeline, double& bubble) {
+                        parallel::PipelineRuntime* pipeline, parallel::PipelineTiming& timing) {
   const double m = static_cast<double>(batches.tokens.size());
   if (!pipeline) {
     double loss_sum = 0.0;
@@ -96,13 +99,28 @@ double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroB
     return loss_sum / m;
   }
   const parallel::PipelineStepStats stats = pipeline->step();
-  // Megatron's bubble: idle over compute time, comparable with (p-1)/(v*m) (stats.bubble_fraction is idle over
-  // the whole step).
-  bubble = stats.wait_seconds / std::max(stats.step_seconds - stats.wait_seconds, 1e-12);
+  timing = parallel::gather_timing(mesh.pp(), stats);
   double loss = 0.0;
   for (double l : stats.losses) loss += l / m;  // only the head's pp rank has losses
   mesh.pp().all_reduce<double>(std::span<double>(&loss, 1), parallel::ReduceOp::kSum);
   return loss;
+}
+
+// The summary's pipeline line: medians over the steps (robust to the first step's allocations) of the
+// measured split of idle time (parallel/pipeline_schedule.h PipelineTiming), beside Megatron's formula.
+void print_pipeline_timing(std::vector<parallel::PipelineTiming> timings, const parallel::ScheduleOptions& schedule) {
+  auto median = [&](double parallel::PipelineTiming::*field) {
+    std::vector<double> v;
+    for (const auto& t : timings) v.push_back(t.*field);
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  };
+  const double bubble = median(&parallel::PipelineTiming::bubble), formula = theoretical_bubble_fraction(schedule);
+  std::printf("pipeline (median of %zu steps over all pp ranks): measured bubble %.3f = busiest rank's idle / its "
+              "compute; (p-1)/(v*m) = %.3f (measured/formula %.2fx) | stage imbalance %.3f = busiest / mean "
+              "compute - 1 (parallel.pp_layers evens it) | all ranks' idle / compute %.3f\n",
+              timings.size(), bubble, formula, bubble / formula, median(&parallel::PipelineTiming::imbalance),
+              median(&parallel::PipelineTiming::idle));
 }
 
 }  // namespace
@@ -177,7 +195,8 @@ int run_training(const TrainConfig& c) {
   };
 
   const int64_t tokens_per_step = c.global_batch * c.model.seq_len;
-  double first_loss = NAN, last_loss = NAN, total_seconds = 0.0, bubble_sum = 0.0;
+  double first_loss = NAN, last_loss = NAN, total_seconds = 0.0;
+  std::vector<parallel::PipelineTiming> timings;  // per step, for the summary's medians
   int64_t last_saved = state.step > 0 ? state.step : -1;
   double eval_loss = NAN;
   const int64_t start_step = state.step;
@@ -188,8 +207,8 @@ int run_training(const TrainConfig& c) {
     model.zero_grad();
     const MicroBatches batches = step_batches(c, train_data, mesh, step);
     current = &batches;
-    double bubble = NAN;
-    const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), bubble);
+    parallel::PipelineTiming timing;
+    const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), timing);
     current = nullptr;
     model.tensor_parallel().all_reduce_replicated_grads(model.replicated_parameters());
     sum_tied_embedding_grads(model, mesh);
@@ -225,12 +244,15 @@ int run_training(const TrainConfig& c) {
     if (std::isnan(first_loss)) first_loss = loss;
     last_loss = loss;
     if (lead) {
-      const std::string bubble_text = pipeline ? " | bubble " + std::to_string(bubble).substr(0, 5) : "";
+      char bubble_text[64] = "";
+      if (pipeline)
+        std::snprintf(bubble_text, sizeof bubble_text, " | bubble %.3f imbalance %.3f", timing.bubble,
+                      timing.imbalance);
       std::printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %8.0f tokens/s | %7.1f ms/step | "
                   "peak mem %.0f MiB%s%s\n",
                   static_cast<long long>(state.step), static_cast<long long>(c.steps), loss, c.lr * lr_factor,
                   grad_norm, static_cast<double>(tokens_per_step) / seconds, 1e3 * seconds, peak_memory_mib(),
-                  bubble_text.c_str(), applied ? "" : " | SKIPPED (non-finite gradients)");
+                  bubble_text, applied ? "" : " | SKIPPED (non-finite gradients)");
       std::fflush(stdout);
     }
     write_metrics({{"step", state.step},
@@ -240,9 +262,10 @@ int run_training(const TrainConfig& c) {
                    {"tokens_per_s", static_cast<double>(tokens_per_step) / seconds},
                    {"ms_per_step", 1e3 * seconds},
                    {"peak_mem_mib", peak_memory_mib()},
-                   {"bubble", pipeline ? nlohmann::ordered_json(bubble) : nlohmann::ordered_json(nullptr)},
+                   {"bubble", pipeline ? nlohmann::ordered_json(timing.bubble) : nlohmann::ordered_json(nullptr)},
+                   {"stage_imbalance", pipeline ? nlohmann::ordered_json(timing.imbalance) : nlohmann::ordered_json(nullptr)},
                    {"skipped", !applied}});
-    if (pipeline) bubble_sum += bubble;
+    if (pipeline) timings.push_back(timing);
     if (state.consecutive_skips >= c.max_nonfinite) {
       if (lead)
         std::fprintf(stderr, "[rank 0] stopping: %lld consecutive steps with non-finite gradients "
@@ -281,11 +304,7 @@ int run_training(const TrainConfig& c) {
                 static_cast<long long>(state.skipped_total), train_text, eval_loss,
                 std::log(static_cast<double>(c.model.vocab)), total_seconds,
                 ran > 0 ? static_cast<double>(tokens_per_step * ran) / total_seconds : 0.0, peak_memory_mib());
-    if (pipeline && ran > 0)
-      std::printf("pipeline bubble (rank 0, measured: time waiting in p2p / compute time) %.3f; (p-1)/(v*m) = %.3f\n",
-                  bubble_sum / static_cast<double>(ran),
-                  static_cast<double>(c.pp - 1) /
-                      static_cast<double>(c.virtual_stages * pipeline->schedule().options.microbatches));
+    if (pipeline && !timings.empty()) print_pipeline_timing(timings, pipeline->schedule().options);
     if (!text.empty()) std::printf("sample: %s\n", text.c_str());
     std::fflush(stdout);
   }

@@ -253,6 +253,24 @@ double theoretical_bubble_fraction(const ScheduleOptions& o) {
   return (p - 1) / (v * m);
 }
 
+PipelineTiming pipeline_timing(std::span<const double> compute, std::span<const double> step) {
+  if (compute.empty() || compute.size() != step.size())
+    throw InvalidArgument("pipeline_timing: " + std::to_string(compute.size()) + " compute times and " +
+                          std::to_string(step.size()) + " step times; needs one of each per pp rank (>= 1)");
+  double c_max = 0, c_sum = 0, t = 0;
+  for (size_t r = 0; r < compute.size(); ++r) {
+    if (!(compute[r] > 0) || !(step[r] >= compute[r]))
+      throw InvalidArgument("pipeline_timing: pp rank " + std::to_string(r) + " computed " +
+                            std::to_string(compute[r]) + " s in a step of " + std::to_string(step[r]) +
+                            " s; needs 0 < compute <= step");
+    c_max = std::max(c_max, compute[r]);
+    c_sum += compute[r];
+    t = std::max(t, step[r]);
+  }
+  const double c_mean = c_sum / static_cast<double>(compute.size());
+  return {.bubble = (t - c_max) / c_max, .imbalance = c_max / c_mean - 1, .idle = t / c_mean - 1};
+}
+
 // ---- checker ------------------------------------------------------------------------------------------------
 
 namespace {

@@ -19,6 +19,7 @@
 //  - Messages are matched in issue order per (source, destination, kind), where kind (activation or
 //    gradient) is the message tag. A matched pair must carry the same (micro-batch, chunk).
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -126,5 +127,21 @@ ScheduleReport check_schedule(const PipelineSchedule& schedule, const CostModel&
 // and for interleaved with p dividing m; interleaved's remainder group and looped GPipe cost a little more,
 // still below (p-1)/m.
 double theoretical_bubble_fraction(const ScheduleOptions& options);
+
+// ---- measured timing ----------------------------------------------------------------------------------------
+
+// How one measured step's time divides, from each pp rank's compute time and its wall time counted from a
+// common start (PipelineRuntime::step aligns the ranks' starts). T = the slowest rank's wall time, C_max the
+// busiest rank's compute. Splitting the loss in two tells a user what to change: the bubble shrinks with more
+// micro-batches or virtual stages, the imbalance with a different layer split (parallel.pp_layers).
+struct PipelineTiming {
+  // (T - C_max) / C_max: the busiest rank's idle over its compute -- the pipeline's fill and drain. The
+  // checker's bubble_fraction by the same definition; (p-1)/(v*m) when stages are balanced.
+  double bubble = 0;
+  double imbalance = 0;  // C_max / mean(C) - 1: how much more the busiest rank computes than the average
+  double idle = 0;       // T / mean(C) - 1: all ranks' idle over their compute = (1+bubble)(1+imbalance) - 1
+};
+// Throws InvalidArgument for empty or unequal spans, a compute time <= 0, or a wall time below its compute.
+PipelineTiming pipeline_timing(std::span<const double> compute_seconds, std::span<const double> step_seconds);
 
 }  // namespace nibble::parallel

@@ -3,6 +3,8 @@
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -13,6 +15,7 @@
 #include <utility>
 
 #include "parallel/nn/torch_collectives.h"
+#include "parallel/runtime.h"
 #include "precision/error.h"
 
 namespace nibble::parallel {
@@ -127,17 +130,26 @@ void agree(Communicator& pp, const PipelineRuntimeOptions& o) {
   }
 }
 
-// Waits for a paired operation without spinning: pipeline ranks often share cores (oversubscribed CI, CPU
-// ranks), and a rank idle in its bubble must leave the core to the rank it waits for, or the bubble it
-// measures is its own spinning. Polls back to back briefly (a ready peer answers in microseconds), then
-// sleeps between polls, doubling up to 100 us (latency that small next to a stage's compute).
-void wait_all(std::vector<Work>& works) {
+// Whether a waiting rank may spin: only when every rank on this node, with all its compute threads, has a
+// core of its own. Otherwise (oversubscribed CI, CPU ranks sharing cores) a rank idle in its bubble must leave
+// the core to the rank it waits for, or the bubble it measures is its own spinning.
+bool ranks_have_own_cores() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return false;
+  return static_cast<int64_t>(info().local_size) * at::get_num_threads() <= CPU_COUNT(&allowed);
+}
+
+// Waits for a paired operation. With cores to spare it polls back to back: every microsecond of latency here
+// is on the pipeline's critical path (1F1B crosses ranks twice per micro-batch). Without, it polls briefly
+// (a ready peer answers in microseconds), then sleeps between polls, doubling up to 100 us.
+void wait_all(std::vector<Work>& works, bool spin) {
   auto pause = std::chrono::microseconds(0);
   for (int polls = 0;; ++polls) {
     bool done = true;
     for (Work& w : works) done = w.test() && done;
     if (done) return;
-    if (polls < 64) continue;
+    if (spin || polls < 64) continue;
     pause = std::min(std::chrono::microseconds(100), std::max(std::chrono::microseconds(5), pause * 2));
     std::this_thread::sleep_for(pause);
   }
@@ -151,6 +163,7 @@ class StepRunner {
       : pp_(pp),
         o_(o),
         forward_(forward),
+        spin_(ranks_have_own_cores()),
         rank_(pp.rank()),
         p_(schedule.options.stages),
         v_(schedule.options.virtual_chunks),
@@ -318,7 +331,7 @@ class StepRunner {
       }
       posted.emplace_back(&a, buf);
     }
-    wait_all(works);
+    wait_all(works, spin_);
     for (auto& [a, buf] : posted) {
       if (a->type == ActionType::kRecvActivation) received_act_.emplace(Key{a->microbatch, a->chunk}, buf);
       if (a->type == ActionType::kRecvGrad) received_grad_.emplace(Key{a->microbatch, a->chunk}, buf);
@@ -330,7 +343,7 @@ class StepRunner {
     if (wait) {
       std::vector<Work> works;
       for (auto& [w, buf] : sends_in_flight_) works.push_back(std::move(w));
-      wait_all(works);
+      wait_all(works, spin_);
       sends_in_flight_.clear();
       return;
     }
@@ -340,6 +353,7 @@ class StepRunner {
   Communicator& pp_;
   const PipelineRuntimeOptions& o_;
   const StageForward& forward_;
+  const bool spin_;  // waits poll back to back (ranks_have_own_cores)
   const int rank_, p_, v_;
   const std::vector<Action>& actions_;
   const double loss_scale_;
@@ -364,7 +378,20 @@ PipelineRuntime::PipelineRuntime(Communicator& pp, PipelineRuntimeOptions option
 }
 
 PipelineStepStats PipelineRuntime::step() {
+  pp_.barrier();
   return StepRunner(pp_, options_, forward_, schedule_).run();
+}
+
+PipelineTiming gather_timing(Communicator& pp, const PipelineStepStats& stats) {
+  const double mine[2] = {stats.compute_seconds, stats.step_seconds};
+  std::vector<double> all(2 * static_cast<size_t>(pp.size()));
+  pp.all_gather(std::span<const double>(mine), std::span<double>(all));
+  std::vector<double> compute, step;
+  for (size_t r = 0; r < static_cast<size_t>(pp.size()); ++r) {
+    compute.push_back(all[2 * r]);
+    step.push_back(all[2 * r + 1]);
+  }
+  return pipeline_timing(compute, step);
 }
 
 }  // namespace nibble::parallel

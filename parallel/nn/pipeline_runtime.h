@@ -54,11 +54,14 @@ struct PipelineRuntimeOptions {
 struct PipelineStepStats {
   std::vector<double> losses;  // the rank holding the last stage (pp rank p-1): loss of micro-batch i; else empty
   int peak_held = 0;           // most (micro-batch, chunk) activations held at once on this rank
-  double step_seconds = 0;     // wall time of step()
+  double step_seconds = 0;     // wall time of step() after its starting barrier
   double compute_seconds = 0;  // inside forward/backward
   double wait_seconds = 0;     // inside paired p2p operations (posting + waiting): idle
   double bubble_fraction = 0;  // wait_seconds / step_seconds
 };
+
+// The step's PipelineTiming over all pp ranks (collective over `pp`: every rank gets the same numbers).
+PipelineTiming gather_timing(Communicator& pp, const PipelineStepStats& stats);
 
 class PipelineRuntime {
  public:
@@ -66,6 +69,8 @@ class PipelineRuntime {
   PipelineRuntime(Communicator& pp, PipelineRuntimeOptions options, StageForward forward);
 
   // Runs this rank's action list once: one training step's forwards and backwards of all micro-batches.
+  // Starts with a barrier over the pp group, so the ranks' step_seconds share one origin (gather_timing) and
+  // no rank's first wait includes another's work from before the step (its optimizer update, say).
   PipelineStepStats step();
 
   const PipelineSchedule& schedule() const { return schedule_; }

@@ -107,6 +107,40 @@ TEST(PipelineSchedule, SimulatedBubbleMatchesTheory) {
   }
 }
 
+// The measured decomposition uses the checker's definition: fed the simulation's step (every rank computes
+// `ideal`, the slowest ends at `makespan`), pipeline_timing returns the simulated bubble and no imbalance.
+TEST(PipelineTiming, OfTheSimulatedStepIsTheCheckersBubble) {
+  for (const Case& c : all_cases()) {
+    SCOPED_TRACE(label(c));
+    const ScheduleOptions o{.kind = c.kind, .stages = c.p, .microbatches = c.m, .virtual_chunks = c.v};
+    const ScheduleReport r = check_schedule(make_schedule(o), {.forward = 1.0 / c.v, .backward = 2.0 / c.v});
+    const std::vector<double> compute(static_cast<size_t>(c.p), r.ideal), step(static_cast<size_t>(c.p), r.makespan);
+    const PipelineTiming t = pipeline_timing(compute, step);
+    EXPECT_NEAR(t.bubble, r.bubble_fraction, 1e-12);
+    EXPECT_NEAR(t.imbalance, 0.0, 1e-12);
+    EXPECT_NEAR(t.idle, r.bubble_fraction, 1e-12);
+  }
+}
+
+// Unequal stages: rank 1 computes 4 s, rank 0 3 s, the step ends at 5 s. The bubble is the busiest rank's
+// idle (1 s of 4), the imbalance 4 / 3.5 - 1, and all ranks' idle (2 + 1) s over 7 s of compute.
+TEST(PipelineTiming, SplitsIdleIntoBubbleAndImbalance) {
+  const PipelineTiming t = pipeline_timing(std::vector<double>{3.0, 4.0}, std::vector<double>{5.0, 4.5});
+  EXPECT_DOUBLE_EQ(t.bubble, 0.25);
+  EXPECT_DOUBLE_EQ(t.imbalance, 1.0 / 7.0);
+  EXPECT_DOUBLE_EQ(t.idle, 3.0 / 7.0);
+  EXPECT_NEAR((1 + t.bubble) * (1 + t.imbalance) - 1, t.idle, 1e-15);
+  EXPECT_NE(error_of([] { pipeline_timing(std::vector<double>{1.0}, std::vector<double>{}); })
+                .find("1 compute times and 0 step times"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { pipeline_timing(std::vector<double>{1.0, 2.0}, std::vector<double>{3.0, 1.5}); })
+                .find("pp rank 1 computed 2"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { pipeline_timing(std::vector<double>{0.0}, std::vector<double>{1.0}); })
+                .find("needs 0 < compute <= step"),
+            std::string::npos);
+}
+
 // Sends that never wait let interleaving pay off at every p: with rendezvous pairing (the first version) the
 // p = 2 schedules simulated to 0.167 and 0.125 at m = 4 and 8 -- no better than plain 1F1B.
 TEST(PipelineSchedule, InterleavedReachesTheFormulaWhenPDividesM) {
