@@ -54,16 +54,21 @@ std::string saved_layout(const nlohmann::json& m) {
          " dp=" + std::to_string(layout_value(l, "dp")) + " pp=" + std::to_string(layout_value(l, "pp")) +
          (layout_value(l, "pp") > 1 && l.contains("pp_layers")
               ? " (" + std::to_string(layout_value(l, "virtual_stages")) + " virtual stages, split '" +
-                    l.at("pp_layers").get<std::string>() + "')"
+                    l.at("pp_layers").get<std::string>() + "'" +
+                    (l.value("pp_embedding_as_layer", false) ? ", embedding as a layer" : "") +
+                    (l.value("pp_head_as_layer", false) ? ", head as a layer" : "") + ")"
               : "");
 }
 
 bool same_layout(const nlohmann::json& m, const TrainConfig& c) {
   const auto& l = m.at("layout");
   const std::string split = l.contains("pp_layers") ? l.at("pp_layers").get<std::string>() : "";
+  // Manifests written before the end-stage flags existed split evenly without them.
+  auto flag = [&l](const char* key) { return l.contains(key) && l.at(key).get<bool>(); };
   return layout_value(l, "tp") == c.tp && layout_value(l, "dp") == c.dp && layout_value(l, "cp") == c.cp &&
          layout_value(l, "pp") == c.pp && layout_value(l, "virtual_stages") == c.virtual_stages &&
-         split == c.pp_layers;
+         split == c.pp_layers && flag("pp_embedding_as_layer") == c.pp_embedding_as_layer &&
+         flag("pp_head_as_layer") == c.pp_head_as_layer;
 }
 
 std::vector<size_t> reshard_sources(const nlohmann::json& m) {

@@ -14,6 +14,8 @@ parallel::LayerAssignmentOptions layer_assignment(const TrainConfig& c) {
   o.stages = static_cast<int>(c.pp);
   o.virtual_chunks = static_cast<int>(c.virtual_stages);
   for (int64_t n : c.pp_layer_counts()) o.layer_counts.push_back(static_cast<int>(n));
+  o.embedding_counts_as_layer = c.pp_embedding_as_layer;
+  o.lm_head_counts_as_layer = c.pp_head_as_layer;
   return o;
 }
 

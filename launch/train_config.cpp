@@ -129,6 +129,8 @@ const std::map<std::string, Key>& keys() {
       {"parallel.pp_schedule", string_key(&TrainConfig::pp_schedule)},
       {"parallel.virtual_stages", int_key(&TrainConfig::virtual_stages)},
       {"parallel.pp_layers", string_key(&TrainConfig::pp_layers)},
+      {"parallel.pp_embedding_as_layer", bool_key(&TrainConfig::pp_embedding_as_layer)},
+      {"parallel.pp_head_as_layer", bool_key(&TrainConfig::pp_head_as_layer)},
       {"parallel.cp_method", string_key(&TrainConfig::cp_method)},
       {"checkpoint.dir", string_key(&TrainConfig::checkpoint_dir)},
       {"checkpoint.every", int_key(&TrainConfig::checkpoint_every)},
@@ -334,6 +336,10 @@ void validate(const TrainConfig& c, int64_t world_size) {
   }
   require(c.virtual_stages == 1 || so.kind == parallel::ScheduleKind::kInterleaved, "parallel.virtual_stages",
           std::to_string(c.virtual_stages), "must be 1 unless parallel.pp_schedule = \"interleaved\"");
+  require(c.pp_layers.empty() || !(c.pp_embedding_as_layer || c.pp_head_as_layer), "parallel.pp_layers",
+          "'" + c.pp_layers + "'",
+          "explicit layer counts cannot be combined with parallel.pp_embedding_as_layer / pp_head_as_layer (they "
+          "shape the even split only): give the counts alone, or set pp_layers = \"\" with the flags");
   try {
     (void)parallel::assign_layers(layer_assignment(c));
   } catch (const std::exception& e) {

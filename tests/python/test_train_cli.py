@@ -89,6 +89,10 @@ def test_thirty_steps_lower_the_loss(tokens, tmp_path, recipe):
     (["--model.recipe", "fp7"], "model.recipe = \"fp7\" is invalid"),
     (["--model.heads", "5"], "model.heads = 5 is invalid"),
     (["--optim.state", "fp3"], "[optim]"),
+    (["--parallel.pp_layers", "2", "--parallel.pp_head_as_layer", "true"],
+     "explicit layer counts cannot be combined with parallel.pp_embedding_as_layer / pp_head_as_layer"),
+    (["--parallel.pp", "2", "--parallel.pp_head_as_layer", "true"],
+     "2 layers + 1 (embedding/LM head counted as layers) = 3 do not split evenly over pp*v = 2"),
 ])
 def test_bad_config_fails_before_training(tokens, tmp_path, override, message):
     r = run(tiny_args(tokens, tmp_path) + override)

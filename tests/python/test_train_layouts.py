@@ -87,6 +87,8 @@ PIPELINES = [
     (2, {"parallel__pp": 2, "parallel__pp_schedule": "interleaved", "parallel__virtual_stages": 2}, 4),
     (4, {"parallel__pp": 4, "parallel__pp_schedule": "1f1b"}, 4),
     (4, {"parallel__pp": 4, "parallel__pp_schedule": "interleaved", "parallel__virtual_stages": 2}, 8),
+    # Megatron's account_for_loss_in_pipeline_split: the head's stage gets a layer fewer (2 + 1 of 3 layers).
+    (2, {"parallel__pp": 2, "parallel__pp_schedule": "1f1b", "parallel__pp_head_as_layer": "true"}, 3),
 ]
 
 
@@ -98,6 +100,8 @@ def test_pipeline_matches_single_rank(tokens, tmp_path_factory, np, layout, laye
     got, stdout = curve(tokens, tmp_path_factory, np, "bf16", **common, **layout)
     err = max_rel(ref, got, 20)
     assert err <= 1e-5, f"{layout}: {err:.2e}"
+    if "parallel__pp_head_as_layer" in layout:
+        assert "rank 0 holds embedding + layers 0-1)" in stdout, stdout[:2000]
     # The trainer prints the measured bubble beside (p-1)/(v*m). Not compared here (a timing, and on 2 cores
     # 4 ranks time-share): benchmarks/bench_train_bubble.py compares it at pp = 2.
     m = re.search(r"measured bubble ([0-9.]+) = .*?; \(p-1\)/\(v\*m\) = ([0-9.]+)", stdout)
