@@ -1,5 +1,5 @@
 """nibble-train at every parallel layout against the single-rank run of the same config (issues 7 and 8):
-the per-step loss curves from metrics.jsonl must agree -- bf16 to 1e-4 relative, quantized recipes to 0.5%.
+the per-step loss curves (for pp also the gradient norms) from metrics.jsonl must agree -- bf16 to 1e-4 relative, quantized recipes to 0.5%.
 
 What the numbers are (measured on this machine, 2 cores):
   - dp=2 and pp (GPipe, 1F1B, interleaved) are bit-identical to one rank in bf16: the same operations in the
@@ -19,6 +19,7 @@ What the numbers are (measured on this machine, 2 cores):
   - pp is bit-identical to one rank in the stochastically rounded recipes too: a Linear's backward draws the
     SR counter values its forward reserved, whatever other micro-batches ran in between.
 """
+import json
 import os
 import re
 
@@ -33,12 +34,26 @@ QUANTIZED_TOL = 5e-3
 _baselines = {}
 
 
+class Curve(dict):
+    """step -> loss; .grad_norms: step -> the global gradient norm before clipping (every parameter's gradient,
+    summed over all ranks' shards), both from metrics.jsonl."""
+
+    def __init__(self, out):
+        super().__init__(losses(out))
+        self.grad_norms = {}
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec.get("grad_norm") is not None:
+                    self.grad_norms[rec["step"]] = rec["grad_norm"]
+
+
 def curve(tokens, tmp_path_factory, np, recipe, **overrides):
     """The loss curve of one run (np = 0: a single process, no mpirun)."""
     out = tmp_path_factory.mktemp("run")
     r = run(tiny_args(tokens, out, model__recipe=recipe, train__sample_tokens=8, **overrides), np=np)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return losses(out), r.stdout
+    return Curve(out), r.stdout
 
 
 def baseline(tokens, tmp_path_factory, recipe, **overrides):
@@ -100,6 +115,9 @@ def test_pipeline_matches_single_rank(tokens, tmp_path_factory, np, layout, laye
     got, stdout = curve(tokens, tmp_path_factory, np, "bf16", **common, **layout)
     err = max_rel(ref, got, 20)
     assert err <= 1e-5, f"{layout}: {err:.2e}"
+    # The gradients too: each step's global gradient norm (all parameters, before clipping) as one rank's.
+    err = max_rel(ref.grad_norms, got.grad_norms, 20)
+    assert err <= 1e-5, f"{layout}: gradient norms differ from one rank by {err:.2e}"
     if "parallel__pp_head_as_layer" in layout:
         assert "rank 0 holds embedding + layers 0-1)" in stdout, stdout[:2000]
     # The trainer prints the measured bubble beside (p-1)/(v*m). Not compared here (a timing, and on 2 cores
