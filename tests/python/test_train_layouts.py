@@ -1,5 +1,6 @@
 """nibble-train at every parallel layout against the single-rank run of the same config (issues 7 and 8):
-the per-step loss curves (for pp also the gradient norms) from metrics.jsonl must agree -- bf16 to 1e-4 relative, quantized recipes to 0.5%.
+the per-step loss curves (for pp also the gradient norms) from metrics.jsonl must agree -- bf16 to 1e-4
+relative, quantized recipes to 0.5%.
 
 What the numbers are (measured on this machine, 2 cores):
   - dp=2 and pp (GPipe, 1F1B, interleaved) are bit-identical to one rank in bf16: the same operations in the
