@@ -69,8 +69,9 @@ def main():
     if args.pp > len(os.sched_getaffinity(0)):
         print(f"warning: pp={args.pp} ranks on {len(os.sched_getaffinity(0))} cores time-share; the idle measured "
               "is the scheduler's, not the pipeline's")
-    print(f"nibble-train, pp={args.pp} on {args.pp} ranks: {args.layers} layers, hidden {args.hidden}, seq {args.seq_len}, "
-          f"{args.micro_batches} micro-batches of 1, recipe {args.recipe}; median of {args.steps} steps")
+    print(f"nibble-train, pp={args.pp} on {args.pp} ranks: {args.layers} layers, hidden {args.hidden}, "
+          f"seq {args.seq_len}, {args.micro_batches} micro-batches of 1, recipe {args.recipe}; "
+          f"median of {args.steps} steps")
     with tempfile.TemporaryDirectory() as work:
         prepare_tokens(binary, work)
         for schedule, v in SCHEDULES:

@@ -55,7 +55,8 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
     m["recipe"] = config.model.recipe;
     m["layout"] = {{"tp", config.tp}, {"cp", config.cp}, {"dp", config.dp}, {"pp", config.pp},
                    {"virtual_stages", config.virtual_stages}, {"pp_layers", config.pp_layers},
-                   {"pp_embedding_as_layer", config.pp_embedding_as_layer}, {"pp_head_as_layer", config.pp_head_as_layer},
+                   {"pp_embedding_as_layer", config.pp_embedding_as_layer},
+                   {"pp_head_as_layer", config.pp_head_as_layer},
                    {"world_size", world.size()}, {"sequence_parallel", config.sequence_parallel}};
     // Training consumes no RNG stream: batches are a pure function of (data.seed, step), parameter init of
     // (model.seed, name), and stochastic rounding of the per-Linear counters stored in each shard.

@@ -47,7 +47,8 @@ struct TrainConfig {
   int64_t virtual_stages = 1;        // model chunks per pp rank (> 1 only with interleaved)
   std::string pp_layers;             // "" = even split; else comma-separated layers per virtual stage
   // Even split only: count the embedding (first stage) / final norm + LM head + loss (last stage) as one
-  // transformer layer, so that stage gets a layer fewer (Megatron's account_for_{embedding,loss}_in_pipeline_split).
+  // transformer layer, so that stage gets a layer fewer (Megatron's
+  // account_for_{embedding,loss}_in_pipeline_split).
   bool pp_embedding_as_layer = false, pp_head_as_layer = false;
   std::string cp_method = "ring";    // ring | ulysses
   // [checkpoint]

@@ -108,7 +108,8 @@ double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroB
 
 // The summary's pipeline line: medians over the steps (robust to the first step's allocations) of the
 // measured split of idle time (parallel/pipeline_schedule.h PipelineTiming), beside Megatron's formula.
-void print_pipeline_timing(std::vector<parallel::PipelineTiming> timings, const parallel::ScheduleOptions& schedule) {
+void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
+                           const parallel::ScheduleOptions& schedule) {
   auto median = [&](double parallel::PipelineTiming::*field) {
     std::vector<double> v;
     for (const auto& t : timings) v.push_back(t.*field);
@@ -263,7 +264,8 @@ int run_training(const TrainConfig& c) {
                    {"ms_per_step", 1e3 * seconds},
                    {"peak_mem_mib", peak_memory_mib()},
                    {"bubble", pipeline ? nlohmann::ordered_json(timing.bubble) : nlohmann::ordered_json(nullptr)},
-                   {"stage_imbalance", pipeline ? nlohmann::ordered_json(timing.imbalance) : nlohmann::ordered_json(nullptr)},
+                   {"stage_imbalance",
+                    pipeline ? nlohmann::ordered_json(timing.imbalance) : nlohmann::ordered_json(nullptr)},
                    {"skipped", !applied}});
     if (pipeline) timings.push_back(timing);
     if (state.consecutive_skips >= c.max_nonfinite) {
