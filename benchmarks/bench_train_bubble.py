@@ -62,7 +62,7 @@ def main():
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--micro-batches", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--recipe", default="bf16")
     args = ap.parse_args()
     binary = os.path.join(args.build, "nibble-train")

@@ -140,16 +140,18 @@ bool ranks_have_own_cores() {
   return static_cast<int64_t>(info().local_size) * at::get_num_threads() <= CPU_COUNT(&allowed);
 }
 
-// Waits for a paired operation. With cores to spare it polls back to back: every microsecond of latency here
-// is on the pipeline's critical path (1F1B crosses ranks twice per micro-batch). Without, it polls briefly
-// (a ready peer answers in microseconds), then sleeps between polls, doubling up to 100 us.
+// Waits for a paired operation. With cores to spare it polls back to back for up to 1 ms: a short wait is on
+// the pipeline's critical path (1F1B crosses ranks twice per micro-batch), so every microsecond counts. Past
+// that (a long fill or drain wait), and from the start when ranks share cores, it polls briefly and then sleeps
+// between polls, doubling up to 100 us -- latency small next to a stage's compute, and the core left free.
 void wait_all(std::vector<Work>& works, bool spin) {
+  const auto start = std::chrono::steady_clock::now();
   auto pause = std::chrono::microseconds(0);
   for (int polls = 0;; ++polls) {
     bool done = true;
     for (Work& w : works) done = w.test() && done;
     if (done) return;
-    if (spin || polls < 64) continue;
+    if (polls < 64 || (spin && std::chrono::steady_clock::now() - start < std::chrono::milliseconds(1))) continue;
     pause = std::min(std::chrono::microseconds(100), std::max(std::chrono::microseconds(5), pause * 2));
     std::this_thread::sleep_for(pause);
   }
@@ -353,7 +355,7 @@ class StepRunner {
   Communicator& pp_;
   const PipelineRuntimeOptions& o_;
   const StageForward& forward_;
-  const bool spin_;  // waits poll back to back (ranks_have_own_cores)
+  const bool spin_;  // waits poll back to back for their first millisecond (ranks_have_own_cores)
   const int rank_, p_, v_;
   const std::vector<Action>& actions_;
   const double loss_scale_;
