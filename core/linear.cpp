@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/gemm.h"
+#include "core/linear_saved.h"
 #include "core/quartet_pieces.h"
 #include "core/saved_bytes.h"
 #include "precision/error.h"
@@ -81,28 +82,10 @@ void check_finite(const torch::Tensor& t, const std::string& what) {
   if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
 }
 
-struct LinearBackward : public torch::autograd::Node {
-  std::shared_ptr<LinearState> state;
-  std::shared_ptr<QuantizedTensor> x_col, w_col;  // quantized wgrad / dgrad operands
-  torch::Tensor x_dense;                          // high-precision x (bf16 recipe's wgrad operand)
-  torch::Tensor weight;                           // the parameter itself (dense dgrad operand)
-  torch::Tensor x_mask, w_mask;                   // QuEST clip masks, bit-packed (straight-through estimator)
-  InnerRotation wgrad_rotation;                   // backward_hadamard: the rotation x_col was quantized in
-  uint64_t backward_counter = 0;                  // first of the SR counter values reserved for this backward
+struct LinearBackward : public LinearBackwardBase {  // what it saves: core/linear_saved.h
   std::vector<int64_t> x_shape;
-  torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
-  bool has_bias = false;
 
   std::string name() const override { return "nibble::LinearBackward(" + state->name + ")"; }
-
-  void release_variables() override {
-    x_col.reset();
-    w_col.reset();
-    x_dense.reset();
-    weight.reset();
-    x_mask.reset();
-    w_mask.reset();
-  }
 
   variable_list apply(variable_list&& grads) override {
     torch::NoGradGuard no_grad;
@@ -297,41 +280,12 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
     y = gemm(a, b, go).reshape(out_shape);
 
     if (need_grad) {
-      int64_t saved = 0;
-      node->state = state;
       node->x_shape = x.sizes().vec();
-      node->x_dtype = x.scalar_type();
-      node->w_dtype = weight.scalar_type();
-      node->has_bias = bias.has_value();
-      node->backward_counter = reserve_backward_counters(s);
-      if (need_wgrad && rotated) {
-        // Quartet: x's wgrad copy is xᵀ rotated along the tokens, quantized rowwise (blocks along the tokens).
-        node->wgrad_rotation = next_rotation(x2d.size(0), s);
-        node->x_col = quantize_one(rotate_inner(x2d.t(), node->wgrad_rotation), r.x_col, true, false,
-                                   who + ".input", s, nullptr);
-        if (s.capture) s.captured["x_col"] = node->x_col;
-        saved += node->x_col->rowwise->bytes();
-      } else if (need_wgrad) {
-        if (r.x_col.quantized) {
-          node->x_col = xq.col;
-          saved += xq.col->columnwise->bytes();
-        } else {
-          node->x_dense = x2d.to(torch::kBFloat16);
-          saved += node->x_dense.numel() * 2;
-        }
-      }
-      if (r.w_col.quantized && !rotated) {
-        node->w_col = s.w_col;  // the cached copy (not counted: it lives with the weight, not the activation)
-      } else {
-        node->weight = weight.detach();
-      }
-      if (r.x_row.quantized && r.x_row.options.scheme == precision::Scheme::kMXFP4Quest) {
-        node->x_mask = pack_mask(xq.row->rowwise->mask);
-        saved += node->x_mask.numel();
-      }
-      if (r.w_row.quantized && r.w_row.options.scheme == precision::Scheme::kMXFP4Quest)
-        node->w_mask = pack_mask(s.w_row->rowwise->mask);
-      add_saved_bytes(saved);
+      add_saved_bytes(node->save_for_backward(
+          state, x2d, x.scalar_type(), xq.row, xq.col, weight, bias.has_value(), need_wgrad,
+          [&](const torch::Tensor& rotated_xt) {
+            return quantize_one(rotated_xt, r.x_col, true, false, who + ".input", s, nullptr);
+          }));
     }
   }
   if (need_grad) {

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include "core/gemm.h"
+#include "core/linear_saved.h"
 #include "core/quartet_pieces.h"
 #include "core/saved_bytes.h"
 #include "parallel/nn/group_quantize.h"
@@ -52,37 +53,19 @@ precision::SrIndexMap place_of(const torch::Tensor& t2d, Slice slice, const Comm
 // Quartet's rotation and QuEST's masks: core/quartet_pieces.h (one implementation for both Linears).
 using nn::InnerRotation;
 using nn::next_rotation;
-using nn::pack_mask;
 using nn::rotate_inner;
 using nn::rotation_signs;
 using nn::through_quest_mask;
 
-struct ParallelLinearBackward : public torch::autograd::Node {
-  std::shared_ptr<nn::LinearState> state;
+struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it saves: core/linear_saved.h
   Communicator* comm = nullptr;
   ParallelLinearOptions options;
-  std::shared_ptr<QuantizedTensor> x_col, w_col;
-  torch::Tensor x_dense, weight;
-  torch::Tensor x_mask, w_mask;       // QuEST clip masks, bit-packed
-  InnerRotation wgrad_rotation;       // backward_hadamard: the rotation along the tokens x_col was quantized in
-  uint64_t backward_counter = 0;      // first of the SR counter values reserved for this backward (core/linear.h)
   std::vector<int64_t> full_x_shape;  // x's shape after the gather (= x's shape without one)
-  torch::ScalarType x_dtype = torch::kFloat32, w_dtype = torch::kFloat32;
-  bool has_bias = false;
 
   // dy [tokens, out_features] is a column slice under a column-parallel split.
   Slice dy_slice() const { return options.split == WeightSplit::kOutputFeatures ? Slice::kCols : Slice::kWhole; }
 
   std::string name() const override { return "nibble::ParallelLinearBackward(" + state->name + ")"; }
-
-  void release_variables() override {
-    x_col.reset();
-    w_col.reset();
-    x_dense.reset();
-    weight.reset();
-    x_mask.reset();
-    w_mask.reset();
-  }
 
   // The sequence-parallel row Linear's choice for the output gradient: gather its quantized copies when every
   // copy the GEMMs read is quantized, the gather is exact (gathers_exactly) and it moves fewer bytes than the
@@ -319,46 +302,20 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
     y = y.to(x.scalar_type());
 
     if (need_grad) {
-      int64_t saved = 0;
-      node->state = state;
       node->comm = &comm;
       node->options = options;
       node->options.gather_input = gather;
       node->options.scatter_output = options.scatter_output && comm.size() > 1;
       node->full_x_shape = full_shape;
-      node->x_dtype = x.scalar_type();
-      node->w_dtype = weight.scalar_type();
-      node->has_bias = bias.has_value();
-      node->backward_counter = nn::reserve_backward_counters(s);  // where core/linear.cpp reserves them
-      if (need_wgrad && rotated) {
-        // Quartet: x's wgrad copy is xᵀ rotated along all tokens, quantized rowwise (blocks along the tokens).
-        node->wgrad_rotation = next_rotation(x_rows.size(0), s);
-        const torch::Tensor xt = rotate_inner(x_rows.t(), node->wgrad_rotation);
-        node->x_col = quantize_with_group_amax(xt, &r.x_col, nullptr, x_group, s, who + ".input", nullptr, false,
-                                               place_of(xt, x_cols_split ? Slice::kRows : Slice::kWhole, comm))
-                          .row;
-        if (s.capture) s.captured["x_col"] = node->x_col;
-        saved += node->x_col->rowwise->bytes();
-      } else if (need_wgrad) {
-        if (r.x_col.quantized) {
-          node->x_col = xq.col;
-          saved += xq.col->columnwise->bytes();
-        } else {
-          node->x_dense = x_full.to(torch::kBFloat16);
-          saved += node->x_dense.numel() * 2;
-        }
-      }
-      if (r.w_col.quantized && !rotated) {
-        node->w_col = s.w_col;
-      } else {
-        node->weight = weight.detach();  // dense dgrad operand, or rotated afresh in every backward (Quartet)
-      }
-      if (is_quest(r.x_row)) {
-        node->x_mask = pack_mask(xq.row->rowwise->mask);
-        saved += node->x_mask.numel();
-      }
-      if (is_quest(r.w_row)) node->w_mask = pack_mask(s.w_row->rowwise->mask);
-      nn::add_saved_bytes(saved);
+      // Quartet gathers x itself (dense_gather), so x_rows holds all tokens; an unquantized wgrad operand is
+      // the dense gather x_full.
+      nn::add_saved_bytes(node->save_for_backward(
+          state, rotated ? x_rows : x_full, x.scalar_type(), xq.row, xq.col, weight, bias.has_value(), need_wgrad,
+          [&](const torch::Tensor& xt) {
+            return quantize_with_group_amax(xt, &r.x_col, nullptr, x_group, s, who + ".input", nullptr, false,
+                                            place_of(xt, x_cols_split ? Slice::kRows : Slice::kWhole, comm))
+                .row;
+          }));
     }
   }
   if (need_grad) {
