@@ -19,6 +19,9 @@ struct GemmOperand {
 
   static GemmOperand quantized(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options);
   static GemmOperand high_precision(const torch::Tensor& x);
+  // A quantized tensor's rowwise / columnwise copy (the copy must exist and outlive the operand).
+  static GemmOperand rowwise(const QuantizedTensor& q) { return quantized(*q.rowwise, q.options); }
+  static GemmOperand columnwise(const QuantizedTensor& q) { return quantized(*q.columnwise, q.options); }
   int64_t rows() const;
   int64_t k() const;
   std::string describe() const;

@@ -71,13 +71,6 @@ Copies quantize_for(const torch::Tensor& t2d, const OperandSpec* row_spec, const
   return c;
 }
 
-GemmOperand rowwise_operand(const std::shared_ptr<QuantizedTensor>& q) {
-  return GemmOperand::quantized(*q->rowwise, q->options);
-}
-GemmOperand columnwise_operand(const std::shared_ptr<QuantizedTensor>& q) {
-  return GemmOperand::quantized(*q->columnwise, q->options);
-}
-
 void check_finite(const torch::Tensor& t, const std::string& what) {
   if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
 }
@@ -104,15 +97,15 @@ struct LinearBackward : public LinearBackwardBase {  // what it saves: core/line
       const Copies dyq = quantize_for(dy2d, need_dx ? &r.dy_row : nullptr, need_dw ? &r.dy_col : nullptr,
                                       state->name + ".grad_output", *state, state->ds_dy.get(), "dy_row", "dy_col");
       if (need_dx) {
-        const GemmOperand a = r.dy_row.quantized ? rowwise_operand(dyq.row) : GemmOperand::high_precision(dy2d);
-        const GemmOperand b = r.w_col.quantized ? columnwise_operand(w_col)
+        const GemmOperand a = r.dy_row.quantized ? GemmOperand::rowwise(*dyq.row) : GemmOperand::high_precision(dy2d);
+        const GemmOperand b = r.w_col.quantized ? GemmOperand::columnwise(*w_col)
                                                 : GemmOperand::high_precision(weight.t().contiguous());
         out[0] = dgrad(a, b);
       }
       if (need_dw) {
-        const GemmOperand a = r.dy_col.quantized ? columnwise_operand(dyq.col)
+        const GemmOperand a = r.dy_col.quantized ? GemmOperand::columnwise(*dyq.col)
                                                  : GemmOperand::high_precision(dy2d.t().contiguous());
-        const GemmOperand b = r.x_col.quantized ? columnwise_operand(x_col)
+        const GemmOperand b = r.x_col.quantized ? GemmOperand::columnwise(*x_col)
                                                 : GemmOperand::high_precision(x_dense.t().contiguous());
         out[1] = wgrad(a, b);
       }
@@ -157,12 +150,12 @@ struct LinearBackward : public LinearBackwardBase {  // what it saves: core/line
       const auto dyq = quantized_rows(rotate_inner(dy2d, rot), r.dy_row, "dy_row");
       const auto wq = quantized_rows(rotate_inner(weight.t(), rot), r.w_col, "w_col");
       if (s.capture) s.captured_rotations["dgrad"] = rotation_signs(rot);
-      out[0] = dgrad(rowwise_operand(dyq), rowwise_operand(wq));
+      out[0] = dgrad(GemmOperand::rowwise(*dyq), GemmOperand::rowwise(*wq));
     }
     if (need_dw) {
       const auto dyq = quantized_rows(rotate_inner(dy2d.t(), wgrad_rotation), r.dy_col, "dy_col");
       if (s.capture) s.captured_rotations["wgrad"] = rotation_signs(wgrad_rotation);
-      out[1] = wgrad(rowwise_operand(dyq), rowwise_operand(x_col));
+      out[1] = wgrad(GemmOperand::rowwise(*dyq), GemmOperand::rowwise(*x_col));
     }
   }
 };
@@ -269,8 +262,8 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
     const bool rotated = r.backward_hadamard;
     const Copies xq = quantize_for(x2d, &r.x_row, need_wgrad && !rotated ? &r.x_col : nullptr, who + ".input", s,
                                    s.ds_x.get(), "x_row", "x_col");
-    const GemmOperand a = r.x_row.quantized ? rowwise_operand(xq.row) : GemmOperand::high_precision(x2d);
-    const GemmOperand b = r.w_row.quantized ? rowwise_operand(s.w_row) : GemmOperand::high_precision(weight);
+    const GemmOperand a = r.x_row.quantized ? GemmOperand::rowwise(*xq.row) : GemmOperand::high_precision(x2d);
+    const GemmOperand b = r.w_row.quantized ? GemmOperand::rowwise(*s.w_row) : GemmOperand::high_precision(weight);
     GemmOptions go;
     go.name = who + " fprop";
     if (bias) go.bias = bias->detach();

@@ -18,13 +18,6 @@ using nn::GemmOperand;
 using nn::QuantizedTensor;
 using torch::autograd::variable_list;
 
-GemmOperand rowwise_operand(const std::shared_ptr<QuantizedTensor>& q) {
-  return GemmOperand::quantized(*q->rowwise, q->options);
-}
-GemmOperand columnwise_operand(const std::shared_ptr<QuantizedTensor>& q) {
-  return GemmOperand::quantized(*q->columnwise, q->options);
-}
-
 void check_finite(const torch::Tensor& t, const std::string& what) {
   if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
 }
@@ -114,16 +107,16 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
       }
       remember(*state, dyq, "dy_row", "dy_col");
       if (need_dx) {
-        const GemmOperand a = r.dy_row.quantized ? rowwise_operand(dyq.row) : GemmOperand::high_precision(dy2d);
+        const GemmOperand a = r.dy_row.quantized ? GemmOperand::rowwise(*dyq.row) : GemmOperand::high_precision(dy2d);
         const GemmOperand b =
-            r.w_col.quantized ? columnwise_operand(w_col) : GemmOperand::high_precision(weight.t().contiguous());
+            r.w_col.quantized ? GemmOperand::columnwise(*w_col) : GemmOperand::high_precision(weight.t().contiguous());
         out[0] = dgrad(a, b);
       }
       if (need_dw) {
         const GemmOperand a =
-            r.dy_col.quantized ? columnwise_operand(dyq.col) : GemmOperand::high_precision(dy2d.t().contiguous());
+            r.dy_col.quantized ? GemmOperand::columnwise(*dyq.col) : GemmOperand::high_precision(dy2d.t().contiguous());
         const GemmOperand b =
-            r.x_col.quantized ? columnwise_operand(x_col) : GemmOperand::high_precision(x_dense.t().contiguous());
+            r.x_col.quantized ? GemmOperand::columnwise(*x_col) : GemmOperand::high_precision(x_dense.t().contiguous());
         out[1] = wgrad(a, b);
       }
     }
@@ -186,13 +179,13 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
                                                                             : Slice::kWhole;
       const auto wq = quantized_rows(rotate_inner(weight.t(), rot), r.w_col, "w_col", comm, wt_slice);
       if (s.capture) s.captured_rotations["dgrad"] = rotation_signs(rot);
-      out[0] = dgrad(rowwise_operand(dyq), rowwise_operand(wq));
+      out[0] = dgrad(GemmOperand::rowwise(*dyq), GemmOperand::rowwise(*wq));
     }
     if (need_dw) {
       const Slice dyt_slice = dy_slice() == Slice::kCols ? Slice::kRows : Slice::kWhole;
       const auto dyq = quantized_rows(rotate_inner(dy2d.t(), wgrad_rotation), r.dy_col, "dy_col", dy_group, dyt_slice);
       if (s.capture) s.captured_rotations["wgrad"] = rotation_signs(wgrad_rotation);
-      out[1] = wgrad(rowwise_operand(dyq), rowwise_operand(x_col));
+      out[1] = wgrad(GemmOperand::rowwise(*dyq), GemmOperand::rowwise(*x_col));
     }
   }
 };
@@ -286,8 +279,8 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
     const bool dense_needed = !r.x_row.quantized || (need_wgrad && !rotated && !r.x_col.quantized);
     torch::Tensor x_full;
     if (dense_needed) x_full = gather && !dense_gather ? all_gather_dim0(x2d, comm, who + ".input") : x_rows;
-    const GemmOperand a = r.x_row.quantized ? rowwise_operand(xq.row) : GemmOperand::high_precision(x_full);
-    const GemmOperand b = r.w_row.quantized ? rowwise_operand(s.w_row) : GemmOperand::high_precision(weight);
+    const GemmOperand a = r.x_row.quantized ? GemmOperand::rowwise(*xq.row) : GemmOperand::high_precision(x_full);
+    const GemmOperand b = r.w_row.quantized ? GemmOperand::rowwise(*s.w_row) : GemmOperand::high_precision(weight);
     nn::GemmOptions go;
     go.name = who + " fprop";
     if (bias) go.bias = bias->detach();
