@@ -15,7 +15,6 @@ namespace nibble::parallel {
 namespace {
 
 using nn::GemmOperand;
-using nn::QuantizedTensor;
 using torch::autograd::variable_list;
 
 void check_finite(const torch::Tensor& t, const std::string& what) {
