@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -122,6 +123,20 @@ void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
               "compute - 1 (parallel.pp_layers evens it) | all ranks' idle / compute %.3f\n",
               timings.size(), bubble, formula, bubble / formula, median(&parallel::PipelineTiming::imbalance),
               median(&parallel::PipelineTiming::idle));
+  // Above 10% the imbalance costs more than timing noise explains: name the rank to lighten, and how.
+  if (median(&parallel::PipelineTiming::imbalance) <= 0.10) return;
+  std::map<int, int> busiest;  // pp rank -> steps it was the busiest
+  for (const auto& t : timings) ++busiest[t.busiest_rank];
+  const int rank = std::max_element(busiest.begin(), busiest.end(), [](const auto& a, const auto& b) {
+                     return a.second < b.second;
+                   })->first;
+  const int last = schedule.stages - 1;
+  std::printf("pipeline: pp rank %d computes the most in %d of %zu steps%s; move a transformer layer off it with "
+              "parallel.pp_layers, or for an even split set parallel.%s = true\n",
+              rank, busiest[rank], timings.size(),
+              rank == last ? " (it holds the final norm, LM head and loss)"
+                           : rank == 0 ? " (it holds the embedding)" : "",
+              rank == 0 ? "pp_embedding_as_layer" : "pp_head_as_layer");
 }
 
 }  // namespace

@@ -258,17 +258,22 @@ PipelineTiming pipeline_timing(std::span<const double> compute, std::span<const 
     throw InvalidArgument("pipeline_timing: " + std::to_string(compute.size()) + " compute times and " +
                           std::to_string(step.size()) + " step times; needs one of each per pp rank (>= 1)");
   double c_max = 0, c_sum = 0, t = 0;
+  int busiest = 0;
   for (size_t r = 0; r < compute.size(); ++r) {
     if (!(compute[r] > 0) || !(step[r] >= compute[r]))
       throw InvalidArgument("pipeline_timing: pp rank " + std::to_string(r) + " computed " +
                             std::to_string(compute[r]) + " s in a step of " + std::to_string(step[r]) +
                             " s; needs 0 < compute <= step");
+    if (compute[r] > c_max) busiest = static_cast<int>(r);
     c_max = std::max(c_max, compute[r]);
     c_sum += compute[r];
     t = std::max(t, step[r]);
   }
   const double c_mean = c_sum / static_cast<double>(compute.size());
-  return {.bubble = (t - c_max) / c_max, .imbalance = c_max / c_mean - 1, .idle = t / c_mean - 1};
+  return {.bubble = (t - c_max) / c_max,
+          .imbalance = c_max / c_mean - 1,
+          .idle = t / c_mean - 1,
+          .busiest_rank = busiest};
 }
 
 // ---- checker ------------------------------------------------------------------------------------------------

@@ -140,6 +140,7 @@ struct PipelineTiming {
   double bubble = 0;
   double imbalance = 0;  // C_max / mean(C) - 1: how much more the busiest rank computes than the average
   double idle = 0;       // T / mean(C) - 1: all ranks' idle over their compute = (1+bubble)(1+imbalance) - 1
+  int busiest_rank = 0;  // the pp rank computing C_max (the first such)
 };
 // Throws InvalidArgument for empty or unequal spans, a compute time <= 0, or a wall time below its compute.
 PipelineTiming pipeline_timing(std::span<const double> compute_seconds, std::span<const double> step_seconds);

@@ -129,6 +129,7 @@ TEST(PipelineTiming, SplitsIdleIntoBubbleAndImbalance) {
   EXPECT_DOUBLE_EQ(t.bubble, 0.25);
   EXPECT_DOUBLE_EQ(t.imbalance, 1.0 / 7.0);
   EXPECT_DOUBLE_EQ(t.idle, 3.0 / 7.0);
+  EXPECT_EQ(t.busiest_rank, 1);
   EXPECT_NEAR((1 + t.bubble) * (1 + t.imbalance) - 1, t.idle, 1e-15);
   EXPECT_NE(error_of([] { pipeline_timing(std::vector<double>{1.0}, std::vector<double>{}); })
                 .find("1 compute times and 0 step times"),
