@@ -118,25 +118,28 @@ void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
     return v[v.size() / 2];
   };
   const double bubble = median(&parallel::PipelineTiming::bubble), formula = theoretical_bubble_fraction(schedule);
+  const double imbalance = median(&parallel::PipelineTiming::imbalance);
   std::printf("pipeline (median of %zu steps over all pp ranks): measured bubble %.3f = busiest rank's idle / its "
               "compute; (p-1)/(v*m) = %.3f (measured/formula %.2fx) | stage imbalance %.3f = busiest / mean "
               "compute - 1 (parallel.pp_layers evens it) | all ranks' idle / compute %.3f\n",
-              timings.size(), bubble, formula, bubble / formula, median(&parallel::PipelineTiming::imbalance),
-              median(&parallel::PipelineTiming::idle));
+              timings.size(), bubble, formula, bubble / formula, imbalance, median(&parallel::PipelineTiming::idle));
   // Above 10% the imbalance costs more than timing noise explains: name the rank to lighten, and how.
-  if (median(&parallel::PipelineTiming::imbalance) <= 0.10) return;
+  if (imbalance <= 0.10) return;
   std::map<int, int> busiest;  // pp rank -> steps it was the busiest
   for (const auto& t : timings) ++busiest[t.busiest_rank];
   const int rank = std::max_element(busiest.begin(), busiest.end(), [](const auto& a, const auto& b) {
                      return a.second < b.second;
                    })->first;
-  const int last = schedule.stages - 1;
+  // Only the end ranks have a split flag that lightens them; a middle rank needs explicit counts.
+  const char* holds = rank == 0 ? " (it holds the embedding)"
+                      : rank == schedule.stages - 1 ? " (it holds the final norm, LM head and loss)"
+                                                    : "";
+  const char* flag = rank == 0 ? ", or for an even split set parallel.pp_embedding_as_layer = true"
+                     : rank == schedule.stages - 1 ? ", or for an even split set parallel.pp_head_as_layer = true"
+                                                   : "";
   std::printf("pipeline: pp rank %d computes the most in %d of %zu steps%s; move a transformer layer off it with "
-              "parallel.pp_layers, or for an even split set parallel.%s = true\n",
-              rank, busiest[rank], timings.size(),
-              rank == last ? " (it holds the final norm, LM head and loss)"
-                           : rank == 0 ? " (it holds the embedding)" : "",
-              rank == 0 ? "pp_embedding_as_layer" : "pp_head_as_layer");
+              "parallel.pp_layers%s\n",
+              rank, busiest[rank], timings.size(), holds, flag);
 }
 
 }  // namespace
