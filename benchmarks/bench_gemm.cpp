@@ -33,7 +33,7 @@ constexpr Shape kShapes[] = {{2048, 2048, 2048}, {4096, 4096, 1024}, {4096, 1024
 struct Operands {
   torch::Tensor a, b;  // float32
   torch::Tensor a16, b16;
-  std::map<std::string, std::pair<nn::QuantizedTensor, nn::QuantizedTensor>> quantized;
+  std::map<std::string, std::pair<core::QuantizedTensor, core::QuantizedTensor>> quantized;
 };
 
 Operands& operands(const Shape& s) {
@@ -76,19 +76,19 @@ void BM_torch_fp32(benchmark::State& state, Shape s) {
 
 void BM_nibble(benchmark::State& state, Shape s, std::string scheme) {
   Operands& o = operands(s);
-  nn::GemmOperand a, b;
+  core::GemmOperand a, b;
   const precision::QuantizeOptions opt = scheme == "bf16" ? precision::QuantizeOptions{} : options_for(scheme);
   if (scheme == "bf16") {
-    a = nn::GemmOperand::high_precision(o.a16);
-    b = nn::GemmOperand::high_precision(o.b16);
+    a = core::GemmOperand::high_precision(o.a16);
+    b = core::GemmOperand::high_precision(o.b16);
   } else {
     auto it = o.quantized.find(scheme);
     if (it == o.quantized.end())
-      it = o.quantized.emplace(scheme, std::make_pair(nn::quantize(o.a, opt), nn::quantize(o.b, opt))).first;
-    a = nn::GemmOperand::quantized(*it->second.first.rowwise, opt);
-    b = nn::GemmOperand::quantized(*it->second.second.rowwise, opt);
+      it = o.quantized.emplace(scheme, std::make_pair(core::quantize(o.a, opt), core::quantize(o.b, opt))).first;
+    a = core::GemmOperand::quantized(*it->second.first.rowwise, opt);
+    b = core::GemmOperand::quantized(*it->second.second.rowwise, opt);
   }
-  for (auto _ : state) benchmark::DoNotOptimize(nn::gemm(a, b));
+  for (auto _ : state) benchmark::DoNotOptimize(core::gemm(a, b));
   finish(state, s);
 }
 
@@ -124,16 +124,18 @@ int run_interleaved(int rounds) {
     std::map<std::string, std::function<void()>> runs;
     runs["torch_bf16"] = [&] { torch::matmul(o.a16, o.b16.t()); };
     runs["torch_fp32"] = [&] { torch::matmul(o.a, o.b.t()); };
-    std::map<std::string, std::pair<nn::GemmOperand, nn::GemmOperand>> ops;
+    std::map<std::string, std::pair<core::GemmOperand, core::GemmOperand>> ops;
     for (const char* scheme : schemes) {
       if (std::string(scheme) == "bf16") {
-        ops[scheme] = {nn::GemmOperand::high_precision(o.a16), nn::GemmOperand::high_precision(o.b16)};
+        ops[scheme] = {core::GemmOperand::high_precision(o.a16), core::GemmOperand::high_precision(o.b16)};
       } else {
         const precision::QuantizeOptions opt = options_for(scheme);
-        auto& q = o.quantized.emplace(scheme, std::make_pair(nn::quantize(o.a, opt), nn::quantize(o.b, opt))).first->second;
-        ops[scheme] = {nn::GemmOperand::quantized(*q.first.rowwise, opt), nn::GemmOperand::quantized(*q.second.rowwise, opt)};
+        auto& q = o.quantized.emplace(scheme, std::make_pair(core::quantize(o.a, opt), core::quantize(o.b, opt)))
+                      .first->second;
+        ops[scheme] = {core::GemmOperand::quantized(*q.first.rowwise, opt),
+                       core::GemmOperand::quantized(*q.second.rowwise, opt)};
       }
-      runs[std::string("nibble_") + scheme] = [&ops, scheme] { nn::gemm(ops[scheme].first, ops[scheme].second); };
+      runs[std::string("nibble_") + scheme] = [&ops, scheme] { core::gemm(ops[scheme].first, ops[scheme].second); };
     }
     std::map<std::string, double> best, best_cpu;
     for (auto& [name, f] : runs) f(), best[name] = best_cpu[name] = 1e30;  // warm-up

@@ -69,10 +69,11 @@ int main(int argc, char** argv) {
       {par::ScheduleKind::kGPipe, 1}, {par::ScheduleKind::k1F1B, 1}, {par::ScheduleKind::kInterleaved, 2}};
   for (const auto& [kind, v] : cases) {
     const double slot = slot_ms / 1e3 / v;
-    par::PipelineRuntime rt(
-        mesh.pp(), {.schedule = {.kind = kind, .stages = p, .microbatches = m, .virtual_chunks = v,
-                                 .microbatch_group = v > 1 ? group : 0},
-                    .activation_shape = shape},
+    par::nn::PipelineRuntime rt(
+        mesh.pp(),
+        {.schedule =
+             {.kind = kind, .stages = p, .microbatches = m, .virtual_chunks = v, .microbatch_group = v > 1 ? group : 0},
+         .activation_shape = shape},
         [&](int chunk, int, const torch::Tensor& input) {
           const bool first = chunk == 0 && mesh.pp().rank() == 0;
           const bool last = chunk == v - 1 && mesh.pp().rank() == p - 1;
@@ -82,7 +83,7 @@ int main(int argc, char** argv) {
         });
     rt.step();  // warm-up
     std::vector<double> steps;
-    for (int i = 0; i < 3; ++i) steps.push_back(par::gather_timing(mesh.pp(), rt.step()).bubble);
+    for (int i = 0; i < 3; ++i) steps.push_back(par::nn::gather_timing(mesh.pp(), rt.step()).bubble);
     std::sort(steps.begin(), steps.end());
     const double measured = steps[1];
     const double formula = double(p - 1) / (v * m), simulated = rt.check_report().bubble_fraction;

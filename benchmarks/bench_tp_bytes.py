@@ -2,8 +2,9 @@
 under each recipe: the sequence-parallel all-gathers of x move BF16 activations under the bf16 recipe and
 quantized bytes (FP8 / MXFP8 / NVFP4 codes + scales) under the others; the row linears' backward all-gathers of
 the output gradient move its quantized copies where that is exact and smaller than the gradient (fp8_current,
-and NVFP4 with round-to-nearest gradients: the custom recipe nvfp4_rne_grads), else the BF16 gradient (mxfp8
-needs both copies, 2.06 bytes an element; the nvfp4 preset's gradients are stochastically rounded). The
+and NVFP4 -- the preset's stochastically rounded gradients draw each element's bits by its place in the whole
+tensor, so slices quantized apart gather to the whole tensor's copies), else the BF16 gradient (mxfp8 needs
+both copies, 2.06 bytes an element). The
 reduce-scatters stay in the activation dtype. Counted by nibble.tensor_parallel's byte meter: the input buffer of
 every collective on this rank (bytes this rank contributes), forward and backward of one step.
 

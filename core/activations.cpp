@@ -6,10 +6,10 @@
 #include <memory>
 
 #include "core/quantized_tensor.h"
-#include "core/saved_bytes.h"
+#include "core/saved_for_backward_meter.h"
 #include "precision/error.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 namespace {
 
 using torch::autograd::variable_list;
@@ -163,4 +163,4 @@ torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up, bool co
   return y;
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

@@ -7,7 +7,7 @@
 
 #include <string>
 
-namespace nibble::nn {
+namespace nibble::core {
 
 // y = x / sqrt(mean(x^2, -1) + eps) * weight
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps, bool compress,
@@ -17,4 +17,4 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
 torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up, bool compress,
                      const std::string& name = "swiglu");
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

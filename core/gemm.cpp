@@ -29,7 +29,7 @@
 #include "precision/format_names.h"
 #include "precision/scaling.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 namespace {
 
 using precision::Scheme;
@@ -383,12 +383,7 @@ torch::Tensor f64_panel(const DecodePlan& p, int64_t r0, int64_t nr, bool bf16_o
   return f32_panel(p, r0, nr).to(torch::kFloat64);
 }
 
-std::atomic<bool> g_fp64_accumulation{false};
-
 }  // namespace
-
-void set_fp64_accumulation(bool on) { g_fp64_accumulation.store(on); }
-bool fp64_accumulation() { return g_fp64_accumulation.load(); }
 
 GemmOperand GemmOperand::quantized(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options) {
   GemmOperand op;
@@ -422,7 +417,7 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
     throw InvalidArgument(who + "inner dimensions differ: A is " + a.describe() + ", B is " + b.describe() +
                           " (C = A·Bᵀ needs the same K)");
   if (options.out_dtype != torch::kFloat32 && options.out_dtype != torch::kBFloat16 &&
-      !(options.out_dtype == torch::kFloat64 && fp64_accumulation()))
+      !(options.out_dtype == torch::kFloat64 && options.fp64_accumulation))
     throw InvalidArgument(who + "output dtype must be float32 or bfloat16 (float64 only under fp64_accumulation), got " +
                           std::string(c10::toString(options.out_dtype)));
   const int64_t M = a.rows(), N = b.rows(), K = a.k();
@@ -436,7 +431,7 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
                             std::to_string(N) + ") tensor, got " + c10::str(acc.sizes()));
   }
   const DecodePlan pa = plan_for(a), pb = plan_for(b);
-  if (fp64_accumulation()) {
+  if (options.fp64_accumulation) {
     constexpr int64_t kPanel = 256;
     torch::Tensor raw64 = torch::empty({M, N}, torch::TensorOptions().dtype(torch::kFloat64));
     const bool bf16_operands = pa.exact_bf16 && pb.exact_bf16;
@@ -481,4 +476,4 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
   return options.out_dtype == torch::kFloat32 ? raw : raw.to(options.out_dtype);
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

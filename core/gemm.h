@@ -10,7 +10,7 @@
 
 #include "core/quantized_tensor.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 
 struct GemmOperand {
   const QuantizedCopyTensor* copy = nullptr;  // quantized operand (rows, K) ...
@@ -30,23 +30,21 @@ struct GemmOperand {
 struct GemmOptions {
   std::optional<torch::Tensor> bias;        // (N,) added to every row
   std::optional<torch::Tensor> accumulate;  // (M, N) float32: the result is added into it, in place
-  // float32 or bfloat16; float64 returns the FP64 sums unrounded (fp64_accumulation) -- a tensor-parallel
-  // partial sum that the group adds before rounding once.
+  // float32 or bfloat16; float64 (only with fp64_accumulation) returns the FP64 sums unrounded -- a
+  // tensor-parallel partial sum that the group adds before rounding once.
   torch::ScalarType out_dtype = torch::kFloat32;
+  // FP64 accumulation (a recipe's reproducible_sums, nibble-train's parallel.reproducible_sums): the products
+  // are summed in FP64 instead of FP32. The products of BF16 and of dequantized 4/8-bit operands (alpha, the
+  // per-tensor factor, applied after the sum) have at most 16 significant bits, so the FP64 sums are exact
+  // whatever their order unless the terms span more than ~2^37 in magnitude, and the result rounds to FP32
+  // once. A K split across tensor-parallel ranks (row-parallel partial sums, column-parallel dgrads, added in
+  // FP64 by the group) then gives bit for bit the single-rank result. Costs the FP32/BF16 kernels' speed: a
+  // mode for checking layouts against one rank and for reproducible research runs, not for throughput.
+  bool fp64_accumulation = false;
   std::string name = "gemm";                // used in error messages
 };
-
-// FP64 accumulation (nibble-train's parallel.reproducible_sums; process-wide, off by default): every GEMM sums
-// its products in FP64 instead of FP32. The products of BF16 and of dequantized 4/8-bit operands (alpha, the
-// per-tensor factor, applied after the sum) have at most 16 significant bits, so the FP64 sums are exact
-// whatever their order unless the terms span more than ~2^37 in magnitude, and the result rounds to FP32 once.
-// A K split across tensor-parallel ranks (row-parallel partial sums, column-parallel dgrads, added in FP64 by
-// the group) then gives bit for bit the single-rank result. Costs the FP32/BF16 kernels' speed: a mode for
-// checking layouts against one rank and for reproducible research runs, not for throughput.
-void set_fp64_accumulation(bool on);
-bool fp64_accumulation();
 
 // Returns (M, N) = A (M, K) · B (N, K)ᵀ, or the `accumulate` tensor after adding into it.
 torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions& options = {});
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

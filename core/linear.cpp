@@ -1,54 +1,36 @@
 #include "core/linear.h"
 
+#include <ATen/Parallel.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include <cmath>
 
 #include "core/gemm.h"
-#include "core/linear_saved.h"
-#include "core/quartet_pieces.h"
-#include "core/saved_bytes.h"
+#include "core/linear_backward_base.h"
+#include "core/linear_operands.h"
+#include "core/quartet_rotation.h"
+#include "core/quest_mask.h"
+#include "core/saved_for_backward_meter.h"
 #include "precision/error.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 namespace {
 
 using torch::autograd::variable_list;
 
-bool same_quantization(const OperandSpec& a, const OperandSpec& b) {
-  const auto &x = a.options, &y = b.options;
-  return a.quantized == b.quantized && a.delayed == b.delayed && x.scheme == y.scheme && x.element == y.element &&
-         x.rounding == y.rounding && x.rht == y.rht && x.rht_seed == y.rht_seed && x.pow2_scale == y.pow2_scale &&
-         x.amax_epsilon == y.amax_epsilon && x.mx_rule == y.mx_rule;
-}
-
-// A tensor's quantized copies for one or two operand roles: `row` holds the rowwise copy, `col` the
-// columnwise one (the same object when one quantize call produced both).
-struct Copies {
-  std::shared_ptr<QuantizedTensor> row, col;
-};
-
 std::shared_ptr<QuantizedTensor> quantize_one(const torch::Tensor& t2d, const OperandSpec& spec, bool rowwise,
                                               bool columnwise, const std::string& name, LinearState& state,
                                               precision::DelayedScaling* ds) {
-  precision::QuantizeOptions o = spec.options;
-  o.rowwise = rowwise;
-  o.columnwise = columnwise;
-  o.seed = state.seed;
-  if (o.rounding == precision::Rounding::kStochastic || o.rht) o.offset = state.sr_counter++;
-  if (spec.delayed) {
-    o.use_fixed_scale = true;
-    o.fixed_scale = ds->scale();
-  }
+  const precision::QuantizeOptions o = operand_options(spec, rowwise, columnwise, state, ds, name);
   auto q = std::make_shared<QuantizedTensor>(quantize(t2d, o, name));
   if (spec.delayed) ds->record(q->input_amax);
   return q;
 }
 
-Copies quantize_copies(const torch::Tensor& t2d, const OperandSpec* row_spec, const OperandSpec* col_spec,
-                       const std::string& name, LinearState& state, precision::DelayedScaling* ds) {
-  Copies c;
+QuantizedCopies quantize_copies(const torch::Tensor& t2d, const OperandSpec* row_spec, const OperandSpec* col_spec,
+                                const std::string& name, LinearState& state, precision::DelayedScaling* ds) {
+  QuantizedCopies c;
   const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
   if (row && col && same_quantization(*row_spec, *col_spec)) {
     c.row = c.col = quantize_one(t2d, *row_spec, true, true, name, state, ds);  // one pass, both copies
@@ -60,22 +42,15 @@ Copies quantize_copies(const torch::Tensor& t2d, const OperandSpec* row_spec, co
 }
 
 // Quantizes for the given roles and, when the state captures, remembers the copies under the role names.
-Copies quantize_for(const torch::Tensor& t2d, const OperandSpec* row_spec, const OperandSpec* col_spec,
-                    const std::string& name, LinearState& state, precision::DelayedScaling* ds, const char* row_role,
-                    const char* col_role) {
-  Copies c = quantize_copies(t2d, row_spec, col_spec, name, state, ds);
-  if (state.capture) {
-    if (c.row) state.captured[row_role] = c.row;
-    if (c.col) state.captured[col_role] = c.col;
-  }
+QuantizedCopies quantize_for(const torch::Tensor& t2d, const OperandSpec* row_spec, const OperandSpec* col_spec,
+                             const std::string& name, LinearState& state, precision::DelayedScaling* ds,
+                             const char* row_role, const char* col_role) {
+  QuantizedCopies c = quantize_copies(t2d, row_spec, col_spec, name, state, ds);
+  capture_copies(state, c, row_role, col_role);
   return c;
 }
 
-void check_finite(const torch::Tensor& t, const std::string& what) {
-  if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
-}
-
-struct LinearBackward : public LinearBackwardBase {  // what it saves: core/linear_saved.h
+struct LinearBackward : public LinearBackwardBase {  // what it saves: core/linear_backward_base.h
   std::vector<int64_t> x_shape;
 
   std::string name() const override { return "nibble::LinearBackward(" + state->name + ")"; }
@@ -90,12 +65,13 @@ struct LinearBackward : public LinearBackwardBase {  // what it saves: core/line
     const int64_t n = dy.size(-1);
     const torch::Tensor dy2d = dy.reshape({-1, n}).contiguous();
     const bool need_dx = task_should_compute_output(0), need_dw = task_should_compute_output(1);
-    if (!r.dy_row.quantized || !r.dy_col.quantized) check_finite(dy2d, state->name + ": the output gradient");
+    if (!r.dy_row.quantized || !r.dy_col.quantized) check_no_nan(dy2d, state->name + ": the output gradient");
     if (r.backward_hadamard) {
       rotated_backward(dy2d, need_dx, need_dw, out);
     } else {
-      const Copies dyq = quantize_for(dy2d, need_dx ? &r.dy_row : nullptr, need_dw ? &r.dy_col : nullptr,
-                                      state->name + ".grad_output", *state, state->ds_dy.get(), "dy_row", "dy_col");
+      const QuantizedCopies dyq =
+          quantize_for(dy2d, need_dx ? &r.dy_row : nullptr, need_dw ? &r.dy_col : nullptr, state->name + ".grad_output",
+                       *state, state->ds_dy.get(), "dy_row", "dy_col");
       if (need_dx) {
         const GemmOperand a = r.dy_row.quantized ? GemmOperand::rowwise(*dyq.row) : GemmOperand::high_precision(dy2d);
         const GemmOperand b = r.w_col.quantized ? GemmOperand::columnwise(*w_col)
@@ -118,9 +94,10 @@ struct LinearBackward : public LinearBackwardBase {  // what it saves: core/line
   torch::Tensor dgrad(const GemmOperand& a, const GemmOperand& b) {
     GemmOptions go;
     go.name = state->name + " dgrad";
+    go.fp64_accumulation = state->recipe.reproducible_sums;
     // Under FP64 sums the QuEST mask's Hadamards run before the one rounding, as a tensor-parallel split has to
     // (it masks each rank's FP64 partial sum), so both round the same number.
-    if (x_mask.defined() && fp64_accumulation()) go.out_dtype = torch::kFloat64;
+    if (x_mask.defined() && go.fp64_accumulation) go.out_dtype = torch::kFloat64;
     torch::Tensor dx = gemm(a, b, go);
     if (x_mask.defined()) dx = through_quest_mask(dx, x_mask);
     return dx.to(x_dtype).reshape(x_shape);
@@ -129,6 +106,7 @@ struct LinearBackward : public LinearBackwardBase {  // what it saves: core/line
   torch::Tensor wgrad(const GemmOperand& a, const GemmOperand& b) {
     GemmOptions go;
     go.name = state->name + " wgrad";
+    go.fp64_accumulation = state->recipe.reproducible_sums;
     torch::Tensor dw = gemm(a, b, go);
     if (w_mask.defined()) dw = through_quest_mask(dw, w_mask);
     return dw.to(w_dtype);
@@ -160,23 +138,13 @@ struct LinearBackward : public LinearBackwardBase {  // what it saves: core/line
   }
 };
 
-void refresh_weight_cache(const torch::Tensor& weight, LinearState& s) {
-  const Recipe& r = s.recipe;
-  if (!r.w_row.quantized && (!r.w_col.quantized || r.backward_hadamard)) return;
-  const int64_t version = weight._version();
-  if (s.cache_ptr == weight.data_ptr() && s.cache_version == version && (s.w_row || s.w_col)) return;
-  // Under backward_hadamard the dgrad copy of W is rotated afresh in every backward: nothing to cache for it.
-  const OperandSpec* col = r.backward_hadamard ? nullptr : &r.w_col;
-  const Copies wq =
-      quantize_for(weight.contiguous(), &r.w_row, col, s.name + ".weight", s, s.ds_w.get(), "w_row", "w_col");
-  s.w_row = wq.row;
-  s.w_col = wq.col;
-  s.cache_ptr = weight.data_ptr();
-  s.cache_version = version;
-  ++s.weight_quantizations;
-}
-
 }  // namespace
+
+uint64_t layer_seed(const std::string& name, uint64_t run_seed) {
+  uint64_t h = 1469598103934665603ull ^ (run_seed * 0x9E3779B97F4A7C15ull);
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
 
 uint64_t reserve_backward_counters(LinearState& s) {
   const uint64_t first = s.sr_counter;
@@ -217,18 +185,50 @@ void LinearState::end_step() {
   if (ds_w) cache_version = -1;
 }
 
+namespace {
+
+// One group of 32: the Walsh-Hadamard butterflies in FP64, in Sylvester order (entry (i, j) of H is
+// (-1)^popcount(i & j), the matrix QuEST and Quartet use), normalised by 1/sqrt(32).
+template <typename T>
+void hadamard32_group(const T* in, T* out) {
+  double v[32];
+  for (int i = 0; i < 32; ++i) v[i] = static_cast<double>(in[i]);
+  for (int len = 1; len < 32; len *= 2)
+    for (int i = 0; i < 32; i += 2 * len)
+      for (int j = i; j < i + len; ++j) {
+        const double a = v[j], b = v[j + len];
+        v[j] = a + b;
+        v[j + len] = a - b;
+      }
+  const double norm = 1.0 / std::sqrt(32.0);
+  for (int i = 0; i < 32; ++i) out[i] = static_cast<T>(v[i] * norm);
+}
+
+template <typename T>
+torch::Tensor hadamard32_groups(const torch::Tensor& in) {
+  torch::Tensor out = torch::empty_like(in);
+  const T* src = in.data_ptr<T>();
+  T* dst = out.data_ptr<T>();
+  at::parallel_for(0, in.numel() / 32, 2048, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) hadamard32_group(src + g * 32, dst + g * 32);
+  });
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor hadamard32_last_dim(const torch::Tensor& x) {
-  static const torch::Tensor h = [] {
-    torch::Tensor m = torch::empty({32, 32}, torch::TensorOptions().dtype(torch::kFloat32));
-    auto a = m.accessor<float, 2>();
-    for (int i = 0; i < 32; ++i)
-      for (int j = 0; j < 32; ++j) a[i][j] = (__builtin_popcount(i & j) % 2 ? -1.0f : 1.0f) / std::sqrt(32.0f);
-    return m;
-  }();
   const auto shape = x.sizes().vec();
-  if (shape.back() % 32 != 0)
-    throw InvalidArgument("hadamard32: last dimension must be a multiple of 32, got " + std::to_string(shape.back()));
-  return torch::matmul(x.to(torch::kFloat32).reshape({-1, 32}), h).reshape(shape);
+  if (shape.empty() || shape.back() % 32 != 0)
+    throw InvalidArgument("hadamard32: last dimension must be a multiple of 32, got " +
+                          (shape.empty() ? std::string("a 0-d tensor") : std::to_string(shape.back())));
+  // A fast Walsh-Hadamard transform per group of 32, summed in FP64 and rounded once. Not a matmul: a BLAS
+  // kernel's FP32 summation order depends on the matrix's row count, so a tensor-parallel shard (other row
+  // counts) was rotated with other bits than the whole tensor. Here every group's result depends on its 32
+  // inputs only. FP64 input stays FP64 (an unrounded tensor-parallel partial sum under reproducible sums, whose
+  // QuEST mask is applied before the group adds it); anything else is computed from and returned as FP32.
+  if (x.scalar_type() == torch::kFloat64) return hadamard32_groups<double>(x.contiguous()).reshape(shape);
+  return hadamard32_groups<float>(x.to(torch::kFloat32).contiguous()).reshape(shape);
 }
 
 torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight,
@@ -256,16 +256,19 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
   {
     torch::NoGradGuard no_grad;
     const torch::Tensor x2d = x.reshape({-1, k}).contiguous();
-    if (!r.x_row.quantized) check_finite(x2d, who + ": the input");
-    if (!r.w_row.quantized) check_finite(weight, who + ": the weight");
-    refresh_weight_cache(weight, s);
+    if (!r.x_row.quantized) check_no_nan(x2d, who + ": the input");
+    if (!r.w_row.quantized) check_no_nan(weight, who + ": the weight");
+    refresh_weight_cache(weight, s, [&](const torch::Tensor& w, const OperandSpec* row, const OperandSpec* col) {
+      return quantize_copies(w, row, col, s.name + ".weight", s, s.ds_w.get());
+    });
     const bool rotated = r.backward_hadamard;
-    const Copies xq = quantize_for(x2d, &r.x_row, need_wgrad && !rotated ? &r.x_col : nullptr, who + ".input", s,
-                                   s.ds_x.get(), "x_row", "x_col");
+    const QuantizedCopies xq = quantize_for(x2d, &r.x_row, need_wgrad && !rotated ? &r.x_col : nullptr, who + ".input",
+                                            s, s.ds_x.get(), "x_row", "x_col");
     const GemmOperand a = r.x_row.quantized ? GemmOperand::rowwise(*xq.row) : GemmOperand::high_precision(x2d);
     const GemmOperand b = r.w_row.quantized ? GemmOperand::rowwise(*s.w_row) : GemmOperand::high_precision(weight);
     GemmOptions go;
     go.name = who + " fprop";
+    go.fp64_accumulation = r.reproducible_sums;
     if (bias) go.bias = bias->detach();
     go.out_dtype = x.scalar_type();
     auto out_shape = x.sizes().vec();
@@ -288,4 +291,4 @@ torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight
   return y;
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

@@ -14,7 +14,7 @@
 #include "core/recipe.h"
 #include "precision/delayed_scaling.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 
 // Per-layer state shared by the forward calls and their backward nodes.
 struct LinearState {
@@ -64,10 +64,16 @@ class BackwardCounters {
   uint64_t first_, resume_;
 };
 
+// A layer's key for its stochastic-rounding stream (and the GPT's parameter init) from its name: FNV-1a of the
+// name mixed with a run seed. It depends on the name only -- not on creation order, layout, rank or process --
+// so every tp rank and every run draws the same stream for a layer (Python layers use it too: Python's hash()
+// is salted per process).
+uint64_t layer_seed(const std::string& name, uint64_t run_seed);
+
 torch::Tensor linear_forward(const torch::Tensor& x, const torch::Tensor& weight,
                              const std::optional<torch::Tensor>& bias, const std::shared_ptr<LinearState>& state);
 
 // Hadamard-32 (normalised) applied along the last dim in groups of 32: the QuEST transform, its own inverse.
 torch::Tensor hadamard32_last_dim(const torch::Tensor& x);
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

@@ -2,7 +2,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 namespace {
 
 QuantizedCopyTensor allocate(const precision::CopyLayout& L, precision::Scheme scheme) {
@@ -79,4 +79,4 @@ torch::Tensor dequantize(const QuantizedCopyTensor& copy, const precision::Quant
   return out;
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

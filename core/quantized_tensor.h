@@ -10,7 +10,7 @@
 
 #include "precision/quantize.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 
 struct QuantizedCopyTensor {
   torch::Tensor data;         // uint8 (rows, data_row_bytes)
@@ -41,4 +41,4 @@ QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOption
 // Decodes one copy to float32 (rows, cols).
 torch::Tensor dequantize(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options);
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

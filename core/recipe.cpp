@@ -3,7 +3,7 @@
 #include "precision/error.h"
 #include "precision/format_names.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 namespace {
 
 using precision::Rounding;
@@ -135,4 +135,4 @@ Recipe recipe_preset(const std::string& name) {
   return r;
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

@@ -11,7 +11,7 @@
 #include "precision/delayed_scaling.h"
 #include "precision/quantize.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 
 struct OperandSpec {
   bool quantized = false;              // false: high precision (the operand is rounded to BF16)
@@ -31,6 +31,10 @@ struct Recipe {
   int amax_history_len = 1024;
   precision::AmaxAlgo amax_algo = precision::AmaxAlgo::kMax;
   int margin = 0;
+  // Every GEMM of a Linear with this recipe sums in FP64 (core/gemm.h GemmOptions::fp64_accumulation), and a
+  // tensor-parallel split adds its partial sums in FP64 before rounding once: tp runs equal one rank bit for
+  // bit. A property of the layer (its LinearState holds the recipe), never of the process.
+  bool reproducible_sums = false;
 
   // Throws InvalidArgument naming the first operand whose spec cannot work and why.
   void validate() const;
@@ -43,4 +47,4 @@ struct Recipe {
 Recipe recipe_preset(const std::string& name);
 std::vector<std::string> recipe_preset_names();
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

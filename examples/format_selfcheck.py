@@ -1,4 +1,4 @@
-"""Element-format self-check on real text: the main job until the trainer lands.
+"""Element-format self-check on real text.
 
 Reads the installed corpus (data/kjv.txt, written by scripts/setup.sh from Debian's bible-kjv), turns its bytes into a float32 signal, and for every
 training format reports the round-trip error of RNE and stochastic rounding, and that stochastic rounding

@@ -1,7 +1,7 @@
 """A small byte-level language model trained on the corpus with nibble's low-precision Linear layers.
 
-This is the main job until `nibble-train` (the GPT trainer, issue "The main job") lands: a context of
---context bytes is embedded, passed through an MLP of nibble.nn.Linear / RMSNorm / SwiGLU blocks in the
+An example of nibble's Python API (the GPT trainer is `nibble-train`: scripts/main.sh, docs/TRAINING.md): a
+context of --context bytes is embedded, passed through an MLP of nibble.nn.Linear / RMSNorm / SwiGLU blocks in the
 chosen recipe (default NVFP4: 4-bit fprop/dgrad/wgrad with RHT and stochastic rounding, compressed
 activations), and trained with AdamW to predict the next byte. It prints progress, held-out loss and a
 sample of generated text.

@@ -13,36 +13,37 @@
 #include "parallel/runtime.h"
 #include "precision/error.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 namespace {
 
 constexpr const char* kFormat = "nibble-checkpoint-1";
 
 }  // namespace
 
-void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
+void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
                      TrainOptimizer& optimizer, const TrainingState& state) {
   parallel::Communicator& world = parallel::world();
   const std::string root = config.checkpoints();
-  if (world.rank() == 0) checkpoint::begin_checkpoint(root, state.step);
+  if (world.rank() == 0) core::checkpoint::begin_checkpoint(root, state.step);
   world.barrier();
 
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : model.params()) tensors.emplace_back("model." + p.name, p.tensor.detach());
   for (const auto& [key, t] : optimizer.state_dict()) tensors.emplace_back("optim." + key, t);
-  checkpoint::append_linear_states(model.linear_states(), tensors);
-  const std::string shard = checkpoint::temp_step_dir(root, state.step) + "/" + checkpoint::shard_name(world.rank());
-  checkpoint::write_safetensors(shard, tensors,
-                                {{"format", kFormat},
-                                 {"step", std::to_string(state.step)},
-                                 {"rank", std::to_string(world.rank())},
-                                 {"tp_rank", std::to_string(mesh.coord().tp)},
-                                 {"cp_rank", std::to_string(mesh.coord().cp)},
-                                 {"dp_rank", std::to_string(mesh.coord().dp)},
-                                 {"pp_rank", std::to_string(mesh.coord().pp)}});
+  core::checkpoint::append_linear_states(model.linear_states(), tensors);
+  const std::string shard =
+      core::checkpoint::temp_step_dir(root, state.step) + "/" + core::checkpoint::shard_name(world.rank());
+  core::checkpoint::write_safetensors(shard, tensors,
+                                      {{"format", kFormat},
+                                       {"step", std::to_string(state.step)},
+                                       {"rank", std::to_string(world.rank())},
+                                       {"tp_rank", std::to_string(mesh.coord().tp)},
+                                       {"cp_rank", std::to_string(mesh.coord().cp)},
+                                       {"dp_rank", std::to_string(mesh.coord().dp)},
+                                       {"pp_rank", std::to_string(mesh.coord().pp)}});
   // Each rank checks its own file; rank 0 records all of them.
   const int64_t mine[2] = {static_cast<int64_t>(std::filesystem::file_size(shard)),
-                           static_cast<int64_t>(checkpoint::crc32_file(shard))};
+                           static_cast<int64_t>(core::checkpoint::crc32_file(shard))};
   std::vector<int64_t> all(2 * static_cast<size_t>(world.size()));
   world.all_gather<int64_t>(std::span<const int64_t>(mine, 2), std::span<int64_t>(all));
 
@@ -72,28 +73,32 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
     nlohmann::ordered_json shards = nlohmann::ordered_json::array();
     for (int r = 0; r < world.size(); ++r) {
       const auto coord = parallel::coord_of(mesh.shape(), r);
-      shards.push_back({{"file", checkpoint::shard_name(r)}, {"rank", r}, {"tp_rank", coord.tp},
-                        {"cp_rank", coord.cp}, {"dp_rank", coord.dp}, {"pp_rank", coord.pp},
+      shards.push_back({{"file", core::checkpoint::shard_name(r)},
+                        {"rank", r},
+                        {"tp_rank", coord.tp},
+                        {"cp_rank", coord.cp},
+                        {"dp_rank", coord.dp},
+                        {"pp_rank", coord.pp},
                         {"bytes", all[2 * static_cast<size_t>(r)]},
                         {"crc32", all[2 * static_cast<size_t>(r) + 1]}});
     }
     m["shards"] = shards;
-    const std::string manifest = checkpoint::temp_step_dir(root, state.step) + "/manifest.json";
+    const std::string manifest = core::checkpoint::temp_step_dir(root, state.step) + "/manifest.json";
     std::ofstream(manifest) << m.dump(2) << "\n";
-    checkpoint::commit_checkpoint(root, state.step);
+    core::checkpoint::commit_checkpoint(root, state.step);
   }
   world.barrier();
 }
 
-bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
+bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
                      TrainOptimizer& optimizer, TrainingState& state) {
   parallel::Communicator& world = parallel::world();
-  const std::string dir = checkpoint::latest_checkpoint(config.checkpoints());
+  const std::string dir = core::checkpoint::latest_checkpoint(config.checkpoints());
   if (dir.empty()) return false;
   std::string failure;
   nlohmann::json m;
   bool resharded = false;
-  std::string source = dir + "/" + checkpoint::shard_name(world.rank());
+  std::string source = dir + "/" + core::checkpoint::shard_name(world.rank());
   std::map<std::string, torch::Tensor> tensors;  // what this rank's own shard holds (read or resharded)
   try {
     std::ifstream in(dir + "/manifest.json");
@@ -105,8 +110,8 @@ bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
     auto read_verified = [&](size_t index) {
       const auto& rec = m.at("shards").at(index);
       const std::string path = dir + "/" + rec.at("file").get<std::string>();
-      checkpoint::verify_shard(path, rec.at("bytes").get<uint64_t>(), rec.at("crc32").get<uint32_t>());
-      return checkpoint::read_safetensors(path).tensors;
+      core::checkpoint::verify_shard(path, rec.at("bytes").get<uint64_t>(), rec.at("crc32").get<uint32_t>());
+      return core::checkpoint::read_safetensors(path).tensors;
     };
     if (!resharded) {
       tensors = read_verified(static_cast<size_t>(world.rank()));
@@ -138,7 +143,7 @@ bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
   for (const auto& [key, t] : tensors)
     if (key.rfind("optim.", 0) == 0) optim_state[key.substr(6)] = t;
   optimizer.load_state_dict(optim_state);
-  checkpoint::restore_linear_states(model.linear_states(), tensors, source);
+  core::checkpoint::restore_linear_states(model.linear_states(), tensors, source);
   state.step = m.at("step").get<int64_t>();
   state.consecutive_skips = m.at("consecutive_skips").get<int64_t>();
   state.skipped_total = m.at("skipped_total").get<int64_t>();
@@ -149,4 +154,4 @@ bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::
   return true;
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -13,7 +13,7 @@
 #include "launch/train_optimizer.h"
 #include "parallel/mesh.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
 struct TrainingState {
   int64_t step = 0;                // steps completed
@@ -21,10 +21,10 @@ struct TrainingState {
   int64_t skipped_total = 0;
 };
 
-void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
+void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
                      TrainOptimizer& optimizer, const TrainingState& state);
 // Loads the checkpoint `latest` names under config.checkpoints(); returns false when there is none.
-bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, nn::Gpt& model,
+bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
                      TrainOptimizer& optimizer, TrainingState& state);
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -2,7 +2,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 namespace {
 
 int64_t layout_value(const nlohmann::json& layout, const char* key) {
@@ -105,9 +105,9 @@ void check_reshardable(const nlohmann::json& m, const TrainConfig& c) {
 
 std::map<std::string, torch::Tensor> reshard(const nlohmann::json& m,
                                              const std::map<size_t, std::map<std::string, torch::Tensor>>& files,
-                                             const nn::Gpt& model, const parallel::Mesh& mesh) {
+                                             const core::model::Gpt& model, const parallel::Mesh& mesh) {
   std::map<std::string, torch::Tensor> out;
-  for (const nn::ParamInfo& p : model.params()) {
+  for (const core::model::ParamInfo& p : model.params()) {
     out["model." + p.name] = my_part(assemble("model." + p.name, p.shard_dim, p.full_shape, m, files), p.shard_dim, mesh);
     // Optimizer fields of this parameter: elementwise ones (the saved shard's shape) split like it, the
     // step counter copied. A parameter that never stepped has none.
@@ -132,4 +132,4 @@ std::map<std::string, torch::Tensor> reshard(const nlohmann::json& m,
   return out;
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -18,7 +18,7 @@
 #include "launch/train_config.h"
 #include "parallel/mesh.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
 // The saved layout as "tp=2 cp=1 dp=1 pp=1 (...)" and whether it equals this job's (then every rank loads
 // its own shard file as written).
@@ -37,6 +37,6 @@ void check_reshardable(const nlohmann::json& manifest, const TrainConfig& config
 // shards `files` (manifest shard index -> its tensors).
 std::map<std::string, torch::Tensor> reshard(const nlohmann::json& manifest,
                                              const std::map<size_t, std::map<std::string, torch::Tensor>>& files,
-                                             const nn::Gpt& model, const parallel::Mesh& mesh);
+                                             const core::model::Gpt& model, const parallel::Mesh& mesh);
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

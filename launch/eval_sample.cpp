@@ -5,11 +5,11 @@
 #include "launch/grad_sync.h"
 #include "launch/model_layout.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 namespace {
 
 // The mean loss of the pipeline's head over this rank's tokens, shared with every pp rank (0 elsewhere).
-double head_loss_everywhere(nn::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens,
+double head_loss_everywhere(core::model::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens,
                             const torch::Tensor& targets) {
   const torch::Tensor h = pipeline_forward(model, mesh, tokens);
   double loss = h.defined() ? model.head_loss(h, targets).item<double>() : 0.0;
@@ -19,7 +19,8 @@ double head_loss_everywhere(nn::Gpt& model, const parallel::Mesh& mesh, const to
 
 }  // namespace
 
-double evaluate(const TrainConfig& c, nn::Gpt& model, const data::BatchSampler& val, const parallel::Mesh& mesh) {
+double evaluate(const TrainConfig& c, core::model::Gpt& model, const core::data::BatchSampler& val,
+                const parallel::Mesh& mesh) {
   torch::NoGradGuard no_grad;
   const int64_t per_dp = c.global_batch / c.dp;
   double sum = 0.0;
@@ -27,7 +28,7 @@ double evaluate(const TrainConfig& c, nn::Gpt& model, const data::BatchSampler& 
   for (int64_t e = 0; e < c.eval_batches; ++e)
     for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
       const int64_t count = std::min(c.micro_batch, per_dp - first);
-      data::Batch b = val.eval_batch(e, c.global_batch, mesh.coord().dp * per_dp + first, count);
+      core::data::Batch b = val.eval_batch(e, c.global_batch, mesh.coord().dp * per_dp + first, count);
       sum += head_loss_everywhere(model, mesh, context_parallel_part(b.tokens, mesh),
                                   context_parallel_part(b.targets, mesh));
       ++chunks;
@@ -40,7 +41,7 @@ namespace {
 // The next-token logits after `window` (full vocabulary, float32), on every rank: the head's vocabulary
 // slices gathered over tp, the last position's row taken from the cp rank holding it (rank 0: its second
 // chunk ends the sequence) and broadcast over cp and pp.
-torch::Tensor next_token_logits(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh,
+torch::Tensor next_token_logits(const TrainConfig& c, core::model::Gpt& model, const parallel::Mesh& mesh,
                                 const std::vector<int64_t>& window) {
   const torch::Tensor tokens = context_parallel_part(torch::tensor(window, torch::kInt64).view({1, -1}), mesh);
   const torch::Tensor h = pipeline_forward(model, mesh, tokens);
@@ -63,7 +64,8 @@ torch::Tensor next_token_logits(const TrainConfig& c, nn::Gpt& model, const para
 
 // Autoregressive sampling, in lockstep on every rank (the forward is collective): every rank holds the same
 // logits and draws with the same seeded generator, so all agree.
-std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh, const data::Tokenizer& tok) {
+std::string sample(const TrainConfig& c, core::model::Gpt& model, const parallel::Mesh& mesh,
+                   const core::data::Tokenizer& tok) {
   torch::NoGradGuard no_grad;
   std::vector<int64_t> ids;
   for (uint16_t t : tok.encode(c.sample_prompt)) ids.push_back(t);
@@ -85,4 +87,4 @@ std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& m
   return text;
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -11,12 +11,14 @@
 #include "launch/train_config.h"
 #include "parallel/mesh.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
 // The mean loss over train.eval_batches fixed windows of the held-out split, the same on every rank.
-double evaluate(const TrainConfig& c, nn::Gpt& model, const data::BatchSampler& val, const parallel::Mesh& mesh);
+double evaluate(const TrainConfig& c, core::model::Gpt& model, const core::data::BatchSampler& val,
+                const parallel::Mesh& mesh);
 // train.sample_tokens tokens after train.sample_prompt at train.sample_temperature, decoded by `tok` (bytes
 // outside printable ASCII shown as '?').
-std::string sample(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh, const data::Tokenizer& tok);
+std::string sample(const TrainConfig& c, core::model::Gpt& model, const parallel::Mesh& mesh,
+                   const core::data::Tokenizer& tok);
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

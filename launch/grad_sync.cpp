@@ -1,14 +1,14 @@
 #include "launch/grad_sync.h"
 
-#include <cmath>
-
 #include "parallel/nn/amax_reduction.h"
+#include "parallel/nn/global_clip.h"
+#include "precision/error.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
 // One flat FP32 all-reduce in parameter order (a fixed order, so every rank of the group holds bit-identical
 // gradients and parameters). parallel/nn/grad_buckets.h is the overlapped, bucketed version for larger models.
-void average_gradients(nn::Gpt& model, const parallel::Mesh& mesh) {
+void average_gradients(core::model::Gpt& model, const parallel::Mesh& mesh) {
   parallel::Communicator& group = mesh.dp_cp();
   if (group.size() == 1) return;
   std::vector<torch::Tensor> grads;
@@ -27,9 +27,9 @@ void average_gradients(nn::Gpt& model, const parallel::Mesh& mesh) {
   }
 }
 
-void sum_tied_embedding_grads(nn::Gpt& model, const parallel::Mesh& mesh) {
+void sum_tied_embedding_grads(core::model::Gpt& model, const parallel::Mesh& mesh) {
   if (!model.config().tie_embeddings || mesh.pp().size() == 1) return;
-  const nn::ParamInfo* tied = nullptr;
+  const core::model::ParamInfo* tied = nullptr;
   for (const auto& p : model.params())
     if (p.name == "embedding.weight") tied = &p;
   const int64_t rows = model.config().vocab / mesh.tp().size(), h = model.config().hidden;
@@ -40,25 +40,30 @@ void sum_tied_embedding_grads(nn::Gpt& model, const parallel::Mesh& mesh) {
   if (tied) tied->tensor.mutable_grad() = buf;
 }
 
-double global_grad_norm(const nn::Gpt& model, const parallel::Mesh& mesh) {
-  double sq[2] = {0.0, 0.0};  // tp-sharded, replicated over tp
-  for (const auto& p : model.params()) {
-    if (!p.tensor.grad().defined() || p.tied_copy) continue;
-    sq[p.shard_dim >= 0 ? 0 : 1] += p.tensor.grad().to(torch::kFloat64).square().sum().item<double>();
+double global_grad_norm(const core::model::Gpt& model, const parallel::Mesh& mesh,
+                        const std::vector<torch::Tensor>& grads,
+                        const std::vector<parallel::Communicator*>& also_sum_over) {
+  const auto& params = model.params();
+  if (grads.size() != params.size())
+    throw InvalidArgument("global_grad_norm: " + std::to_string(grads.size()) + " gradients for " +
+                          std::to_string(params.size()) + " parameters");
+  parallel::nn::GradNormPart sharded{{}, {&mesh.tp()}}, replicated;  // tp ranks hold equal replicated copies
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (params[i].tied_copy) continue;  // the first stage's embedding.weight counts it
+    (params[i].shard_dim >= 0 ? sharded : replicated).grads.push_back(grads[i]);
   }
-  if (mesh.tp().size() > 1) mesh.tp().all_reduce<double>(std::span<double>(sq, 1), parallel::ReduceOp::kSum);
-  double total = sq[0] + sq[1];
-  if (mesh.pp().size() > 1) mesh.pp().all_reduce<double>(std::span<double>(&total, 1), parallel::ReduceOp::kSum);
-  return std::sqrt(total);
+  std::vector<parallel::Communicator*> sum_over = also_sum_over;
+  sum_over.push_back(&mesh.pp());
+  return parallel::nn::global_grad_norm({sharded, replicated}, sum_over);
 }
 
-void reduce_delayed_amaxes(const nn::Gpt& model, const parallel::Mesh& mesh) {
+void reduce_delayed_amaxes(const core::model::Gpt& model, const parallel::Mesh& mesh) {
   if (mesh.tp_dp_cp().size() == 1) return;
   std::vector<precision::DelayedScaling*> states;
   for (const auto& s : model.linear_states())
     for (auto* d : {s->ds_x.get(), s->ds_w.get(), s->ds_dy.get()})
       if (d) states.push_back(d);
-  parallel::reduce_pending_amaxes(states, mesh.tp_dp_cp());
+  parallel::nn::reduce_pending_amaxes(states, mesh.tp_dp_cp());
 }
 
 double mean_over(parallel::Communicator& group, double value) {
@@ -66,4 +71,4 @@ double mean_over(parallel::Communicator& group, double value) {
   return value / group.size();
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -3,13 +3,13 @@
 // The config is loaded and validated on every rank before MPI starts or anything is allocated (the world
 // size comes from the launcher's environment), so a bad config is one message per rank and exit code 2.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/data/token_file.h"
+#include "launch/log.h"
 #include "launch/train_config.h"
 #include "launch/trainer.h"
 #include "parallel/runtime.h"
@@ -52,7 +52,10 @@ std::vector<std::pair<std::string, std::string>> parse_overrides(const std::vect
 
 int main(int argc, char** argv) {
   const int rank = env_rank();
-  CLI::App app{"nibble-train: low-precision GPT training (FP8 / MXFP8 / NVFP4 / MXFP4 recipes) on any tp x dp layout"};
+  nibble::launch::init_logging(rank);
+  CLI::App app{
+      "nibble-train: low-precision GPT training (FP8 / MXFP8 / NVFP4 / MXFP4 recipes) on any "
+      "tp x cp x dp x pp layout"};
   app.allow_extras();
   std::string config_path;
   app.add_option("--config", config_path, "TOML config (examples/configs/*.toml)");
@@ -72,38 +75,38 @@ int main(int argc, char** argv) {
 
   if (*prepare) {
     try {
-      const auto p = nibble::data::prepare_corpus(input, out_dir, val_fraction, tokenizer,
-                                                  vocab_flag->count() > 0 ? std::optional<int64_t>(vocab) : std::nullopt);
+      const auto p =
+          nibble::core::data::prepare_corpus(input, out_dir, val_fraction, tokenizer,
+                                             vocab_flag->count() > 0 ? std::optional<int64_t>(vocab) : std::nullopt);
       std::printf("prepared %s (%s tokenizer, vocab %lld): %lld train tokens -> %s, %lld held-out tokens -> %s\n",
                   input.c_str(), tokenizer.c_str(), static_cast<long long>(p.vocab),
                   static_cast<long long>(p.train_tokens), p.train_path.c_str(),
                   static_cast<long long>(p.val_tokens), p.val_path.c_str());
       return 0;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
+      nibble::launch::log_error(std::string("error: ") + e.what());
       return 2;
     }
   }
 
-  nibble::train::TrainConfig config;
+  nibble::launch::TrainConfig config;
   try {
-    config = nibble::train::load_config(config_path, parse_overrides(app.remaining()));
+    config = nibble::launch::load_config(config_path, parse_overrides(app.remaining()));
     const auto env = nibble::parallel::read_launch_env();
-    nibble::train::validate(config, env.size > 0 ? env.size : 1);
+    nibble::launch::validate(config, env.size > 0 ? env.size : 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "[rank %d] config error: %s\n", rank, e.what());
+    nibble::launch::log_error(std::string("config error: ") + e.what());
     return 2;
   }
   int code = 0;
   try {
-    code = nibble::train::run_training(config);
+    code = nibble::launch::run_training(config);
   } catch (const std::exception& e) {
-    const std::string why = "[rank " + std::to_string(rank) + "] error: " + e.what();
+    nibble::launch::log_error(std::string("error: ") + e.what());
     // Other ranks may be waiting in a collective for this one: end the whole job instead of letting them
     // run into their deadlines.
     if (nibble::parallel::is_initialized() && nibble::parallel::info().world_size > 1)
-      nibble::parallel::abort_job(why, 1);
-    std::fprintf(stderr, "%s\n", why.c_str());
+      nibble::parallel::abort_job("[rank " + std::to_string(rank) + "] ending the job after the error above", 1);
     code = 1;
   }
   nibble::parallel::shutdown();

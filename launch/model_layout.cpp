@@ -1,12 +1,12 @@
 #include "launch/model_layout.h"
 
 #include "core/model/single_rank_tensor_parallel.h"
-#include "parallel/pipeline_schedule.h"
-#include "parallel/nn/context_parallel.h"
+#include "parallel/nn/context_parallel_attention.h"
 #include "parallel/nn/group_context_parallel.h"
-#include "parallel/nn/tensor_parallel.h"
+#include "parallel/nn/group_tensor_parallel.h"
+#include "parallel/pipeline_schedule.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
 parallel::LayerAssignmentOptions layer_assignment(const TrainConfig& c) {
   parallel::LayerAssignmentOptions o;
@@ -19,30 +19,33 @@ parallel::LayerAssignmentOptions layer_assignment(const TrainConfig& c) {
   return o;
 }
 
-std::unique_ptr<nn::Gpt> build_model(const TrainConfig& c, const parallel::Mesh& mesh) {
-  std::shared_ptr<nn::TensorParallel> tp;
+std::unique_ptr<core::model::Gpt> build_model(const TrainConfig& c, const parallel::Mesh& mesh) {
+  std::shared_ptr<core::model::TensorParallel> tp;
   if (c.tp == 1 && !c.sequence_parallel)
-    tp = std::make_shared<nn::SingleRankTensorParallel>();
+    tp = std::make_shared<core::model::SingleRankTensorParallel>();
   else
-    tp = std::make_shared<parallel::GroupTensorParallel>(mesh.tp(), c.sequence_parallel);
-  std::shared_ptr<nn::ContextParallel> cp;
+    tp = std::make_shared<parallel::nn::GroupTensorParallel>(mesh.tp(), c.sequence_parallel);
+  std::shared_ptr<core::model::ContextParallel> cp;
   if (c.cp > 1)
-    cp = std::make_shared<parallel::GroupContextParallel>(mesh.cp(), parallel::parse_context_parallel_method(c.cp_method));
-  std::vector<nn::GptChunk> chunks;
+    cp = std::make_shared<parallel::nn::GroupContextParallel>(mesh.cp(),
+                                                              parallel::nn::parse_context_parallel_method(c.cp_method));
+  std::vector<core::model::GptChunk> chunks;
   for (const parallel::StageLayers& s : parallel::assign_layers(layer_assignment(c)))
     if (s.rank == mesh.coord().pp)
       chunks.push_back({s.first_layer, s.first_layer + s.num_layers, s.embedding, s.lm_head});
-  return std::make_unique<nn::Gpt>(c.model, tp, cp, std::move(chunks));
+  core::model::GptConfig model = c.model;
+  model.reproducible_sums = c.reproducible_sums;
+  return std::make_unique<core::model::Gpt>(model, tp, cp, std::move(chunks));
 }
 
 torch::Tensor context_parallel_part(const torch::Tensor& tokens, const parallel::Mesh& mesh) {
   if (mesh.shape().cp == 1) return tokens;
-  return parallel::context_parallel_split(tokens, 1, mesh.shape().cp, mesh.coord().cp);
+  return parallel::nn::context_parallel_split(tokens, 1, mesh.shape().cp, mesh.coord().cp);
 }
 
 int head_pp_rank(const parallel::Mesh& mesh) { return mesh.shape().pp - 1; }
 
-torch::Tensor pipeline_forward(nn::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens) {
+torch::Tensor pipeline_forward(core::model::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens) {
   torch::NoGradGuard no_grad;
   const int pp = mesh.shape().pp, me = mesh.coord().pp;
   const int64_t batch = tokens.size(0), seq = tokens.size(1);
@@ -72,4 +75,4 @@ torch::Tensor pipeline_forward(nn::Gpt& model, const parallel::Mesh& mesh, const
   return me == head_pp_rank(mesh) ? h : torch::Tensor();
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -11,21 +11,21 @@
 #include "parallel/mesh.h"
 #include "parallel/pipeline_schedule.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
 // The pipeline's layer split from the config (parallel.pp, virtual_stages, pp_layers).
 parallel::LayerAssignmentOptions layer_assignment(const TrainConfig& config);
 // Builds this rank's part of the model (collective-free; every rank of the mesh calls it).
-std::unique_ptr<nn::Gpt> build_model(const TrainConfig& config, const parallel::Mesh& mesh);
+std::unique_ptr<core::model::Gpt> build_model(const TrainConfig& config, const parallel::Mesh& mesh);
 
-// This cp rank's tokens of int64 [batch, seq] batches (context_parallel.h's split, along dim 1).
+// This cp rank's tokens of int64 [batch, seq] batches (core/model/context_parallel_interface.h's split, along dim 1).
 torch::Tensor context_parallel_part(const torch::Tensor& tokens, const parallel::Mesh& mesh);
 
 // Forward only, every virtual stage in order over the pp group (stage s on pp rank s % pp), no autograd.
 // tokens: this rank's [batch, seq_local] tokens (needed by the rank holding the embedding; every rank passes
 // its own). Returns, on the rank holding the head, its final hidden states; an undefined tensor elsewhere.
-torch::Tensor pipeline_forward(nn::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens);
+torch::Tensor pipeline_forward(core::model::Gpt& model, const parallel::Mesh& mesh, const torch::Tensor& tokens);
 // The pp rank holding the LM head.
 int head_pp_rank(const parallel::Mesh& mesh);
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

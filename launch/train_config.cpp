@@ -12,7 +12,7 @@
 #include "parallel/pipeline_schedule.h"
 #include "precision/error.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 namespace {
 
 enum class Kind { kInt, kFloat, kString, kBool };
@@ -41,7 +41,7 @@ Key int_key(T TrainConfig::*m) {
           [m](const TrainConfig& c) { return std::to_string(c.*m); }};
 }
 template <class T>
-Key model_int(T nn::GptConfig::*m) {
+Key model_int(T core::model::GptConfig::*m) {
   return {Kind::kInt, [m](TrainConfig& c, const std::string& v) { c.model.*m = static_cast<T>(std::stoll(v)); },
           [m](const TrainConfig& c) { return std::to_string(c.model.*m); }};
 }
@@ -55,7 +55,7 @@ Key float_key(double TrainConfig::*m) {
   return {Kind::kFloat, [m](TrainConfig& c, const std::string& v) { c.*m = std::stod(v); },
           [m](const TrainConfig& c) { return fmt_double(c.*m); }};
 }
-Key model_float(double nn::GptConfig::*m) {
+Key model_float(double core::model::GptConfig::*m) {
   return {Kind::kFloat, [m](TrainConfig& c, const std::string& v) { c.model.*m = std::stod(v); },
           [m](const TrainConfig& c) { return fmt_double(c.model.*m); }};
 }
@@ -63,11 +63,11 @@ Key string_key(std::string TrainConfig::*m) {
   return {Kind::kString, [m](TrainConfig& c, const std::string& v) { c.*m = v; },
           [m](const TrainConfig& c) { return c.*m; }};
 }
-Key model_string(std::string nn::GptConfig::*m) {
+Key model_string(std::string core::model::GptConfig::*m) {
   return {Kind::kString, [m](TrainConfig& c, const std::string& v) { c.model.*m = v; },
           [m](const TrainConfig& c) { return c.model.*m; }};
 }
-Key model_bool(bool nn::GptConfig::*m) {
+Key model_bool(bool core::model::GptConfig::*m) {
   return {Kind::kBool, [m](TrainConfig& c, const std::string& v) { c.model.*m = v == "true"; },
           [m](const TrainConfig& c) { return std::string(c.model.*m ? "true" : "false"); }};
 }
@@ -78,21 +78,21 @@ Key bool_key(bool TrainConfig::*m) {
 
 const std::map<std::string, Key>& keys() {
   static const std::map<std::string, Key> k = {
-      {"model.vocab", model_int(&nn::GptConfig::vocab)},
-      {"model.hidden", model_int(&nn::GptConfig::hidden)},
-      {"model.layers", model_int(&nn::GptConfig::layers)},
-      {"model.heads", model_int(&nn::GptConfig::heads)},
-      {"model.ffn_hidden", model_int(&nn::GptConfig::ffn_hidden)},
-      {"model.seq_len", model_int(&nn::GptConfig::seq_len)},
-      {"model.rope_theta", model_float(&nn::GptConfig::rope_theta)},
-      {"model.norm_eps", model_float(&nn::GptConfig::norm_eps)},
-      {"model.init_std", model_float(&nn::GptConfig::init_std)},
-      {"model.recipe", model_string(&nn::GptConfig::recipe)},
-      {"model.bf16_first", model_int(&nn::GptConfig::bf16_first)},
-      {"model.bf16_last", model_int(&nn::GptConfig::bf16_last)},
-      {"model.lm_head_recipe", model_string(&nn::GptConfig::lm_head_recipe)},
-      {"model.tie_embeddings", model_bool(&nn::GptConfig::tie_embeddings)},
-      {"model.seed", model_int(&nn::GptConfig::seed)},
+      {"model.vocab", model_int(&core::model::GptConfig::vocab)},
+      {"model.hidden", model_int(&core::model::GptConfig::hidden)},
+      {"model.layers", model_int(&core::model::GptConfig::layers)},
+      {"model.heads", model_int(&core::model::GptConfig::heads)},
+      {"model.ffn_hidden", model_int(&core::model::GptConfig::ffn_hidden)},
+      {"model.seq_len", model_int(&core::model::GptConfig::seq_len)},
+      {"model.rope_theta", model_float(&core::model::GptConfig::rope_theta)},
+      {"model.norm_eps", model_float(&core::model::GptConfig::norm_eps)},
+      {"model.init_std", model_float(&core::model::GptConfig::init_std)},
+      {"model.recipe", model_string(&core::model::GptConfig::recipe)},
+      {"model.bf16_first", model_int(&core::model::GptConfig::bf16_first)},
+      {"model.bf16_last", model_int(&core::model::GptConfig::bf16_last)},
+      {"model.lm_head_recipe", model_string(&core::model::GptConfig::lm_head_recipe)},
+      {"model.tie_embeddings", model_bool(&core::model::GptConfig::tie_embeddings)},
+      {"model.seed", model_int(&core::model::GptConfig::seed)},
       {"data.train", string_key(&TrainConfig::train_path)},
       {"data.val", string_key(&TrainConfig::val_path)},
       {"data.seed", int_key(&TrainConfig::data_seed)},
@@ -378,7 +378,7 @@ void validate(const TrainConfig& c, int64_t world_size) {
     }
   }
   // The token files' tokenizer (meta.json beside them) must fit the model's vocabulary.
-  const int64_t token_vocab = data::Tokenizer::for_token_file(c.train_path).vocab();
+  const int64_t token_vocab = core::data::Tokenizer::for_token_file(c.train_path).vocab();
   require(c.model.vocab >= token_vocab, "model.vocab", std::to_string(c.model.vocab),
           "must be >= " + std::to_string(token_vocab) + ", the vocabulary of the tokenizer that made data.train ('" +
               c.train_path + "', see meta.json beside it)");
@@ -389,4 +389,4 @@ void validate(const TrainConfig& c, int64_t world_size) {
           "eval splits it over parallel.dp = " + std::to_string(c.dp));
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -14,10 +14,10 @@ namespace nibble::optim {
 struct OptimizerConfig;  // optim/torch/optimizer.h
 }
 
-namespace nibble::train {
+namespace nibble::launch {
 
 struct TrainConfig {
-  nn::GptConfig model;
+  core::model::GptConfig model;
   // [data]
   std::string train_path = "data/tokens/train.bin", val_path = "data/tokens/val.bin";
   uint64_t data_seed = 0;
@@ -29,7 +29,7 @@ struct TrainConfig {
   std::string sample_prompt = "In the beginning";
   double sample_temperature = 0.8;
   std::string out_dir = "runs/default";
-  int64_t threads = 0;  // torch intra-op threads per rank; 0 = 2 / ranks per node, at least 1
+  int64_t threads = 0;  // torch intra-op threads per rank; 0 = the cores this rank has (parallel::cores_per_rank)
   // [optim]
   std::string optimizer = "adamw", state = "fp32", schedule = "cosine";
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
@@ -40,7 +40,7 @@ struct TrainConfig {
   // [parallel]
   int64_t tp = 1, dp = 1, pp = 1, cp = 1;
   bool sequence_parallel = false;
-  // Every GEMM and the cross-entropy sum in FP64 (core/gemm.h fp64_accumulation), so tp/sp splits of a sum
+  // Every GEMM and the cross-entropy sum in FP64 (GptConfig::reproducible_sums, core/gemm.h), so tp/sp splits of a sum
   // round to the single-rank result: layout-invariant loss curves at the cost of GEMM speed.
   bool reproducible_sums = false;
   std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
@@ -73,4 +73,4 @@ optim::OptimizerConfig optimizer_config(const TrainConfig& config);
 // All valid keys, "section.key", sorted (for messages and --help).
 std::vector<std::string> config_keys();
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -1,19 +1,21 @@
 #include "launch/train_optimizer.h"
 
-#include <cmath>
+#include <vector>
 
 #include "launch/grad_sync.h"
+#include "optim/torch/grad_norm.h"
 #include "parallel/nn/zero_optimizer.h"
 #include "precision/error.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
-TrainOptimizer::TrainOptimizer(const TrainConfig& c, nn::Gpt& model, const parallel::Mesh& mesh)
+TrainOptimizer::TrainOptimizer(const TrainConfig& c, core::model::Gpt& model, const parallel::Mesh& mesh)
     : model_(model), mesh_(mesh) {
   if (c.zero == 1) {
-    parallel::ZeroOptions zo;
+    parallel::nn::ZeroOptions zo;
     zo.fp8_all_gather = c.zero_fp8_all_gather;
-    zero_ = std::make_unique<parallel::ZeroOptimizer>(model.named_parameters(), optimizer_config(c), mesh.dp_cp(), zo);
+    zero_ =
+        std::make_unique<parallel::nn::ZeroOptimizer>(model.named_parameters(), optimizer_config(c), mesh.dp_cp(), zo);
   } else {
     plain_ = std::make_unique<optim::Optimizer>(model.named_parameters(), optimizer_config(c));
   }
@@ -22,13 +24,13 @@ TrainOptimizer::TrainOptimizer(const TrainConfig& c, nn::Gpt& model, const paral
 TrainOptimizer::~TrainOptimizer() = default;
 
 std::string TrainOptimizer::find_nonfinite_grad() const {
-  // The local gradients, before any reduction (a plain Optimizer over the same parameters checks them).
+  // The local gradients, before any reduction.
   if (plain_) return plain_->find_nonfinite_grad();
-  for (const auto& p : model_.params()) {
-    const torch::Tensor& g = p.tensor.grad();
-    if (g.defined() && !torch::isfinite(g).all().item<bool>()) return p.name;
-  }
-  return "";
+  const auto& params = model_.params();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params) grads.push_back(p.tensor.grad());
+  const optim::GradientReport r = optim::check_gradient_tensors(grads);
+  return r.first_nonfinite >= 0 ? params[r.first_nonfinite].name : std::string();
 }
 
 void TrainOptimizer::reduce_gradients() {
@@ -44,26 +46,10 @@ void TrainOptimizer::discard_gradients() {
 }
 
 double TrainOptimizer::grad_norm() const {
-  if (plain_) return global_grad_norm(model_, mesh_);
-  // Per parameter from this rank's shard of the averaged gradient, classified as global_grad_norm does, then
-  // summed over the dp x cp shards, tp (sharded ones) and pp.
-  const parallel::GradBuckets& b = zero_->buckets();
-  const parallel::FlatLayout& L = b.layout();
-  const int r = mesh_.dp_cp().rank();
-  double sq[2] = {0.0, 0.0};  // tp-sharded, replicated over tp
-  const auto& params = model_.params();
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (params[i].tied_copy) continue;
-    const auto [begin, end] = L.piece(i, r);
-    if (end <= begin) continue;
-    const torch::Tensor g = b.shard_grad().narrow(0, L.offset[i] + begin - L.shard_begin(r), end - begin);
-    sq[params[i].shard_dim >= 0 ? 0 : 1] += g.to(torch::kFloat64).square().sum().item<double>();
-  }
-  if (mesh_.dp_cp().size() > 1) mesh_.dp_cp().all_reduce<double>(std::span<double>(sq, 2), parallel::ReduceOp::kSum);
-  if (mesh_.tp().size() > 1) mesh_.tp().all_reduce<double>(std::span<double>(sq, 1), parallel::ReduceOp::kSum);
-  double total = sq[0] + sq[1];
-  if (mesh_.pp().size() > 1) mesh_.pp().all_reduce<double>(std::span<double>(&total, 1), parallel::ReduceOp::kSum);
-  return std::sqrt(total);
+  if (zero_) return global_grad_norm(model_, mesh_, zero_->shard_grads(), {&mesh_.dp_cp()});
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model_.params()) grads.push_back(p.tensor.grad());
+  return global_grad_norm(model_, mesh_, grads);
 }
 
 void TrainOptimizer::step(double lr_factor, float grad_scale) {
@@ -85,4 +71,4 @@ void TrainOptimizer::load_state_dict(const std::map<std::string, torch::Tensor>&
   zero_->sync_from_model();
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -15,15 +15,15 @@
 #include "optim/torch/optimizer.h"
 #include "parallel/mesh.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 class ZeroOptimizer;
 }
 
-namespace nibble::train {
+namespace nibble::launch {
 
 class TrainOptimizer {
  public:
-  TrainOptimizer(const TrainConfig& config, nn::Gpt& model, const parallel::Mesh& mesh);
+  TrainOptimizer(const TrainConfig& config, core::model::Gpt& model, const parallel::Mesh& mesh);
   ~TrainOptimizer();
 
   // The first parameter with a NaN/Inf in this rank's (unreduced) gradients, or "".
@@ -45,10 +45,10 @@ class TrainOptimizer {
   bool sharded() const { return zero_ != nullptr; }
 
  private:
-  nn::Gpt& model_;
+  core::model::Gpt& model_;
   const parallel::Mesh& mesh_;
   std::unique_ptr<optim::Optimizer> plain_;
-  std::unique_ptr<parallel::ZeroOptimizer> zero_;
+  std::unique_ptr<parallel::nn::ZeroOptimizer> zero_;
 };
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

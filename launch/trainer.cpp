@@ -9,9 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "core/data/batch_sampler.h"
 #include "core/data/tokenizer.h"
@@ -20,15 +19,17 @@
 #include "launch/checkpoint_io.h"
 #include "launch/eval_sample.h"
 #include "launch/grad_sync.h"
+#include "launch/log.h"
 #include "launch/model_layout.h"
 #include "launch/train_optimizer.h"
+#include "optim/clip.h"
 #include "optim/lr_schedule.h"
 #include "parallel/mesh.h"
 #include "parallel/nn/pipeline_runtime.h"
 #include "parallel/runtime.h"
 #include "precision/error.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -46,12 +47,12 @@ struct MicroBatches {
   std::vector<uint64_t> streams;
 };
 
-MicroBatches step_batches(const TrainConfig& c, const data::BatchSampler& train, const parallel::Mesh& mesh,
+MicroBatches step_batches(const TrainConfig& c, const core::data::BatchSampler& train, const parallel::Mesh& mesh,
                           int64_t step) {
   const int64_t per_dp = c.global_batch / c.dp;
   MicroBatches out;
   for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
-    data::Batch b = train.train_batch(step, mesh.coord().dp * per_dp + first, c.micro_batch);
+    core::data::Batch b = train.train_batch(step, mesh.coord().dp * per_dp + first, c.micro_batch);
     out.tokens.push_back(context_parallel_part(b.tokens, mesh));
     out.targets.push_back(context_parallel_part(b.targets, mesh));
     out.streams.push_back(static_cast<uint64_t>(step * c.global_batch + mesh.coord().dp * per_dp + first) + 1);
@@ -61,10 +62,11 @@ MicroBatches step_batches(const TrainConfig& c, const data::BatchSampler& train,
 
 // The pipeline runtime over the pp group (collective: every rank builds it; pp = 1 needs none). Its forward
 // reads the micro-batches of the current step from `current`.
-std::unique_ptr<parallel::PipelineRuntime> make_pipeline(const TrainConfig& c, const parallel::Mesh& mesh,
-                                                         nn::Gpt& model, const MicroBatches* const& current) {
+std::unique_ptr<parallel::nn::PipelineRuntime> make_pipeline(const TrainConfig& c, const parallel::Mesh& mesh,
+                                                             core::model::Gpt& model,
+                                                             const MicroBatches* const& current) {
   if (c.pp == 1) return nullptr;
-  parallel::PipelineRuntimeOptions o;
+  parallel::nn::PipelineRuntimeOptions o;
   o.schedule.kind = parallel::parse_schedule(c.pp_schedule);
   o.schedule.stages = static_cast<int>(c.pp);
   o.schedule.virtual_chunks = static_cast<int>(c.virtual_stages);
@@ -81,13 +83,13 @@ std::unique_ptr<parallel::PipelineRuntime> make_pipeline(const TrainConfig& c, c
         model.forward_chunk(ch, model.chunks()[ch].embedding ? current->tokens[i] : input, mb, seq);
     return model.chunks()[ch].head ? model.head_loss(h, current->targets[i]) : h;
   };
-  return std::make_unique<parallel::PipelineRuntime>(mesh.pp(), o, forward);
+  return std::make_unique<parallel::nn::PipelineRuntime>(mesh.pp(), o, forward);
 }
 
 // One step's forwards and backwards over the micro-batches (gradients of the mean loss accumulate in .grad).
 // Returns the mean loss over this rank's tokens, on every rank.
-double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroBatches& batches,
-                        parallel::PipelineRuntime* pipeline, parallel::PipelineTiming& timing) {
+double forward_backward(core::model::Gpt& model, const parallel::Mesh& mesh, const MicroBatches& batches,
+                        parallel::nn::PipelineRuntime* pipeline, parallel::PipelineTiming& timing) {
   const double m = static_cast<double>(batches.tokens.size());
   if (!pipeline) {
     double loss_sum = 0.0;
@@ -99,8 +101,8 @@ double forward_backward(nn::Gpt& model, const parallel::Mesh& mesh, const MicroB
     }
     return loss_sum / m;
   }
-  const parallel::PipelineStepStats stats = pipeline->step();
-  timing = parallel::gather_timing(mesh.pp(), stats);
+  const parallel::nn::PipelineStepStats stats = pipeline->step();
+  timing = parallel::nn::gather_timing(mesh.pp(), stats);
   double loss = 0.0;
   for (double l : stats.losses) loss += l / m;  // only the head's pp rank has losses
   mesh.pp().all_reduce<double>(std::span<double>(&loss, 1), parallel::ReduceOp::kSum);
@@ -146,7 +148,7 @@ void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
 
 int run_training(const TrainConfig& c) {
   const auto& info = parallel::init();
-  torch::set_num_threads(static_cast<int>(c.threads > 0 ? c.threads : std::max(1, 2 / info.local_size)));
+  torch::set_num_threads(static_cast<int>(c.threads > 0 ? c.threads : parallel::cores_per_rank()));
   const bool lead = info.rank == 0;
   parallel::MeshShape shape;
   shape.tp = static_cast<int>(c.tp);
@@ -154,21 +156,20 @@ int run_training(const TrainConfig& c) {
   shape.pp = static_cast<int>(c.pp);
   shape.cp = static_cast<int>(c.cp);
   parallel::Mesh mesh(shape);
-  data::TokenFile train_file(c.train_path), val_file(c.val_path);
+  core::data::TokenFile train_file(c.train_path), val_file(c.val_path);
   for (const auto* f : {&train_file, &val_file})
     for (int64_t i = 0; i < std::min<int64_t>(f->size(), 4096); ++i)
       if (f->data()[i] >= c.model.vocab)
         throw InvalidArgument("token file '" + f->path() + "' holds id " + std::to_string(f->data()[i]) +
                               " >= model.vocab = " + std::to_string(c.model.vocab));
-  const data::BatchSampler train_data(train_file, c.model.seq_len, c.data_seed);
-  const data::BatchSampler val_data(val_file, c.model.seq_len, c.data_seed);
+  const core::data::BatchSampler train_data(train_file, c.model.seq_len, c.data_seed);
+  const core::data::BatchSampler val_data(val_file, c.model.seq_len, c.data_seed);
 
-  nn::set_fp64_accumulation(c.reproducible_sums);  // before any GEMM (process-wide: one job per process)
-  const std::unique_ptr<nn::Gpt> model_ptr = build_model(c, mesh);
-  nn::Gpt& model = *model_ptr;
+  const std::unique_ptr<core::model::Gpt> model_ptr = build_model(c, mesh);
+  core::model::Gpt& model = *model_ptr;
   TrainOptimizer optimizer(c, model, mesh);
   const MicroBatches* current = nullptr;  // the step's batches, read by the pipeline's forward
-  const std::unique_ptr<parallel::PipelineRuntime> pipeline = make_pipeline(c, mesh, model, current);
+  const std::unique_ptr<parallel::nn::PipelineRuntime> pipeline = make_pipeline(c, mesh, model, current);
   const optim::LrSchedule schedule = optim::make_lr_schedule(c.schedule, c.warmup, c.steps, c.min_lr_ratio);
 
   TrainingState state;
@@ -245,13 +246,11 @@ int run_training(const TrainConfig& c) {
       ++state.consecutive_skips;
       ++state.skipped_total;
       if (!bad_param.empty())
-        std::fprintf(stderr, "[rank %d] step %lld skipped: non-finite gradient in %s\n", info.rank,
-                     static_cast<long long>(step + 1), bad_param.c_str());
+        log_warning("step " + std::to_string(step + 1) + " skipped: non-finite gradient in " + bad_param);
     } else {
       optimizer.reduce_gradients();  // averaged over dp x cp (ZeRO-1: reduce-scattered to the shards)
       grad_norm = optimizer.grad_norm();
-      const double clip = c.grad_clip > 0 && grad_norm > c.grad_clip ? c.grad_clip / (grad_norm + 1e-6) : 1.0;
-      optimizer.step(lr_factor, static_cast<float>(clip));
+      optimizer.step(lr_factor, optim::clip_coefficient(grad_norm, c.grad_clip));  // grad_clip 0: off
       applied = true;
       reduce_delayed_amaxes(model, mesh);
       model.end_step();
@@ -288,9 +287,9 @@ int run_training(const TrainConfig& c) {
     if (pipeline) timings.push_back(timing);
     if (state.consecutive_skips >= c.max_nonfinite) {
       if (lead)
-        std::fprintf(stderr, "[rank 0] stopping: %lld consecutive steps with non-finite gradients "
-                     "(train.max_nonfinite = %lld)\n", static_cast<long long>(state.consecutive_skips),
-                     static_cast<long long>(c.max_nonfinite));
+        log_error("stopping: " + std::to_string(state.consecutive_skips) +
+                  " consecutive steps with non-finite gradients (train.max_nonfinite = " +
+                  std::to_string(c.max_nonfinite) + ")");
       return 3;
     }
     if (c.eval_every > 0 && state.step % c.eval_every == 0 && state.step < c.steps) {
@@ -313,7 +312,8 @@ int run_training(const TrainConfig& c) {
   }
   eval_loss = evaluate(c, model, val_data, mesh);
   write_metrics({{"step", state.step}, {"eval_loss", eval_loss}, {"final", true}});
-  const std::string text = c.sample_tokens > 0 ? sample(c, model, mesh, data::Tokenizer::for_token_file(c.train_path)) : "";
+  const std::string text =
+      c.sample_tokens > 0 ? sample(c, model, mesh, core::data::Tokenizer::for_token_file(c.train_path)) : "";
   if (lead) {
     const int64_t ran = state.step - start_step;
     char train_text[96] = "no training in this run";
@@ -331,4 +331,4 @@ int run_training(const TrainConfig& c) {
   return 0;
 }
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

@@ -5,9 +5,9 @@
 // the job runs it with the same (validated) config.
 #include "launch/train_config.h"
 
-namespace nibble::train {
+namespace nibble::launch {
 
 // Returns the process exit code (0: finished; 3: stopped by the NaN/Inf policy).
 int run_training(const TrainConfig& config);
 
-}  // namespace nibble::train
+}  // namespace nibble::launch

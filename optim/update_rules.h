@@ -88,12 +88,4 @@ NIBBLE_HOST_DEVICE void sgd_element(float& p, float& buf, float g, const SgdScal
   p = p + (-s.lr) * d;
 }
 
-// torch.nn.utils.clip_grad_norm_'s coefficient: max_norm / (norm + 1e-6), never above 1; max_norm <= 0
-// means no clipping.
-NIBBLE_HOST_DEVICE float clip_coefficient(double total_norm, double max_norm) {
-  if (!(max_norm > 0.0)) return 1.0f;
-  const double c = max_norm / (total_norm + 1e-6);
-  return c < 1.0 ? static_cast<float>(c) : 1.0f;
-}
-
 }  // namespace nibble::optim

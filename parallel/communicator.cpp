@@ -17,7 +17,8 @@ namespace {
 std::atomic<int64_t> g_step{-1};
 
 // Operations abandoned at a timeout. They are kept (never destroyed) because the backend may still hold
-// pointers into them (MPI's count arrays of a v-collective must outlive the operation).
+// pointers into them (MPI's count arrays of a v-collective must outlive the operation) -- beyond the life of
+// the communicator that started them, so no object a caller holds could own them: a process-wide list.
 std::mutex g_abandoned_mutex;
 std::vector<std::unique_ptr<detail::PendingOp>>& abandoned() {
   static auto* list = new std::vector<std::unique_ptr<detail::PendingOp>>();  // leaked on purpose

@@ -32,7 +32,9 @@ struct CommOptions {
   std::chrono::milliseconds deadline = kDefaultDeadline;  // per call; must be > 0
 };
 
-// The training step named in error messages. Process-wide: the trainer calls set_step once per step.
+// The training step named in error messages. Process-wide on purpose: a deadline error can come from any group,
+// deep inside an autograd node that knows no trainer, and must still say which step hung; one process is one
+// rank of one job, so its step is a fact of the process. Diagnostics only: nothing numeric reads it.
 void set_step(int64_t step);
 int64_t current_step();  // -1 until set_step is first called
 

@@ -2,8 +2,10 @@
 #include "parallel/runtime.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -167,6 +169,18 @@ bool is_initialized() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   return s.initialized;
+}
+
+int cores_per_rank() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || online <= 0) return 1;
+  const int mine = CPU_COUNT(&allowed);
+  // A set smaller than the machine was chosen for this rank by its launcher: its cores are its own.
+  if (mine < online) return std::max(1, mine);
+  const int sharing = is_initialized() ? info().local_size : 1;
+  return std::max(1, mine / std::max(1, sharing));
 }
 
 const RuntimeInfo& info() {

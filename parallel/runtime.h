@@ -47,6 +47,10 @@ struct RuntimeInfo {
 const RuntimeInfo& init(const InitOptions& options = {});
 bool is_initialized();
 const RuntimeInfo& info();  // throws unless initialised
+// The CPU cores this rank may use, at least 1: its affinity set when the launcher bound it to part of the
+// machine (mpirun --bind-to core|socket, srun --cpu-bind, taskset), else the cores it can see shared evenly by
+// the ranks on this node (info().local_size; 1 before init()). What `train.threads = 0` gives each rank.
+int cores_per_rank();
 // The world group: an MpiCommunicator over a duplicate of MPI_COMM_WORLD named "world".
 Communicator& world();
 // Frees the world group and finalises MPI (if init() initialised it). Safe to call more than once. Groups

@@ -42,7 +42,9 @@ void encode_bf16(const uint16_t* x, size_t n, const Format& fmt, const EncodeOpt
                  uint64_t index_base = 0);
 void decode_to_f32(const uint8_t* codes, size_t n, const Format& fmt, float* out);
 
-// Threads the CPU kernels use (default: all hardware threads). Results never depend on it.
+// Threads the CPU kernels use (default: all hardware threads). Results never depend on it (work is keyed by
+// element index, never by thread), so it is a process resource like OpenMP's and ATen's thread counts -- which
+// is why it is one process-wide setting rather than an option of each call.
 void set_num_threads(int n);
 int num_threads();
 

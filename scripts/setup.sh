@@ -8,7 +8,7 @@ venv="$root/.venv"
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config
   openmpi-bin libopenmpi-dev
-  libcli11-dev libtomlplusplus-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libhwy-dev
+  libcli11-dev libtomlplusplus-dev libspdlog-dev nlohmann-json3-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   bible-kjv bible-kjv-text
 )

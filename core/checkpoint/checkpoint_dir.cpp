@@ -7,7 +7,7 @@
 #include "core/checkpoint/checksum.h"
 #include "precision/error.h"
 
-namespace nibble::checkpoint {
+namespace nibble::core::checkpoint {
 namespace fs = std::filesystem;
 
 std::string step_dir(const std::string& root, int64_t step) {
@@ -64,4 +64,4 @@ void verify_shard(const std::string& path, uint64_t expected_bytes, uint32_t exp
                 " differs from the manifest's " + std::to_string(expected_crc32));
 }
 
-}  // namespace nibble::checkpoint
+}  // namespace nibble::core::checkpoint

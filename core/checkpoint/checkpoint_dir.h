@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-namespace nibble::checkpoint {
+namespace nibble::core::checkpoint {
 
 std::string step_dir(const std::string& root, int64_t step);      // <root>/step_00000020
 std::string temp_step_dir(const std::string& root, int64_t step); // <root>/step_00000020.tmp
@@ -20,4 +20,4 @@ std::string latest_checkpoint(const std::string& root);
 // Throws nibble::Error naming the shard when its size or CRC-32 differs from the manifest's record.
 void verify_shard(const std::string& path, uint64_t expected_bytes, uint32_t expected_crc32);
 
-}  // namespace nibble::checkpoint
+}  // namespace nibble::core::checkpoint

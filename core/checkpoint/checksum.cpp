@@ -1,32 +1,28 @@
 #include "core/checkpoint/checksum.h"
 
-#include <array>
+#include <zlib.h>
+
+#include <algorithm>
 #include <fstream>
+#include <limits>
 #include <vector>
 
 #include "precision/error.h"
 
-namespace nibble::checkpoint {
-namespace {
-
-constexpr std::array<uint32_t, 256> make_table() {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    t[i] = c;
-  }
-  return t;
-}
-constexpr std::array<uint32_t, 256> kTable = make_table();
-
-}  // namespace
+namespace nibble::core::checkpoint {
 
 uint32_t crc32_update(uint32_t crc, const void* data, size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < bytes; ++i) crc = kTable[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
+  // zlib's crc32 (slice-by-8 tables) computes the same IEEE 802.3 CRC the manifests of older checkpoints hold; it
+  // takes a uInt length, so very large buffers go in pieces.
+  const auto* p = static_cast<const Bytef*>(data);
+  uLong c = crc;
+  while (bytes > 0) {
+    const uInt n = static_cast<uInt>(std::min<size_t>(bytes, std::numeric_limits<uInt>::max()));
+    c = ::crc32(c, p, n);
+    p += n;
+    bytes -= n;
+  }
+  return static_cast<uint32_t>(c);
 }
 
 uint32_t crc32_file(const std::string& path) {
@@ -41,4 +37,4 @@ uint32_t crc32_file(const std::string& path) {
   return crc;
 }
 
-}  // namespace nibble::checkpoint
+}  // namespace nibble::core::checkpoint

@@ -4,12 +4,12 @@
 
 #include "precision/error.h"
 
-namespace nibble::checkpoint {
+namespace nibble::core::checkpoint {
 namespace {
 
-using DsSlot = std::unique_ptr<precision::DelayedScaling> nn::LinearState::*;
+using DsSlot = std::unique_ptr<precision::DelayedScaling> core::LinearState::*;
 constexpr std::pair<const char*, DsSlot> kRoles[] = {
-    {"ds_x", &nn::LinearState::ds_x}, {"ds_w", &nn::LinearState::ds_w}, {"ds_dy", &nn::LinearState::ds_dy}};
+    {"ds_x", &core::LinearState::ds_x}, {"ds_w", &core::LinearState::ds_w}, {"ds_dy", &core::LinearState::ds_dy}};
 
 const torch::Tensor& need(const std::map<std::string, torch::Tensor>& tensors, const std::string& key,
                           const std::string& source) {
@@ -22,7 +22,7 @@ const torch::Tensor& need(const std::map<std::string, torch::Tensor>& tensors, c
 
 }  // namespace
 
-void append_linear_states(const std::vector<std::shared_ptr<nn::LinearState>>& states,
+void append_linear_states(const std::vector<std::shared_ptr<core::LinearState>>& states,
                           std::vector<std::pair<std::string, torch::Tensor>>& out) {
   for (const auto& s : states) {
     const std::string base = "linear." + s->name + ".";
@@ -39,7 +39,7 @@ void append_linear_states(const std::vector<std::shared_ptr<nn::LinearState>>& s
   }
 }
 
-void restore_linear_states(const std::vector<std::shared_ptr<nn::LinearState>>& states,
+void restore_linear_states(const std::vector<std::shared_ptr<core::LinearState>>& states,
                            const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
   for (const auto& s : states) {
     const std::string base = "linear." + s->name + ".";
@@ -55,4 +55,4 @@ void restore_linear_states(const std::vector<std::shared_ptr<nn::LinearState>>& 
   }
 }
 
-}  // namespace nibble::checkpoint
+}  // namespace nibble::core::checkpoint

@@ -12,12 +12,12 @@
 
 #include "core/linear.h"
 
-namespace nibble::checkpoint {
+namespace nibble::core::checkpoint {
 
-void append_linear_states(const std::vector<std::shared_ptr<nn::LinearState>>& states,
+void append_linear_states(const std::vector<std::shared_ptr<core::LinearState>>& states,
                           std::vector<std::pair<std::string, torch::Tensor>>& out);
 // Throws nibble::Error naming `source` and the missing or mis-shaped entry.
-void restore_linear_states(const std::vector<std::shared_ptr<nn::LinearState>>& states,
+void restore_linear_states(const std::vector<std::shared_ptr<core::LinearState>>& states,
                            const std::map<std::string, torch::Tensor>& tensors, const std::string& source);
 
-}  // namespace nibble::checkpoint
+}  // namespace nibble::core::checkpoint

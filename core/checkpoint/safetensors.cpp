@@ -7,7 +7,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::checkpoint {
+namespace nibble::core::checkpoint {
 namespace {
 
 constexpr std::array<std::pair<const char*, torch::ScalarType>, 12> kDtypes = {{
@@ -110,4 +110,4 @@ SafetensorsFile read_safetensors(const std::string& path) {
   return f;
 }
 
-}  // namespace nibble::checkpoint
+}  // namespace nibble::core::checkpoint

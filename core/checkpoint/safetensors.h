@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace nibble::checkpoint {
+namespace nibble::core::checkpoint {
 
 struct SafetensorsFile {
   std::map<std::string, torch::Tensor> tensors;
@@ -31,4 +31,4 @@ SafetensorsFile read_safetensors(const std::string& path);
 // The format's dtype name of a torch dtype ("F32", "BF16", "I64", "U8", ...); throws for unsupported ones.
 std::string safetensors_dtype(torch::ScalarType type);
 
-}  // namespace nibble::checkpoint
+}  // namespace nibble::core::checkpoint

@@ -35,7 +35,7 @@
 #define NIBBLE_NATIVE_BF16 1
 #endif
 
-namespace nibble::nn::cpu {
+namespace nibble::core::cpu {
 namespace {
 
 constexpr int kMr = 14;                       // rows of A per micro-kernel (2 * 14 accumulators)
@@ -361,4 +361,4 @@ void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const Row
   }
 }
 
-}  // namespace nibble::nn::cpu
+}  // namespace nibble::core::cpu

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <functional>
 
-namespace nibble::nn::cpu {
+namespace nibble::core::cpu {
 
 // Writes rows [row0, row0 + nrows) x columns [k0, k0 + kc) of an operand as BF16 bit patterns into
 // out[r * ld + k]. Must be safe to call from several threads at once. The GEMM calls it once per panel
@@ -27,4 +27,4 @@ int64_t gemm_bf16_k_block();
 // True when this build uses the AVX512_BF16 kernel.
 bool gemm_bf16_has_native_kernel();
 
-}  // namespace nibble::nn::cpu
+}  // namespace nibble::core::cpu

@@ -12,7 +12,7 @@
 #include "precision/format_names.h"
 #include "precision/scaling.h"
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 namespace {
 
 using precision::Scheme;
@@ -140,4 +140,4 @@ void bf16_to_f32(const uint16_t* in, int64_t n, float* out, cudaStream_t stream)
   precision::cuda::check_cuda(cudaGetLastError(), "bf16_to_f32 kernel launch");
 }
 
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda

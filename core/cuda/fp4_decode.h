@@ -17,7 +17,7 @@
 
 #include "precision/quantize.h"
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 
 bool is_fp4_scheme(precision::Scheme scheme);     // NVFP4, NVFP4_2D, MXFP4, MXFP4Quest
 bool has_e8m0_scales(precision::Scheme scheme);   // MXFP4, MXFP4Quest (and MXFP8)
@@ -47,4 +47,4 @@ void gemm_alpha(const Fp4GlobalFactor& a, const Fp4GlobalFactor& b, float beta, 
 // the bias in the output type).
 void bf16_to_f32(const uint16_t* in, int64_t n, float* out, cudaStream_t stream);
 
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda

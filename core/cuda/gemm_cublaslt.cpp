@@ -14,7 +14,7 @@
 #include "precision/error.h"
 #include "precision/format_names.h"
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 namespace {
 
 using precision::Scheme;
@@ -442,4 +442,4 @@ void gemm(const GemmArgs& g, void* workspace, size_t workspace_bytes, cudaStream
                "cublasLtMatmul");
 }
 
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda

@@ -41,7 +41,7 @@
 
 #include "precision/quantize.h"
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 
 // One operand: a quantized copy in device memory, its layout (copy_layout(options, rows, K)) and options.
 struct DeviceOperand {
@@ -83,4 +83,4 @@ int current_device_sm();
 // Queues the GEMM on `stream` (nothing synchronises). `workspace` holds gemm_workspace_bytes(args, sm).
 void gemm(const GemmArgs& args, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda

@@ -6,7 +6,7 @@
 #include "precision/cuda/convert_cuda.h"
 #include "precision/error.h"
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 namespace {
 
 constexpr int kThreads = 256;
@@ -40,4 +40,4 @@ void swizzle_scales(GemmScaleLayout layout, const void* src, int64_t rows, int64
   precision::cuda::check_cuda(cudaGetLastError(), "swizzle_scales kernel launch");
 }
 
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda

@@ -30,7 +30,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 
 enum class GemmScaleLayout : uint8_t {
   kTiled128x4,    // one-byte codes (E8M0 for MXFP8, UE4M3 for NVFP4)
@@ -94,4 +94,4 @@ void swizzle_scales(GemmScaleLayout layout, const void* src, int64_t rows, int64
                     cudaStream_t stream);
 #endif
 
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda

@@ -4,7 +4,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::data {
+namespace nibble::core::data {
 namespace {
 
 uint64_t splitmix64(uint64_t x) {
@@ -55,4 +55,4 @@ Batch BatchSampler::eval_batch(int64_t index, int64_t per_batch, int64_t first, 
   return gather(starts);
 }
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

@@ -11,7 +11,7 @@
 
 #include "core/data/token_file.h"
 
-namespace nibble::data {
+namespace nibble::core::data {
 
 struct Batch {
   torch::Tensor tokens, targets;  // int64 [count, seq_len]; targets are tokens shifted by one
@@ -35,4 +35,4 @@ class BatchSampler {
   uint64_t seed_;
 };
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

@@ -6,7 +6,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::data {
+namespace nibble::core::data {
 namespace {
 
 uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b); }
@@ -159,4 +159,4 @@ std::string BpeTokenizer::decode(const std::vector<int64_t>& ids) const {
   return out;
 }
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

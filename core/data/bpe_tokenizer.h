@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-namespace nibble::data {
+namespace nibble::core::data {
 
 // The chunks of `text` (pre-tokenization above), as [begin, end) byte offsets.
 std::vector<std::pair<size_t, size_t>> bpe_chunks(const std::string& text);
@@ -47,4 +47,4 @@ class BpeTokenizer {
   std::vector<std::string> bytes_;              // id -> the bytes it stands for
 };
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-namespace nibble::data {
+namespace nibble::core::data {
 
 inline constexpr int64_t kByteVocab = 256;
 
@@ -21,4 +21,4 @@ inline std::string byte_decode(const std::vector<int64_t>& ids) {
   return out;
 }
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

@@ -17,7 +17,7 @@
 #include "core/data/byte_tokenizer.h"
 #include "precision/error.h"
 
-namespace nibble::data {
+namespace nibble::core::data {
 namespace {
 
 void write_tokens(const std::string& path, const uint16_t* data, size_t count) {
@@ -105,4 +105,4 @@ TokenFile::~TokenFile() {
   if (data_) ::munmap(const_cast<uint16_t*>(data_), bytes_);
 }
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

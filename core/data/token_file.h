@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-namespace nibble::data {
+namespace nibble::core::data {
 
 struct PreparedCorpus {
   std::string train_path, val_path, meta_path;
@@ -40,4 +40,4 @@ class TokenFile {
   size_t bytes_ = 0;
 };
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

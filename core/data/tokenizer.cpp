@@ -7,7 +7,7 @@
 #include "core/data/byte_tokenizer.h"
 #include "precision/error.h"
 
-namespace nibble::data {
+namespace nibble::core::data {
 
 Tokenizer Tokenizer::for_token_file(const std::string& token_file_path) {
   const std::filesystem::path dir = std::filesystem::path(token_file_path).parent_path();
@@ -42,4 +42,4 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
 
 int64_t Tokenizer::vocab() const { return bpe_ ? bpe_->vocab() : kByteVocab; }
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

@@ -9,7 +9,7 @@
 
 #include "core/data/bpe_tokenizer.h"
 
-namespace nibble::data {
+namespace nibble::core::data {
 
 class Tokenizer {
  public:
@@ -27,4 +27,4 @@ class Tokenizer {
   std::shared_ptr<const BpeTokenizer> bpe_;  // null: bytes
 };
 
-}  // namespace nibble::data
+}  // namespace nibble::core::data

@@ -9,15 +9,8 @@
 #include "core/recipe.h"
 #include "precision/error.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 namespace {
-
-// FNV-1a: a parameter's init stream depends on its name, not on creation order or layout.
-uint64_t name_key(const std::string& name, uint64_t seed) {
-  uint64_t h = 1469598103934665603ull ^ (seed * 0x9E3779B97F4A7C15ull);
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 
 void require_divides(int64_t tp, int64_t value, const std::string& what) {
   if (value % tp != 0)
@@ -104,7 +97,7 @@ torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_
   if (std == 0.0) {
     full = torch::ones(full_shape, torch::kFloat32);  // norm weights
   } else {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(name_key(name, config_.seed));
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(layer_seed(name, config_.seed));
     full = at::normal(0.0, std, full_shape, gen, torch::TensorOptions().dtype(torch::kFloat32));
   }
   torch::Tensor shard = full;
@@ -120,8 +113,10 @@ torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_
 std::shared_ptr<LinearState> Gpt::add_state(const std::string& recipe, const std::string& name) {
   // A stochastic-rounding stream per layer, the same on every tp rank: each rank's shard draws the bits of its
   // elements' places in the whole tensor (parallel_linear.h WeightSplit), so tp rounds as one rank does.
-  const uint64_t seed = name_key(name, config_.seed);
-  auto s = std::make_shared<LinearState>(recipe_preset(recipe), name, seed);
+  const uint64_t seed = layer_seed(name, config_.seed);
+  Recipe r = recipe_preset(recipe);
+  r.reproducible_sums = config_.reproducible_sums;
+  auto s = std::make_shared<LinearState>(std::move(r), name, seed);
   states_.push_back(s);
   return s;
 }
@@ -196,7 +191,7 @@ torch::Tensor Gpt::head_logits(const torch::Tensor& hidden) {
 }
 
 torch::Tensor Gpt::head_loss(const torch::Tensor& hidden, const torch::Tensor& targets) {
-  return tp_->cross_entropy(head_logits(hidden), targets.reshape({-1}).to(torch::kInt64));
+  return tp_->cross_entropy(head_logits(hidden), targets.reshape({-1}).to(torch::kInt64), config_.reproducible_sums);
 }
 
 torch::Tensor Gpt::logits(const torch::Tensor& tokens) {
@@ -243,4 +238,4 @@ void Gpt::zero_grad() {
   for (const ParamInfo& p : params_) p.tensor.mutable_grad() = torch::Tensor();
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

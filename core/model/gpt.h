@@ -18,7 +18,7 @@
 // chunk is a run of layers, the first one also holding the embedding and the last one the final norm and LM
 // head. Parameters keep their names and initial values whatever the split (init is keyed by name), so every
 // layout starts from the same model. Context parallelism: each rank holds S/cp tokens of every sequence
-// (context_parallel.h's split); RoPE uses their global positions and attention goes through the
+// (context_parallel_interface.h's split); RoPE uses their global positions and attention goes through the
 // ContextParallel seam.
 #include <torch/torch.h>
 
@@ -27,11 +27,11 @@
 #include <vector>
 
 #include "core/linear.h"
-#include "core/model/context_parallel.h"
+#include "core/model/context_parallel_interface.h"
 #include "core/model/gpt_config.h"
-#include "core/model/tensor_parallel.h"
+#include "core/model/tensor_parallel_interface.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 struct ParamInfo {
   std::string name;
@@ -62,7 +62,7 @@ class Gpt {
       std::vector<GptChunk> chunks = {});
 
   // Whole model (one chunk with embedding and head). tokens, targets: int64 [batch, seq] -- this rank's
-  // tokens (seq <= config.seq_len / cp; under cp the split of context_parallel.h). Mean cross-entropy over
+  // tokens (seq <= config.seq_len / cp; under cp the split of context_parallel_interface.h). Mean cross-entropy over
   // this rank's tokens.
   torch::Tensor loss(const torch::Tensor& tokens, const torch::Tensor& targets);
   // This rank's vocabulary slice of the logits: [batch * seq, vocab / tp] (full tokens, also under SP).
@@ -119,4 +119,4 @@ class Gpt {
   torch::Tensor rope_cos_, rope_sin_;
 };
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

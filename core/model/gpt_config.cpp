@@ -3,7 +3,7 @@
 #include "core/recipe.h"
 #include "precision/error.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 namespace {
 
 void require(bool ok, const std::string& key, const std::string& value, const std::string& valid) {
@@ -39,4 +39,4 @@ void GptConfig::validate() const {
   }
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 struct GptConfig {
   int64_t vocab = 256;        // byte-level tokenizer by default
@@ -21,6 +21,9 @@ struct GptConfig {
   std::string lm_head_recipe = "bf16";
   bool tie_embeddings = false;   // the LM head reuses embedding.weight (GPT-2); off: untied (Llama)
   uint64_t seed = 0;             // parameter init and stochastic-rounding keys
+  // Every Linear's recipe gets reproducible_sums (FP64 GEMM sums, tp partial sums added in FP64) and the
+  // cross-entropy sums in FP64: a tp/sp split of the model then rounds as one rank does (core/recipe.h).
+  bool reproducible_sums = false;
 
   int64_t head_dim() const { return hidden / heads; }
   int64_t ffn() const { return ffn_hidden > 0 ? ffn_hidden : ((hidden * 8 / 3) + 31) / 32 * 32; }
@@ -28,4 +31,4 @@ struct GptConfig {
   void validate() const;
 };
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

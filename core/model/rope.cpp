@@ -1,6 +1,6 @@
 #include "core/model/rope.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t seq_len, int64_t head_dim, double theta) {
   // Angles in FP64 so long positions keep their precision, stored as FP32.
@@ -17,4 +17,4 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
   return x * cos.to(x.scalar_type()) + rotated * sin.to(x.scalar_type());
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

@@ -3,7 +3,7 @@
 // channel pairs (i, i + d/2) of each head are rotated by position * theta^(-2i/d).
 #include <torch/torch.h>
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 // cos and sin tables [seq_len, head_dim] (each half repeated), float32.
 std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t seq_len, int64_t head_dim, double theta);
@@ -11,4 +11,4 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t seq_len, int64_t hea
 // x: [batch, heads, seq, head_dim]; tables from rope_tables(seq, head_dim, theta). Differentiable (plain ops).
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

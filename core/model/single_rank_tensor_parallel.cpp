@@ -2,7 +2,7 @@
 
 #include "core/gemm.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 torch::Tensor SingleRankTensorParallel::column_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
                                                       const std::optional<torch::Tensor>& bias_shard,
@@ -20,13 +20,13 @@ torch::Tensor SingleRankTensorParallel::embedding(const torch::Tensor& tokens, c
   return torch::embedding(weight_shard, tokens);
 }
 
-torch::Tensor SingleRankTensorParallel::cross_entropy(const torch::Tensor& logits_shard,
-                                                      const torch::Tensor& targets) {
-  // FP32 log-softmax whatever the logits' dtype: the loss is the quantity every run is compared on. FP64 under
-  // fp64_accumulation, as the vocab-parallel cross-entropy then is: both round the same exact-enough sums.
-  const auto dtype = fp64_accumulation() ? torch::kFloat64 : torch::kFloat32;
+torch::Tensor SingleRankTensorParallel::cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets,
+                                                      bool fp64_sums) {
+  // FP32 log-softmax whatever the logits' dtype: the loss is the quantity every run is compared on. FP64 with
+  // fp64_sums, as the vocab-parallel cross-entropy then is: both round the same exact-enough sums.
+  const auto dtype = fp64_sums ? torch::kFloat64 : torch::kFloat32;
   return torch::nll_loss(torch::log_softmax(logits_shard.to(dtype), -1), targets, {}, at::Reduction::Mean, -100)
       .to(torch::kFloat32);
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

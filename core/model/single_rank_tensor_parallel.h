@@ -1,9 +1,9 @@
 #pragma once
 // TensorParallel at tp = 1: every layer holds its whole weight and nothing is communicated. The model uses it
 // for single-rank runs and as the oracle the tp > 1 implementation (parallel/nn) is tested against.
-#include "core/model/tensor_parallel.h"
+#include "core/model/tensor_parallel_interface.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 class SingleRankTensorParallel final : public TensorParallel {
  public:
@@ -18,10 +18,10 @@ class SingleRankTensorParallel final : public TensorParallel {
                            const std::optional<torch::Tensor>& bias,
                            const std::shared_ptr<LinearState>& state) override;
   torch::Tensor embedding(const torch::Tensor& tokens, const torch::Tensor& weight_shard) override;
-  torch::Tensor cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets) override;
+  torch::Tensor cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets, bool fp64_sums) override;
   torch::Tensor scatter_sequence(const torch::Tensor& x) override { return x; }
   torch::Tensor gather_sequence(const torch::Tensor& x) override { return x; }
   void all_reduce_replicated_grads(const std::vector<torch::Tensor>&) override {}
 };
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

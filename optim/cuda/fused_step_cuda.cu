@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <string>
 
+#include "optim/clip.h"
 #include "optim/cuda/fused_step_cuda.h"
 #include "optim/dre.h"
 #include "optim/dynamic_map.h"

@@ -4,7 +4,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 void reduce_pending_amaxes(const std::vector<precision::DelayedScaling*>& states, Communicator& group) {
   std::vector<float> amax;
@@ -20,4 +20,4 @@ void reduce_pending_amaxes(const std::vector<precision::DelayedScaling*>& states
   for (size_t i = 0; i < states.size(); ++i) states[i]->record(amax[i]);
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

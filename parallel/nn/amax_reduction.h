@@ -8,7 +8,7 @@
 #include "parallel/communicator.h"
 #include "precision/delayed_scaling.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 // Reads each state's pending amax (history()[0], the staging slot record() folds into), max-reduces them all
 // in one all_reduce over `group` (normally Mesh::tp_dp_cp()), and folds the group's maxima back with
@@ -16,4 +16,4 @@ namespace nibble::parallel {
 // update() then keeps the old scale on every rank alike.)
 void reduce_pending_amaxes(const std::vector<precision::DelayedScaling*>& states, Communicator& group);
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -1,27 +1,28 @@
 #include "parallel/nn/global_clip.h"
 
-#include <algorithm>
 #include <cmath>
-#include <string>
 
+#include "optim/torch/grad_norm.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
+namespace {
 
-double global_grad_norm_squared(double local_sum_squares, const std::vector<Communicator*>& sum_over) {
-  double total = local_sum_squares;
-  for (Communicator* group : sum_over) {
-    if (!group) throw InvalidArgument("global_grad_norm_squared: a null group in sum_over");
-    group->all_reduce(std::span<double>(&total, 1), ReduceOp::kSum);
+// FP64 sum over each group in turn (a group of one rank adds nothing: no call).
+double sum_over_groups(double value, const std::vector<Communicator*>& groups) {
+  for (Communicator* group : groups) {
+    if (!group) throw InvalidArgument("global_grad_norm: a null group in sum_over");
+    if (group->size() > 1) group->all_reduce(std::span<double>(&value, 1), ReduceOp::kSum);
   }
-  return total;
+  return value;
 }
 
-float clip_coefficient(double norm, double max_norm) {
-  if (!(max_norm > 0.0))
-    throw InvalidArgument("clip_coefficient: max_norm must be > 0, got " + std::to_string(max_norm));
-  if (!std::isfinite(norm)) return 0.0f;
-  return static_cast<float>(std::min(1.0, max_norm / (norm + 1e-6)));
+}  // namespace
+
+double global_grad_norm(const std::vector<GradNormPart>& parts, const std::vector<Communicator*>& sum_over) {
+  double total = 0.0;
+  for (const GradNormPart& part : parts) total += sum_over_groups(optim::grad_sum_squares(part.grads), part.sum_over);
+  return std::sqrt(sum_over_groups(total, sum_over));
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -4,7 +4,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -160,4 +160,4 @@ void GradBuckets::reset() {
   next_launch_ = 0;
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

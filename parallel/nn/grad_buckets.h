@@ -26,7 +26,7 @@
 
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 inline constexpr int64_t kFlatAlign = 256;  // lcm of the state codecs' group sizes (fp8 128, int8 256)
 
@@ -101,4 +101,4 @@ class GradBuckets {
   size_t next_launch_ = 0;
 };
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -1,9 +1,9 @@
 #include "parallel/nn/group_context_parallel.h"
 
-#include "parallel/nn/context_parallel.h"
+#include "parallel/nn/context_parallel_attention.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 ContextParallelMethod parse_context_parallel_method(const std::string& name) {
   if (name == "ring") return ContextParallelMethod::kRing;
@@ -17,4 +17,4 @@ torch::Tensor GroupContextParallel::causal_attention(const torch::Tensor& q, con
   return method_ == ContextParallelMethod::kRing ? ring_attention(q, k, v, comm_) : ulysses_attention(q, k, v, comm_);
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -1,18 +1,19 @@
 #pragma once
-// nibble::nn::ContextParallel (core/model/context_parallel.h) over the cp group of a Mesh: the GPT model's
-// causal attention runs as ring attention or Ulysses (context_parallel.h), on this rank's two sequence chunks.
+// nibble::core::model::ContextParallel (core/model/context_parallel_interface.h) over the cp group of a Mesh: the GPT
+// model's causal attention runs as ring attention or Ulysses (context_parallel_attention.h), on this rank's two
+// sequence chunks.
 #include <string>
 
-#include "core/model/context_parallel.h"
+#include "core/model/context_parallel_interface.h"
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 enum class ContextParallelMethod { kRing, kUlysses };
 // "ring" | "ulysses"; throws InvalidArgument listing both.
 ContextParallelMethod parse_context_parallel_method(const std::string& name);
 
-class GroupContextParallel final : public nn::ContextParallel {
+class GroupContextParallel final : public core::model::ContextParallel {
  public:
   // `group` (normally mesh.cp()) must outlive this object and every autograd graph built with it.
   GroupContextParallel(Communicator& group, ContextParallelMethod method) : comm_(group), method_(method) {}
@@ -25,4 +26,4 @@ class GroupContextParallel final : public nn::ContextParallel {
   ContextParallelMethod method_;
 };
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

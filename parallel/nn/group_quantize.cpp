@@ -6,7 +6,7 @@
 #include "parallel/nn/torch_collectives.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 using precision::Scheme;
@@ -35,26 +35,10 @@ int64_t block_cols(Scheme s) {
 }
 
 struct Job {
-  const nn::OperandSpec* spec;
+  const core::OperandSpec* spec;
   bool rowwise, columnwise;
   precision::QuantizeOptions options;
 };
-
-// quantize_one's options in core/linear.cpp: the layer's seed, and a fresh counter value for SR or RHT.
-precision::QuantizeOptions options_for(const nn::OperandSpec& spec, bool rowwise, bool columnwise,
-                                       nn::LinearState& s, precision::DelayedScaling* ds, const std::string& name) {
-  precision::QuantizeOptions o = spec.options;
-  if (spec.delayed) {
-    if (!ds) throw Error(name + ": a delayed-scaling operand has no DelayedScaling state in its LinearState");
-    o.use_fixed_scale = true;
-    o.fixed_scale = ds->scale();
-  }
-  o.rowwise = rowwise;
-  o.columnwise = columnwise;
-  o.seed = s.seed;
-  if (o.rounding == precision::Rounding::kStochastic || o.rht) o.offset = s.sr_counter++;
-  return o;
-}
 
 // Rows appended to impose the group amax: one row, or a whole 16-row group where 16-row structure exists
 // (2-D tiles, or blocks / RHT groups along the rows of the columnwise copy).
@@ -67,20 +51,20 @@ int64_t pad_rows_for(const precision::QuantizeOptions& o, int64_t rows, const st
   return 16;
 }
 
-std::shared_ptr<nn::QuantizedTensor> quantize_padded(const torch::Tensor& t2d, const precision::QuantizeOptions& o,
-                                                     float pad_value, int64_t pad_rows, const std::string& name) {
+std::shared_ptr<core::QuantizedTensor> quantize_padded(const torch::Tensor& t2d, const precision::QuantizeOptions& o,
+                                                       float pad_value, int64_t pad_rows, const std::string& name) {
   const int64_t rows = t2d.size(0), cols = t2d.size(1);
   torch::Tensor pad = torch::zeros({pad_rows, cols}, t2d.options());
   pad.index_put_({0, 0}, pad_value);
-  auto q = std::make_shared<nn::QuantizedTensor>(nn::quantize(torch::cat({t2d, pad}), o, name));
+  auto q = std::make_shared<core::QuantizedTensor>(core::quantize(torch::cat({t2d, pad}), o, name));
   if (q->rowwise) {
-    nn::QuantizedCopyTensor& c = *q->rowwise;
+    core::QuantizedCopyTensor& c = *q->rowwise;
     c.data = c.data.narrow(0, 0, rows).contiguous();
     if (c.scale.size(0) == rows + pad_rows) c.scale = c.scale.narrow(0, 0, rows).contiguous();
     c.rows = rows;
   }
   if (q->columnwise) {
-    nn::QuantizedCopyTensor& c = *q->columnwise;
+    core::QuantizedCopyTensor& c = *q->columnwise;
     const precision::CopyLayout L = precision::copy_layout(o, cols, rows);
     c.data = c.data.narrow(1, 0, L.data_row_bytes).contiguous();
     if (o.scheme != Scheme::kFP8Tensor) c.scale = c.scale.narrow(1, 0, L.scale_cols).contiguous();
@@ -96,7 +80,7 @@ float local_amax(const torch::Tensor& t2d, const Job& job, const std::string& na
     // The columnwise NVFP4 copy's global amax is taken after the RHT: quantize once to learn it.
     precision::QuantizeOptions o = job.options;
     o.rowwise = false;
-    const nn::QuantizedTensor q = nn::quantize(t2d, o, name);
+    const core::QuantizedTensor q = core::quantize(t2d, o, name);
     return q.columnwise->global_amax.item<float>();
   }
   return t2d.abs().max().to(torch::kFloat32).item<float>();
@@ -104,13 +88,13 @@ float local_amax(const torch::Tensor& t2d, const Job& job, const std::string& na
 
 // One copy of `local` gathered over the rows; `col_from_row`: the columnwise copy is the transposed rowwise
 // codes (per-tensor FP8, one scale).
-std::shared_ptr<nn::QuantizedTensor> gather_one(const nn::QuantizedTensor& local, Communicator& comm,
-                                                const std::string& name) {
-  auto out = std::make_shared<nn::QuantizedTensor>(local);
+std::shared_ptr<core::QuantizedTensor> gather_one(const core::QuantizedTensor& local, Communicator& comm,
+                                                  const std::string& name) {
+  auto out = std::make_shared<core::QuantizedTensor>(local);
   const auto& o = local.options;
   const int64_t size = comm.size();
   if (local.rowwise) {
-    nn::QuantizedCopyTensor& c = *out->rowwise;
+    core::QuantizedCopyTensor& c = *out->rowwise;
     const int64_t rows = local.rowwise->rows;
     if (c.mask.defined()) throw InvalidArgument(name + ": QuEST copies cannot be gathered");
     c.data = all_gather_dim0(c.data, comm, name + " rowwise codes");
@@ -123,7 +107,7 @@ std::shared_ptr<nn::QuantizedTensor> gather_one(const nn::QuantizedTensor& local
     c.rows = rows * size;
   }
   if (local.columnwise) {
-    nn::QuantizedCopyTensor& c = *out->columnwise;
+    core::QuantizedCopyTensor& c = *out->columnwise;
     const int64_t rows = local.columnwise->cols;  // the original rows run along the columnwise copy's columns
     if (o.scheme == Scheme::kFP8Tensor && out->rowwise) {
       c.data = out->rowwise->data.t().contiguous();
@@ -151,13 +135,13 @@ std::shared_ptr<nn::QuantizedTensor> gather_one(const nn::QuantizedTensor& local
 
 }  // namespace
 
-bool gathers_exactly(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows,
+bool gathers_exactly(const core::OperandSpec* row_spec, const core::OperandSpec* col_spec, int64_t rows,
                      std::string* why) {
   auto no = [&](const std::string& reason) {
     if (why) *why = reason;
     return false;
   };
-  for (const nn::OperandSpec* s : {row_spec, col_spec}) {
+  for (const core::OperandSpec* s : {row_spec, col_spec}) {
     if (!s || !s->quantized) continue;
     const precision::QuantizeOptions& o = s->options;
     const std::string scheme = precision::scheme_name(o.scheme);
@@ -174,7 +158,7 @@ bool gathers_exactly(const nn::OperandSpec* row_spec, const nn::OperandSpec* col
   return true;
 }
 
-int64_t quantized_gather_bytes(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows,
+int64_t quantized_gather_bytes(const core::OperandSpec* row_spec, const core::OperandSpec* col_spec, int64_t rows,
                                int64_t cols) {
   const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
   // One copy as gather_one sends it: its codes, and its block scales unless the scale is per tensor.
@@ -194,17 +178,11 @@ int64_t quantized_gather_bytes(const nn::OperandSpec* row_spec, const nn::Operan
   return bytes;
 }
 
-bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b) {
-  const auto &x = a.options, &y = b.options;
-  return a.quantized == b.quantized && a.delayed == b.delayed && x.scheme == y.scheme && x.element == y.element &&
-         x.rounding == y.rounding && x.rht == y.rht && x.rht_seed == y.rht_seed && x.pow2_scale == y.pow2_scale &&
-         x.amax_epsilon == y.amax_epsilon && x.mx_rule == y.mx_rule;
-}
-
-QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
-                                         const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
-                                         const std::string& name, precision::DelayedScaling* ds,
-                                         bool fail_together, const precision::SrIndexMap& sr_index) {
+QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const core::OperandSpec* row_spec,
+                                         const core::OperandSpec* col_spec, Communicator* comm,
+                                         core::LinearState& state, const std::string& name,
+                                         precision::DelayedScaling* ds, bool fail_together,
+                                         const precision::SrIndexMap& sr_index) {
   const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
   // Spelled out so that pad rows (quantize_padded) leave the real rows' stochastic-rounding bits alone.
   precision::SrIndexMap place = sr_index;
@@ -212,10 +190,10 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::Ope
   if (place.full_cols == 0) place.full_cols = t2d.size(1);
   std::vector<Job> jobs;
   if (row && col && same_quantization(*row_spec, *col_spec)) {
-    jobs.push_back({row_spec, true, true, options_for(*row_spec, true, true, state, ds, name)});
+    jobs.push_back({row_spec, true, true, core::operand_options(*row_spec, true, true, state, ds, name)});
   } else {
-    if (row) jobs.push_back({row_spec, true, false, options_for(*row_spec, true, false, state, ds, name)});
-    if (col) jobs.push_back({col_spec, false, true, options_for(*col_spec, false, true, state, ds, name)});
+    if (row) jobs.push_back({row_spec, true, false, core::operand_options(*row_spec, true, false, state, ds, name)});
+    if (col) jobs.push_back({col_spec, false, true, core::operand_options(*col_spec, false, true, state, ds, name)});
   }
   std::vector<float> group(jobs.size(), -1.0f), mine(jobs.size(), -1.0f);
   bool reduce = false;
@@ -249,12 +227,12 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::Ope
   for (size_t i = 0; i < jobs.size(); ++i) {
     Job& j = jobs[i];
     j.options.sr_index = place;
-    std::shared_ptr<nn::QuantizedTensor> q;
+    std::shared_ptr<core::QuantizedTensor> q;
     if (group[i] > mine[i]) {
       const float value = j.columnwise && j.options.rht ? 4.0f * group[i] : group[i];
       q = quantize_padded(t2d, j.options, value, pad_rows_for(j.options, t2d.size(0), name), name);
     } else {
-      q = std::make_shared<nn::QuantizedTensor>(nn::quantize(t2d, j.options, name));
+      q = std::make_shared<core::QuantizedTensor>(core::quantize(t2d, j.options, name));
     }
     if (j.spec->delayed) ds->record(q->input_amax);
     if (j.rowwise) out.row = q;
@@ -279,4 +257,4 @@ QuantizedCopies all_gather_rows(const QuantizedCopies& local, Communicator& comm
   return out;
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -27,17 +27,15 @@
 #include <string>
 
 #include "core/linear.h"
+#include "core/linear_operands.h"
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
-// A tensor's quantized copies for the rowwise and columnwise roles (one object when one call made both).
-struct QuantizedCopies {
-  std::shared_ptr<nn::QuantizedTensor> row, col;
-};
+using core::QuantizedCopies;
 
 // Quantizes t2d [rows, cols] for the quantized ones of `row_spec` / `col_spec` (either may be null), with
-// the layer's seed and stochastic-rounding counter advanced exactly as core/linear.cpp does (so a group of
+// the options of core/linear_operands.h operand_options, as core/linear.cpp quantizes (so a group of
 // one reproduces nibble's Linear bit for bit). `comm` non-null: per-tensor factors use the group amax; every
 // rank of the group must make the same call. A NaN on any rank fails on every rank (nibble::Error).
 // Delayed-scaling specs (fp8_delayed) quantize with `ds`'s scale and record the local amax into it, as
@@ -47,10 +45,11 @@ struct QuantizedCopies {
 // NaN on one rank fails every rank here instead of leaving its peers in the next collective.
 // `sr_index`: t2d's place in the tensor a single rank would quantize (precision::SrIndexMap), so stochastic
 // rounding draws that tensor's bits; default: t2d is the whole tensor. Pad rows never shift the bits.
-QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const nn::OperandSpec* row_spec,
-                                         const nn::OperandSpec* col_spec, Communicator* comm, nn::LinearState& state,
-                                         const std::string& name, precision::DelayedScaling* ds = nullptr,
-                                         bool fail_together = false, const precision::SrIndexMap& sr_index = {});
+QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const core::OperandSpec* row_spec,
+                                         const core::OperandSpec* col_spec, Communicator* comm,
+                                         core::LinearState& state, const std::string& name,
+                                         precision::DelayedScaling* ds = nullptr, bool fail_together = false,
+                                         const precision::SrIndexMap& sr_index = {});
 
 // The place of a rank's slice in the whole tensor: rows [rank*rows, (rank+1)*rows) of a (size*rows, cols)
 // tensor, or columns [rank*cols, (rank+1)*cols) of a (rows, size*cols) one.
@@ -67,13 +66,14 @@ QuantizedCopies all_gather_rows(const QuantizedCopies& local, Communicator& comm
 // gathered tensor. False, with the reason in *why, for QuEST (clip masks), 2-D tiles (16x16 / 128x128 across
 // the rows), and a columnwise copy whose blocks along the rows (32, 16 or 128) do not tile `rows`. Null or
 // unquantized specs are skipped.
-bool gathers_exactly(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows, std::string* why);
+bool gathers_exactly(const core::OperandSpec* row_spec, const core::OperandSpec* col_spec, int64_t rows,
+                     std::string* why);
 
 // Bytes one rank hands to all_gather_rows for the copies quantize_with_group_amax makes of a [rows, cols]
 // slice with these specs (codes and block scales; per-tensor scales and amaxes are not sent).
-int64_t quantized_gather_bytes(const nn::OperandSpec* row_spec, const nn::OperandSpec* col_spec, int64_t rows,
+int64_t quantized_gather_bytes(const core::OperandSpec* row_spec, const core::OperandSpec* col_spec, int64_t rows,
                                int64_t cols);
 
-bool same_quantization(const nn::OperandSpec& a, const nn::OperandSpec& b);
+using core::same_quantization;
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

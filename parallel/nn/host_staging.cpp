@@ -1,6 +1,6 @@
 #include "parallel/nn/host_staging.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 HostStaged::HostStaged(torch::Tensor tensor, bool copy_in) : tensor_(std::move(tensor)) {
   if (!staged()) {
@@ -17,4 +17,4 @@ void HostStaged::copy_out() {
   if (staged()) tensor_.copy_(host_);
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -6,7 +6,7 @@
 // No GPU exists on the machines this project is developed on: the device branch is compiled, not run here.
 #include <torch/torch.h>
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 class HostStaged {
  public:
@@ -21,4 +21,4 @@ class HostStaged {
   torch::Tensor tensor_, host_;
 };
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -4,30 +4,24 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include "core/gemm.h"
-#include "core/linear_saved.h"
-#include "core/quartet_pieces.h"
-#include "core/saved_bytes.h"
+#include "core/linear_backward_base.h"
+#include "core/quartet_rotation.h"
+#include "core/quest_mask.h"
+#include "core/saved_for_backward_meter.h"
 #include "parallel/nn/group_quantize.h"
 #include "parallel/nn/torch_collectives.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
-using nn::GemmOperand;
+using core::GemmOperand;
 using torch::autograd::variable_list;
 
-void check_finite(const torch::Tensor& t, const std::string& what) {
-  if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
-}
+using core::capture_copies;
+using core::check_no_nan;
 
-void remember(nn::LinearState& s, const QuantizedCopies& c, const char* row_role, const char* col_role) {
-  if (!s.capture) return;
-  if (c.row) s.captured[row_role] = c.row;
-  if (c.col) s.captured[col_role] = c.col;
-}
-
-bool is_quest(const nn::OperandSpec& s) {
+bool is_quest(const core::OperandSpec& s) {
   return s.quantized && s.options.scheme == precision::Scheme::kMXFP4Quest;
 }
 
@@ -42,14 +36,14 @@ precision::SrIndexMap place_of(const torch::Tensor& t2d, Slice slice, const Comm
   return {};
 }
 
-// Quartet's rotation and QuEST's masks: core/quartet_pieces.h (one implementation for both Linears).
-using nn::InnerRotation;
-using nn::next_rotation;
-using nn::rotate_inner;
-using nn::rotation_signs;
-using nn::through_quest_mask;
+// Quartet's rotation and QuEST's masks: core/quartet_rotation.h (one implementation for both Linears).
+using core::InnerRotation;
+using core::next_rotation;
+using core::rotate_inner;
+using core::rotation_signs;
+using core::through_quest_mask;
 
-struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it saves: core/linear_saved.h
+struct ParallelLinearBackward : public core::LinearBackwardBase {  // what it saves: core/linear_backward_base.h
   Communicator* comm = nullptr;
   ParallelLinearOptions options;
   std::vector<int64_t> full_x_shape;  // x's shape after the gather (= x's shape without one)
@@ -63,10 +57,10 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
   // copy the GEMMs read is quantized, the gather is exact (gathers_exactly) and it moves fewer bytes than the
   // gradient itself (MXFP8 needs both copies, 2.06 bytes an element: more than BF16). The inputs of the choice
   // (recipe, shapes, dtype, which gradients autograd wants) are the same on every rank, so ranks agree.
-  bool quantized_dy_gather(const torch::Tensor& dy_local, const nn::OperandSpec* row_spec,
-                           const nn::OperandSpec* col_spec) const {
+  bool quantized_dy_gather(const torch::Tensor& dy_local, const core::OperandSpec* row_spec,
+                           const core::OperandSpec* col_spec) const {
     if (!row_spec && !col_spec) return false;
-    for (const nn::OperandSpec* s : {row_spec, col_spec})
+    for (const core::OperandSpec* s : {row_spec, col_spec})
       if (s && !s->quantized) return false;
     if (!gathers_exactly(row_spec, col_spec, dy_local.size(0), nullptr)) return false;
     return quantized_gather_bytes(row_spec, col_spec, dy_local.size(0), dy_local.size(1)) <
@@ -75,14 +69,14 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
 
   variable_list apply(variable_list&& grads) override {
     torch::NoGradGuard no_grad;
-    const nn::Recipe& r = state->recipe;
+    const core::Recipe& r = state->recipe;
     variable_list out(3);
     const torch::Tensor& dy = grads[0];
     if (!dy.defined()) return out;
-    nn::BackwardCounters counters(*state, backward_counter);
+    core::BackwardCounters counters(*state, backward_counter);
     const bool need_dx = task_should_compute_output(0), need_dw = task_should_compute_output(1);
-    const nn::OperandSpec* row_spec = need_dx ? &r.dy_row : nullptr;
-    const nn::OperandSpec* col_spec = need_dw ? &r.dy_col : nullptr;
+    const core::OperandSpec* row_spec = need_dx ? &r.dy_row : nullptr;
+    const core::OperandSpec* col_spec = need_dw ? &r.dy_col : nullptr;
     const std::string dy_name = state->name + ".grad_output";
     torch::Tensor dy2d = dy.reshape({-1, dy.size(-1)}).contiguous();  // all tokens' rows (after any gather)
     if (r.backward_hadamard) {
@@ -100,11 +94,11 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
                               *comm, dy_name);
       } else {
         if (options.scatter_output) dy2d = all_gather_dim0(dy2d, *comm, dy_name);
-        if (!r.dy_row.quantized || !r.dy_col.quantized) check_finite(dy2d, state->name + ": the output gradient");
+        if (!r.dy_row.quantized || !r.dy_col.quantized) check_no_nan(dy2d, state->name + ": the output gradient");
         dyq = quantize_with_group_amax(dy2d, row_spec, col_spec, options.reduce_dy_amax ? comm : nullptr, *state,
                                        dy_name, state->ds_dy.get(), false, place_of(dy2d, dy_slice(), *comm));
       }
-      remember(*state, dyq, "dy_row", "dy_col");
+      capture_copies(*state, dyq, "dy_row", "dy_col");
       if (need_dx) {
         const GemmOperand a = r.dy_row.quantized ? GemmOperand::rowwise(*dyq.row) : GemmOperand::high_precision(dy2d);
         const GemmOperand b =
@@ -125,15 +119,22 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
   }
 
   torch::Tensor dgrad(const GemmOperand& a, const GemmOperand& b) {
-    nn::GemmOptions go;
+    core::GemmOptions go;
     go.name = state->name + " dgrad";
+    go.fp64_accumulation = state->recipe.reproducible_sums;
     const bool partial = options.gather_input || options.reduce_dgrad;  // a partial sum over the out features
-    if (partial && nn::fp64_accumulation()) go.out_dtype = torch::kFloat64;
-    torch::Tensor dx = nn::gemm(a, b, go);
-    // Linear in dx, so applied to each rank's partial dgrad before the sum over the group.
-    if (x_mask.defined()) dx = through_quest_mask(dx, x_mask);
-    if (!partial) return dx.to(x_dtype).reshape(full_x_shape);
-    if (go.out_dtype != torch::kFloat64) dx = dx.to(x_dtype);
+    // FP64 out for a partial sum (added by the group, rounded once) and, as core/linear.cpp does, for an input
+    // with a QuEST mask (its Hadamards run on the unrounded sum).
+    if ((partial || x_mask.defined()) && go.fp64_accumulation) go.out_dtype = torch::kFloat64;
+    torch::Tensor dx = core::gemm(a, b, go);
+    if (!partial) {
+      if (x_mask.defined()) dx = through_quest_mask(dx, x_mask);
+      return dx.to(x_dtype).reshape(full_x_shape);
+    }
+    // QuEST's mask is applied after the sum over the group (it is linear in dx, but its two FP64 Hadamards are
+    // not exact), so it transforms the very sum one rank computes: bit for bit under FP64 sums. Without a mask
+    // the partial sums travel in x's dtype.
+    if (!x_mask.defined() && go.out_dtype != torch::kFloat64) dx = dx.to(x_dtype);
     dx = dx.reshape(full_x_shape);
     // Sequence parallel: every rank holds a partial dgrad of all tokens; each keeps the sum of its slice.
     if (options.gather_input) {
@@ -141,13 +142,21 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
     } else {
       all_reduce_(dx, ReduceOp::kSum, *comm, state->name + " dgrad all-reduce");
     }
+    if (x_mask.defined()) {
+      // Under SP this rank holds the dgrad of its own tokens: the matching rows of the gathered input's mask.
+      const int64_t rows = x_mask.size(0) / (options.gather_input ? comm->size() : 1);
+      const torch::Tensor mask = options.gather_input ? x_mask.narrow(0, comm->rank() * rows, rows) : x_mask;
+      const auto shape = dx.sizes().vec();
+      dx = through_quest_mask(dx.reshape({rows, shape.back()}), mask).reshape(shape);
+    }
     return dx.to(x_dtype);
   }
 
   torch::Tensor wgrad(const GemmOperand& a, const GemmOperand& b) {
-    nn::GemmOptions go;
+    core::GemmOptions go;
     go.name = state->name + " wgrad";
-    torch::Tensor dw = nn::gemm(a, b, go);
+    go.fp64_accumulation = state->recipe.reproducible_sums;
+    torch::Tensor dw = core::gemm(a, b, go);
     if (w_mask.defined()) dw = through_quest_mask(dw, w_mask);
     return dw.to(w_dtype);
   }
@@ -156,9 +165,9 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
   // column shard rotates its own N/tp features: the rotation cancels within every shard's partial product);
   // wgrad (dyᵀ·Q')(xᵀ·Q')ᵀ with Q' the rotation along all tokens drawn at forward time. Rowwise copies only.
   void rotated_backward(const torch::Tensor& dy2d, bool need_dx, bool need_dw, variable_list& out) {
-    nn::LinearState& s = *state;
-    const nn::Recipe& r = s.recipe;
-    auto quantized_rows = [&](const torch::Tensor& t, const nn::OperandSpec& spec, const char* role,
+    core::LinearState& s = *state;
+    const core::Recipe& r = s.recipe;
+    auto quantized_rows = [&](const torch::Tensor& t, const core::OperandSpec& spec, const char* role,
                               Communicator* group, Slice slice) {
       auto q = quantize_with_group_amax(t, &spec, nullptr, group, s, s.name + "." + role, nullptr, false,
                                         place_of(t, slice, *comm)).row;
@@ -189,36 +198,27 @@ struct ParallelLinearBackward : public nn::LinearBackwardBase {  // what it save
   }
 };
 
-// The weight shard's quantized copies, cached in the LinearState like core/linear.cpp's cache, with the
-// group amax: every rank refreshes at the same forward (the optimizer writes all shards in the same step).
-void refresh_weight_cache(const torch::Tensor& weight, nn::LinearState& s, Communicator& comm, WeightSplit split) {
-  const nn::Recipe& r = s.recipe;
-  if (!r.w_row.quantized && (!r.w_col.quantized || r.backward_hadamard)) return;
-  const int64_t version = weight._version();
-  if (s.cache_ptr == weight.data_ptr() && s.cache_version == version && (s.w_row || s.w_col)) return;
-  // Under backward_hadamard the dgrad copy of W is rotated afresh in every backward: nothing to cache for it.
-  const nn::OperandSpec* col = r.backward_hadamard ? nullptr : &r.w_col;
+// The weight shard's quantized copies, cached in the LinearState as core/linear.cpp's are, with the group
+// amax: every rank refreshes at the same forward (the optimizer writes all shards in the same step).
+void refresh_weight_cache(const torch::Tensor& weight, core::LinearState& s, Communicator& comm, WeightSplit split) {
   const Slice slice = split == WeightSplit::kOutputFeatures  ? Slice::kRows
                       : split == WeightSplit::kInputFeatures ? Slice::kCols
                                                              : Slice::kWhole;
-  const QuantizedCopies wq = quantize_with_group_amax(weight.contiguous(), &r.w_row, col, &comm, s, s.name + ".weight",
-                                                      s.ds_w.get(), false, place_of(weight, slice, comm));
-  remember(s, wq, "w_row", "w_col");
-  s.w_row = wq.row;
-  s.w_col = wq.col;
-  s.cache_ptr = weight.data_ptr();
-  s.cache_version = version;
-  ++s.weight_quantizations;
+  core::refresh_weight_cache(weight, s,
+                             [&](const torch::Tensor& w, const core::OperandSpec* row, const core::OperandSpec* col) {
+                               return quantize_with_group_amax(w, row, col, &comm, s, s.name + ".weight", s.ds_w.get(),
+                                                               false, place_of(w, slice, comm));
+                             });
 }
 
 }  // namespace
 
 torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weight,
-                              const std::optional<torch::Tensor>& bias, const std::shared_ptr<nn::LinearState>& state,
+                              const std::optional<torch::Tensor>& bias, const std::shared_ptr<core::LinearState>& state,
                               Communicator& comm, const ParallelLinearOptions& options) {
-  nn::LinearState& s = *state;
+  core::LinearState& s = *state;
   const std::string& who = s.name;
-  const nn::Recipe& r = s.recipe;
+  const core::Recipe& r = s.recipe;
   if (weight.dim() != 2) throw InvalidArgument(who + ": weight shard must be 2-D (out_features, in_features)");
   const int64_t n = weight.size(0), k = weight.size(1);
   if (x.dim() < 2 && options.gather_input)
@@ -259,8 +259,8 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
   {
     torch::NoGradGuard no_grad;
     const torch::Tensor x2d = x.reshape({-1, k}).contiguous();
-    if (!r.x_row.quantized) check_finite(x2d, who + ": the input");
-    if (!r.w_row.quantized) check_finite(weight, who + ": the weight");
+    if (!r.x_row.quantized) check_no_nan(x2d, who + ": the input");
+    if (!r.w_row.quantized) check_no_nan(weight, who + ": the weight");
     refresh_weight_cache(weight, s, comm, options.split);
     // Quantize the local rows with the group's per-tensor factors, then gather the quantized copies (or, for
     // Quartet, quantize the gathered rows, identical on every rank).
@@ -273,21 +273,22 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
                                                   x_group, s, who + ".input", s.ds_x.get(), false,
                                                   place_of(x_rows, x_slice, comm));
     if (gather && !dense_gather) xq = all_gather_rows(xq, comm, who + ".input");
-    remember(s, xq, "x_row", "x_col");
+    capture_copies(s, xq, "x_row", "x_col");
     // High-precision operands (bf16 recipe, or a recipe leaving x unquantized) are gathered as they are.
     const bool dense_needed = !r.x_row.quantized || (need_wgrad && !rotated && !r.x_col.quantized);
     torch::Tensor x_full;
     if (dense_needed) x_full = gather && !dense_gather ? all_gather_dim0(x2d, comm, who + ".input") : x_rows;
     const GemmOperand a = r.x_row.quantized ? GemmOperand::rowwise(*xq.row) : GemmOperand::high_precision(x_full);
     const GemmOperand b = r.w_row.quantized ? GemmOperand::rowwise(*s.w_row) : GemmOperand::high_precision(weight);
-    nn::GemmOptions go;
+    core::GemmOptions go;
     go.name = who + " fprop";
     if (bias) go.bias = bias->detach();
     const bool partial = (options.scatter_output || options.reduce_output) && comm.size() > 1;
-    go.out_dtype = partial && nn::fp64_accumulation() ? torch::kFloat64 : x.scalar_type();
+    go.fp64_accumulation = s.recipe.reproducible_sums;
+    go.out_dtype = partial && go.fp64_accumulation ? torch::kFloat64 : x.scalar_type();
     auto out_shape = full_shape;
     out_shape.back() = n;
-    y = nn::gemm(a, b, go).reshape(out_shape);
+    y = core::gemm(a, b, go).reshape(out_shape);
     // Row-parallel under SP: every rank holds partial sums for all tokens and keeps the total of its own.
     if (options.scatter_output && comm.size() > 1) y = reduce_scatter_dim0(y, comm, who + " output reduce-scatter");
     if (options.reduce_output && comm.size() > 1) all_reduce_(y, ReduceOp::kSum, comm, who + " output all-reduce");
@@ -301,7 +302,7 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
       node->full_x_shape = full_shape;
       // Quartet gathers x itself (dense_gather), so x_rows holds all tokens; an unquantized wgrad operand is
       // the dense gather x_full.
-      nn::add_saved_bytes(node->save_for_backward(
+      core::add_saved_bytes(node->save_for_backward(
           state, rotated ? x_rows : x_full, x.scalar_type(), xq.row, xq.col, weight, bias.has_value(), need_wgrad,
           [&](const torch::Tensor& xt) {
             return quantize_with_group_amax(xt, &r.x_col, nullptr, x_group, s, who + ".input", nullptr, false,
@@ -317,4 +318,4 @@ torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weigh
   return y;
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

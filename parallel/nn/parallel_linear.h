@@ -24,7 +24,7 @@
 #include "core/linear.h"
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 // Which dimension of the full weight this rank's shard is a slice of. It places every tensor the Linear
 // quantizes within the tensor one rank would quantize (precision::SrIndexMap), so stochastic rounding draws,
@@ -45,17 +45,17 @@ struct ParallelLinearOptions {
   // all-gathered (Transformer Engine's FP8 gather of grad_output) when that is exact and moves fewer bytes
   // (group_quantize.h gathers_exactly), else gathered in its own dtype and quantized after. No bias here.
   bool scatter_output = false;
-  // Under nn::fp64_accumulation (core/gemm.h), the partial sums a K split leaves on each rank are added by the
-  // group in FP64 and rounded once, inside the Linear: `reduce_output` (row-parallel without SP) all-reduces y in
-  // forward (its backward is the identity: dy is replicated), `reduce_dgrad` (column-parallel without SP)
-  // all-reduces dx in backward (in place of copy_to_tensor_parallel's). scatter_output / gather_input reduce
-  // in FP64 too. Bit for bit the single-rank sums.
+  // Under the recipe's reproducible_sums (core/gemm.h fp64_accumulation), the partial sums a K split leaves on each
+  // rank are added by the group in FP64 and rounded once, inside the Linear: `reduce_output` (row-parallel without SP)
+  // all-reduces y in forward (its backward is the identity: dy is replicated), `reduce_dgrad` (column-parallel without
+  // SP) all-reduces dx in backward (in place of copy_to_tensor_parallel's). scatter_output / gather_input reduce in
+  // FP64 too. Bit for bit the single-rank sums.
   bool reduce_output = false;
   bool reduce_dgrad = false;
 };
 
 torch::Tensor parallel_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
-                              const std::optional<torch::Tensor>& bias, const std::shared_ptr<nn::LinearState>& state,
+                              const std::optional<torch::Tensor>& bias, const std::shared_ptr<core::LinearState>& state,
                               Communicator& comm, const ParallelLinearOptions& options);
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

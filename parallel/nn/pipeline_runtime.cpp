@@ -3,8 +3,6 @@
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/variable.h>
 
-#include <sched.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,7 +16,7 @@
 #include "parallel/runtime.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 // Message tags: one per kind, so activations and gradients between the same two ranks match in issue order
@@ -134,10 +132,7 @@ void agree(Communicator& pp, const PipelineRuntimeOptions& o) {
 // core of its own. Otherwise (oversubscribed CI, CPU ranks sharing cores) a rank idle in its bubble must leave
 // the core to the rank it waits for, or the bubble it measures is its own spinning.
 bool ranks_have_own_cores() {
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return false;
-  return static_cast<int64_t>(info().local_size) * at::get_num_threads() <= CPU_COUNT(&allowed);
+  return at::get_num_threads() <= cores_per_rank();
 }
 
 // Waits for a paired operation. With cores to spare it polls back to back for up to 1 ms: a short wait is on
@@ -396,4 +391,4 @@ PipelineTiming gather_timing(Communicator& pp, const PipelineStepStats& stats) {
   return pipeline_timing(compute, step);
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -38,7 +38,7 @@
 #include "parallel/communicator.h"
 #include "parallel/pipeline_schedule.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 using StageForward = std::function<torch::Tensor(int chunk, int microbatch, const torch::Tensor& input)>;
 
@@ -85,4 +85,4 @@ class PipelineRuntime {
   ScheduleReport report_;
 };
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -4,7 +4,7 @@
 
 #include "parallel/nn/torch_collectives.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -94,4 +94,4 @@ torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, Commun
   return comm.size() == 1 ? x : ReduceScatterToSequence::apply(x, &comm);
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

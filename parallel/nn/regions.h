@@ -7,7 +7,7 @@
 
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 // "f": forward identity, backward all-reduce (sum). Enters a tensor-parallel region with a replicated input.
 torch::Tensor copy_to_tensor_parallel(const torch::Tensor& x, Communicator& comm);
@@ -21,4 +21,4 @@ torch::Tensor gather_from_sequence_parallel(const torch::Tensor& x, Communicator
 // Forward: reduce-scatter dim 0; backward: all-gather dim 0. Leaves a tensor-parallel region under SP.
 torch::Tensor reduce_scatter_to_sequence_parallel(const torch::Tensor& x, Communicator& comm);
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

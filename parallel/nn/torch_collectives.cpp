@@ -5,7 +5,7 @@
 #include "parallel/nn/host_staging.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 std::atomic<int64_t> g_bytes{0};
@@ -89,4 +89,4 @@ torch::Tensor split_dim0(const torch::Tensor& t, const Communicator& comm, const
 int64_t communicated_bytes() { return g_bytes.load(); }
 void reset_communicated_bytes() { g_bytes = 0; }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -8,7 +8,7 @@
 
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 // The communicable element type of a tensor; InvalidArgument naming `what` and the valid dtypes otherwise.
 DType dtype_of_tensor(const torch::Tensor& t, const std::string& what);
@@ -22,8 +22,10 @@ torch::Tensor reduce_scatter_dim0(const torch::Tensor& t, Communicator& comm, co
 // This rank's block of dim 0 (no communication). Dim 0 must divide by the group size.
 torch::Tensor split_dim0(const torch::Tensor& t, const Communicator& comm, const std::string& what);
 
-// Bytes this process handed to collectives (the input buffer of each call) since the last reset.
+// Bytes this process handed to collectives (the input buffer of each call) since the last reset. A meter like
+// torch.cuda.memory_stats: process-wide, read by benchmarks and tests as a difference around the code they
+// measure; nothing numeric depends on it.
 int64_t communicated_bytes();
 void reset_communicated_bytes();
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

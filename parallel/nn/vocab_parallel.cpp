@@ -4,7 +4,7 @@
 #include "parallel/nn/torch_collectives.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -25,12 +25,11 @@ void check_ids(const torch::Tensor& ids, int64_t vocab, const std::string& who, 
 
 struct CrossEntropy : torch::autograd::Function<CrossEntropy> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& targets,
-                               Communicator* comm, int64_t ignore_index) {
+                               Communicator* comm, int64_t ignore_index, bool fp64_sums) {
     const int64_t vl = logits.size(-1), start = comm->rank() * vl;
-    // FP32, or FP64 under nn::fp64_accumulation: then the sums over the vocabulary split across ranks are exact
-    // enough to round to the single-rank loss and gradient bit for bit (core/model's cross_entropy does the same).
-    const torch::Tensor l = logits.detach().reshape({-1, vl}).to(nn::fp64_accumulation() ? torch::kFloat64
-                                                                                          : torch::kFloat32);
+    // FP32, or FP64 with fp64_sums: then the sums over the vocabulary split across ranks are exact enough to
+    // round to the single-rank loss and gradient bit for bit (core/model's cross_entropy does the same).
+    const torch::Tensor l = logits.detach().reshape({-1, vl}).to(fp64_sums ? torch::kFloat64 : torch::kFloat32);
     const torch::Tensor t = targets.reshape({-1}).to(torch::kInt64);
     torch::Tensor row_max = std::get<0>(l.max(1)).contiguous();
     all_reduce_(row_max, ReduceOp::kMax, *comm, "vocab_parallel_cross_entropy max");
@@ -58,7 +57,7 @@ struct CrossEntropy : torch::autograd::Function<CrossEntropy> {
     grad = grad * valid.unsqueeze(1) * (g[0].to(grad.scalar_type()) / count);
     const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
     return {grad.to(dtype).reshape(ctx->saved_data["shape"].toIntVector()), torch::Tensor(), torch::Tensor(),
-            torch::Tensor()};
+            torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -78,7 +77,7 @@ torch::Tensor vocab_parallel_embedding_partial(const torch::Tensor& tokens, cons
 }
 
 torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets,
-                                           Communicator& comm, int64_t ignore_index) {
+                                           Communicator& comm, int64_t ignore_index, bool fp64_sums) {
   const std::string who = "vocab_parallel_cross_entropy";
   if (logits_shard.dim() < 1) throw InvalidArgument(who + ": logits need a vocabulary dim");
   const auto lead = logits_shard.sizes().slice(0, logits_shard.dim() - 1);
@@ -89,7 +88,7 @@ torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& logits_shard, co
     throw InvalidArgument(who + ": logits must be floating point, got " +
                           std::string(c10::toString(logits_shard.scalar_type())));
   check_ids(targets, logits_shard.size(-1) * comm.size(), who, ignore_index, true);
-  return CrossEntropy::apply(logits_shard, targets, &comm, ignore_index);
+  return CrossEntropy::apply(logits_shard, targets, &comm, ignore_index, fp64_sums);
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -3,11 +3,11 @@
 #include <algorithm>
 
 #include "optim/fused_step.h"
-#include "optim/grad_check.h"
 #include "optim/state_codec.h"
+#include "optim/torch/grad_norm.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 constexpr int64_t kFp8GatherBlock = 128;  // elements per FP32 scale of the FP8 all-gather
@@ -18,12 +18,6 @@ struct Piece {
   int64_t begin, end;        // elements of the parameter
   int64_t shard_at;          // where the piece starts in the shard buffer
 };
-
-std::vector<std::string> moment_keys(const optim::OptimizerConfig& c) {
-  if (c.kind == "adamw") return {"exp_avg", "exp_avg_sq"};
-  if (c.momentum != 0.0) return {"momentum_buffer"};
-  return {};
-}
 
 View raw_view(torch::Tensor& t) {
   const DType d = t.scalar_type() == torch::kFloat32    ? DType::kFloat32
@@ -96,6 +90,10 @@ ZeroOptimizer::ZeroOptimizer(std::vector<std::pair<std::string, torch::Tensor>> 
     : impl_(std::make_unique<Impl>(std::move(named_params), std::move(config), dp, options)) {
   Impl& m = *impl_;
   m.config.validate();
+  if (m.config.max_grad_norm)
+    throw InvalidArgument(
+        "ZeroOptimizer: config.max_grad_norm would clip by this rank's shard norm; clip by the "
+        "global norm (parallel/nn/global_clip.h) and pass the coefficient as step()'s grad_scale");
   if (m.params.empty()) throw InvalidArgument("ZeroOptimizer: no parameters");
   m.dtype = m.params[0].second.scalar_type();
   for (const auto& [name, p] : m.params) {
@@ -140,13 +138,13 @@ void ZeroOptimizer::finish_gradients() {
   impl_->grads_ready = true;
 }
 
-double ZeroOptimizer::shard_grad_norm_squared() {
+std::vector<torch::Tensor> ZeroOptimizer::shard_grads() {
   finish_gradients();
-  std::vector<optim::GradientView> views;
-  for (const torch::Tensor& g : impl_->piece_grads())
-    views.push_back({g.data_ptr(), optim::ElementType::kFloat32, g.numel()});
-  const optim::GradientReport r = optim::check_gradients(views);
-  return r.first_nonfinite >= 0 ? std::numeric_limits<double>::infinity() : r.sum_squares;
+  Impl& m = *impl_;
+  std::vector<torch::Tensor> out(m.params.size());
+  const std::vector<torch::Tensor> pieces = m.piece_grads();
+  for (size_t k = 0; k < m.pieces.size(); ++k) out[m.pieces[k].param] = pieces[k];
+  return out;
 }
 
 optim::StepResult ZeroOptimizer::step(double lr_factor, float grad_scale) {
@@ -154,9 +152,7 @@ optim::StepResult ZeroOptimizer::step(double lr_factor, float grad_scale) {
   finish_gradients();
   m.grads_ready = false;
   const std::vector<torch::Tensor> grads = m.piece_grads();
-  std::vector<optim::GradientView> views;
-  for (const torch::Tensor& g : grads) views.push_back({g.data_ptr(), optim::ElementType::kFloat32, g.numel()});
-  const optim::GradientReport r = optim::check_gradients(views);
+  const optim::GradientReport r = optim::check_gradient_tensors(grads);
   // One verdict for the group: a rank that stepped while another skipped would desynchronise the replicas.
   double bad = r.first_nonfinite >= 0 ? 1.0 : 0.0;
   m.dp.all_reduce(std::span<double>(&bad, 1), ReduceOp::kMax);
@@ -268,7 +264,7 @@ std::map<std::string, torch::Tensor> gather_zero_state(const std::vector<std::ma
   const int ranks = static_cast<int>(shards.size());
   const FlatLayout L = make_flat_layout(numels_of(params), ranks);
   const optim::StateCodec codec = optim::parse_state_codec(config.state);
-  const std::vector<std::string> keys = moment_keys(config);
+  const std::vector<std::string> keys = optim::moment_keys(config);
   std::map<std::string, torch::Tensor> full;
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& [name, shape] = params[i];
@@ -332,7 +328,7 @@ std::map<std::string, torch::Tensor> split_zero_state(const std::map<std::string
                           std::to_string(ranks) + ")");
   const FlatLayout L = make_flat_layout(numels_of(params), ranks);
   const optim::StateCodec codec = optim::parse_state_codec(config.state);
-  const std::vector<std::string> keys = moment_keys(config);
+  const std::vector<std::string> keys = optim::moment_keys(config);
   std::map<std::string, torch::Tensor> out;
   for (size_t i = 0; i < params.size(); ++i) {
     const std::string& name = params[i].first;
@@ -364,4 +360,4 @@ std::map<std::string, torch::Tensor> split_zero_state(const std::map<std::string
   return out;
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

@@ -28,7 +28,7 @@
 #include "parallel/communicator.h"
 #include "parallel/nn/grad_buckets.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 struct ZeroOptions {
   double bucket_mb = 25.0;
@@ -38,6 +38,8 @@ struct ZeroOptions {
 class ZeroOptimizer {
  public:
   // Parameters: all float32 or all bfloat16, CPU, contiguous, in registration order. `dp` must outlive this.
+  // config.max_grad_norm must be unset: a shard's own norm is not the model's; clip by the global norm and pass
+  // the coefficient as step()'s grad_scale.
   ZeroOptimizer(std::vector<std::pair<std::string, torch::Tensor>> named_params, optim::OptimizerConfig config,
                 Communicator& dp, ZeroOptions options = {});
   ~ZeroOptimizer();
@@ -48,9 +50,10 @@ class ZeroOptimizer {
   GradBuckets& buckets();
   // Waits for the gradient reductions (GradBuckets::finish). step() calls it; call it earlier to clip.
   void finish_gradients();
-  // Sum of squares of this rank's averaged gradient shard (+inf if any element is NaN/Inf). Shards are
-  // disjoint: the all-reduced sum over the dp group is the squared norm of the full averaged gradient.
-  double shard_grad_norm_squared();
+  // Finishes the gradients; per parameter (registration order) this rank's piece of its averaged gradient, a
+  // view into the shard (undefined where this rank holds none). Pieces are disjoint over the dp group: the
+  // global norm (parallel/nn/global_clip.h) sums their squares over dp.
+  std::vector<torch::Tensor> shard_grads();
   // Finishes the gradients, then one step (see above). Every rank returns the same `applied`.
   optim::StepResult step(double lr_factor = 1.0, float grad_scale = 1.0f);
   // Copies this rank's shard from the model parameters (done at construction; call it after loading model
@@ -81,4 +84,4 @@ std::map<std::string, torch::Tensor> split_zero_state(const std::map<std::string
                                                       const ParamShapes& params, const optim::OptimizerConfig& config,
                                                       int ranks, int rank);
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

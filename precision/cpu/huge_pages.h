@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #endif
 
-namespace nibble::precision::cpu_quant {
+namespace nibble::precision::cpu {
 
 inline void advise_huge_pages(const void* p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -25,4 +25,4 @@ inline void advise_huge_pages(const void* p, size_t bytes) {
 #endif
 }
 
-}  // namespace nibble::precision::cpu_quant
+}  // namespace nibble::precision::cpu

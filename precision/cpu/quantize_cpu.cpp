@@ -24,10 +24,10 @@
 namespace nibble::precision {
 namespace {
 
-using cpu_quant::BlockShape;
-using cpu_quant::block_shape;
-using cpu_quant::is_2d;
-using cpu_quant::is_fp4;
+using cpu::block_shape;
+using cpu::BlockShape;
+using cpu::is_2d;
+using cpu::is_fp4;
 
 constexpr uint64_t kColumnwiseOffset = uint64_t{1} << 63;  // columnwise copies draw independent SR bits
 constexpr float kBF16Max = 3.3895313892515355e38f;         // 0x7F7F as bfloat16
@@ -132,7 +132,7 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   validate(in, o);
   if ((o.rowwise && !rowwise) || (o.columnwise && !columnwise))
     throw InvalidArgument("quantize(" + in.name + "): missing output buffers for a requested copy");
-  const cpu_quant::TileInput tin{in.data, in.type, in.rows, in.cols};
+  const cpu::TileInput tin{in.data, in.type, in.rows, in.cols};
   const int threads = num_threads();
   const bool bf16 = in.type == InputType::kBFloat16;
   const float value_for_inf = bf16 ? kBF16Max : FLT_MAX;
@@ -141,16 +141,16 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   // Scales that need the global amax before any element is encoded.
   const bool amax_first = (o.scheme == Scheme::kFP8Tensor && !o.use_fixed_scale) || o.scheme == Scheme::kNVFP4 ||
                           o.scheme == Scheme::kNVFP4_2D;
-  cpu_quant::AmaxResult a;
+  cpu::AmaxResult a;
   float col_amax = 0.0f;
   if (rht) {  // (only nvfp4 takes RHT, and it is an amax_first scheme)
-    const cpu_quant::RhtAmaxResult r = cpu_quant::rht_amax(tin, rht_sign_mask(o.rht_seed), bf16, threads);
+    const cpu::RhtAmaxResult r = cpu::rht_amax(tin, rht_sign_mask(o.rht_seed), bf16, threads);
     a = r.input;
     if (a.nan) report_nan(in);
     if (r.transformed.nan) report_transform_nan(in, "16-point RHT");
     col_amax = r.transformed.amax;
   } else if (amax_first) {
-    a = cpu_quant::input_amax(tin, threads);
+    a = cpu::input_amax(tin, threads);
     if (a.nan) report_nan(in);
     col_amax = a.amax;
   }
@@ -159,26 +159,29 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   // (into a target without buffers when the rowwise copy was not asked for).
   auto target = [&](const QuantizedCopy* out, bool columnwise, uint64_t offset, float copy_amax) {
     const int64_t rows = columnwise ? in.cols : in.rows, cols = columnwise ? in.rows : in.cols;
-    cpu_quant::CopyTarget t{copy_layout(o, rows, cols), out ? *out : QuantizedCopy{}, offset,
-                            sr_copy_indexing(o.sr_index, columnwise, in.rows, in.cols),
-                            nvfp4_global_encode_scale(copy_amax), BlockScale{}};
+    cpu::CopyTarget t{copy_layout(o, rows, cols),
+                      out ? *out : QuantizedCopy{},
+                      offset,
+                      sr_copy_indexing(o.sr_index, columnwise, in.rows, in.cols),
+                      nvfp4_global_encode_scale(copy_amax),
+                      BlockScale{}};
     t.tensor_scale = block_scale(o, copy_amax, value_for_inf, t.nvfp4_global_enc);
     return t;
   };
   const bool make_rowwise = o.rowwise || (o.columnwise && is_2d(o.scheme));
-  cpu_quant::CopyTarget row = target(o.rowwise ? rowwise : nullptr, false, o.offset, a.amax);
-  cpu_quant::CopyTarget col = target(o.columnwise ? columnwise : nullptr, true, o.offset + kColumnwiseOffset, col_amax);
+  cpu::CopyTarget row = target(o.rowwise ? rowwise : nullptr, false, o.offset, a.amax);
+  cpu::CopyTarget col = target(o.columnwise ? columnwise : nullptr, true, o.offset + kColumnwiseOffset, col_amax);
   if (o.scheme == Scheme::kFP8Tensor) {
-    for (const cpu_quant::CopyTarget* t : {&row, &col})
+    for (const cpu::CopyTarget* t : {&row, &col})
       if (t->out.scale) static_cast<float*>(t->out.scale)[0] = t->tensor_scale.scale_inv;
   }
-  for (const cpu_quant::CopyTarget* t : {&row, &col}) {  // fresh buffers: fault them in as huge pages
+  for (const cpu::CopyTarget* t : {&row, &col}) {  // fresh buffers: fault them in as huge pages
     const CopyLayout& L = t->layout;
-    cpu_quant::advise_huge_pages(t->out.data, static_cast<size_t>(L.rows * L.data_row_bytes));
-    cpu_quant::advise_huge_pages(t->out.mask, static_cast<size_t>(L.rows * L.cols));
+    cpu::advise_huge_pages(t->out.data, static_cast<size_t>(L.rows * L.data_row_bytes));
+    cpu::advise_huge_pages(t->out.mask, static_cast<size_t>(L.rows * L.cols));
   }
-  const cpu_quant::PassResult pass = cpu_quant::quantize_tiles(tin, o, value_for_inf, make_rowwise ? &row : nullptr,
-                                                               o.columnwise ? &col : nullptr, !amax_first, threads);
+  const cpu::PassResult pass = cpu::quantize_tiles(tin, o, value_for_inf, make_rowwise ? &row : nullptr,
+                                                   o.columnwise ? &col : nullptr, !amax_first, threads);
   if (!amax_first && !rht) {
     a = pass.input;
     if (a.nan) report_nan(in);

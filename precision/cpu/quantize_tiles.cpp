@@ -23,7 +23,7 @@
 #include "precision/cpu/tile_block_scales.h"
 #include "precision/scaling.h"
 
-namespace nibble::precision::cpu_quant {
+namespace nibble::precision::cpu {
 
 BlockShape block_shape(Scheme s) {
   switch (s) {
@@ -666,4 +666,4 @@ PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float v
   return PassResult{AmaxResult{amax, nan}, transform_nan};
 }
 
-}  // namespace nibble::precision::cpu_quant
+}  // namespace nibble::precision::cpu

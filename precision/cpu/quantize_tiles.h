@@ -10,7 +10,7 @@
 #include "precision/block_scale.h"
 #include "precision/quantize.h"
 
-namespace nibble::precision::cpu_quant {
+namespace nibble::precision::cpu {
 
 inline constexpr int64_t kTileRows = 128;  // a multiple of every block height along M (16, 32, 128)
 inline constexpr int64_t kTileCols = 128;  // a multiple of every block width along K (16, 32, 128)
@@ -70,4 +70,4 @@ struct PassResult {
 PassResult quantize_tiles(const TileInput& in, const QuantizeOptions& o, float value_for_inf, const CopyTarget* row,
                           const CopyTarget* col, bool measure_amax, int threads);
 
-}  // namespace nibble::precision::cpu_quant
+}  // namespace nibble::precision::cpu

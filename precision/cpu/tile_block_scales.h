@@ -14,7 +14,7 @@
 
 #include "precision/block_scale.h"
 
-namespace nibble::precision::cpu_quant {
+namespace nibble::precision::cpu {
 
 #if defined(__AVX512F__)
 // Lane l of the result: max of m[l]'s 16 lanes (transpose-and-reduce of eight vectors). Masked forms with
@@ -134,4 +134,4 @@ inline void block_scales(Scheme s, const BlockScaleConstants& c, const float* am
   }
 }
 
-}  // namespace nibble::precision::cpu_quant
+}  // namespace nibble::precision::cpu

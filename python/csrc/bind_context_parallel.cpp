@@ -3,7 +3,7 @@
 #include <optional>
 
 #include "parallel/communicator.h"
-#include "parallel/nn/context_parallel.h"
+#include "parallel/nn/context_parallel_attention.h"
 #include "python/csrc/bindings.h"
 
 namespace nibble::python {
@@ -19,7 +19,7 @@ void bind_context_parallel(py::module_& m) {
       [](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, par::Communicator& comm,
          std::optional<double> scale) {
         py::gil_scoped_release release;
-        return par::ring_attention(q, k, v, comm, scale);
+        return par::nn::ring_attention(q, k, v, comm, scale);
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("comm"), py::arg("scale") = py::none());
   m.def(
@@ -27,11 +27,11 @@ void bind_context_parallel(py::module_& m) {
       [](const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, par::Communicator& comm,
          std::optional<double> scale) {
         py::gil_scoped_release release;
-        return par::ulysses_attention(q, k, v, comm, scale);
+        return par::nn::ulysses_attention(q, k, v, comm, scale);
       },
       py::arg("q"), py::arg("k"), py::arg("v"), py::arg("comm"), py::arg("scale") = py::none());
-  m.def("cp_split", &par::context_parallel_split, py::arg("x"), py::arg("dim"), py::arg("cp"), py::arg("rank"));
-  m.def("cp_merge", &par::context_parallel_merge, py::arg("x"), py::arg("dim"), py::arg("cp"));
+  m.def("cp_split", &par::nn::context_parallel_split, py::arg("x"), py::arg("dim"), py::arg("cp"), py::arg("rank"));
+  m.def("cp_merge", &par::nn::context_parallel_merge, py::arg("x"), py::arg("dim"), py::arg("cp"));
 }
 
 }  // namespace nibble::python

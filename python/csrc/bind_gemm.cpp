@@ -10,8 +10,8 @@ namespace py = pybind11;
 // An operand from Python: a torch.Tensor, or a tuple (data, scale, global_amax, rows, cols, scheme, fmt)
 // describing a quantized copy (python/nibble/quantize.py builds it).
 struct PyOperand {
-  nn::QuantizedCopyTensor copy;
-  nn::GemmOperand op;
+  core::QuantizedCopyTensor copy;
+  core::GemmOperand op;
 };
 
 void load(const py::object& obj, PyOperand& out) {
@@ -22,33 +22,32 @@ void load(const py::object& obj, PyOperand& out) {
     out.copy.global_amax = t[2].cast<torch::Tensor>().to(torch::kFloat32).contiguous();
     out.copy.rows = t[3].cast<int64_t>();
     out.copy.cols = t[4].cast<int64_t>();
-    out.op = nn::GemmOperand::quantized(out.copy, options_for_copy(t[5].cast<std::string>(), t[6]));
+    out.op = core::GemmOperand::quantized(out.copy, options_for_copy(t[5].cast<std::string>(), t[6]));
   } else {
-    out.op = nn::GemmOperand::high_precision(obj.cast<torch::Tensor>());
+    out.op = core::GemmOperand::high_precision(obj.cast<torch::Tensor>());
   }
 }
 
 torch::Tensor gemm(const py::object& a, const py::object& b, std::optional<torch::Tensor> bias,
-                   std::optional<torch::Tensor> accumulate, py::object out_dtype) {
+                   std::optional<torch::Tensor> accumulate, py::object out_dtype, bool fp64_accumulation) {
   PyOperand pa, pb;
   load(a, pa);
   load(b, pb);
-  nn::GemmOptions options;
+  core::GemmOptions options;
   options.bias = bias;
   options.accumulate = accumulate;
   options.name = "nibble.gemm";
+  options.fp64_accumulation = fp64_accumulation;
   if (!out_dtype.is_none()) options.out_dtype = torch::python::detail::py_object_to_dtype(out_dtype);
   py::gil_scoped_release no_gil;
-  return nn::gemm(pa.op, pb.op, options);
+  return core::gemm(pa.op, pb.op, options);
 }
 
 }  // namespace
 
 void bind_gemm(py::module_& m) {
   m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("accumulate") = py::none(),
-        py::arg("out_dtype") = py::none());
-  m.def("set_fp64_accumulation", &nn::set_fp64_accumulation, py::arg("on"));
-  m.def("fp64_accumulation", &nn::fp64_accumulation);
+        py::arg("out_dtype") = py::none(), py::arg("fp64_accumulation") = false);
 }
 
 }  // namespace nibble::python

@@ -1,12 +1,17 @@
-// nibble.optim's C++ half: the fused CPU step over torch tensors, the gradient check, state layouts and
-// codec round trips, LR schedule factors. The Python optimizer classes (python/nibble/optim.py) own the
-// state tensors; this file only points the torch-free optim/ library at them.
+// nibble.optim's C++ half: the optimizer front-end (optim/torch/optimizer.h, bound as TorchOptimizer; the
+// Python AdamW / SGD classes are torch.optim.Optimizer wrappers around it), its config, the clipping
+// coefficient (optim/clip.h), codec round trips and LR schedule factors.
+#include <pybind11/stl.h>
+
+#include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "optim/clip.h"
 #include "optim/dynamic_map.h"
 #include "optim/fused_step.h"
-#include "optim/grad_check.h"
 #include "optim/lr_schedule.h"
 #include "optim/torch/optimizer.h"
 #include "precision/error.h"
@@ -57,118 +62,163 @@ optim::MomentView moment_view(const py::dict& state, const std::string& key, Sta
   return v;
 }
 
-struct Group {
-  std::vector<optim::TensorSlot> slots;
-  std::vector<torch::Tensor> keep_alive;
-};
+using NamedParams = std::vector<std::pair<std::string, torch::Tensor>>;
+using StateDict = std::map<std::string, torch::Tensor>;
 
-// One slot per parameter: params, grads, states (dicts with "step", the moments and, if present, "master").
-Group make_slots(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
-                 const std::vector<py::dict>& states, const std::vector<uint64_t>& index_bases,
-                 const std::vector<std::string>& names, const std::string& codec_name,
-                 const std::vector<std::string>& moment_keys) {
-  const size_t n = params.size();
-  if (grads.size() != n || states.size() != n || index_bases.size() != n || names.size() != n)
-    throw InvalidArgument("nibble.optim: params, grads, states, index_bases and names must have equal lengths");
-  const StateCodec codec = optim::parse_state_codec(codec_name);
-  Group g;
-  g.slots.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    optim::TensorSlot& s = g.slots[i];
-    const std::string& name = names[i];
-    s.numel = params[i].numel();
-    s.param_type = element_type(params[i], "parameter " + name);
-    s.param = params[i].data_ptr();
-    s.grad_type = element_type(grads[i], "gradient of " + name);
-    if (grads[i].numel() != s.numel)
-      throw InvalidArgument("nibble.optim: gradient of " + name + " has " + std::to_string(grads[i].numel()) +
-                            " elements, the parameter " + std::to_string(s.numel));
-    s.grad = grads[i].data_ptr();
-    s.codec = codec;
-    s.index_base = index_bases[i];
-    const py::dict& st = states[i];
-    torch::Tensor step = state_tensor(st, "step", torch::kInt64, 1, name);
-    s.step = step.data_ptr<int64_t>();
-    g.keep_alive.push_back(step);
-    if (st.contains("master")) s.master = state_tensor(st, "master", torch::kFloat32, s.numel, name).data_ptr<float>();
-    if (!moment_keys.empty()) s.m = moment_view(st, moment_keys[0], codec, s.numel, name);
-    if (moment_keys.size() > 1) s.v = moment_view(st, moment_keys[1], codec, s.numel, name);
+// A config from a dict of OptimizerConfig's fields (torch's "betas" pair accepted for beta1, beta2; seed and
+// max_grad_norm checked here, where Python's int and None arrive).
+optim::OptimizerConfig config_of(const py::dict& d) {
+  optim::OptimizerConfig c;
+  for (const auto& [k, v] : d) {
+    const std::string key = py::str(k);
+    if (key == "kind")
+      c.kind = v.cast<std::string>();
+    else if (key == "state")
+      c.state = v.cast<std::string>();
+    else if (key == "master")
+      c.master = v.cast<std::string>();
+    else if (key == "lr")
+      c.lr = v.cast<double>();
+    else if (key == "beta1")
+      c.beta1 = v.cast<double>();
+    else if (key == "beta2")
+      c.beta2 = v.cast<double>();
+    else if (key == "betas")
+      std::tie(c.beta1, c.beta2) = v.cast<std::pair<double, double>>();
+    else if (key == "eps")
+      c.eps = v.cast<double>();
+    else if (key == "weight_decay")
+      c.weight_decay = v.cast<double>();
+    else if (key == "momentum")
+      c.momentum = v.cast<double>();
+    else if (key == "dampening")
+      c.dampening = v.cast<double>();
+    else if (key == "nesterov")
+      c.nesterov = v.cast<bool>();
+    else if (key == "stochastic_rounding")
+      c.stochastic_rounding = v.cast<bool>();
+    else if (key == "dre_clamp_k")
+      c.dre_clamp_k = v.cast<bool>();
+    else if (key == "max_grad_norm")
+      c.max_grad_norm = v.is_none() ? std::nullopt : std::optional(v.cast<double>());
+    else if (key == "seed") {
+      try {
+        c.seed = v.cast<uint64_t>();
+      } catch (const py::cast_error&) {
+        throw InvalidArgument("nibble optimizer config: seed = " + std::string(py::str(v)) +
+                              " is invalid; valid: an integer in [0, 2^64)");
+      }
+    } else {
+      throw InvalidArgument("nibble optimizer config: unknown key '" + key +
+                            "'; valid: kind, state, master, lr, beta1, beta2 (or betas), eps, weight_decay, "
+                            "momentum, dampening, nesterov, stochastic_rounding, dre_clamp_k, seed, max_grad_norm");
+    }
   }
-  return g;
+  c.validate();
+  return c;
 }
 
-optim::UpdateOptions update_options(uint64_t seed, float grad_scale, double lr_factor, bool stochastic_rounding,
-                                    bool dre_clamp_k) {
-  optim::UpdateOptions o;
-  o.seed = seed;
-  o.grad_scale = grad_scale;
-  o.lr_factor = lr_factor;
-  o.stochastic_rounding = stochastic_rounding;
-  o.dre_clamp_k = dre_clamp_k;
-  return o;
+// Python callers expect TypeError for an unsupported parameter dtype (as torch raises); the optimizer's own
+// check raises ValueError, so the binding looks first.
+void check_param_dtypes(const NamedParams& params) {
+  for (const auto& [name, p] : params)
+    if (p.defined() && p.scalar_type() != torch::kFloat32 && p.scalar_type() != torch::kBFloat16)
+      throw py::type_error("nibble.optim: parameter '" + name + "' has dtype " +
+                           std::string(py::str(py::cast(p).attr("dtype"))) +
+                           "; supported: torch.float32, torch.bfloat16");
 }
 
-void adamw_update(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
-                  const std::vector<py::dict>& states, const std::vector<uint64_t>& index_bases,
-                  const std::vector<std::string>& names, const std::string& codec, double lr, double beta1,
-                  double beta2, double eps, double weight_decay, uint64_t seed, float grad_scale,
-                  bool stochastic_rounding, bool dre_clamp_k) {
-  Group g = make_slots(params, grads, states, index_bases, names, codec, {"exp_avg", "exp_avg_sq"});
-  const optim::AdamWHyper h{lr, beta1, beta2, eps, weight_decay};
-  const optim::UpdateOptions o = update_options(seed, grad_scale, 1.0, stochastic_rounding, dre_clamp_k);
-  {
-    py::gil_scoped_release no_gil;
-    optim::adamw_update(g.slots, h, o);
-  }
-  optim::mark_written_in_place(params);
-}
-
-void sgd_update(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
-                const std::vector<py::dict>& states, const std::vector<uint64_t>& index_bases,
-                const std::vector<std::string>& names, const std::string& codec, double lr, double momentum,
-                double dampening, double weight_decay, bool nesterov, uint64_t seed, float grad_scale,
-                bool stochastic_rounding, bool dre_clamp_k) {
-  std::vector<std::string> keys;
-  if (momentum != 0.0) keys.push_back("momentum_buffer");
-  Group g = make_slots(params, grads, states, index_bases, names, codec, keys);
-  optim::SgdHyper h;
-  h.lr = lr;
-  h.momentum = momentum;
-  h.dampening = dampening;
-  h.weight_decay = weight_decay;
-  h.nesterov = nesterov;
-  const optim::UpdateOptions o = update_options(seed, grad_scale, 1.0, stochastic_rounding, dre_clamp_k);
-  {
-    py::gil_scoped_release no_gil;
-    optim::sgd_update(g.slots, h, o);
-  }
-  optim::mark_written_in_place(params);
-}
-
-// (sum of squares, index of the first gradient with NaN/Inf or -1, element index inside it or -1)
-py::tuple check_gradients(const std::vector<torch::Tensor>& grads) {
-  std::vector<optim::GradientView> views;
-  for (size_t i = 0; i < grads.size(); ++i)
-    views.push_back({grads[i].data_ptr(), element_type(grads[i], "gradient " + std::to_string(i)), grads[i].numel()});
-  optim::GradientReport r;
-  {
-    py::gil_scoped_release no_gil;
-    r = optim::check_gradients(views);
-  }
-  return py::make_tuple(r.sum_squares, r.first_nonfinite, r.nonfinite_element);
-}
-
-py::dict state_layout(const std::string& codec, int64_t numel) {
-  const optim::MomentLayout L = optim::moment_layout(optim::parse_state_codec(codec), numel);
+py::dict step_report(const optim::StepResult& r) {
   py::dict d;
-  d["codec"] = optim::state_codec_name(L.codec);
-  d["value_bytes"] = L.value_bytes;
-  d["groups"] = L.groups;
-  d["has_scale"] = L.has_scale;
-  d["has_k"] = L.has_expansion;
-  d["has_centre"] = L.has_centre;
-  d["bytes"] = L.bytes();
+  d["applied"] = r.applied;
+  d["nonfinite_param"] = r.nonfinite_param;
+  d["nonfinite_element"] = r.nonfinite_element;
+  d["grad_norm"] = r.grad_norm;
+  d["grad_scale"] = r.grad_scale;
+  d["stepped"] = r.stepped;
+  d["message"] = r.describe();
   return d;
+}
+
+void bind_optimizer(py::module_& m) {
+  py::class_<optim::OptimizerConfig>(m, "OptimizerConfig")
+      .def(py::init(&config_of), py::arg("config"))
+      .def_readonly("kind", &optim::OptimizerConfig::kind)
+      .def_readonly("state", &optim::OptimizerConfig::state)
+      .def_readonly("master", &optim::OptimizerConfig::master)
+      .def_readonly("lr", &optim::OptimizerConfig::lr)
+      .def_readonly("seed", &optim::OptimizerConfig::seed)
+      .def_readonly("max_grad_norm", &optim::OptimizerConfig::max_grad_norm);
+
+  py::class_<optim::Optimizer>(m, "TorchOptimizer")
+      .def(py::init([](const NamedParams& params, const py::dict& config) {
+             check_param_dtypes(params);
+             return std::make_unique<optim::Optimizer>(params, config_of(config));
+           }),
+           py::arg("named_params"), py::arg("config"))
+      .def(
+          "add_param_group",
+          [](optim::Optimizer& o, const NamedParams& params, const py::dict& config) {
+            check_param_dtypes(params);
+            return o.add_param_group(params, config_of(config));
+          },
+          py::arg("named_params"), py::arg("config"))
+      .def(
+          "set_group_config",
+          [](optim::Optimizer& o, size_t group, const py::dict& config) {
+            o.set_group_config(group, config_of(config));
+          },
+          py::arg("group"), py::arg("config"))
+      .def_property_readonly("num_groups", &optim::Optimizer::num_groups)
+      .def("grad_norm_squared", &optim::Optimizer::grad_norm_squared, py::call_guard<py::gil_scoped_release>())
+      .def("find_nonfinite_grad", &optim::Optimizer::find_nonfinite_grad, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "step",
+          [](optim::Optimizer& o, double lr_factor, float grad_scale) {
+            optim::StepResult r;
+            {
+              py::gil_scoped_release no_gil;
+              r = o.step(lr_factor, grad_scale);
+            }
+            return py::make_tuple(r.applied, r.nonfinite_param);
+          },
+          py::arg("lr_factor") = 1.0, py::arg("grad_scale") = 1.0f)
+      .def(
+          "step_report",
+          [](optim::Optimizer& o, double lr_factor, float grad_scale) {
+            optim::StepResult r;
+            {
+              py::gil_scoped_release no_gil;
+              r = o.step(lr_factor, grad_scale);
+            }
+            return step_report(r);
+          },
+          py::arg("lr_factor") = 1.0, py::arg("grad_scale") = 1.0f)
+      .def("zero_grad", &optim::Optimizer::zero_grad)
+      .def(
+          "param_state", [](const optim::Optimizer& o, size_t i) { return StateDict(o.param_state(i)); },
+          py::arg("index"))
+      .def("state_dict", &optim::Optimizer::state_dict)
+      .def(
+          "load_state_dict",
+          [](optim::Optimizer& o, const StateDict& state, const std::optional<std::vector<py::dict>>& groups) {
+            if (!groups) return o.load_state_dict(state);
+            std::vector<optim::OptimizerConfig> configs;
+            for (const py::dict& g : *groups) configs.push_back(config_of(g));
+            o.load_state_dict(state, configs);
+          },
+          py::arg("state"), py::arg("group_configs") = py::none())
+      .def("state_bytes", &optim::Optimizer::state_bytes, py::arg("include_master") = true);
+
+  m.def(
+      "clip_coefficient",
+      [](double norm, double max_norm) {
+        // optim/clip.h reads max_norm <= 0 as "no clipping"; a caller that asks for a coefficient means a bound.
+        if (!(max_norm > 0.0))
+          throw InvalidArgument("clip_coefficient: max_norm must be > 0, got " + std::to_string(max_norm));
+        return optim::clip_coefficient(norm, max_norm);
+      },
+      py::arg("norm"), py::arg("max_norm"));
 }
 
 // Encodes x (float32, any shape) into a dict {"values", "scale", "k", "centre"} (absent ones omitted).
@@ -235,16 +285,7 @@ torch::Tensor dynamic_map(bool is_signed) {
 }  // namespace
 
 void bind_optim(py::module_& m) {
-  m.def("optim_adamw_update", &adamw_update, py::arg("params"), py::arg("grads"), py::arg("states"),
-        py::arg("index_bases"), py::arg("names"), py::arg("codec"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"), py::arg("weight_decay"), py::arg("seed"), py::arg("grad_scale"), py::arg("stochastic_rounding"),
-        py::arg("dre_clamp_k"));
-  m.def("optim_sgd_update", &sgd_update, py::arg("params"), py::arg("grads"), py::arg("states"), py::arg("index_bases"),
-        py::arg("names"), py::arg("codec"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
-        py::arg("weight_decay"), py::arg("nesterov"), py::arg("seed"), py::arg("grad_scale"),
-        py::arg("stochastic_rounding"), py::arg("dre_clamp_k"));
-  m.def("optim_check_gradients", &check_gradients, py::arg("grads"));
-  m.def("optim_state_layout", &state_layout, py::arg("codec"), py::arg("numel"));
+  bind_optimizer(m);
   m.def("optim_encode_state", &encode_state, py::arg("x"), py::arg("codec"), py::arg("signed"), py::arg("seed") = 0);
   m.def("optim_decode_state", &decode_state, py::arg("encoded"), py::arg("codec"), py::arg("numel"), py::arg("signed"));
   m.def("optim_lr_factor", &lr_factor, py::arg("kind"), py::arg("step"), py::arg("warmup_steps"),

@@ -16,7 +16,7 @@ namespace py = pybind11;
 using precision::CopyLayout;
 using precision::QuantizeOptions;
 
-py::dict to_dict(const nn::QuantizedCopyTensor& c) {
+py::dict to_dict(const core::QuantizedCopyTensor& c) {
   py::dict d;
   d["data"] = c.data;
   d["scale"] = c.scale;
@@ -83,10 +83,10 @@ py::tuple quantize(const torch::Tensor& x, const std::string& scheme, bool rowwi
   if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
     throw py::type_error("nibble.quantize(" + name + "): input dtype " + std::string(c10::toString(x.scalar_type())) +
                          " is not supported; pass torch.float32 or torch.bfloat16");
-  nn::QuantizedTensor q;
+  core::QuantizedTensor q;
   {
     py::gil_scoped_release no_gil;
-    q = nn::quantize(x, o, name);
+    q = core::quantize(x, o, name);
   }
   if (state) state->record(q.input_amax);
   return py::make_tuple(q.rowwise ? py::object(to_dict(*q.rowwise)) : py::none(),

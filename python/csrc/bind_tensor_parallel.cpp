@@ -9,8 +9,8 @@
 
 #include "core/linear.h"
 #include "parallel/communicator.h"
+#include "parallel/nn/group_tensor_parallel.h"
 #include "parallel/nn/regions.h"
-#include "parallel/nn/tensor_parallel.h"
 #include "parallel/nn/torch_collectives.h"
 #include "python/csrc/bindings.h"
 
@@ -20,10 +20,10 @@ namespace py = pybind11;
 namespace par = nibble::parallel;
 
 void bind_tensor_parallel(py::module_& m) {
-  using TP = par::GroupTensorParallel;
+  using TP = par::nn::GroupTensorParallel;
   py::class_<TP, std::shared_ptr<TP>>(m, "TensorParallel")
-      .def(py::init([](par::Communicator& comm, bool sp) { return std::make_shared<TP>(comm, sp); }),
-           py::arg("comm"), py::arg("sequence_parallel"), py::keep_alive<1, 2>())
+      .def(py::init([](par::Communicator& comm, bool sp) { return std::make_shared<TP>(comm, sp); }), py::arg("comm"),
+           py::arg("sequence_parallel"), py::keep_alive<1, 2>())
       .def_property_readonly("rank", &TP::rank)
       .def_property_readonly("size", &TP::size)
       .def_property_readonly("sequence_parallel", &TP::sequence_parallel)
@@ -34,24 +34,24 @@ void bind_tensor_parallel(py::module_& m) {
       .def("embedding", &TP::embedding, py::arg("tokens"), py::arg("weight_shard"),
            py::call_guard<py::gil_scoped_release>())
       .def("cross_entropy", &TP::cross_entropy, py::arg("logits_shard"), py::arg("targets"),
-           py::call_guard<py::gil_scoped_release>())
+           py::arg("fp64_sums") = false, py::call_guard<py::gil_scoped_release>())
       .def("scatter_sequence", &TP::scatter_sequence, py::arg("x"), py::call_guard<py::gil_scoped_release>())
       .def("gather_sequence", &TP::gather_sequence, py::arg("x"), py::call_guard<py::gil_scoped_release>())
       .def("all_reduce_replicated_grads", &TP::all_reduce_replicated_grads, py::arg("params"),
            py::call_guard<py::gil_scoped_release>());
 
-  m.def("tp_copy_to_region", &par::copy_to_tensor_parallel, py::arg("x"), py::arg("comm"),
+  m.def("tp_copy_to_region", &par::nn::copy_to_tensor_parallel, py::arg("x"), py::arg("comm"),
         py::call_guard<py::gil_scoped_release>());
-  m.def("tp_reduce_from_region", &par::reduce_from_tensor_parallel, py::arg("x"), py::arg("comm"),
+  m.def("tp_reduce_from_region", &par::nn::reduce_from_tensor_parallel, py::arg("x"), py::arg("comm"),
         py::call_guard<py::gil_scoped_release>());
-  m.def("sp_scatter_to_region", &par::scatter_to_sequence_parallel, py::arg("x"), py::arg("comm"),
+  m.def("sp_scatter_to_region", &par::nn::scatter_to_sequence_parallel, py::arg("x"), py::arg("comm"),
         py::call_guard<py::gil_scoped_release>());
-  m.def("sp_gather_from_region", &par::gather_from_sequence_parallel, py::arg("x"), py::arg("comm"),
+  m.def("sp_gather_from_region", &par::nn::gather_from_sequence_parallel, py::arg("x"), py::arg("comm"),
         py::arg("grad_is_partial"), py::call_guard<py::gil_scoped_release>());
-  m.def("sp_reduce_scatter_to_region", &par::reduce_scatter_to_sequence_parallel, py::arg("x"), py::arg("comm"),
+  m.def("sp_reduce_scatter_to_region", &par::nn::reduce_scatter_to_sequence_parallel, py::arg("x"), py::arg("comm"),
         py::call_guard<py::gil_scoped_release>());
-  m.def("tp_communicated_bytes", &par::communicated_bytes);
-  m.def("tp_reset_communicated_bytes", &par::reset_communicated_bytes);
+  m.def("tp_communicated_bytes", &par::nn::communicated_bytes);
+  m.def("tp_reset_communicated_bytes", &par::nn::reset_communicated_bytes);
 }
 
 }  // namespace nibble::python

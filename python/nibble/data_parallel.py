@@ -19,26 +19,27 @@ the numerics (what is bit-identical to a single-rank run, and why): docs/PARALLE
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Iterable, Optional, Sequence
 
 import torch
 
 from . import _C
 
-# nibble.parallel imports this module at its end (to export the classes), so it is imported lazily here.
+# Like nibble.tensor_parallel and nibble.context_parallel, this module works on the C++ communicators and never
+# imports nibble.parallel (which re-exports its classes): the dependency runs one way.
 
 __all__ = ["DistributedDataParallel", "ZeroAdamW", "clip_grad_norm_", "reduce_amaxes", "zero_gather_state",
            "zero_split_state"]
 
 
-def _group(group):
-    from . import parallel as _parallel
+def _comm(group):
+    """A nibble.parallel.Group (e.g. mesh.dp), a _C.Communicator, or None (the world) -> the C++ communicator."""
     if group is None:
-        return _parallel.world()
-    if not isinstance(group, _parallel.Group):
+        return _C.parallel_world()
+    comm = getattr(group, "_comm", group)
+    if not isinstance(comm, _C.Communicator):
         raise TypeError(f"nibble.data_parallel: group must be a nibble.parallel.Group (e.g. mesh.dp), got {type(group)}")
-    return group
+    return comm
 
 
 def _named(module_or_params) -> list:
@@ -56,9 +57,10 @@ def _named(module_or_params) -> list:
 
 
 def _broadcast_params(named, group) -> None:
+    comm = _comm(group)
     with torch.no_grad():
         for _, p in named:
-            group.broadcast(p.data, root=0)
+            comm.broadcast(p.data, 0)  # _named checked: contiguous CPU tensors, communicated in place
 
 
 class DistributedDataParallel(torch.nn.Module):
@@ -70,12 +72,12 @@ class DistributedDataParallel(torch.nn.Module):
     def __init__(self, module: torch.nn.Module, group=None, bucket_mb: float = 25.0, broadcast_params: bool = True):
         super().__init__()
         self.module = module
-        self.group = _group(group)
+        self.group = group  # held: a Mesh's group lives as long as the Mesh
         named = _named(module)
         if broadcast_params:
-            _broadcast_params(named, self.group)
+            _broadcast_params(named, group)
         self._params = [p for _, p in named]
-        self._buckets = _C.GradBuckets(named, self.group._comm, float(bucket_mb), "all_reduce")
+        self._buckets = _C.GradBuckets(named, _comm(group), float(bucket_mb), "all_reduce")
         self._sync = True
         self._finish_queued = False
         self._hooks = [p.register_post_accumulate_grad_hook(self._make_hook(i)) for i, p in enumerate(self._params)]
@@ -112,26 +114,18 @@ class DistributedDataParallel(torch.nn.Module):
         return self.module(*args, **kwargs)
 
 
-def _global_norm(local_sum_squares: float, groups: Sequence) -> float:
-    comms = [_group(g)._comm for g in groups]
-    return math.sqrt(_C.global_grad_norm_squared(float(local_sum_squares), comms))
-
-
 def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, sum_over: Sequence = (),
                     replicated: Optional[Iterable[torch.Tensor]] = None, tp_group=None) -> float:
     """torch.nn.utils.clip_grad_norm_ across groups: the squared norm of this rank's gradients (FP64), summed
     over ``sum_over`` (tp for split weights, pp for stages, dp only for sharded gradients), each element counted
     once: ``replicated`` parameters (copies on every rank of ``tp_group``, e.g. norm weights) count on tp rank 0
-    only. Scales the gradients in place by min(1, max_norm/(norm + 1e-6)); returns the norm."""
+    only. Scales the gradients in place by min(1, max_norm/(norm + 1e-6)); returns the norm. The norm and the
+    coefficient are the C++ ones the trainer uses (parallel/nn/global_clip.h, optim/clip.h)."""
     params = [p for p in parameters if p.grad is not None]
     rep = {id(p) for p in (replicated or ())}
-    count_rep = tp_group is None or _group(tp_group).rank == 0
-    local = 0.0
-    for p in params:
-        if id(p) in rep and not count_rep:
-            continue
-        local += float(p.grad.detach().double().pow(2).sum())
-    norm = _global_norm(local, sum_over)
+    count_rep = tp_group is None or _comm(tp_group).rank == 0
+    counted = [p.grad.detach() for p in params if count_rep or id(p) not in rep]
+    norm = _C.global_grad_norm([(counted, [])], [_comm(g) for g in sum_over])
     clip = _C.clip_coefficient(norm, float(max_norm))
     if clip < 1.0:
         for p in params:
@@ -155,14 +149,14 @@ class ZeroAdamW:
                  momentum: float = 0.0, broadcast_params: bool = True):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"nibble.data_parallel.ZeroAdamW: max_grad_norm must be > 0 or None, got {max_grad_norm}")
-        self.group = _group(group)
+        self.group = group  # held: a Mesh's group lives as long as the Mesh
         self._named = _named(module_or_params)
         if broadcast_params:
-            _broadcast_params(self._named, self.group)
+            _broadcast_params(self._named, group)
         self.config = dict(kind=kind, state=state, master=master, lr=float(lr), beta1=float(betas[0]),
                            beta2=float(betas[1]), eps=float(eps), weight_decay=float(weight_decay),
                            momentum=float(momentum), stochastic_rounding=bool(stochastic_rounding), seed=int(seed))
-        self._zero = _C.ZeroOptimizer(self._named, self.config, self.group._comm, float(bucket_mb),
+        self._zero = _C.ZeroOptimizer(self._named, _C.OptimizerConfig(self.config), _comm(group), float(bucket_mb),
                                       bool(fp8_all_gather))
         self.max_grad_norm = max_grad_norm
         self.norm_groups = list(norm_groups)
@@ -192,15 +186,17 @@ class ZeroAdamW:
         return self._zero.layout
 
     def grad_norm(self) -> float:
-        """The global norm of the averaged gradients (waits for the reductions)."""
-        return _global_norm(self._zero.shard_grad_norm_squared(), [self.group] + self.norm_groups)
+        """The global norm of the averaged gradients (waits for the reductions): this rank's shard, summed over
+        the dp group (disjoint shards) and ``norm_groups``."""
+        return _C.global_grad_norm([(self._zero.shard_grads(), [])],
+                                   [_comm(self.group)] + [_comm(g) for g in self.norm_groups])
 
     @torch.no_grad()
     def step(self, lr_factor: float = 1.0):
         clip, norm = 1.0, None
         if self.max_grad_norm is not None:
             norm = self.grad_norm()
-            clip = min(1.0, self.max_grad_norm / (norm + 1e-6)) if math.isfinite(norm) else 0.0
+            clip = _C.clip_coefficient(norm, self.max_grad_norm)
         applied, bad = self._zero.step(float(lr_factor), float(clip))
         self.last_step = {"skipped": not applied, "bad_param": bad or None, "grad_norm": norm, "clip": clip}
 
@@ -232,15 +228,15 @@ class ZeroAdamW:
 def zero_gather_state(shards: Sequence[dict], param_shapes: list, config: dict) -> dict:
     """Per-rank ZeroAdamW.state_dict()s of one run -> the state of a single-rank optimizer over the full
     parameters (the C++ optim::Optimizer's "<param>.<field>" keys)."""
-    return dict(_C.zero_gather_state([dict(s) for s in shards], param_shapes, config))
+    return dict(_C.zero_gather_state([dict(s) for s in shards], param_shapes, _C.OptimizerConfig(dict(config))))
 
 
 def zero_split_state(full: dict, param_shapes: list, config: dict, ranks: int, rank: int) -> dict:
     """The reverse of zero_gather_state: rank ``rank``'s shard for a run with ``ranks`` dp ranks."""
-    return dict(_C.zero_split_state(dict(full), param_shapes, config, int(ranks), int(rank)))
+    return dict(_C.zero_split_state(dict(full), param_shapes, _C.OptimizerConfig(dict(config)), int(ranks), int(rank)))
 
 
 def reduce_amaxes(states: Sequence, group) -> None:
     """Delayed scaling across ranks: max-reduce the pending amax of every nibble DelayedScaling state over
     ``group`` (mesh.tp_dp_cp) in one collective, once per step, before the states' update()."""
-    _C.reduce_pending_amaxes(list(states), _group(group)._comm)
+    _C.reduce_pending_amaxes(list(states), _comm(group))

@@ -20,7 +20,13 @@ from . import _C
 Recipe = _C.Recipe
 RecipeLike = Union[str, "Recipe", None]
 
+# The autocast stack is per thread, as torch.autocast's is: a recipe scope is a property of the code running
+# in a thread (like a `with` block), not of an object, and a caller holds it through the context manager.
 _state = threading.local()
+# Default layer names ("linear0", "linear1", ...) number the layers in creation order. A process-wide counter
+# is the right shape: names must be unique within the process (they key stochastic rounding and messages), and
+# every rank of an SPMD job builds its modules in the same order, so every rank names -- and so seeds -- a
+# layer alike. Pass name= (or seed=) where creation order may differ between processes.
 _layer_ids = itertools.count()
 
 
@@ -69,12 +75,40 @@ class _RecipeModule(torch.nn.Module):
         return self._explicit_recipe or current_recipe() or self._creation_recipe or Recipe("bf16")
 
 
-class Linear(_RecipeModule):
+def layer_seed(name: str, run_seed: int = 0) -> int:
+    """The stochastic-rounding key of a layer named ``name``: the C++ library's FNV-1a of the name (what
+    nibble-train's GPT uses), the same in every process and on every rank -- unlike Python's salted hash()."""
+    return _C.layer_seed(name, run_seed)
+
+
+class _LinearStates(_RecipeModule):
+    """What every nibble Linear shares: its name, its SR seed and one C++ LinearState per recipe it ran with."""
+
+    def __init__(self, recipe: RecipeLike, name: Optional[str], seed: Optional[int], default_prefix: str):
+        super().__init__(recipe)
+        self.layer_name = name or f"{default_prefix}{next(_layer_ids)}"
+        self.seed = seed if seed is not None else layer_seed(self.layer_name)
+        self._states = {}
+
+    def state_for(self, recipe: Recipe) -> "_C.LinearState":
+        """The layer's C++ state for a recipe (weight cache, delayed-scaling histories, SR counter)."""
+        key = (recipe.name, recipe.reproducible_sums)
+        if key not in self._states:
+            self._states[key] = _C.LinearState(recipe, self.layer_name, self.seed)
+        return self._states[key]
+
+    def end_step(self) -> None:
+        """Fold this step's amaxes into the delayed-scaling scales (fp8_delayed); call once per step."""
+        for state in self._states.values():
+            state.end_step()
+
+
+class Linear(_LinearStates):
     """y = x Wᵀ + b with the recipe's low-precision fprop, dgrad and wgrad GEMMs (FP32 accumulation)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False, recipe: RecipeLike = None,
                  name: Optional[str] = None, seed: Optional[int] = None, dtype: torch.dtype = torch.float32):
-        super().__init__(recipe)
+        super().__init__(recipe, name, seed, "linear")
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"Linear: in_features and out_features must be positive, got {in_features}, "
                              f"{out_features}")
@@ -82,24 +116,9 @@ class Linear(_RecipeModule):
         self.weight = torch.nn.Parameter(torch.empty(out_features, in_features, dtype=dtype))
         self.bias = torch.nn.Parameter(torch.zeros(out_features, dtype=dtype)) if bias else None
         torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.layer_name = name or f"linear{next(_layer_ids)}"
-        self.seed = seed if seed is not None else hash(self.layer_name) & 0xFFFFFFFF
-        self._states = {}
-
-    def state_for(self, recipe: Recipe) -> "_C.LinearState":
-        """The layer's C++ state for a recipe (weight cache, delayed-scaling histories, SR counter)."""
-        key = recipe.name
-        if key not in self._states:
-            self._states[key] = _C.LinearState(recipe, self.layer_name, self.seed)
-        return self._states[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _C.linear(x, self.weight, self.bias, self.state_for(self.active_recipe()))
-
-    def end_step(self) -> None:
-        """Fold this step's amaxes into the delayed-scaling scales (fp8_delayed); call once per step."""
-        for state in self._states.values():
-            state.end_step()
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -132,7 +151,7 @@ class SwiGLU(_RecipeModule):
 def end_step(model: torch.nn.Module) -> None:
     """Call after each optimizer step: updates every nibble Linear's delayed scales."""
     for module in model.modules():
-        if isinstance(module, Linear):
+        if isinstance(module, _LinearStates):
             module.end_step()
 
 

@@ -1,8 +1,9 @@
 """Optimizers with compressed states: ``nibble.optim.AdamW`` and ``nibble.optim.SGD``.
 
-Both are ``torch.optim.Optimizer`` subclasses over any float32 / bfloat16 CPU parameters. Each parameter
-group is updated by one fused C++ pass (dequantize the moments, FP32 update, requantize, write the
-parameter), multi-threaded. The moments are stored by ``state``:
+Both are ``torch.optim.Optimizer`` subclasses over any float32 / bfloat16 CPU parameters, thin wrappers of
+the C++ optimizer the trainer and ZeRO-1 use (optim/torch/optimizer.h): it validates the hyperparameters,
+owns the states and updates every parameter group in one fused pass (dequantize the moments, FP32 update,
+requantize, write the parameter), multi-threaded. The moments are stored by ``state``:
 
 - ``"fp32"``: float32 (the names and layout of ``torch.optim.AdamW``: ``exp_avg``, ``exp_avg_sq``)
 - ``"bf16"``: bfloat16, written with stochastic rounding
@@ -31,7 +32,6 @@ from . import _C
 
 STATE_CODECS = ("fp32", "bf16", "fp8", "fp8_plain", "int8")
 MASTERS = ("fp32", "none")
-_SIDE = ("scale", "k", "centre")
 
 
 class NonFiniteGradientError(RuntimeError):
@@ -42,26 +42,23 @@ class NonFiniteGradientError(RuntimeError):
         self.param_name = param_name
 
 
-def _check_choice(what: str, value, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"nibble.optim: unknown {what} {value!r}; valid: {', '.join(valid)}")
-
-
 class _FusedOptimizer(torch.optim.Optimizer):
-    """What AdamW and SGD share: state allocation, the gradient check, state_dict, state_bytes."""
+    """torch.optim.Optimizer over the C++ optimizer front-end (optim/torch/optimizer.h, ``_C.TorchOptimizer``):
+    torch keeps the param_groups (so schedulers, hooks and ``state_dict()`` work as usual); the C++ optimizer
+    validates the hyperparameters, owns the state tensors (``self.state[p]`` holds the very tensors it updates),
+    reads the gradients once (norm, NaN/Inf), clips and steps every group in one fused pass."""
 
     _KIND = ""
 
     def __init__(self, params, defaults: dict, max_grad_norm: Optional[float], seed: int, on_nonfinite: str):
-        _check_choice("state codec", defaults["state"], STATE_CODECS)
-        _check_choice("master", defaults["master"], MASTERS)
-        _check_choice("on_nonfinite", on_nonfinite, ("skip", "raise"))
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"nibble.optim: max_grad_norm must be > 0 or None, got {max_grad_norm}")
-        if not 0 <= int(seed) < 2**64:
-            raise ValueError(f"nibble.optim: seed must be in [0, 2^64), got {seed}")
-        if not defaults["lr"] >= 0:
-            raise ValueError(f"nibble.optim: lr must be >= 0, got {defaults['lr']}")
+        if on_nonfinite not in ("skip", "raise"):
+            raise ValueError(f"nibble.optim: unknown on_nonfinite {on_nonfinite!r}; valid: skip, raise")
+        # Optimizer-wide settings, repeated in every group's config (the C++ side checks they agree).
+        self._shared = dict(kind=self._KIND.lower(), seed=seed, max_grad_norm=max_grad_norm)
+        self._group_keys = tuple(defaults)  # what a group passes (torch adds keys of its own to defaults)
+        self._impl = None  # the C++ optimizer, created with the first parameter group
+        self._params: list = []  # every parameter, in the C++ optimizer's order
+        self._param_names: list = []  # their names there (messages, state keys)
         super().__init__(params, defaults)
         self.max_grad_norm = max_grad_norm
         self.seed = int(seed)
@@ -69,161 +66,89 @@ class _FusedOptimizer(torch.optim.Optimizer):
         #: What the last step() did: skipped (bool), bad_param (name or None), grad_norm, clip.
         self.last_step: dict = {"skipped": False, "bad_param": None, "grad_norm": None, "clip": 1.0}
 
+    def _config(self, group: dict) -> dict:
+        config = {key: group[key] for key in self._group_keys}
+        config.update(self._shared)
+        return config
+
     def add_param_group(self, param_group: dict) -> None:
-        for key, valid in (("state", STATE_CODECS), ("master", MASTERS)):
-            if key in param_group:
-                _check_choice(key, param_group[key], valid)
         super().add_param_group(param_group)
-        for p in self.param_groups[-1]["params"]:
-            if p.dtype not in (torch.float32, torch.bfloat16):
-                raise TypeError(f"nibble.optim.{self._KIND}: parameter dtype {p.dtype} is not supported; "
-                                "use torch.float32 or torch.bfloat16")
-            if p.device.type != "cpu":
-                raise ValueError(f"nibble.optim.{self._KIND}: parameter on {p.device}; this build steps CPU tensors "
-                                 "(the CUDA kernel is C++-only for now)")
+        group = self.param_groups[-1]
+        index = len(self.param_groups) - 1
+        given = group.get("param_names")
+        named = [(given[i] if given else f"param_groups[{index}]['params'][{i}] (shape {tuple(p.shape)})", p)
+                 for i, p in enumerate(group["params"])]
+        try:
+            if self._impl is None:
+                self._impl = _C.TorchOptimizer(named, self._config(group))
+            else:
+                self._impl.add_param_group(named, self._config(group))
+        except Exception:
+            self.param_groups.pop()  # torch took the group; the C++ optimizer refused it: undo
+            raise
+        self._params.extend(group["params"])
+        self._param_names.extend(name for name, _ in named)
 
-    # ---- subclass interface -------------------------------------------------------------------------
-    def _moment_keys(self, group: dict) -> tuple:
-        raise NotImplementedError
+    def _push_groups(self) -> None:
+        """torch's param_groups are the source of truth between steps (users and LR schedulers edit them)."""
+        for index, group in enumerate(self.param_groups):
+            self._impl.set_group_config(index, self._config(group))
 
-    def _update(self, group, params, grads, states, bases, names, grad_scale) -> None:
-        raise NotImplementedError
+    def _expose_state(self) -> None:
+        """self.state[p] = the C++ optimizer's live state tensors of p (once created, they stay the same)."""
+        for index, p in enumerate(self._params):
+            if not self.state.get(p):
+                live = self._impl.param_state(index)
+                if live:
+                    self.state[p] = live
 
-    # ---- helpers ---------------------------------------------------------------------------------------
-    def _names_and_bases(self):
-        """Name (for messages) and global element index base (for stochastic rounding keys) of every param."""
-        names, bases, base = {}, {}, 0
-        for gi, group in enumerate(self.param_groups):
-            given = group.get("param_names")
-            for pi, p in enumerate(group["params"]):
-                names[p] = given[pi] if given else f"param_groups[{gi}]['params'][{pi}] (shape {tuple(p.shape)})"
-                bases[p] = base
-                base += p.numel()
-        return names, bases
-
-    def _uses_master(self, p: torch.Tensor, group: dict) -> bool:
-        return group["master"] == "fp32" and p.dtype == torch.bfloat16
-
-    def _expected_state(self, p: torch.Tensor, group: dict) -> dict:
-        """key -> (dtype, numel, shape or None) of every state tensor of p."""
-        n = p.numel()
-        layout = _C.optim_state_layout(group["state"], n)
-        expected = {"step": (torch.int64, 1, ())}
-        value_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(layout["codec"], torch.uint8)
-        for key in self._moment_keys(group):
-            expected[key] = (value_dtype, n, tuple(p.shape) if value_dtype != torch.uint8 else (n,))
-            for side in _SIDE:
-                if layout["has_" + side]:
-                    expected[f"{key}_{side}"] = (torch.float32, layout["groups"], (layout["groups"],))
-        if self._uses_master(p, group):
-            expected["master"] = (torch.float32, n, tuple(p.shape))
-        return expected
-
-    def _init_state(self, p: torch.Tensor, group: dict) -> dict:
-        state = self.state[p]
-        if state:
-            return state
-        for key, (dtype, _, shape) in self._expected_state(p, group).items():
-            # Zero codes decode to 0 in every codec (scale 0 / absmax 0); k and centre start at 1.
-            fill = 1.0 if key.endswith("_k") or key.endswith("_centre") else 0.0
-            state[key] = torch.full(shape, fill, dtype=dtype)
-        if "master" in state:
-            state["master"].copy_(p.detach())
-        return state
-
-    # ---- the step --------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        names, bases = self._names_and_bases()
-        work = []  # (group, [params])
-        all_grads = []
-        for group in self.param_groups:
-            params = []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise ValueError(f"nibble.optim.{self._KIND}: sparse gradient for {names[p]} is not supported")
-                params.append(p)
-                all_grads.append(p.grad if p.grad.is_contiguous() else p.grad.contiguous())
-            work.append((group, params))
-        if not all_grads:
-            return loss
-        sum_squares, bad, element = _C.optim_check_gradients(all_grads)
-        if bad >= 0:
-            bad_param = [p for _, params in work for p in params][bad]
-            name = names[bad_param]
-            message = (f"nibble.optim.{self._KIND}: non-finite gradient (NaN/Inf) in parameter '{name}' "
-                       f"(element {element}); the step was skipped, no parameter or state changed")
+        self._push_groups()
+        report = self._impl.step_report()
+        if not report["applied"]:
+            name = report["nonfinite_param"]
             self.last_step = {"skipped": True, "bad_param": name, "grad_norm": math.inf, "clip": 0.0}
+            message = f"nibble.optim.{self._KIND}: {report['message']}"
             if self.on_nonfinite == "raise":
                 raise NonFiniteGradientError(message, name)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             return loss
-        grad_norm = math.sqrt(sum_squares)
-        clip = 1.0
-        if self.max_grad_norm is not None:
-            clip = min(1.0, self.max_grad_norm / (grad_norm + 1e-6))  # torch.nn.utils.clip_grad_norm_'s rule
-        offset = 0
-        for group, params in work:
-            grads = all_grads[offset:offset + len(params)]
-            offset += len(params)
-            if not params:
-                continue
-            states = [self._init_state(p, group) for p in params]
-            self._update(group, [p.detach() for p in params], grads, states, [bases[p] for p in params],
-                         [names[p] for p in params], clip)
-        self.last_step = {"skipped": False, "bad_param": None, "grad_norm": grad_norm, "clip": clip}
+        if report["stepped"]:
+            self._expose_state()
+            self.last_step = {"skipped": False, "bad_param": None, "grad_norm": report["grad_norm"],
+                              "clip": report["grad_scale"]}
         return loss
 
     # ---- state -----------------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict) -> None:
         """Loads a state_dict() bit for bit. torch's loader casts floating state to the parameter dtype
-        (which would round FP32 scales and moments of bfloat16 parameters); here every tensor is copied
-        as saved, after checking it has the layout its codec needs."""
+        (which would round FP32 scales and moments of bfloat16 parameters); here torch restores the groups'
+        hyperparameters and the C++ optimizer checks every tensor against its codec's layout and copies it as
+        saved."""
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        own = [p for g in self.param_groups for p in g["params"]]
-        if len(saved_ids) != len(own):
-            raise ValueError(f"nibble.optim: the state_dict has {len(saved_ids)} parameters, the optimizer {len(own)}")
+        if len(saved_ids) != len(self._params):
+            raise ValueError(f"nibble.optim: the state_dict has {len(saved_ids)} parameters, the optimizer "
+                             f"{len(self._params)}")
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
         saved_state = state_dict["state"]
-        super().load_state_dict(state_dict)
-        names, _ = self._names_and_bases()
-        group_of = {p: g for g in self.param_groups for p in g["params"]}
-        for sid, p in zip(saved_ids, own):
-            if sid not in saved_state:
-                self.state.pop(p, None)
-                continue
-            saved = saved_state[sid]
-            expected = self._expected_state(p, group_of[p])
-            if set(saved) != set(expected):
-                raise ValueError(f"nibble.optim: saved state of '{names[p]}' has keys {sorted(saved)}; codec "
-                                 f"{group_of[p]['state']!r} with master={group_of[p]['master']!r} needs "
-                                 f"{sorted(expected)}")
-            for key, (dtype, numel, _) in expected.items():
-                t = saved[key]
-                if not isinstance(t, torch.Tensor) or t.dtype != dtype or t.numel() != numel:
-                    raise ValueError(f"nibble.optim: saved state '{key}' of '{names[p]}' must be a {dtype} tensor of "
-                                     f"{numel} elements, got {getattr(t, 'dtype', type(t))} with "
-                                     f"{getattr(t, 'numel', lambda: '?')()} elements")
-            self.state[p] = {key: saved[key].detach().to("cpu").clone().contiguous() for key in expected}
+        flat = {f"{name}.{key}": t for sid, name in zip(saved_ids, self._param_names)
+                for key, t in saved_state.get(sid, {}).items()}
+        self._impl.load_state_dict(flat, [self._config(g) for g in self.param_groups])
+        self.state.clear()
+        self._expose_state()
 
     def state_bytes(self, include_master: bool = False) -> int:
         """Bytes of optimizer state for all parameters: moment codes or values plus their side data (scales,
         k, centres) per the codec's layout (allocated or not yet); with ``include_master``, FP32 masters."""
-        total = 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                total += _C.optim_state_layout(group["state"], p.numel())["bytes"] * len(self._moment_keys(group))
-                if include_master and self._uses_master(p, group):
-                    total += 4 * p.numel()
-        return total
+        return self._impl.state_bytes(include_master)
 
     def bytes_per_param(self, include_master: bool = False) -> float:
-        n = sum(p.numel() for g in self.param_groups for p in g["params"])
+        n = sum(p.numel() for p in self._params)
         return self.state_bytes(include_master) / max(n, 1)
 
 
@@ -236,22 +161,9 @@ class AdamW(_FusedOptimizer):
                  weight_decay: float = 0.01, state: str = "fp32", master: str = "fp32",
                  max_grad_norm: Optional[float] = None, seed: int = 0, stochastic_rounding: bool = True,
                  dre_clamp_k: bool = False, on_nonfinite: str = "skip"):
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"nibble.optim.AdamW: betas must be in [0, 1), got {betas}")
-        if not eps >= 0.0 or not weight_decay >= 0.0:
-            raise ValueError(f"nibble.optim.AdamW: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, state=state, master=master,
                         stochastic_rounding=stochastic_rounding, dre_clamp_k=dre_clamp_k)
         super().__init__(params, defaults, max_grad_norm, seed, on_nonfinite)
-
-    def _moment_keys(self, group):
-        return ("exp_avg", "exp_avg_sq")
-
-    def _update(self, group, params, grads, states, bases, names, grad_scale):
-        beta1, beta2 = group["betas"]
-        _C.optim_adamw_update(params, grads, states, bases, names, group["state"], float(group["lr"]), float(beta1),
-                              float(beta2), float(group["eps"]), float(group["weight_decay"]), self.seed,
-                              float(grad_scale), bool(group["stochastic_rounding"]), bool(group["dre_clamp_k"]))
 
 
 class SGD(_FusedOptimizer):
@@ -264,24 +176,10 @@ class SGD(_FusedOptimizer):
                  weight_decay: float = 0.0, nesterov: bool = False, state: str = "fp32", master: str = "fp32",
                  max_grad_norm: Optional[float] = None, seed: int = 0, stochastic_rounding: bool = True,
                  dre_clamp_k: bool = False, on_nonfinite: str = "skip"):
-        if not momentum >= 0.0 or not weight_decay >= 0.0 or not 0.0 <= dampening <= 1.0:
-            raise ValueError(f"nibble.optim.SGD: momentum, weight_decay must be >= 0 and dampening in [0, 1], got "
-                             f"{momentum}, {weight_decay}, {dampening}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("nibble.optim.SGD: nesterov needs momentum > 0 and dampening 0")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
                         state=state, master=master, stochastic_rounding=stochastic_rounding,
                         dre_clamp_k=dre_clamp_k)
         super().__init__(params, defaults, max_grad_norm, seed, on_nonfinite)
-
-    def _moment_keys(self, group):
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def _update(self, group, params, grads, states, bases, names, grad_scale):
-        _C.optim_sgd_update(params, grads, states, bases, names, group["state"], float(group["lr"]),
-                            float(group["momentum"]), float(group["dampening"]), float(group["weight_decay"]),
-                            bool(group["nesterov"]), self.seed, float(grad_scale), bool(group["stochastic_rounding"]),
-                            bool(group["dre_clamp_k"]))
 
 
 # ---- LR schedules ---------------------------------------------------------------------------------------
@@ -308,13 +206,11 @@ def lr_schedule(optimizer: torch.optim.Optimizer, kind: str = "cosine", warmup_s
 def encode_state(x: torch.Tensor, codec: str, signed: bool = True, seed: int = 0) -> dict:
     """Encodes a float32 tensor as one optimizer moment: {"values", and per codec "scale", "k", "centre"}.
     ``signed`` picks int8's signed (first moment) or unsigned (second moment) map."""
-    _check_choice("state codec", codec, STATE_CODECS)
     return _C.optim_encode_state(x.detach().float().contiguous().reshape(-1), codec, signed, seed)
 
 
 def decode_state(encoded: dict, codec: str, numel: int, signed: bool = True) -> torch.Tensor:
     """Decodes :func:`encode_state`'s output to a flat float32 tensor."""
-    _check_choice("state codec", codec, STATE_CODECS)
     return _C.optim_decode_state(encoded, codec, int(numel), signed)
 
 

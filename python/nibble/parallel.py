@@ -298,7 +298,8 @@ def broadcast(tensor: torch.Tensor, root: int = 0, group: Optional[Group] = None
 def barrier(group: Optional[Group] = None) -> None:
     (group or world()).barrier()
 
-# Data parallel (gradient buckets, ZeRO-1), defined in nibble.data_parallel and exported here.
+# Data parallel (gradient buckets, ZeRO-1), defined in nibble.data_parallel and exported here. Like the two
+# modules below, it takes groups as communicators and never imports this module, so there is no import cycle.
 from .data_parallel import DistributedDataParallel, ZeroAdamW  # noqa: E402,F401
 
 # Context parallel attention (ring, Ulysses) and the load-balanced sequence split, defined in

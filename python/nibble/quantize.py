@@ -112,19 +112,13 @@ def _operand(x):
 
 
 def gemm(a, b, *, bias: Optional[torch.Tensor] = None, accumulate: Optional[torch.Tensor] = None,
-         out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+         out_dtype: Optional[torch.dtype] = None, fp64_accumulation: bool = False) -> torch.Tensor:
     """C = A · Bᵀ with FP32 accumulation. A (M, K) and B (N, K) are quantized copies (any scheme, mixed
     formats allowed; pass ``q`` for the rowwise copy or ``q.columnwise``) or float32/bfloat16 tensors (rounded
-    to BF16). ``bias`` (N,) is added; ``accumulate`` (M, N) float32 receives the result in place."""
-    return _C.gemm(_operand(a), _operand(b), bias, accumulate, out_dtype)
+    to BF16). ``bias`` (N,) is added; ``accumulate`` (M, N) float32 receives the result in place.
 
-
-def set_fp64_accumulation(on: bool) -> None:
-    """Process-wide: every GEMM (and the cross-entropy) sums in FP64 and rounds once (core/gemm.h), so a sum
-    split across tensor-parallel ranks rounds to the single-rank result bit for bit. nibble-train's
-    ``parallel.reproducible_sums``. Slower than the FP32/BF16 kernels; off by default."""
-    _C.set_fp64_accumulation(bool(on))
-
-
-def fp64_accumulation() -> bool:
-    return _C.fp64_accumulation()
+    ``fp64_accumulation=True`` sums the products in FP64 and rounds once (core/gemm.h), so a sum split across
+    tensor-parallel ranks rounds to the unsplit result bit for bit; ``out_dtype=torch.float64`` then returns the
+    unrounded sums. Layers get it from their recipe (``nibble.Recipe(name, reproducible_sums=True)``,
+    nibble-train's ``parallel.reproducible_sums``). Slower than the FP32/BF16 kernels."""
+    return _C.gemm(_operand(a), _operand(b), bias, accumulate, out_dtype, bool(fp64_accumulation))

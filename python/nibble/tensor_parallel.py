@@ -17,8 +17,10 @@ Per-tensor factors (FP8 scales, NVFP4 global amaxes) are max-reduced over the gr
 the scales a single rank would use on the full tensors. The sequence dim is dim 0 ([tokens, hidden] or
 [seq, batch, hidden]). Under SP, parameters replicated over the group that see only this rank's tokens (norm
 weights, a RowParallelLinear bias) need ``all_reduce_replicated_grads`` after backward.
-Supported recipes: bf16, fp8_current, fp8_delayed, fp8_block, mxfp8, nvfp4, mxfp4 (not yet mxfp4_quartet). Under
-fp8_delayed the ranks agree on the scales when the amax histories are max-reduced over the group once per step
+Recipes: tests/python/test_tensor_parallel.py checks bf16, fp8_current, fp8_delayed, mxfp8, nvfp4, NVFP4 with
+round-to-nearest gradients and mxfp4_quartet against nibble's single-rank Linear. mxfp4_quartet's QuEST groups of
+32 run along the input features, so a RowParallelLinear needs in_features/tp divisible by 32 (ValueError otherwise).
+Under fp8_delayed the ranks agree on the scales when the amax histories are max-reduced over the group once per step
 (C++: parallel/nn/amax_reduction.h) before ``end_step`` (the first step's scales agree trivially).
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Iterable, Optional
 import torch
 
 from . import _C
-from .nn import RecipeLike, _layer_ids, _RecipeModule
+from .nn import RecipeLike, _LinearStates
 
 __all__ = ["tensor_parallel", "ColumnParallelLinear", "RowParallelLinear", "VocabParallelEmbedding",
            "vocab_parallel_cross_entropy", "all_reduce_replicated_grads", "copy_to_tensor_parallel",
@@ -54,26 +56,15 @@ def _split(total: int, size: int, what: str) -> int:
     return total // size
 
 
-class _ParallelLinear(_RecipeModule):
+class _ParallelLinear(_LinearStates):
     def __init__(self, group, sequence_parallel: bool, recipe: RecipeLike, name: Optional[str], seed: Optional[int]):
-        super().__init__(recipe)
+        # Without a seed the layer keys its stochastic rounding by its name (nibble.nn.layer_seed): the same on
+        # every tp rank, so each shard draws the bits of its elements' places in the whole tensor.
+        super().__init__(recipe, name, seed, type(self).__name__.lower())
         self.group = group  # keeps the Mesh (and its communicator) alive
         self._tp = tensor_parallel(group, sequence_parallel)
         self.tp_rank, self.tp_size = self._tp.rank, self._tp.size
         self.sequence_parallel = bool(sequence_parallel)
-        self.layer_name = name or f"{type(self).__name__.lower()}{next(_layer_ids)}"
-        self.seed = seed if seed is not None else hash(self.layer_name) & 0xFFFFFFFF
-        self._states = {}
-
-    def end_step(self) -> None:
-        """Fold this step's amaxes into the delayed-scaling scales (fp8_delayed); call once per step."""
-        for state in self._states.values():
-            state.end_step()
-
-    def state_for(self, recipe) -> "_C.LinearState":
-        if recipe.name not in self._states:
-            self._states[recipe.name] = _C.LinearState(recipe, self.layer_name, self.seed)
-        return self._states[recipe.name]
 
 
 class ColumnParallelLinear(_ParallelLinear):
@@ -165,9 +156,11 @@ class VocabParallelEmbedding(torch.nn.Module):
         return self._tp.embedding(tokens, self.weight)
 
 
-def vocab_parallel_cross_entropy(logits_shard: torch.Tensor, targets: torch.Tensor, group) -> torch.Tensor:
-    """Mean cross-entropy over targets != -100 from this rank's vocabulary slice of the logits."""
-    return tensor_parallel(group).cross_entropy(logits_shard, targets)
+def vocab_parallel_cross_entropy(logits_shard: torch.Tensor, targets: torch.Tensor, group,
+                                 fp64_sums: bool = False) -> torch.Tensor:
+    """Mean cross-entropy over targets != -100 from this rank's vocabulary slice of the logits. ``fp64_sums``:
+    the softmax sums run in FP64, so the split rounds to the single-rank loss (a recipe's reproducible_sums)."""
+    return tensor_parallel(group).cross_entropy(logits_shard, targets, fp64_sums)
 
 
 def all_reduce_replicated_grads(params: Iterable[torch.Tensor], group) -> None:

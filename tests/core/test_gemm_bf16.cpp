@@ -1,5 +1,5 @@
 // The CPU GEMM: the BF16 kernel (cpu::gemm_bf16_tn) on odd shapes against a double-precision reference,
-// and nn::gemm on quantized operands (every block-scaled scheme, mixed formats) against an FP64 matmul of
+// and core::gemm on quantized operands (every block-scaled scheme, mixed formats) against an FP64 matmul of
 // the dequantized operands; the decode itself is checked value by value through an identity B.
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -16,7 +16,7 @@
 #include "precision/format.h"
 #include "precision/quantize.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 namespace {
 
 uint16_t to_bf16(float f) {  // RNE (finite inputs)
@@ -117,7 +117,7 @@ TEST(GemmBf16Kernel, EmptyAndZeroK) {
   cpu::gemm_bf16_tn(3, 0, 4, a.source(), b.source(), c.data(), 5);
 }
 
-// ---- nn::gemm ---------------------------------------------------------------------------------------
+// ---- core::gemm ---------------------------------------------------------------------------------------
 
 torch::Tensor reference(const torch::Tensor& a, const torch::Tensor& b) {
   return torch::mm(a.to(torch::kFloat64), b.to(torch::kFloat64).t());
@@ -269,4 +269,4 @@ TEST(Gemm, BiasAccumulateAndBf16Output) {
 }
 
 }  // namespace
-}  // namespace nibble::nn
+}  // namespace nibble::core

@@ -23,7 +23,7 @@
 #include "precision/format.h"
 #include "precision/quantize.h"
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 namespace {
 
 using precision::copy_layout;
@@ -305,7 +305,7 @@ TEST(GemmCuda, MatchesDoublePrecisionReferenceOnEveryPath) {
 }
 
 }  // namespace
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);

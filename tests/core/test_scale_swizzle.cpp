@@ -9,7 +9,7 @@
 
 #include "core/cuda/scale_swizzle.h"
 
-namespace nibble::nn::cuda {
+namespace nibble::core::cuda {
 namespace {
 
 constexpr GemmScaleLayout kLayouts[] = {GemmScaleLayout::kTiled128x4, GemmScaleLayout::kVec128,
@@ -125,4 +125,4 @@ TEST(ScaleSwizzle, ReferenceSwizzleKeepsEveryScaleAndZeroesPadding) {
 }
 
 }  // namespace
-}  // namespace nibble::nn::cuda
+}  // namespace nibble::core::cuda

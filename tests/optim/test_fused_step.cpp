@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "optim/clip.h"
 #include "optim/dynamic_map.h"
 #include "optim/fused_step.h"
 #include "optim/grad_check.h"
@@ -244,9 +245,29 @@ TEST(GradCheck, NormAndFirstNonFiniteTensor) {
   r = check_gradients(views);
   EXPECT_EQ(r.first_nonfinite, 2);
   EXPECT_EQ(r.nonfinite_element, 5);
-  EXPECT_FLOAT_EQ(clip_coefficient(10.0, 1.0), static_cast<float>(1.0 / (10.0 + 1e-6)));
+}
+
+// optim/clip.h is the one clipping rule (the trainer, global clipping, ZeRO-1, the optimizer, the CUDA step and
+// Python all call it): torch.nn.utils.clip_grad_norm_'s min(1, max / (norm + 1e-6)), exactly.
+TEST(Clip, TorchRuleAtTheBoundaryAndOff) {
+  EXPECT_EQ(clip_coefficient(10.0, 1.0), static_cast<float>(1.0 / (10.0 + 1e-6)));
   EXPECT_EQ(clip_coefficient(0.5, 1.0), 1.0f);
+  for (double max : {1.0, 0.25, 3.0, 1e-3}) {
+    // norm == max already clips (the 1e-6 guard; the trainer's former "norm > max" rule gave 1 here).
+    const float at = clip_coefficient(max, max);
+    EXPECT_EQ(at, static_cast<float>(max / (max + 1e-6))) << max;
+    EXPECT_LT(at, 1.0f) << max;
+    const double above = std::nextafter(max, 2 * max);
+    EXPECT_EQ(clip_coefficient(above, max), static_cast<float>(max / (above + 1e-6))) << max;
+    EXPECT_LE(clip_coefficient(above, max), at) << max;
+    // Well below max: no clipping.
+    EXPECT_EQ(clip_coefficient(max / 2, max), 1.0f) << max;
+  }
+  // A non-finite norm moves nothing; max_norm <= 0 means clipping is off.
+  EXPECT_EQ(clip_coefficient(INFINITY, 1.0), 0.0f);
+  EXPECT_EQ(clip_coefficient(NAN, 1.0), 0.0f);
   EXPECT_EQ(clip_coefficient(100.0, 0.0), 1.0f);
+  EXPECT_EQ(clip_coefficient(NAN, 0.0), 1.0f);
 }
 
 TEST(Serialize, EveryCodecRoundTripsBitForBit) {

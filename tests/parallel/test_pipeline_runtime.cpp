@@ -98,7 +98,7 @@ RankModel split(const Mlp& ref, int p, int v, int rank) {
 }
 
 // The stage function the runtime calls: stage 0 reads its micro-batch, the last stage returns the MSE loss.
-par::StageForward stage_forward(const RankModel& rm, const Batch& batch, int p, int rank) {
+par::nn::StageForward stage_forward(const RankModel& rm, const Batch& batch, int p, int rank) {
   return [&rm, &batch, p, rank](int chunk, int mb, const torch::Tensor& input) {
     const par::StageLayers& s = rm.all.at(static_cast<size_t>(chunk * p + rank));
     torch::Tensor x = s.embedding ? batch.inputs.at(mb) : input;
@@ -145,7 +145,7 @@ TEST_P(PipelineRuntimeMatchesSingleRank, LossAndEveryGradient) {
   RankModel rm = split(ref, p, c.v, rank);
   int hook_calls = 0;
   std::map<int, torch::Tensor> grads_at_hook;
-  par::PipelineRuntimeOptions options{
+  par::nn::PipelineRuntimeOptions options{
       .schedule = {.kind = c.kind, .stages = p, .microbatches = m, .virtual_chunks = c.v},
       .activation_shape = shape,
       .activation_dtype = torch::kFloat64,
@@ -155,8 +155,8 @@ TEST_P(PipelineRuntimeMatchesSingleRank, LossAndEveryGradient) {
       }};
   // Wraps the stage function to keep a handle on every activation sent onward (not the last stage's loss).
   std::vector<torch::Tensor> sent_outputs;
-  const par::StageForward inner = stage_forward(rm, batch, p, rank);
-  par::PipelineRuntime runtime(mesh.pp(), options, [&](int chunk, int mb, const torch::Tensor& input) {
+  const par::nn::StageForward inner = stage_forward(rm, batch, p, rank);
+  par::nn::PipelineRuntime runtime(mesh.pp(), options, [&](int chunk, int mb, const torch::Tensor& input) {
     torch::Tensor out = inner(chunk, mb, input);
     if (!rm.all.at(static_cast<size_t>(chunk * p + rank)).lm_head) sent_outputs.push_back(out);
     return out;
@@ -170,7 +170,7 @@ TEST_P(PipelineRuntimeMatchesSingleRank, LossAndEveryGradient) {
     }
     hook_calls = 0;
     sent_outputs.clear();
-    const par::PipelineStepStats stats = runtime.step();
+    const par::nn::PipelineStepStats stats = runtime.step();
     // Every output was released once sent (its values are not needed for backward).
     for (const torch::Tensor& out : sent_outputs) EXPECT_EQ(out.numel(), 0);
 
@@ -220,10 +220,10 @@ TEST(PipelineRuntime, RanksDisagreeingOnTheMessageShapeFailTogether) {
   par::Mesh mesh({.tp = 1, .cp = 1, .dp = 1, .pp = p});
   mesh.set_deadline(std::chrono::seconds(60));
   const int rank = mesh.pp().rank();
-  par::PipelineRuntimeOptions options{.schedule = {.kind = ScheduleKind::k1F1B, .stages = p, .microbatches = p},
-                                      .activation_shape = {2, 3, rank == p - 1 ? 16 : 8}};
-  const std::string msg =
-      what_of([&] { par::PipelineRuntime rt(mesh.pp(), options, [](int, int, const torch::Tensor& x) { return x; }); });
+  par::nn::PipelineRuntimeOptions options{.schedule = {.kind = ScheduleKind::k1F1B, .stages = p, .microbatches = p},
+                                          .activation_shape = {2, 3, rank == p - 1 ? 16 : 8}};
+  const std::string msg = what_of(
+      [&] { par::nn::PipelineRuntime rt(mesh.pp(), options, [](int, int, const torch::Tensor& x) { return x; }); });
   EXPECT_NE(msg.find("InvalidArgument"), std::string::npos) << msg;
   EXPECT_NE(msg.find("pp rank " + std::to_string(p - 1) + " asks for schedule 1f1b"), std::string::npos) << msg;
   EXPECT_NE(msg.find("[2, 3, 16] float32"), std::string::npos) << msg;
@@ -235,10 +235,10 @@ TEST(PipelineRuntime, RanksDisagreeingOnTheMessageShapeFailTogether) {
 TEST(PipelineRuntime, ScheduleForAnotherPipelineSizeIsRejected) {
   const int p = world_size();
   par::Mesh mesh({.tp = 1, .cp = 1, .dp = 1, .pp = p});
-  par::PipelineRuntimeOptions options{.schedule = {.kind = ScheduleKind::k1F1B, .stages = p + 1, .microbatches = 4},
-                                      .activation_shape = {2, 3, 8}};
-  const std::string msg =
-      what_of([&] { par::PipelineRuntime rt(mesh.pp(), options, [](int, int, const torch::Tensor& x) { return x; }); });
+  par::nn::PipelineRuntimeOptions options{.schedule = {.kind = ScheduleKind::k1F1B, .stages = p + 1, .microbatches = 4},
+                                          .activation_shape = {2, 3, 8}};
+  const std::string msg = what_of(
+      [&] { par::nn::PipelineRuntime rt(mesh.pp(), options, [](int, int, const torch::Tensor& x) { return x; }); });
   EXPECT_NE(msg.find("InvalidArgument: PipelineRuntime: schedule.stages = " + std::to_string(p + 1)), std::string::npos)
       << msg;
 }
@@ -252,9 +252,9 @@ TEST(PipelineRuntime, StageReturningTheWrongShapeIsAClearError) {
   mesh.set_deadline(std::chrono::seconds(2));
   const int rank = mesh.pp().rank();
   const torch::Tensor w = torch::randn({8, 5}, torch::kFloat32).requires_grad_(true);
-  par::PipelineRuntimeOptions options{.schedule = {.kind = ScheduleKind::k1F1B, .stages = p, .microbatches = p},
-                                      .activation_shape = {2, 3, 8}};
-  par::PipelineRuntime rt(mesh.pp(), options, [&](int, int, const torch::Tensor&) {
+  par::nn::PipelineRuntimeOptions options{.schedule = {.kind = ScheduleKind::k1F1B, .stages = p, .microbatches = p},
+                                          .activation_shape = {2, 3, 8}};
+  par::nn::PipelineRuntime rt(mesh.pp(), options, [&](int, int, const torch::Tensor&) {
     return torch::matmul(torch::ones({2, 3, 8}), w);  // [2, 3, 5]: hidden 5 instead of 8
   });
   const std::string msg = what_of([&] { rt.step(); });
@@ -302,8 +302,8 @@ TEST(PipelineRuntime, MeasuresAndPrintsTheBubble) {
   std::map<int, double> measured;
   for (const int m : {p, 2 * p + 1}) {
     const Batch batch = make_batch(m, shape, torch::kFloat32, 22);
-    const par::StageForward mlp = stage_forward(rm, batch, p, rank);
-    par::PipelineRuntime rt(
+    const par::nn::StageForward mlp = stage_forward(rm, batch, p, rank);
+    par::nn::PipelineRuntime rt(
         mesh.pp(),
         {.schedule = {.kind = ScheduleKind::k1F1B, .stages = p, .microbatches = m},
          .activation_shape = shape,
@@ -311,7 +311,7 @@ TEST(PipelineRuntime, MeasuresAndPrintsTheBubble) {
         [&](int chunk, int mb, const torch::Tensor& input) { return DeviceTime::apply(mlp(chunk, mb, input), 0.002); });
     std::vector<double> fractions;
     for (int step = 0; step < 3; ++step) {
-      const par::PipelineStepStats s = rt.step();
+      const par::nn::PipelineStepStats s = rt.step();
       EXPECT_GE(s.bubble_fraction, 0.0);
       EXPECT_LT(s.bubble_fraction, 1.0);
       fractions.push_back(s.bubble_fraction);

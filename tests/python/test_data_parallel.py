@@ -53,8 +53,9 @@ def test_cpp_optimizer_fp32_matches_torch_adamw_100_steps():
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_cpp_optimizer_bit_identical_to_python_optimizer(codec):
-    """Same fused step, same state initialisation and index bases: the C++ and Python optimizers agree bit for
-    bit (bf16 parameters with and without FP32 masters, every codec), and state_dict/load reproduces the run."""
+    """nibble.optim.AdamW wraps this C++ optimizer: through the torch.optim front (param_groups, opt.state[p])
+    it gives the bits the C++ object gives directly (bf16 parameters with and without FP32 masters, every
+    codec), its states are the C++ states, and state_dict/load reproduces the run."""
     for dtype, master in ((torch.float32, "fp32"), (torch.bfloat16, "fp32"), (torch.bfloat16, "none")):
         ours = [(n, p.to(dtype).requires_grad_()) for n, p in _params()]
         ref = [p.to(dtype).requires_grad_() for _, p in _params()]
@@ -112,6 +113,49 @@ def test_cpp_optimizer_sgd_nonfinite_and_errors():
         _C.TorchOptimizer(ours, dict(beta1=1.5))
     with pytest.raises(ValueError, match="unique"):
         _C.TorchOptimizer([("a", ours[0][1]), ("a", ours[1][1])], {})
+
+
+def test_data_parallel_does_not_import_parallel():
+    """nibble.parallel re-exports nibble.data_parallel's classes; the reverse import made a cycle. data_parallel
+    takes groups as communicators (like tensor_parallel and context_parallel), so it imports nothing of
+    nibble.parallel."""
+    import ast
+
+    import nibble.data_parallel as dp
+
+    with open(dp.__file__) as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    assert not any(n == "parallel" or n.endswith(".parallel") for n in names), names
+
+
+def test_optimizer_config_and_groups_in_cpp():
+    """The C++ front-end holds per-group hyperparameters (torch's param_groups) and refuses to reinterpret
+    existing states under another codec."""
+    a, b = torch.zeros(300, requires_grad=True), torch.zeros(40, requires_grad=True)
+    opt = _C.TorchOptimizer([("a", a)], dict(kind="sgd", lr=0.5, momentum=0.0))
+    assert opt.add_param_group([("b", b)], dict(kind="sgd", lr=0.25, momentum=0.0)) == 1
+    a.grad, b.grad = torch.ones(300), torch.ones(40)
+    assert opt.step() == (True, "")
+    assert torch.equal(a.detach(), torch.full((300,), -0.5)) and torch.equal(b.detach(), torch.full((40,), -0.25))
+    with pytest.raises(ValueError, match="kind, seed and max_grad_norm belong to the optimizer"):
+        opt.add_param_group([("c", torch.zeros(3, requires_grad=True))], dict(kind="adamw"))
+    opt.set_group_config(1, dict(kind="sgd", lr=0.1, momentum=0.0))  # another lr: fine
+    opt.set_group_config(1, dict(kind="sgd", lr=0.1, momentum=0.0, state="fp8"))  # no state yet (no momentum)
+    adam = _C.TorchOptimizer([("a", a)], dict(state="fp32"))
+    adam.step()
+    with pytest.raises(ValueError, match="holds state in codec 'fp32'"):
+        adam.set_group_config(0, dict(state="fp8"))
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        _C.TorchOptimizer([("a", a)], dict(max_grad_norm=0.0))
+    with pytest.raises(ValueError, match="seed"):
+        _C.TorchOptimizer([("a", a)], dict(seed=-1))
 
 
 _MULTI_RANK = r"""

@@ -285,6 +285,23 @@ def rotate(t, signs):
     return ((t * signs.double()).reshape(-1, 32) @ sylvester_hadamard32().T).reshape(t.shape)
 
 
+@pytest.mark.parametrize("rows,cols", [(512, 1376), (48, 96), (3, 32)])
+def test_hadamard32_is_the_sylvester_transform_and_independent_of_the_tensor_around_a_group(rows, cols):
+    """Every 32-group's result depends on its 32 inputs only: a tensor-parallel shard (half the columns) or a
+    sequence slice (half the rows) is rotated to the very bits of the whole tensor. (A BLAS matmul is not: at
+    512 x 1376 its FP32 sums change order with the row count -- mxfp4_quartet's old tp drift.)"""
+    x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows))
+    full = _C.hadamard32(x)
+    want = (x.double().reshape(-1, 32) @ sylvester_hadamard32()).reshape(rows, cols)
+    assert torch.allclose(full.double(), want, rtol=1e-6, atol=1e-6)
+    half = cols // 64 * 32 or 32
+    assert torch.equal(_C.hadamard32(x[:, :half].contiguous()), full[:, :half])
+    assert torch.equal(_C.hadamard32(x[: rows // 2 or 1].contiguous()), full[: rows // 2 or 1])
+    x64 = x.double()  # an unrounded FP64 sum stays FP64, and H is its own inverse
+    assert _C.hadamard32(x64).dtype == torch.float64
+    assert torch.allclose(_C.hadamard32(_C.hadamard32(x64)), x64, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("m,n", [(64, 48), (50, 40)])
 def test_quartet_backward_rotates_both_operands_of_each_gemm_along_its_inner_dim(m, n):
     lin, x, y, dy, cap = run_captured("mxfp4_quartet", m=m, k=96, n=n, seed=3)

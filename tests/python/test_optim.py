@@ -85,6 +85,39 @@ def test_clipping_matches_clip_grad_norm_then_adamw():
         assert _rel(p.detach(), q.detach()) <= 1e-6
 
 
+@pytest.mark.parametrize("max_norm", [1.0, 0.75, 3.0])
+def test_every_clipping_path_uses_one_coefficient_at_the_boundary(max_norm):
+    """There used to be three rules: the trainer scaled only when norm > max, global clipping and nibble.optim
+    used torch's min(1, max / (norm + 1e-6)). Now optim/clip.h is the only one: nibble.optim's max_grad_norm,
+    global clipping (nibble.data_parallel.clip_grad_norm_) and the coefficient the trainer and ZeroAdamW take
+    (_C.clip_coefficient, the same C++ function) agree bit for bit with torch's rule at norm == max (which
+    already clips) and just above it."""
+    from nibble import _C, data_parallel
+
+    for norm in (max_norm, torch.nextafter(torch.tensor(max_norm), torch.tensor(math.inf)).item()):
+        g = torch.tensor([norm], dtype=torch.float32)  # one element: the FP64 norm is exactly `norm`
+        expected = torch.tensor(min(1.0, max_norm / (norm + 1e-6)), dtype=torch.float32).item()
+        assert expected < 1.0
+        assert _C.clip_coefficient(norm, max_norm) == expected
+        # nibble.optim: SGD at lr 1 from 0 without momentum leaves p = -(clip * g), clip as the fused pass applied it
+        p = torch.zeros(1, requires_grad=True)
+        p.grad = g.clone()
+        opt = nopt.SGD([p], lr=1.0, momentum=0.0, max_grad_norm=max_norm)
+        opt.step()
+        assert opt.last_step["grad_norm"] == norm and opt.last_step["clip"] == expected
+        assert p.item() == -(g * expected).item()
+        # global clipping (no groups to sum over: one process)
+        q = torch.zeros(1, requires_grad=True)
+        q.grad = g.clone()
+        assert data_parallel.clip_grad_norm_([q], max_norm) == norm
+        assert q.grad.item() == (g * expected).item()
+        # torch itself (it computes the coefficient in float32: within an ulp)
+        r = torch.zeros(1, requires_grad=True)
+        r.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_([r], max_norm)
+        assert r.grad.item() == pytest.approx(q.grad.item(), rel=2 ** -22)
+
+
 # ---- codecs on their own ---------------------------------------------------------------------------------
 def test_int8_dynamic_map_matches_bitsandbytes_create_dynamic_map():
     from torchao.optim.quant_utils import create_dynamic_map  # bitsandbytes' function, as vendored by torchao

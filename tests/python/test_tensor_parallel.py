@@ -187,7 +187,7 @@ hf, gout = randn(47, S, H), randn(48, S, H)
 # bf16, whose BF16 operand rounding can turn such a difference into a single-element flip), and stochastically
 # rounded gradients draw, per element, the bits the single-rank block draws (the QKV output is laid out per head,
 # as in nibble's GPT, so a rank's heads are one slice of it): every preset is held to 1e-5. With FP64
-# accumulation (nibble.set_fp64_accumulation: split sums added exactly, rounded once) everything but the SP
+# accumulation (the recipe's reproducible_sums: split sums added exactly, rounded once) everything but the SP
 # norm-weight gradients is bit-identical (measured 0 for bf16 and nvfp4).
 for rec, tol_out, tol_grad, fp64 in ((nibble.Recipe("bf16"), 1e-5, 1e-5, False),
                                      (nibble.Recipe("bf16"), 1e-5, 1e-5, True),
@@ -197,7 +197,8 @@ for rec, tol_out, tol_grad, fp64 in ((nibble.Recipe("bf16"), 1e-5, 1e-5, False),
                                      (nibble.Recipe("nvfp4"), 1e-5, 1e-5, True),
                                      (nvfp4_rne, 1e-5, 1e-5, False),
                                      (nibble.Recipe("mxfp4_quartet"), 1e-5, 1e-5, False)):
-    nibble.set_fp64_accumulation(fp64)
+    if fp64:
+        rec = nibble.Recipe(rec.name, reproducible_sums=True)
     recipe = rec.name + (" fp64 sums" if fp64 else "")
     p = {"compress": rec.compress_activations}
     ws = {k: w.clone().requires_grad_() for k, w in full.items()}
@@ -232,7 +233,6 @@ for rec, tol_out, tol_grad, fp64 in ((nibble.Recipe("bf16"), 1e-5, 1e-5, False),
         assert v <= (tol_out if k == "forward" else tol_grad), (f"block {k} {recipe}", v)
         if fp64 and "norm" not in k:
             assert v == 0, (f"block {k} {recipe}: not bit-identical under FP64 sums", v)
-nibble.set_fp64_accumulation(False)
 
 # ---- unsupported recipes and bad shapes fail on the calling rank with the reason ----
 if n > 1:

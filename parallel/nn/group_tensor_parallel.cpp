@@ -1,4 +1,4 @@
-#include "parallel/nn/tensor_parallel.h"
+#include "parallel/nn/group_tensor_parallel.h"
 
 #include <map>
 
@@ -9,14 +9,14 @@
 #include "parallel/nn/vocab_parallel.h"
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 GroupTensorParallel::GroupTensorParallel(Communicator& group, bool sequence_parallel)
     : comm_(group), sequence_parallel_(sequence_parallel) {}
 
 torch::Tensor GroupTensorParallel::column_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
                                                  const std::optional<torch::Tensor>& bias_shard,
-                                                 const std::shared_ptr<nn::LinearState>& state) {
+                                                 const std::shared_ptr<core::LinearState>& state) {
   ParallelLinearOptions o;
   o.split = WeightSplit::kOutputFeatures;
   o.reduce_dy_amax = true;  // each rank holds the gradient of its own output features
@@ -25,7 +25,7 @@ torch::Tensor GroupTensorParallel::column_linear(const torch::Tensor& x, const t
     o.reduce_x_amax = true;
     return parallel_linear(x, weight_shard, bias_shard, state, comm_, o);
   }
-  if (nn::fp64_accumulation()) {
+  if (state->recipe.reproducible_sums) {
     o.reduce_dgrad = true;  // the dgrad partial sums are added in FP64 inside the Linear
     return parallel_linear(x, weight_shard, bias_shard, state, comm_, o);
   }
@@ -34,14 +34,14 @@ torch::Tensor GroupTensorParallel::column_linear(const torch::Tensor& x, const t
 
 torch::Tensor GroupTensorParallel::row_linear(const torch::Tensor& x_shard, const torch::Tensor& weight_shard,
                                               const std::optional<torch::Tensor>& bias,
-                                              const std::shared_ptr<nn::LinearState>& state) {
+                                              const std::shared_ptr<core::LinearState>& state) {
   ParallelLinearOptions o;
   o.split = WeightSplit::kInputFeatures;
   o.reduce_x_amax = true;  // each rank holds its own input features; dy is replicated (or all-gathered)
   // Under SP the reduce-scatter happens inside the Linear, so that its backward can gather the output gradient's
   // quantized copies (parallel_linear.h); without SP the all-reduce's backward is the identity.
   o.scatter_output = sequence_parallel_;
-  o.reduce_output = !sequence_parallel_ && nn::fp64_accumulation();  // FP64 partial sums, added inside
+  o.reduce_output = !sequence_parallel_ && state->recipe.reproducible_sums;  // FP64 partial sums, added inside
   const torch::Tensor out = parallel_linear(x_shard, weight_shard, std::nullopt, state, comm_, o);
   torch::Tensor y = sequence_parallel_ || o.reduce_output ? out : reduce_from_tensor_parallel(out, comm_);
   if (bias) {
@@ -59,8 +59,9 @@ torch::Tensor GroupTensorParallel::embedding(const torch::Tensor& tokens, const 
                             : reduce_from_tensor_parallel(partial, comm_);
 }
 
-torch::Tensor GroupTensorParallel::cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets) {
-  return vocab_parallel_cross_entropy(logits_shard, targets, comm_);
+torch::Tensor GroupTensorParallel::cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets,
+                                                 bool fp64_sums) {
+  return vocab_parallel_cross_entropy(logits_shard, targets, comm_, -100, fp64_sums);
 }
 
 torch::Tensor GroupTensorParallel::scatter_sequence(const torch::Tensor& x) {
@@ -99,4 +100,4 @@ void GroupTensorParallel::all_reduce_replicated_grads(const std::vector<torch::T
   }
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

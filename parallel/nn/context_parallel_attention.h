@@ -23,7 +23,7 @@
 
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
 // Rank `rank`'s part of `x` along `dim` (chunks rank and 2*cp-1-rank, concatenated), a new contiguous tensor.
 torch::Tensor context_parallel_split(const torch::Tensor& x, int64_t dim, int cp, int rank);
@@ -42,4 +42,4 @@ torch::Tensor ring_attention(const torch::Tensor& q, const torch::Tensor& k, con
 torch::Tensor ulysses_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                 Communicator& comm, std::optional<double> scale = std::nullopt);
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

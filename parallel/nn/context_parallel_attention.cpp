@@ -1,4 +1,4 @@
-#include "parallel/nn/context_parallel.h"
+#include "parallel/nn/context_parallel_attention.h"
 
 #include <cmath>
 #include <cstdint>
@@ -8,7 +8,7 @@
 
 #include "precision/error.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -359,4 +359,4 @@ torch::Tensor ulysses_attention(const torch::Tensor& q, const torch::Tensor& k, 
   return HeadToSeqFn::apply(oh.contiguous(), ptr);
 }
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn

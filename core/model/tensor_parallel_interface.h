@@ -18,7 +18,7 @@
 
 #include "core/linear.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 class TensorParallel {
  public:
@@ -48,8 +48,10 @@ class TensorParallel {
 
   // Vocab-parallel cross-entropy: logits_shard [tokens, V/size] (this rank's vocabulary slice, as produced
   // by column_linear with the LM head), targets [tokens] (full vocabulary ids, int64; ignore_index -100).
-  // Returns the mean loss over non-ignored tokens; never materialises full-vocabulary logits.
-  virtual torch::Tensor cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets) = 0;
+  // Returns the mean loss over non-ignored tokens; never materialises full-vocabulary logits. fp64_sums: the
+  // softmax sums run in FP64 (the model's reproducible_sums), so a vocabulary split rounds like one rank.
+  virtual torch::Tensor cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets,
+                                      bool fp64_sums) = 0;
 
   // Sequence parallel: full -> this rank's token slice (forward split; backward all-gather), and the reverse
   // (forward all-gather; backward split). Identity when sequence_parallel() is false.
@@ -61,4 +63,4 @@ class TensorParallel {
   virtual void all_reduce_replicated_grads(const std::vector<torch::Tensor>& params) = 0;
 };
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

@@ -1,6 +1,6 @@
-#include "core/linear_saved.h"
+#include "core/linear_backward_base.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 
 void LinearBackwardBase::release_variables() {
   x_col.reset();
@@ -11,8 +11,8 @@ void LinearBackwardBase::release_variables() {
   w_mask.reset();
 }
 
-int64_t LinearBackwardBase::save_for_backward(const std::shared_ptr<LinearState>& layer,
-                                              const torch::Tensor& x_tokens, torch::ScalarType input_dtype,
+int64_t LinearBackwardBase::save_for_backward(const std::shared_ptr<LinearState>& layer, const torch::Tensor& x_tokens,
+                                              torch::ScalarType input_dtype,
                                               const std::shared_ptr<QuantizedTensor>& x_row,
                                               const std::shared_ptr<QuantizedTensor>& x_col_copy,
                                               const torch::Tensor& w, bool bias, bool need_wgrad,
@@ -55,4 +55,4 @@ int64_t LinearBackwardBase::save_for_backward(const std::shared_ptr<LinearState>
   return saved;
 }
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

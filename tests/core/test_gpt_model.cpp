@@ -11,15 +11,19 @@
 #include "core/model/single_rank_tensor_parallel.h"
 #include "precision/error.h"
 
-namespace nibble::nn {
+namespace nibble::core::model {
 namespace {
 
 using torch::Tensor;
 const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
 
-Tensor bf16(const Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat64); }
+Tensor bf16(const Tensor& t) {
+  return t.to(torch::kBFloat16).to(torch::kFloat64);
+}
 // The bf16 recipe's fprop: both operands rounded to BF16, then an exact (here FP64) product.
-Tensor ref_linear(const Tensor& x, const Tensor& w) { return torch::matmul(bf16(x), bf16(w).t()); }
+Tensor ref_linear(const Tensor& x, const Tensor& w) {
+  return torch::matmul(bf16(x), bf16(w).t());
+}
 Tensor ref_rms(const Tensor& x, const Tensor& w, double eps) {
   return x / torch::sqrt((x * x).mean(-1, true) + eps) * w;
 }
@@ -131,9 +135,9 @@ TEST(GptModel, LayerRecipesKeepFirstAndLastLayersInBf16) {
   const std::vector<std::string> expect = {"bf16", "nvfp4", "nvfp4", "bf16", "bf16"};
   for (int64_t i = 0; i < cfg.layers; ++i) EXPECT_EQ(layer_recipe_name(cfg, i), expect[static_cast<size_t>(i)]);
   Gpt model(cfg, std::make_shared<SingleRankTensorParallel>());
-  EXPECT_EQ(model.linear_states()[0]->recipe.name, "bf16");             // layers.0.qkv
-  EXPECT_EQ(model.linear_states()[5]->recipe.name, "nvfp4");            // layers.1.qkv
-  EXPECT_EQ(model.linear_states().back()->recipe.name, "bf16");         // lm_head
+  EXPECT_EQ(model.linear_states()[0]->recipe.name, "bf16");      // layers.0.qkv
+  EXPECT_EQ(model.linear_states()[5]->recipe.name, "nvfp4");     // layers.1.qkv
+  EXPECT_EQ(model.linear_states().back()->recipe.name, "bf16");  // lm_head
 }
 
 // A TensorParallel that only reports a rank and size: enough to build the model's shards.
@@ -144,11 +148,15 @@ class ShapeOnlyTp : public TensorParallel {
   int size() const override { return size_; }
   bool sequence_parallel() const override { return false; }
   Tensor column_linear(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                       const std::shared_ptr<LinearState>&) override { throw Error("unused"); }
+                       const std::shared_ptr<LinearState>&) override {
+    throw Error("unused");
+  }
   Tensor row_linear(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                    const std::shared_ptr<LinearState>&) override { throw Error("unused"); }
+                    const std::shared_ptr<LinearState>&) override {
+    throw Error("unused");
+  }
   Tensor embedding(const Tensor&, const Tensor&) override { throw Error("unused"); }
-  Tensor cross_entropy(const Tensor&, const Tensor&) override { throw Error("unused"); }
+  Tensor cross_entropy(const Tensor&, const Tensor&, bool) override { throw Error("unused"); }
   Tensor scatter_sequence(const Tensor& x) override { return x; }
   Tensor gather_sequence(const Tensor& x) override { return x; }
   void all_reduce_replicated_grads(const std::vector<Tensor>&) override {}
@@ -193,4 +201,4 @@ TEST(GptModel, InvalidConfigsNameTheKey) {
 }
 
 }  // namespace
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

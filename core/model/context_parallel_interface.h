@@ -1,17 +1,17 @@
 #pragma once
-// The seam between the model (core/) and context parallelism (parallel/nn/context_parallel.*), like
-// tensor_parallel.h is for tp: core/ may not include parallel/, so the GPT model calls causal attention and
+// The seam between the model (core/) and context parallelism (parallel/nn/context_parallel_attention.*), like
+// tensor_parallel_interface.h is for tp: core/ may not include parallel/, so the GPT model calls causal attention and
 // asks for its tokens' positions through this interface.
 //
 // The sequence split is fixed here (it is a contract between the data loader, RoPE and attention): the full
 // sequence of S tokens is cut into 2*cp chunks of S/(2*cp); cp rank r holds chunks r and 2*cp-1-r, in that
 // order (Megatron's load balancing: every rank gets the same amount of causal work). S must be a multiple of
-// 2*cp. parallel/nn/context_parallel.h's context_parallel_split cuts tensors by the same rule.
+// 2*cp. parallel/nn/context_parallel_attention.h's context_parallel_split cuts tensors by the same rule.
 #include <torch/torch.h>
 
 #include <memory>
 
-namespace nibble::nn {
+namespace nibble::core::model {
 
 class ContextParallel {
  public:
@@ -36,4 +36,4 @@ class SingleRankContextParallel final : public ContextParallel {
 // Throws InvalidArgument when local_seq is not a multiple of 2 (two chunks per rank) for cp > 1.
 torch::Tensor context_parallel_positions(int64_t local_seq, int cp, int rank);
 
-}  // namespace nibble::nn
+}  // namespace nibble::core::model

@@ -1,7 +1,7 @@
 #pragma once
-// The pieces of Quartet's backward rotation and QuEST's straight-through estimator that both Linear nodes use:
-// core/linear.cpp (single rank) and parallel/nn/parallel_linear.cpp (tensor parallel), which the tests compare
-// bit for bit, so they must be one implementation.
+// Quartet's backward rotation, used by both Linear nodes: core/linear.cpp (single rank) and
+// parallel/nn/parallel_linear.cpp (tensor parallel), which the tests compare bit for bit, so it must be one
+// implementation. QuEST's forward clip masks are core/quest_mask.h.
 //
 // Rotation Q = diag(s)·H32 (s random ±1, H32 the normalised Hadamard, block-diagonal over groups of 32): applied
 // to both operands of a GEMM along its inner dimension it cancels, (A·Q)(B·Q)ᵀ = A·Bᵀ, while spreading each
@@ -13,7 +13,7 @@
 
 #include "core/linear.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 
 struct InnerRotation {
   int64_t inner = 0, padded = 0;
@@ -31,11 +31,4 @@ torch::Tensor rotation_signs(const InnerRotation& r);
 // t2d: [rows, inner] -> [rows, padded] = pad(t2d)·Q, float32.
 torch::Tensor rotate_inner(const torch::Tensor& t2d, const InnerRotation& r);
 
-// QuEST clip masks kept one bit per element (the last dim is a multiple of 32, so of 8), and back.
-torch::Tensor pack_mask(const torch::Tensor& mask);
-torch::Tensor unpack_mask(const torch::Tensor& packed);
-// QuEST's straight-through estimator: the gradient passes through the Hadamard domain, zeroed where the
-// forward clipped.
-torch::Tensor through_quest_mask(const torch::Tensor& grad, const torch::Tensor& packed_mask);
-
-}  // namespace nibble::nn
+}  // namespace nibble::core

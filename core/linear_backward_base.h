@@ -11,9 +11,10 @@
 
 #include "core/linear.h"
 #include "core/quantized_tensor.h"
-#include "core/quartet_pieces.h"
+#include "core/quartet_rotation.h"
+#include "core/quest_mask.h"
 
-namespace nibble::nn {
+namespace nibble::core {
 
 struct LinearBackwardBase : public torch::autograd::Node {
   std::shared_ptr<LinearState> state;
@@ -36,11 +37,11 @@ struct LinearBackwardBase : public torch::autograd::Node {
   // x_tokens is x as [all tokens, in_features] (after any gather), read only for Quartet's rotated copy or an
   // unquantized wgrad operand (it may be undefined otherwise); x_dtype the input's dtype; x_row / x_col_copy
   // the quantized copies forward made (either may be null). Returns the activation bytes kept
-  // (core/saved_bytes.h).
+  // (core/saved_for_backward_meter.h).
   int64_t save_for_backward(const std::shared_ptr<LinearState>& state, const torch::Tensor& x_tokens,
                             torch::ScalarType x_dtype, const std::shared_ptr<QuantizedTensor>& x_row,
                             const std::shared_ptr<QuantizedTensor>& x_col_copy, const torch::Tensor& weight,
                             bool has_bias, bool need_wgrad, const QuantizeRotatedX& quantize_rotated_x);
 };
 
-}  // namespace nibble::nn
+}  // namespace nibble::core

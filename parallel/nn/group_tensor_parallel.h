@@ -1,6 +1,6 @@
 #pragma once
-// nibble::nn::TensorParallel (core/model/tensor_parallel.h) over the tp group of a Mesh: Megatron tensor
-// parallelism, optionally with sequence parallelism, running nibble's low-precision recipes.
+// nibble::core::model::TensorParallel (core/model/tensor_parallel_interface.h) over the tp group of a Mesh: Megatron
+// tensor parallelism, optionally with sequence parallelism, running nibble's low-precision recipes.
 //
 //  column_linear  SP: quantize this rank's tokens with the group amax, all-gather the quantized copies
 //                 (group_quantize.h says what moves per scheme), fprop; backward reduce-scatters dgrad.
@@ -19,12 +19,12 @@
 // Linear's bias) must be registered by the model and passed to all_reduce_replicated_grads after backward.
 #include <torch/torch.h>
 
-#include "core/model/tensor_parallel.h"
+#include "core/model/tensor_parallel_interface.h"
 #include "parallel/communicator.h"
 
-namespace nibble::parallel {
+namespace nibble::parallel::nn {
 
-class GroupTensorParallel final : public nn::TensorParallel {
+class GroupTensorParallel final : public core::model::TensorParallel {
  public:
   // `group` (normally mesh.tp()) must outlive this object and every autograd graph built with it.
   GroupTensorParallel(Communicator& group, bool sequence_parallel);
@@ -36,12 +36,12 @@ class GroupTensorParallel final : public nn::TensorParallel {
 
   torch::Tensor column_linear(const torch::Tensor& x, const torch::Tensor& weight_shard,
                               const std::optional<torch::Tensor>& bias_shard,
-                              const std::shared_ptr<nn::LinearState>& state) override;
+                              const std::shared_ptr<core::LinearState>& state) override;
   torch::Tensor row_linear(const torch::Tensor& x_shard, const torch::Tensor& weight_shard,
                            const std::optional<torch::Tensor>& bias,
-                           const std::shared_ptr<nn::LinearState>& state) override;
+                           const std::shared_ptr<core::LinearState>& state) override;
   torch::Tensor embedding(const torch::Tensor& tokens, const torch::Tensor& weight_shard) override;
-  torch::Tensor cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets) override;
+  torch::Tensor cross_entropy(const torch::Tensor& logits_shard, const torch::Tensor& targets, bool fp64_sums) override;
   torch::Tensor scatter_sequence(const torch::Tensor& x) override;
   torch::Tensor gather_sequence(const torch::Tensor& x) override;
   void all_reduce_replicated_grads(const std::vector<torch::Tensor>& params) override;
@@ -51,4 +51,4 @@ class GroupTensorParallel final : public nn::TensorParallel {
   bool sequence_parallel_;
 };
 
-}  // namespace nibble::parallel
+}  // namespace nibble::parallel::nn
