@@ -1,5 +1,10 @@
 # torch from the project venv (scripts/setup.sh installs it): the interface target nibble_torch.
-find_package(Python3 REQUIRED COMPONENTS Interpreter Development.Module)
+# The Python module needs Python's headers; without it (NIBBLE_PYTHON=OFF) the interpreter alone finds torch.
+if(NIBBLE_PYTHON)
+  find_package(Python3 REQUIRED COMPONENTS Interpreter Development.Module)
+else()
+  find_package(Python3 REQUIRED COMPONENTS Interpreter)
+endif()
 execute_process(
   COMMAND ${Python3_EXECUTABLE} -c "import torch, os; print(os.path.dirname(torch.__file__))"
   OUTPUT_VARIABLE NIBBLE_TORCH_DIR OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE torch_found)

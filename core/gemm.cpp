@@ -28,6 +28,7 @@
 #include "precision/error.h"
 #include "precision/format_names.h"
 #include "precision/scaling.h"
+#include "precision/scheme_facts.h"
 
 namespace nibble::core {
 namespace {
@@ -43,18 +44,6 @@ uint16_t float_to_bf16_exact(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return static_cast<uint16_t>(u >> 16);  // callers guarantee the low 16 bits are zero
-}
-
-int block_cols(Scheme s) {
-  switch (s) {
-    case Scheme::kFP8Tensor: return 0;
-    case Scheme::kFP8Block128:
-    case Scheme::kFP8Block128x128: return 128;
-    case Scheme::kFP8Block16: return 16;
-    case Scheme::kNVFP4:
-    case Scheme::kNVFP4_2D: return 16;
-    default: return 32;
-  }
 }
 
 // How one operand decodes: code -> element value (LUT), times fold(row, k / block), times alpha overall.
@@ -83,19 +72,16 @@ struct DecodePlan {
 
 // The value of a one-byte scale code: UE4M3 for NVFP4, E8M0 for the MX schemes.
 float decode_scale_code(Scheme s, uint32_t code) {
-  switch (s) {
-    case Scheme::kNVFP4:
-    case Scheme::kNVFP4_2D: return precision::decode_scalar(code, precision::formats::kE4M3);
-    default: return precision::e8m0_decode_multiplier(code);
-  }
+  return precision::scheme_facts(s).scale == precision::ScaleStorage::kUE4M3
+             ? precision::decode_scalar(code, precision::formats::kE4M3)
+             : precision::e8m0_decode_multiplier(code);
 }
 
+// Block scales stored as FP32 (the FP8 block schemes).
 bool float_scales(Scheme s) {
-  return s == Scheme::kFP8Block128 || s == Scheme::kFP8Block16 || s == Scheme::kFP8Block128x128;
+  const precision::SchemeFacts f = precision::scheme_facts(s);
+  return f.scale == precision::ScaleStorage::kFloat32 && f.block_cols > 0;
 }
-
-// Rows of the operand that share one row of FP32 scales.
-int64_t scale_row_div(Scheme s) { return s == Scheme::kFP8Block128x128 ? 128 : 1; }
 
 DecodePlan plan_for(const GemmOperand& op) {
   DecodePlan p;
@@ -115,13 +101,13 @@ DecodePlan plan_for(const GemmOperand& op) {
     p.lut16_hi[code] = static_cast<uint8_t>(u >> 24);
     if ((u & 0xFFFFu) != 0) p.lut_bf16 = false;
   }
-  p.block = block_cols(o.scheme);
+  p.block = precision::scheme_facts(o.scheme).block_cols;
   if (o.scheme == Scheme::kFP8Tensor) {
     p.alpha = c.scale.data_ptr<float>()[0];
     return p;
   }
   p.fold_cols = (c.cols + p.block - 1) / p.block;
-  const bool nvfp4 = o.scheme == Scheme::kNVFP4 || o.scheme == Scheme::kNVFP4_2D;
+  const bool nvfp4 = precision::scheme_facts(o.scheme).scale == precision::ScaleStorage::kUE4M3;
   // Every distinct scale value s the operand uses goes through the same checks: the largest power of two
   // (ref_exp) and whether all are powers of two (NVFP4's E4M3 scales need not be).
   int ref_exp = -1000;
@@ -131,7 +117,7 @@ DecodePlan plan_for(const GemmOperand& op) {
   };
   bool present[256] = {};
   if (float_scales(o.scheme)) {
-    p.fold_row_div = scale_row_div(o.scheme);
+    p.fold_row_div = precision::scheme_facts(o.scheme).scale_row_div;
     const int64_t fold_rows = (c.rows + p.fold_row_div - 1) / p.fold_row_div;
     const float* s = c.scale.data_ptr<float>();
     const int64_t ld = c.scale.size(1);
@@ -371,7 +357,14 @@ void check_dense(const torch::Tensor& t, const std::string& what) {
   if (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kBFloat16)
     throw InvalidArgument(what + " dtype " + std::string(c10::toString(t.scalar_type())) +
                           " is not supported; pass float32 or bfloat16");
-  if (!t.device().is_cpu()) throw InvalidArgument(what + " must be a CPU tensor on this path");
+  if (!t.device().is_cpu())
+    throw InvalidArgument(
+        what + " is on " + t.device().str() +
+        ": nibble's GEMM runs on CPU tensors so far (the CUDA path is compiled, not wired: issue 15)");
+}
+
+torch::Device operand_device(const GemmOperand& op) {
+  return op.copy ? op.copy->data.device() : op.dense.device();
 }
 
 // FP64 rows [r0, r0 + nr) of an operand, dequantized except for alpha; dense operands rounded to BF16 first
@@ -411,6 +404,9 @@ std::string GemmOperand::describe() const {
 
 torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions& options) {
   const std::string who = options.name + ": ";
+  if (operand_device(a) != operand_device(b))
+    throw InvalidArgument(who + "operands are on different devices: A on " + operand_device(a).str() + ", B on " +
+                          operand_device(b).str() + "; move both to one device");
   if (!a.copy) check_dense(a.dense, who + "operand A");
   if (!b.copy) check_dense(b.dense, who + "operand B");
   if (a.k() != b.k())

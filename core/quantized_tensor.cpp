@@ -39,21 +39,38 @@ int64_t QuantizedTensor::bytes() const {
   return (rowwise ? rowwise->bytes() : 0) + (columnwise ? columnwise->bytes() : 0);
 }
 
-QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOptions& options, const std::string& name) {
+namespace {
+
+// A CPU float32/bfloat16 tensor as precision/'s input (leading dims flatten into M); `contiguous` keeps the
+// memory alive for the call.
+precision::QuantizeInput as_input(const torch::Tensor& x, const torch::Tensor& contiguous, const std::string& who,
+                                  const std::string& name) {
   if (!x.device().is_cpu())
-    throw InvalidArgument("quantize(" + name + "): input is on " + x.device().str() + "; this path takes CPU tensors");
+    throw InvalidArgument(who + "(" + name + "): input is on " + x.device().str() + "; this path takes CPU tensors");
   if (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)
-    throw InvalidArgument("quantize(" + name + "): input dtype " + std::string(c10::toString(x.scalar_type())) +
+    throw InvalidArgument(who + "(" + name + "): input dtype " + std::string(c10::toString(x.scalar_type())) +
                           " is not supported; pass float32 or bfloat16");
-  if (x.dim() < 1) throw InvalidArgument("quantize(" + name + "): input must have at least one dimension");
-  const torch::Tensor input = x.contiguous();
+  if (x.dim() < 1) throw InvalidArgument(who + "(" + name + "): input must have at least one dimension");
   precision::QuantizeInput in;
-  in.data = input.data_ptr();
+  in.data = contiguous.data_ptr();
   in.type = x.scalar_type() == torch::kFloat32 ? precision::InputType::kFloat32 : precision::InputType::kBFloat16;
   in.cols = x.size(-1);
   in.rows = 1;
-  for (int64_t d = 0; d + 1 < x.dim(); ++d) in.rows *= x.size(d);  // leading dims flatten into M
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) in.rows *= x.size(d);
   in.name = name;
+  return in;
+}
+
+}  // namespace
+
+precision::TensorAmax tensor_amax(const torch::Tensor& x, bool rht, uint64_t rht_seed, const std::string& name) {
+  const torch::Tensor input = x.contiguous();
+  return precision::tensor_amax(as_input(x, input, "tensor_amax", name), rht, rht_seed);
+}
+
+QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOptions& options, const std::string& name) {
+  const torch::Tensor input = x.contiguous();
+  const precision::QuantizeInput in = as_input(x, input, "quantize", name);
   QuantizedTensor q;
   q.options = options;
   q.shape = x.sizes().vec();

@@ -38,6 +38,11 @@ struct QuantizedTensor {
 QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOptions& options,
                          const std::string& name = "tensor");
 
+// The amaxes quantize() would take a per-tensor factor from (precision::tensor_amax): a tensor-parallel rank
+// reduces them over its group and passes the result back as QuantizeOptions::group_amax / group_rht_amax.
+precision::TensorAmax tensor_amax(const torch::Tensor& x, bool rht, uint64_t rht_seed,
+                                  const std::string& name = "tensor");
+
 // Decodes one copy to float32 (rows, cols).
 torch::Tensor dequantize(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options);
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/data/token_file.h"
+#include "launch/device_choice.h"
 #include "launch/log.h"
 #include "launch/train_config.h"
 #include "launch/trainer.h"
@@ -94,6 +95,8 @@ int main(int argc, char** argv) {
     config = nibble::launch::load_config(config_path, parse_overrides(app.remaining()));
     const auto env = nibble::parallel::read_launch_env();
     nibble::launch::validate(config, env.size > 0 ? env.size : 1);
+    // Before MPI starts: a device that cannot be used fails here, on every rank alike, never in a collective.
+    (void)nibble::launch::choose_train_device(config.device, nibble::launch::visible_cuda_devices());
   } catch (const std::exception& e) {
     nibble::launch::log_error(std::string("config error: ") + e.what());
     return 2;

@@ -107,6 +107,7 @@ const std::map<std::string, Key>& keys() {
       {"train.sample_temperature", float_key(&TrainConfig::sample_temperature)},
       {"train.out_dir", string_key(&TrainConfig::out_dir)},
       {"train.threads", int_key(&TrainConfig::threads)},
+      {"train.device", string_key(&TrainConfig::device)},
       {"optim.optimizer", string_key(&TrainConfig::optimizer)},
       {"optim.state", string_key(&TrainConfig::state)},
       {"optim.schedule", string_key(&TrainConfig::schedule)},
@@ -124,6 +125,7 @@ const std::map<std::string, Key>& keys() {
       {"parallel.dp", int_key(&TrainConfig::dp)},
       {"parallel.sequence_parallel", bool_key(&TrainConfig::sequence_parallel)},
       {"parallel.reproducible_sums", bool_key(&TrainConfig::reproducible_sums)},
+      {"parallel.timeout_s", float_key(&TrainConfig::timeout_s)},
       {"parallel.pp", int_key(&TrainConfig::pp)},
       {"parallel.cp", int_key(&TrainConfig::cp)},
       {"parallel.pp_schedule", string_key(&TrainConfig::pp_schedule)},
@@ -298,6 +300,10 @@ void validate(const TrainConfig& c, int64_t world_size) {
   require(c.sample_tokens >= 0, "train.sample_tokens", std::to_string(c.sample_tokens), "must be >= 0");
   require(c.sample_temperature > 0, "train.sample_temperature", std::to_string(c.sample_temperature), "must be > 0");
   require(c.threads >= 0, "train.threads", std::to_string(c.threads), "must be >= 0 (0 = automatic)");
+  require(c.device == "auto" || c.device == "cuda" || c.device == "cpu", "train.device", "\"" + c.device + "\"",
+          "must be \"auto\", \"cuda\" or \"cpu\"");
+  require(c.timeout_s > 0 && c.timeout_s <= 86400, "parallel.timeout_s", std::to_string(c.timeout_s),
+          "must be in (0, 86400] seconds (the deadline of every collective)");
   require(c.grad_clip >= 0, "optim.grad_clip", std::to_string(c.grad_clip), "must be >= 0 (0 = off)");
   require(c.checkpoint_every >= 0, "checkpoint.every", std::to_string(c.checkpoint_every),
           "must be >= 0 (0 = at the end only)");

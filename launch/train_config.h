@@ -30,6 +30,7 @@ struct TrainConfig {
   double sample_temperature = 0.8;
   std::string out_dir = "runs/default";
   int64_t threads = 0;  // torch intra-op threads per rank; 0 = the cores this rank has (parallel::cores_per_rank)
+  std::string device = "auto";  // auto | cuda | cpu (launch/device_choice.h)
   // [optim]
   std::string optimizer = "adamw", state = "fp32", schedule = "cosine";
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
@@ -40,6 +41,7 @@ struct TrainConfig {
   // [parallel]
   int64_t tp = 1, dp = 1, pp = 1, cp = 1;
   bool sequence_parallel = false;
+  double timeout_s = 300.0;  // deadline of every collective: a rank that does not arrive in time fails the job
   // Every GEMM and the cross-entropy sum in FP64 (GptConfig::reproducible_sums, core/gemm.h), so tp/sp splits of a sum
   // round to the single-rank result: layout-invariant loss curves at the cost of GEMM speed.
   bool reproducible_sums = false;

@@ -17,6 +17,7 @@
 #include "core/gemm.h"
 #include "core/model/gpt.h"
 #include "launch/checkpoint_io.h"
+#include "launch/device_choice.h"
 #include "launch/eval_sample.h"
 #include "launch/grad_sync.h"
 #include "launch/log.h"
@@ -147,7 +148,10 @@ void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
 }  // namespace
 
 int run_training(const TrainConfig& c) {
-  const auto& info = parallel::init();
+  parallel::InitOptions init_options;
+  init_options.deadline = std::chrono::milliseconds(static_cast<int64_t>(c.timeout_s * 1000.0));
+  const auto& info = parallel::init(init_options);
+  const DeviceChoice device = choose_train_device(c.device, visible_cuda_devices());
   torch::set_num_threads(static_cast<int>(c.threads > 0 ? c.threads : parallel::cores_per_rank()));
   const bool lead = info.rank == 0;
   parallel::MeshShape shape;
@@ -199,6 +203,10 @@ int run_training(const TrainConfig& c) {
                 info.world_size,
                 mesh.shape().str().c_str(), static_cast<long long>(c.steps), static_cast<long long>(c.global_batch),
                 static_cast<long long>(c.model.seq_len), static_cast<long long>(c.micro_batch));
+    // The device and, for the layers' recipe, which kernel runs each GEMM there (decided once, core/gemm_path.h).
+    std::printf(
+        "device: %s; GEMMs (%s): %s\n", device.why.c_str(), c.model.recipe.c_str(),
+        describe_gemm_paths(core::recipe_preset(c.model.recipe), core::GemmDevice{}).c_str());  // CPU: kTrainerCudaPath
     if (pipeline)
       std::printf("pipeline: %s schedule, pp %lld x %lld virtual stages, %d micro-batches; the checker's "
                   "simulated bubble %.3f, (p-1)/(v*m) = %.3f\n",

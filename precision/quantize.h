@@ -81,6 +81,13 @@ struct QuantizeOptions {
   MxScaleRule mx_rule = MxScaleRule::kCeil;
   bool use_fixed_scale = false;  // delayed scaling: use fixed_scale instead of the current amax
   float fixed_scale = 1.0f;
+  // A tensor-wide amax reduced elsewhere -- the max over a tensor-parallel group of every rank's own amax
+  // (tensor_amax below) -- so a slice takes its per-tensor factor (fp8_tensor's scale, nvfp4's S_enc) from
+  // the whole tensor and quantizes exactly as the whole tensor would. group_amax serves the rowwise copy and a
+  // columnwise copy without RHT; group_rht_amax an RHT'd columnwise copy (the amax after the transform). < 0:
+  // this input's own. Only schemes with a per-tensor factor take them; each must be >= this input's own.
+  float group_amax = -1.0f;
+  float group_rht_amax = -1.0f;
 };
 
 // Sensible defaults per scheme (block FP8 uses power-of-two scales, FP4 schemes use E2M1).
@@ -119,6 +126,16 @@ struct QuantizeInput {
 struct QuantizeStats {
   float amax = 0.0f;  // max|x| of the input (what delayed scaling records)
 };
+
+// The amaxes quantize() takes a per-tensor factor from, without quantizing: max|x| of the input and, with
+// `rht`, of its columnwise copy after the 16-point RHT (rht_seed as in QuantizeOptions; the input's rows must
+// be a multiple of 16). `nan`: the input (or its transform) holds a NaN; the amaxes then mean nothing.
+struct TensorAmax {
+  float amax = 0.0f;
+  float rht_amax = 0.0f;
+  bool nan = false;
+};
+TensorAmax tensor_amax(const QuantizeInput& input, bool rht, uint64_t rht_seed);
 
 // Validates shapes and options (InvalidArgument with the reason), then fills the requested copies.
 QuantizeStats quantize(const QuantizeInput& input, const QuantizeOptions& options, const QuantizedCopy* rowwise,

@@ -11,6 +11,7 @@
 #include "precision/error.h"
 #include "precision/format_names.h"
 #include "precision/scaling.h"
+#include "precision/scheme_facts.h"
 
 namespace nibble::core::cuda {
 namespace {
@@ -91,10 +92,12 @@ void check_factor(const Fp4GlobalFactor& f, const char* which) {
 }  // namespace
 
 bool is_fp4_scheme(Scheme s) {
-  return s == Scheme::kNVFP4 || s == Scheme::kNVFP4_2D || s == Scheme::kMXFP4 || s == Scheme::kMXFP4Quest;
+  return precision::scheme_facts(s).fp4;
 }
 
-bool has_e8m0_scales(Scheme s) { return s == Scheme::kMXFP8 || s == Scheme::kMXFP4 || s == Scheme::kMXFP4Quest; }
+bool has_e8m0_scales(Scheme s) {
+  return precision::scheme_facts(s).scale == precision::ScaleStorage::kE8M0;
+}
 
 void fp4_reference_code(const uint8_t* scale_codes, int64_t n, uint32_t* ref_code, cudaStream_t stream) {
   precision::cuda::check_cuda(cudaMemsetAsync(ref_code, 0, sizeof(uint32_t), stream), "fp4_reference_code memset");
@@ -117,7 +120,7 @@ void fp4_decode_bf16(const precision::QuantizedCopy& copy, const precision::Copy
   if (e8m0 && ref_code == nullptr)
     throw InvalidArgument("fp4_decode_bf16: E8M0-scaled copies need ref_code (from fp4_reference_code)");
   if (layout.rows <= 0 || layout.cols <= 0) return;
-  const int block = options.scheme == Scheme::kNVFP4 || options.scheme == Scheme::kNVFP4_2D ? 16 : 32;
+  const int block = precision::scheme_facts(options.scheme).block_cols;
   const DecodeArgs args{copy.data,        layout.data_row_bytes, layout.rows,
                         layout.cols,      static_cast<const uint8_t*>(copy.scale),
                         layout.scale_cols, block,                options.element,

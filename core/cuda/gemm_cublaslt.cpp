@@ -84,8 +84,7 @@ GemmPath select_path(const GemmArgs& g, int sm, const std::string& who) {
         throw InvalidArgument(who + "operand " + (op == &g.a ? "A" : "B") + " (" + op->describe() +
                               ") has an FP4 scheme but a " + std::to_string(op->options.element.bits()) +
                               "-bit element format; valid: e2m1 (or another format of at most 4 bits)");
-    const bool e2m1 = g.a.options.element == precision::formats::kE2M1 && g.b.options.element == precision::formats::kE2M1;
-    return is_nvfp4(sa) && is_nvfp4(sb) && e2m1 && sm / 10 == 10 ? GemmPath::kNVFP4 : GemmPath::kFP4Emulated;
+    return core::choose_gemm_path(g.a.options, g.b.options, core::GemmDevice{sm});  // kNVFP4 or the BF16 fallback
   }
   const bool known = (sa == Scheme::kFP8Tensor && sb == Scheme::kFP8Tensor) ||
                      (sa == Scheme::kMXFP8 && sb == Scheme::kMXFP8) || (is_fp8_block(sa) && is_fp8_block(sb));
@@ -124,7 +123,8 @@ void check_native(const GemmArgs& g, GemmPath path, const std::string& who) {
     const char* which = op == &g.a ? "A" : "B";
     if (!aligned(op->copy.data, 16))
       throw InvalidArgument(who + "operand " + which + " data pointer is not 16-byte aligned; cuBLASLt's " +
-                            gemm_path_name(path) + " kernels need 16-byte aligned operands (cudaMalloc gives 256)");
+                            core::gemm_path_name(path) +
+                            " kernels need 16-byte aligned operands (cudaMalloc gives 256)");
     if (op->layout.data_row_bytes % 16 != 0)
       throw InvalidArgument(who + "K = " + str(K) + " makes each row of operand " + which + " " +
                             str(op->layout.data_row_bytes) + " bytes; cuBLASLt needs lda % 16 == 0 bytes: K % " +
@@ -139,10 +139,11 @@ void check_native(const GemmArgs& g, GemmPath path, const std::string& who) {
   if (path == GemmPath::kFP8Tensor) return;
   const int64_t block = path == GemmPath::kMXFP8 ? 32 : path == GemmPath::kNVFP4 ? 16 : 128;
   if (K % block != 0)
-    throw InvalidArgument(who + "K = " + str(K) + " is not a whole number of " + str(block) + "-element scale blocks; " +
-                          gemm_path_name(path) + " needs K % " + str(block) + " == 0");
+    throw InvalidArgument(who + "K = " + str(K) + " is not a whole number of " + str(block) +
+                          "-element scale blocks; " + core::gemm_path_name(path) + " needs K % " + str(block) +
+                          " == 0");
   if (M % 16 != 0 || N % 16 != 0)
-    throw InvalidArgument(who + "M = " + str(M) + ", N = " + str(N) + ": " + gemm_path_name(path) +
+    throw InvalidArgument(who + "M = " + str(M) + ", N = " + str(N) + ": " + core::gemm_path_name(path) +
                           " GEMMs need M % 16 == 0 and N % 16 == 0 (pad the token and feature dims)");
 }
 
@@ -183,8 +184,8 @@ Workspace plan_workspace(const GemmArgs& g, GemmPath path) {
     w.scale_a = w.take(swizzled_bytes(g.a));
     w.scale_b = w.take(swizzled_bytes(g.b));
   }
-  if (path == GemmPath::kNVFP4 || path == GemmPath::kFP4Emulated) w.alpha_beta = w.take(2 * sizeof(float));
-  if (path == GemmPath::kFP4Emulated) {
+  if (path == GemmPath::kNVFP4 || path == GemmPath::kDequantizeBf16) w.alpha_beta = w.take(2 * sizeof(float));
+  if (path == GemmPath::kDequantizeBf16) {
     w.bf16_a = w.take(M * K * 2);
     w.bf16_b = w.take(N * K * 2);
     w.ref_a = w.take(sizeof(uint32_t));
@@ -245,8 +246,8 @@ void check_cublas_version(GemmPath path, const std::string& who) {
   const size_t need = path == GemmPath::kFP8Block ? 120900 : (path == GemmPath::kMXFP8 || path == GemmPath::kNVFP4) ? 120800 : 0;
   const size_t have = cublasLtGetVersion();
   if (have < need)
-    throw Error(who + gemm_path_name(path) + " needs cuBLASLt " + std::to_string(need) +
-                          " or newer at run time; loaded is " + std::to_string(have));
+    throw Error(who + core::gemm_path_name(path) + " needs cuBLASLt " + std::to_string(need) +
+                " or newer at run time; loaded is " + std::to_string(have));
 }
 
 }  // namespace
@@ -254,17 +255,6 @@ void check_cublas_version(GemmPath path, const std::string& who) {
 std::string DeviceOperand::describe() const {
   return precision::scheme_name(options.scheme) + "/" + precision::format_name(options.element) + " (" +
          str(layout.rows) + ", " + str(layout.cols) + ")";
-}
-
-const char* gemm_path_name(GemmPath path) {
-  switch (path) {
-    case GemmPath::kFP8Tensor: return "FP8 per-tensor";
-    case GemmPath::kMXFP8: return "MXFP8 (VEC32_UE8M0)";
-    case GemmPath::kNVFP4: return "NVFP4 (VEC16_UE4M3)";
-    case GemmPath::kFP8Block: return "FP8 block (VEC128_32F / BLK128x128_32F)";
-    case GemmPath::kFP4Emulated: return "FP4 emulated in BF16";
-  }
-  return "?";
 }
 
 GemmPath check_gemm(const GemmArgs& g, int sm) {
@@ -281,7 +271,15 @@ GemmPath check_gemm(const GemmArgs& g, int sm) {
   if (g.bias && !aligned(g.bias, 2))
     throw InvalidArgument(who + "the bias pointer is not 2-byte aligned (it holds bfloat16 values)");
   const GemmPath path = select_path(g, sm, who);
-  if (path != GemmPath::kFP4Emulated) check_native(g, path, who);
+  // One decision: the wrapper runs what core/gemm_path.h chooses (it refuses, above, what it cannot run yet).
+  if (path != core::choose_gemm_path(g.a.options, g.b.options, core::GemmDevice{sm}))
+    throw Error(who + "internal error: the cuBLASLt wrapper's path " + core::gemm_path_name(path) +
+                " is not core::choose_gemm_path's for A " + g.a.describe() + ", B " + g.b.describe());
+  if (path == GemmPath::kFP8Block && g.fast_accumulation)
+    throw InvalidArgument(who +
+                          "fast_accumulation is not offered for the 1x128 / 128x128 block-scaled FP8 GEMMs "
+                          "(cuBLASLt; PyTorch's scaled_mm refuses it too); valid: fast_accumulation = false");
+  if (path != GemmPath::kDequantizeBf16) check_native(g, path, who);
   return path;
 }
 
@@ -356,7 +354,7 @@ void gemm(const GemmArgs& g, void* workspace, size_t workspace_bytes, cudaStream
       gemm_alpha({false, g.a.copy.global_amax, nullptr}, {false, g.b.copy.global_amax, nullptr}, host_beta,
                  device_alpha_beta, stream);
       break;
-    case GemmPath::kFP4Emulated: {
+    case GemmPath::kDequantizeBf16: {
       auto decode = [&](const DeviceOperand& op, size_t out, size_t ref) {
         const bool e8m0 = has_e8m0_scales(op.options.scheme);
         uint32_t* ref_code = reinterpret_cast<uint32_t*>(ws + ref);
@@ -379,6 +377,8 @@ void gemm(const GemmArgs& g, void* workspace, size_t workspace_bytes, cudaStream
       }
       break;
     }
+    case GemmPath::kCpuEmulation:  // check_gemm never returns it (the device is a GPU)
+      throw Error(who + "internal error: the CPU path reached the cuBLASLt wrapper");
   }
 
   const cudaDataType_t out_type = g.out_type == OutputType::kFloat32 ? CUDA_R_32F : CUDA_R_16BF;
@@ -430,7 +430,7 @@ void gemm(const GemmArgs& g, void* workspace, size_t workspace_bytes, cudaStream
   const cublasStatus_t status =
       cublasLtMatmulAlgoGetHeuristic(handle, desc.d, la.l, lb.l, lc.l, lc.l, pref.p, 1, &heuristic, &found);
   if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && found == 0))
-    throw Error(who + "cuBLASLt " + std::to_string(cublasLtGetVersion()) + " has no " + gemm_path_name(path) +
+    throw Error(who + "cuBLASLt " + std::to_string(cublasLtGetVersion()) + " has no " + core::gemm_path_name(path) +
                 " algorithm for A " + g.a.describe() + " x B " + g.b.describe() + ", " + out_name(g.out_type) +
                 " output" + (bias ? " with bias" : "") + (g.accumulate ? ", accumulate" : "") + " on " + sm_name(sm));
   check_cublas(status, "cublasLtMatmulAlgoGetHeuristic");

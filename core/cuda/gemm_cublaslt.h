@@ -10,14 +10,15 @@
 // That is the "TN" layout, the only one Hopper's FP8 kernels and every FP4/block-scaled kernel accept
 // (cuBLAS docs, cublasLtMatmul FP8 requirements; TE cublaslt_gemm.cu CanonicalizeGemmInput).
 //
-// Paths (chosen from the two schemes and the device; check_gemm names the valid pairs when none fits):
+// Paths (core/gemm_path.h choose_gemm_path decides from the two schemes and the device; check_gemm validates
+// the problem for that path and names the valid pairs when the wrapper cannot run it):
 //   kFP8Tensor   fp8_tensor x fp8_tensor (E4M3/E5M2, not E5M2 x E5M2), sm_89+. The copies' scale arrays
 //                are their decode scales (scale_inv) and go to CUBLASLT_MATMUL_DESC_{A,B}_SCALE_POINTER.
 //   kMXFP8       mxfp8 x mxfp8, VEC32_UE8M0, Blackwell (sm_100) only.
 //   kNVFP4       nvfp4[_2d] x nvfp4[_2d], VEC16_UE4M3, sm_100 only; alpha = S_dec(A) * S_dec(B) on device.
 //   kFP8Block    fp8_block128 x {fp8_block128, fp8_block128x128} and fp8_block128x128 x fp8_block128
 //                (VEC128_32F / BLK128x128_32F; 2-D x 2-D is not offered), Hopper (sm_90) only.
-//   kFP4Emulated any pair of {nvfp4, nvfp4_2d, mxfp4, mxfp4_quest} elsewhere (and MXFP4 everywhere):
+//   kDequantizeBf16  any pair of {nvfp4, nvfp4_2d, mxfp4, mxfp4_quest} elsewhere (and MXFP4 everywhere):
 //                decode to BF16 with block scales folded in (fp4_decode.h), BF16 cuBLASLt GEMM, global
 //                factors in alpha.
 // Block scales are converted from nibble's row-major arrays to cuBLAS's layouts in the workspace
@@ -39,6 +40,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/gemm_path.h"
 #include "precision/quantize.h"
 
 namespace nibble::core::cuda {
@@ -66,8 +68,9 @@ struct GemmArgs {
   std::string name = "gemm";       // used in error messages
 };
 
-enum class GemmPath : uint8_t { kFP8Tensor, kMXFP8, kNVFP4, kFP8Block, kFP4Emulated };
-const char* gemm_path_name(GemmPath path);
+using core::GemmPath;  // kCpuEmulation never reaches this wrapper
+// The device dequantize fallback is implemented for FP4 pairs only so far (fp4_decode.h): check_gemm refuses
+// an 8-bit pair that has no tensor-core path on the device, naming the GPUs that have one.
 
 // Validates the problem for a device of compute capability `sm` (major * 10 + minor, e.g. 90, 100) and
 // returns the path it takes. Host-only: reads no device memory (pointers are checked for alignment only).

@@ -1,10 +1,12 @@
 #include "parallel/nn/group_quantize.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "parallel/nn/torch_collectives.h"
 #include "precision/error.h"
+#include "precision/scheme_facts.h"
 
 namespace nibble::parallel::nn {
 namespace {
@@ -13,25 +15,15 @@ using precision::Scheme;
 
 // Does the copy carry a per-tensor factor (FP8 scale or NVFP4 global amax)?
 bool has_tensor_factor(const precision::QuantizeOptions& o) {
-  return o.scheme == Scheme::kFP8Tensor || o.scheme == Scheme::kNVFP4 || o.scheme == Scheme::kNVFP4_2D;
+  return precision::scheme_facts(o.scheme).tensor_factor;
 }
 
 bool is_fp4(const precision::QuantizeOptions& o) { return o.element.bits() <= 4; }
 
-// Block length of a copy along its columns (for a columnwise copy: along the original rows).
+// Block length of a copy along its columns (for a columnwise copy: along the original rows); 1 for a
+// per-tensor scale, which puts no constraint on a split.
 int64_t block_cols(Scheme s) {
-  switch (s) {
-    case Scheme::kMXFP8:
-    case Scheme::kMXFP4:
-    case Scheme::kMXFP4Quest: return 32;
-    case Scheme::kNVFP4:
-    case Scheme::kNVFP4_2D:
-    case Scheme::kFP8Block16: return 16;
-    case Scheme::kFP8Block128:
-    case Scheme::kFP8Block128x128: return 128;
-    case Scheme::kFP8Tensor: return 1;
-  }
-  return 1;
+  return std::max(1, precision::scheme_facts(s).block_cols);
 }
 
 struct Job {
@@ -39,52 +31,6 @@ struct Job {
   bool rowwise, columnwise;
   precision::QuantizeOptions options;
 };
-
-// Rows appended to impose the group amax: one row, or a whole 16-row group where 16-row structure exists
-// (2-D tiles, or blocks / RHT groups along the rows of the columnwise copy).
-int64_t pad_rows_for(const precision::QuantizeOptions& o, int64_t rows, const std::string& name) {
-  const bool row_blocks = o.scheme == Scheme::kNVFP4_2D || (o.columnwise && o.scheme == Scheme::kNVFP4);
-  if (!row_blocks) return 1;
-  if (rows % 16 != 0)
-    throw InvalidArgument(name + ": under tensor parallelism an nvfp4 tensor whose blocks run along the rows needs "
-                          "a row count divisible by 16 (to impose the group amax), got " + std::to_string(rows));
-  return 16;
-}
-
-std::shared_ptr<core::QuantizedTensor> quantize_padded(const torch::Tensor& t2d, const precision::QuantizeOptions& o,
-                                                       float pad_value, int64_t pad_rows, const std::string& name) {
-  const int64_t rows = t2d.size(0), cols = t2d.size(1);
-  torch::Tensor pad = torch::zeros({pad_rows, cols}, t2d.options());
-  pad.index_put_({0, 0}, pad_value);
-  auto q = std::make_shared<core::QuantizedTensor>(core::quantize(torch::cat({t2d, pad}), o, name));
-  if (q->rowwise) {
-    core::QuantizedCopyTensor& c = *q->rowwise;
-    c.data = c.data.narrow(0, 0, rows).contiguous();
-    if (c.scale.size(0) == rows + pad_rows) c.scale = c.scale.narrow(0, 0, rows).contiguous();
-    c.rows = rows;
-  }
-  if (q->columnwise) {
-    core::QuantizedCopyTensor& c = *q->columnwise;
-    const precision::CopyLayout L = precision::copy_layout(o, cols, rows);
-    c.data = c.data.narrow(1, 0, L.data_row_bytes).contiguous();
-    if (o.scheme != Scheme::kFP8Tensor) c.scale = c.scale.narrow(1, 0, L.scale_cols).contiguous();
-    c.cols = rows;
-  }
-  q->shape = {rows, cols};
-  return q;
-}
-
-float local_amax(const torch::Tensor& t2d, const Job& job, const std::string& name) {
-  if (t2d.numel() == 0) return 0.0f;
-  if (job.columnwise && job.options.rht) {
-    // The columnwise NVFP4 copy's global amax is taken after the RHT: quantize once to learn it.
-    precision::QuantizeOptions o = job.options;
-    o.rowwise = false;
-    const core::QuantizedTensor q = core::quantize(t2d, o, name);
-    return q.columnwise->global_amax.item<float>();
-  }
-  return t2d.abs().max().to(torch::kFloat32).item<float>();
-}
 
 // One copy of `local` gathered over the rows; `col_from_row`: the columnwise copy is the transposed rowwise
 // codes (per-tensor FP8, one scale).
@@ -184,7 +130,7 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const core::O
                                          precision::DelayedScaling* ds, bool fail_together,
                                          const precision::SrIndexMap& sr_index) {
   const bool row = row_spec && row_spec->quantized, col = col_spec && col_spec->quantized;
-  // Spelled out so that pad rows (quantize_padded) leave the real rows' stochastic-rounding bits alone.
+  // The place of t2d in the tensor its stochastic-rounding bits are keyed by, spelled out.
   precision::SrIndexMap place = sr_index;
   if (place.full_rows == 0) place.full_rows = t2d.size(0);
   if (place.full_cols == 0) place.full_cols = t2d.size(1);
@@ -195,45 +141,55 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const core::O
     if (row) jobs.push_back({row_spec, true, false, core::operand_options(*row_spec, true, false, state, ds, name)});
     if (col) jobs.push_back({col_spec, false, true, core::operand_options(*col_spec, false, true, state, ds, name)});
   }
-  std::vector<float> group(jobs.size(), -1.0f), mine(jobs.size(), -1.0f);
+  // Per job, the group's amax of the input (its rowwise copy, or a columnwise copy without RHT) and after the
+  // RHT (an RHT'd columnwise copy); -1: not reduced.
+  std::vector<precision::TensorAmax> group(jobs.size(), precision::TensorAmax{-1.0f, -1.0f, false});
   bool reduce = false;
   // A delayed scale is fixed before quantizing: nothing to reduce for it here.
   auto reduced = [&](const Job& j) { return has_tensor_factor(j.options) && !j.spec->delayed; };
+  auto wants_amax = [](const Job& j) { return j.rowwise || !j.options.rht; };
+  auto wants_rht_amax = [](const Job& j) { return j.columnwise && j.options.rht; };
   for (const Job& j : jobs) reduce = reduce || (comm && comm->size() > 1 && reduced(j));
   if (fail_together && comm && comm->size() > 1 && !jobs.empty()) reduce = true;
   if (reduce) {
-    // One all-reduce(max): the amaxes of the copies with a per-tensor factor, then a NaN flag (so a NaN on one
+    // One all-reduce(max) of the amaxes the copies' per-tensor factors need, then a NaN flag (so a NaN on one
     // rank fails every rank at the same point instead of desynchronising the group).
-    torch::Tensor buf = torch::zeros({static_cast<int64_t>(jobs.size()) + 1}, torch::kFloat32);
+    std::vector<float> mine;
     bool nan = false;
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      if (!reduced(jobs[i])) {
+    for (const Job& j : jobs) {
+      if (!reduced(j)) {
         nan = nan || torch::isnan(t2d).any().item<bool>();
         continue;
       }
-      mine[i] = local_amax(t2d, jobs[i], name);
-      nan = nan || std::isnan(mine[i]);
-      buf[static_cast<int64_t>(i)] = std::isnan(mine[i]) ? 0.0f : mine[i];
+      const precision::TensorAmax a = t2d.numel() == 0
+                                          ? precision::TensorAmax{}
+                                          : core::tensor_amax(t2d, wants_rht_amax(j), j.options.rht_seed, name);
+      nan = nan || a.nan;
+      if (wants_amax(j)) mine.push_back(a.nan ? 0.0f : a.amax);
+      if (wants_rht_amax(j)) mine.push_back(a.nan ? 0.0f : a.rht_amax);
     }
-    buf[static_cast<int64_t>(jobs.size())] = nan ? 1.0f : 0.0f;
+    mine.push_back(nan ? 1.0f : 0.0f);
+    torch::Tensor buf = torch::tensor(mine, torch::kFloat32);
     all_reduce_(buf, ReduceOp::kMax, *comm, name + " amax");
-    if (buf[static_cast<int64_t>(jobs.size())].item<float>() > 0.0f)
+    const float* g = buf.data_ptr<float>();
+    if (g[mine.size() - 1] > 0.0f)
       throw Error(name + ": NaN in this tensor on " + std::string(nan ? "this rank" : "another rank") + " of " +
                   comm->describe() + " (found while reducing its amax)");
-    for (size_t i = 0; i < jobs.size(); ++i)
-      if (reduced(jobs[i])) group[i] = buf[static_cast<int64_t>(i)].item<float>();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (!reduced(jobs[i])) continue;
+      if (wants_amax(jobs[i])) group[i].amax = *g++;
+      if (wants_rht_amax(jobs[i])) group[i].rht_amax = *g++;
+    }
   }
   QuantizedCopies out;
   for (size_t i = 0; i < jobs.size(); ++i) {
     Job& j = jobs[i];
     j.options.sr_index = place;
-    std::shared_ptr<core::QuantizedTensor> q;
-    if (group[i] > mine[i]) {
-      const float value = j.columnwise && j.options.rht ? 4.0f * group[i] : group[i];
-      q = quantize_padded(t2d, j.options, value, pad_rows_for(j.options, t2d.size(0), name), name);
-    } else {
-      q = std::make_shared<core::QuantizedTensor>(core::quantize(t2d, j.options, name));
-    }
+    // The group's amaxes set the per-tensor factors (precision::QuantizeOptions::group_amax): every rank
+    // quantizes with the scales of the whole tensor.
+    if (group[i].amax >= 0.0f) j.options.group_amax = group[i].amax;
+    if (group[i].rht_amax >= 0.0f) j.options.group_rht_amax = group[i].rht_amax;
+    auto q = std::make_shared<core::QuantizedTensor>(core::quantize(t2d, j.options, name));
     if (j.spec->delayed) ds->record(q->input_amax);
     if (j.rowwise) out.row = q;
     if (j.columnwise) out.col = q;

@@ -6,11 +6,9 @@
 // the max over the group of the local amaxes (one all-reduce(max) of a few floats), so every rank quantizes
 // with the scale the whole (gathered or unsharded) tensor would get, and a gathered copy is the one a single
 // rank would have produced from the full tensor. Block scales (MXFP8, MXFP4, FP8 1x128, NVFP4 blocks) are
-// local by construction as long as no block straddles two ranks' parts. precision::quantize() takes its amax
-// from its input only, so the group amax is imposed by appending pad rows holding one element equal to it
-// (4x it for an RHT'd copy: the 16-point RHT maps that element to +-amax) and dropping the pad rows' codes
-// and scales afterwards (stochastic-rounding bits are keyed by each element's index in the unpadded tensor,
-// so padding never changes them).
+// local by construction as long as no block straddles two ranks' parts. The quantizer takes the group's amax
+// (and, for an RHT'd copy, the group's amax after the transform) as precision::QuantizeOptions::group_amax /
+// group_rht_amax; each rank learns its own with core::tensor_amax, one read of its input.
 //
 // What all_gather_rows moves, per scheme of a copy (rows = tokens; "cols" = the features K):
 //  - fp8_tensor (fp8_current): the rowwise E4M3 codes only (1 byte per element). The scale is the group's,
@@ -44,7 +42,7 @@ using core::QuantizedCopies;
 // `fail_together`: reduce the NaN flag over `comm` even when no copy has a per-tensor factor (MX schemes), so a
 // NaN on one rank fails every rank here instead of leaving its peers in the next collective.
 // `sr_index`: t2d's place in the tensor a single rank would quantize (precision::SrIndexMap), so stochastic
-// rounding draws that tensor's bits; default: t2d is the whole tensor. Pad rows never shift the bits.
+// rounding draws that tensor's bits; default: t2d is the whole tensor.
 QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const core::OperandSpec* row_spec,
                                          const core::OperandSpec* col_spec, Communicator* comm,
                                          core::LinearState& state, const std::string& name,

@@ -10,6 +10,7 @@
 #include <cfloat>
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "precision/block_scale.h"
 #include "precision/convert.h"
@@ -85,6 +86,20 @@ void validate(const QuantizeInput& in, const QuantizeOptions& o) {
   if (o.use_fixed_scale && !(o.fixed_scale > 0.0f && o.fixed_scale <= FLT_MAX))
     throw InvalidArgument(who + "delayed scale must be finite and positive, got " + std::to_string(o.fixed_scale));
   if (!(o.amax_epsilon >= 0.0f)) throw InvalidArgument(who + "amax_epsilon must be >= 0");
+  for (const auto& [value, key] :
+       {std::pair{o.group_amax, "group_amax"}, std::pair{o.group_rht_amax, "group_rht_amax"}}) {
+    if (value < 0.0f) continue;  // (a NaN is not < 0: refused below)
+    if (!(value <= FLT_MAX)) throw InvalidArgument(who + key + " must be finite, got " + std::to_string(value));
+    if (!scheme_facts(o.scheme).tensor_factor || o.use_fixed_scale)
+      throw InvalidArgument(who + key +
+                            " sets a per-tensor factor: it applies to fp8_tensor (current scaling), "
+                            "nvfp4 and nvfp4_2d, not to " +
+                            scheme_name(o.scheme) + (o.use_fixed_scale ? " with a delayed scale" : ""));
+  }
+  if (std::isnan(o.group_amax) || std::isnan(o.group_rht_amax))
+    throw InvalidArgument(who + "group_amax / group_rht_amax is NaN (a NaN amax is an error, not a scale)");
+  if (o.group_rht_amax >= 0.0f && !(o.rht && o.columnwise))
+    throw InvalidArgument(who + "group_rht_amax applies to an RHT'd columnwise copy (rht and columnwise set)");
   const SrIndexMap& m = o.sr_index;
   if (m.full_rows < 0 || m.full_cols < 0 || m.row_offset < 0 || m.col_offset < 0)
     throw InvalidArgument(who + "sr_index entries must be >= 0, got full (" + std::to_string(m.full_rows) + ", " +
@@ -109,21 +124,19 @@ void validate(const QuantizeInput& in, const QuantizeOptions& o) {
 }  // namespace
 
 CopyLayout copy_layout(const QuantizeOptions& o, int64_t rows, int64_t cols) {
-  const BlockShape bs = block_shape(o.scheme);
+  const SchemeFacts f = scheme_facts(o.scheme);
   CopyLayout L;
   L.rows = rows;
   L.cols = cols;
   L.data_row_bytes = o.element.bits() <= 4 ? ceil_div(cols, 2) : cols;  // FP4 (or narrower ExMy) packs 2/byte
-  switch (o.scheme) {
-    case Scheme::kFP8Tensor: L.scale_rows = 1, L.scale_cols = 1; break;
-    case Scheme::kFP8Block128x128: L.scale_rows = ceil_div(rows, 128), L.scale_cols = ceil_div(cols, 128); break;
-    default: L.scale_rows = rows, L.scale_cols = ceil_div(cols, bs.cols); break;
+  if (f.block_cols == 0) {
+    L.scale_rows = L.scale_cols = 1;  // one scale for the tensor
+  } else {
+    L.scale_rows = ceil_div(rows, f.scale_row_div);
+    L.scale_cols = ceil_div(cols, f.block_cols);
   }
-  if (o.scheme == Scheme::kMXFP8 || o.scheme == Scheme::kMXFP4 || o.scheme == Scheme::kMXFP4Quest)
-    L.scale_storage = ScaleStorage::kE8M0;
-  else if (o.scheme == Scheme::kNVFP4 || o.scheme == Scheme::kNVFP4_2D)
-    L.scale_storage = ScaleStorage::kUE4M3;
-  L.has_mask = o.scheme == Scheme::kMXFP4Quest;
+  L.scale_storage = f.scale;
+  L.has_mask = f.mask;
   return L;
 }
 
@@ -154,6 +167,24 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
     if (a.nan) report_nan(in);
     col_amax = a.amax;
   }
+  // A group's amax replaces this input's own as the source of the per-tensor factors (validate() allowed it for
+  // amax_first schemes only); it must cover this input, or the largest elements would overflow the format.
+  float row_amax = a.amax;
+  auto check_covers = [&](float group, float own, const char* key) {
+    if (group < own)
+      throw InvalidArgument("quantize(" + in.name + "): " + key + " " + std::to_string(group) +
+                            " is below this input's own amax " + std::to_string(own) +
+                            "; it must be the max over a group that includes this input");
+  };
+  if (o.group_amax >= 0.0f) {
+    check_covers(o.group_amax, a.amax, "group_amax");
+    row_amax = o.group_amax;
+    if (!rht) col_amax = o.group_amax;
+  }
+  if (rht && o.group_rht_amax >= 0.0f) {
+    check_covers(o.group_rht_amax, col_amax, "group_rht_amax");
+    col_amax = o.group_rht_amax;
+  }
 
   // 2-D schemes: the columnwise copy is the rowwise one transposed, so the tiles always make rowwise codes
   // (into a target without buffers when the rowwise copy was not asked for).
@@ -169,7 +200,7 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
     return t;
   };
   const bool make_rowwise = o.rowwise || (o.columnwise && is_2d(o.scheme));
-  cpu::CopyTarget row = target(o.rowwise ? rowwise : nullptr, false, o.offset, a.amax);
+  cpu::CopyTarget row = target(o.rowwise ? rowwise : nullptr, false, o.offset, row_amax);
   cpu::CopyTarget col = target(o.columnwise ? columnwise : nullptr, true, o.offset + kColumnwiseOffset, col_amax);
   if (o.scheme == Scheme::kFP8Tensor) {
     for (const cpu::CopyTarget* t : {&row, &col})
@@ -185,12 +216,35 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   if (!amax_first && !rht) {
     a = pass.input;
     if (a.nan) report_nan(in);
-    col_amax = a.amax;
+    row_amax = col_amax = a.amax;
   }
   if (pass.transform_nan) report_transform_nan(in, o.scheme == Scheme::kMXFP4Quest ? "Hadamard-32" : "16-point RHT");
-  if (o.rowwise) *rowwise->global_amax = a.amax;
+  if (o.rowwise) *rowwise->global_amax = row_amax;
   if (o.columnwise) *columnwise->global_amax = col_amax;
   return QuantizeStats{a.amax};
+}
+
+TensorAmax tensor_amax(const QuantizeInput& in, bool rht, uint64_t rht_seed) {
+  if (in.rows < 0 || in.cols < 0) throw InvalidArgument("tensor_amax(" + in.name + "): negative shape");
+  if (rht && in.rows % 16 != 0)
+    throw InvalidArgument("tensor_amax(" + in.name +
+                          "): the 16-point RHT runs along the first dimension, which "
+                          "must be a multiple of 16; got " +
+                          std::to_string(in.rows));
+  const cpu::TileInput tin{in.data, in.type, in.rows, in.cols};
+  TensorAmax out;
+  if (rht) {
+    const cpu::RhtAmaxResult r =
+        cpu::rht_amax(tin, rht_sign_mask(rht_seed), in.type == InputType::kBFloat16, num_threads());
+    out.amax = r.input.amax;
+    out.rht_amax = r.transformed.amax;
+    out.nan = r.input.nan || r.transformed.nan;
+  } else {
+    const cpu::AmaxResult a = cpu::input_amax(tin, num_threads());
+    out.amax = out.rht_amax = a.amax;
+    out.nan = a.nan;
+  }
+  return out;
 }
 
 namespace {
@@ -280,8 +334,8 @@ std::string scheme_name(Scheme scheme) {
 QuantizeOptions default_options(Scheme scheme) {
   QuantizeOptions o;
   o.scheme = scheme;
-  o.element = is_fp4(scheme) ? formats::kE2M1 : formats::kE4M3;
-  o.pow2_scale = scheme == Scheme::kFP8Block128 || scheme == Scheme::kFP8Block128x128;
+  o.element = scheme_facts(scheme).element;
+  o.pow2_scale = scheme_facts(scheme).pow2_scale;
   return o;
 }
 

@@ -25,26 +25,6 @@
 
 namespace nibble::precision::cpu {
 
-BlockShape block_shape(Scheme s) {
-  switch (s) {
-    case Scheme::kFP8Tensor: return {0, 0};
-    case Scheme::kFP8Block128: return {1, 128};
-    case Scheme::kFP8Block16: return {1, 16};
-    case Scheme::kFP8Block128x128: return {128, 128};
-    case Scheme::kMXFP8: return {1, 32};
-    case Scheme::kNVFP4: return {1, 16};
-    case Scheme::kNVFP4_2D: return {16, 16};
-    case Scheme::kMXFP4: return {1, 32};
-    case Scheme::kMXFP4Quest: return {1, 32};
-  }
-  return {1, 1};
-}
-
-bool is_fp4(Scheme s) {
-  return s == Scheme::kNVFP4 || s == Scheme::kNVFP4_2D || s == Scheme::kMXFP4 || s == Scheme::kMXFP4Quest;
-}
-bool is_2d(Scheme s) { return s == Scheme::kFP8Block128x128 || s == Scheme::kNVFP4_2D; }
-
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -9,6 +9,7 @@
 
 #include "precision/block_scale.h"
 #include "precision/quantize.h"
+#include "precision/scheme_facts.h"
 
 namespace nibble::precision::cpu {
 
@@ -19,9 +20,16 @@ struct BlockShape {
   int64_t rows;  // 0 = the whole tensor (per-tensor scaling)
   int64_t cols;
 };
-BlockShape block_shape(Scheme s);
-bool is_fp4(Scheme s);
-bool is_2d(Scheme s);
+// From precision/scheme_facts.h, the one table of per-scheme facts.
+inline BlockShape block_shape(Scheme s) {
+  return {scheme_facts(s).block_rows, scheme_facts(s).block_cols};
+}
+inline bool is_fp4(Scheme s) {
+  return scheme_facts(s).fp4;
+}
+inline bool is_2d(Scheme s) {
+  return scheme_facts(s).block_rows > 1;
+}
 
 struct TileInput {
   const void* data;

@@ -11,7 +11,10 @@ namespace nibble::precision::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxGroup = 16;  // elements_per_philox_call(8); wider r gives smaller groups
+// One Philox call serves elements_per_philox_call(r) = 4 * 32 / r elements: the largest group is r = 1's, 128
+// (EncodeOptions::random_bits accepts 1..16). cuda-review.md §2: a 16-element buffer overflowed for r < 8.
+constexpr int kMaxGroup = elements_per_philox_call(1);
+static_assert(kMaxGroup == 128, "the group buffer must hold the narrowest r's group");
 
 __device__ __forceinline__ float load(const float* x, size_t i) { return x[i]; }
 __device__ __forceinline__ float load(const uint16_t* x, size_t i) {

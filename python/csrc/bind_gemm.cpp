@@ -1,5 +1,8 @@
 // nibble.gemm: C = A · Bᵀ on quantized copies or high-precision tensors (core/gemm.h).
 #include "core/gemm.h"
+#include "core/gemm_path.h"
+#include "core/recipe.h"
+#include "precision/error.h"
 #include "python/csrc/bindings.h"
 
 namespace nibble::python {
@@ -48,6 +51,33 @@ torch::Tensor gemm(const py::object& a, const py::object& b, std::optional<torch
 void bind_gemm(py::module_& m) {
   m.def("gemm", &gemm, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("accumulate") = py::none(),
         py::arg("out_dtype") = py::none(), py::arg("fp64_accumulation") = false);
+  // The kernel for a scheme pair on a device of compute capability `sm` (0 = the CPU): core/gemm_path.h.
+  m.def(
+      "gemm_path",
+      [](const std::string& a, const std::string& b, int sm) {
+        if (sm < 0)
+          throw InvalidArgument("gemm_path: compute capability must be >= 0 (0 = cpu), got " + std::to_string(sm));
+        return std::string(core::gemm_path_name(core::choose_gemm_path(
+            options_for_copy(a, py::none()), options_for_copy(b, py::none()), core::GemmDevice{sm})));
+      },
+      py::arg("a"), py::arg("b"), py::arg("sm"));
+  // The three GEMMs of a Linear under `recipe`: {"fprop": ..., "dgrad": ..., "wgrad": ...}.
+  m.def(
+      "recipe_gemm_paths",
+      [](const core::Recipe& r, int sm) {
+        const core::GemmDevice d{sm};
+        auto one = [&](const core::OperandSpec& x, const core::OperandSpec& y) {
+          return std::string(core::gemm_path_name(x.quantized && y.quantized
+                                                      ? core::choose_gemm_path(x.options, y.options, d)
+                                                      : core::choose_dense_gemm_path(d)));
+        };
+        py::dict out;
+        out["fprop"] = one(r.x_row, r.w_row);
+        out["dgrad"] = one(r.dy_row, r.w_col);
+        out["wgrad"] = one(r.dy_col, r.x_col);
+        return out;
+      },
+      py::arg("recipe"), py::arg("sm"));
 }
 
 }  // namespace nibble::python

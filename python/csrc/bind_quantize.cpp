@@ -64,13 +64,15 @@ py::tuple quantize(const torch::Tensor& x, const std::string& scheme, bool rowwi
                    const std::string& rounding, uint64_t seed, uint64_t offset, bool rht, uint64_t rht_seed,
                    const py::object& fmt, const py::object& pow2_scale, float amax_epsilon,
                    const std::string& mx_scale_rule, py::object delayed, const std::string& name,
-                   const py::object& sr_index) {
+                   const py::object& sr_index, float group_amax, float group_rht_amax) {
   QuantizeOptions o = make_options(scheme, rowwise, columnwise, rounding, seed, offset, rht, rht_seed, fmt,
                                    pow2_scale, amax_epsilon, mx_scale_rule);
   if (!sr_index.is_none()) {
     const auto m = sr_index.cast<std::tuple<int64_t, int64_t, int64_t, int64_t>>();
     o.sr_index = {std::get<0>(m), std::get<1>(m), std::get<2>(m), std::get<3>(m)};
   }
+  o.group_amax = group_amax;
+  o.group_rht_amax = group_rht_amax;
   precision::DelayedScaling* state = delayed.is_none() ? nullptr : delayed.cast<precision::DelayedScaling*>();
   if (state) {
     o.use_fixed_scale = true;
@@ -129,8 +131,8 @@ torch::Tensor rht(const torch::Tensor& x, uint64_t seed) {
 void bind_quantize(py::module_& m) {
   m.def("quantize", &quantize, py::arg("x"), py::arg("scheme"), py::arg("rowwise"), py::arg("columnwise"),
         py::arg("rounding"), py::arg("seed"), py::arg("offset"), py::arg("rht"), py::arg("rht_seed"), py::arg("fmt"),
-        py::arg("pow2_scale"), py::arg("amax_epsilon"), py::arg("mx_scale_rule"), py::arg("delayed"),
-        py::arg("name"), py::arg("sr_index"));
+        py::arg("pow2_scale"), py::arg("amax_epsilon"), py::arg("mx_scale_rule"), py::arg("delayed"), py::arg("name"),
+        py::arg("sr_index"), py::arg("group_amax") = -1.0f, py::arg("group_rht_amax") = -1.0f);
   m.def("dequantize", &dequantize, py::arg("data"), py::arg("scale"), py::arg("global_amax"), py::arg("rows"),
         py::arg("cols"), py::arg("scheme"), py::arg("fmt"));
   m.def("rht", &rht, py::arg("x"), py::arg("seed") = 0);

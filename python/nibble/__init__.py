@@ -4,7 +4,7 @@ This package is the Python face of the C++ library; the kernels live in the exte
 """
 from . import _C
 from .formats import decode, encode, format_info, get_num_threads, set_num_threads
-from .quantize import SCHEMES, DelayedScaling, QuantizedTensor, gemm, quantize, rht, rht_matrix
+from .quantize import SCHEMES, DelayedScaling, QuantizedTensor, gemm, gemm_path, gemm_paths, quantize, rht, rht_matrix
 from . import nn
 from .nn import Recipe, autocast
 from . import optim
@@ -13,5 +13,5 @@ from . import parallel  # MPI is initialised by nibble.parallel.init(), never at
 recipes = nn.recipes()
 
 __all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads", "quantize", "QuantizedTensor",
-           "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "nn", "Recipe", "autocast", "recipes",
+           "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "gemm_path", "gemm_paths", "nn", "Recipe", "autocast", "recipes",
            "parallel"]

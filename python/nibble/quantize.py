@@ -64,7 +64,8 @@ def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: 
              rounding: str = "rne", seed: int = 0, offset: int = 0, rht: bool = False, rht_seed: int = 0,
              fmt: Optional[str] = None, pow2_scale: Optional[bool] = None, amax_epsilon: float = 0.0,
              mx_scale_rule: str = "ceil", delayed: Optional[DelayedScaling] = None,
-             name: str = "tensor", sr_index: Optional[tuple] = None) -> QuantizedTensor:
+             name: str = "tensor", sr_index: Optional[tuple] = None, group_amax: Optional[float] = None,
+             group_rht_amax: Optional[float] = None) -> QuantizedTensor:
     """Quantize ``x`` (float32 or bfloat16, CPU; leading dims flatten into M) with ``scheme``.
 
     ``fmt`` overrides the FP8 element format ("e4m3"/"e5m2"); ``pow2_scale`` None keeps the scheme default
@@ -73,6 +74,9 @@ def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: 
     ``sr_index`` = (full_rows, full_cols, row_offset, col_offset): ``x`` is the slice at (row_offset, col_offset)
     of a (full_rows, full_cols) tensor, and stochastic rounding draws the bits that tensor's elements would
     (precision::SrIndexMap), so slices quantized apart round exactly as the whole tensor does.
+    ``group_amax`` (fp8_tensor, nvfp4, nvfp4_2d): the amax of the whole tensor ``x`` is a slice of -- e.g. the
+    max over a tensor-parallel group -- from which the per-tensor factor is taken, so the slice gets the whole
+    tensor's scale; ``group_rht_amax`` likewise for an RHT'd columnwise copy (the amax after the transform).
     """
     if scheme not in ALL_SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; valid: {', '.join(ALL_SCHEMES)}")
@@ -81,7 +85,9 @@ def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: 
         element = "e5m2"
     row, col, amax = _C.quantize(x, scheme, rowwise, columnwise, rounding, seed, offset, rht, rht_seed, fmt,
                                  pow2_scale, amax_epsilon, mx_scale_rule, delayed, name,
-                                 None if sr_index is None else tuple(int(v) for v in sr_index))
+                                 None if sr_index is None else tuple(int(v) for v in sr_index),
+                                 -1.0 if group_amax is None else float(group_amax),
+                                 -1.0 if group_rht_amax is None else float(group_rht_amax))
     m = 1
     for d in x.shape[:-1]:
         m *= d
@@ -109,6 +115,41 @@ def _operand(x):
     if isinstance(x, torch.Tensor):
         return x
     raise TypeError(f"nibble.gemm operands are QuantizedCopy/QuantizedTensor or torch.Tensor, got {type(x).__name__}")
+
+
+def _compute_capability(device, capability) -> int:
+    """0 for the CPU, major * 10 + minor for a CUDA device (``capability=(major, minor)`` plans for a GPU this
+    machine does not have)."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        if capability is not None:
+            raise ValueError("nibble.gemm_path: capability= is for a CUDA device, got device 'cpu'")
+        return 0
+    if dev.type != "cuda":
+        raise ValueError(f"nibble.gemm_path: device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if capability is None:
+        if not torch.cuda.is_available():
+            raise ValueError(f"nibble.gemm_path: no CUDA device is visible for {device!r}; pass capability=(9, 0) "
+                             "(Hopper), (10, 0) (Blackwell), ... to plan for one")
+        capability = torch.cuda.get_device_capability(dev)
+    major, minor = capability
+    return int(major) * 10 + int(minor)
+
+
+def gemm_path(a: str, device="cpu", *, b: Optional[str] = None, capability=None) -> str:
+    """Which kernel multiplies an ``a`` operand by a ``b`` operand (default: ``a`` again) on ``device``: the CPU
+    emulation, a cuBLASLt tensor-core path (FP8 per-tensor from sm_89, FP8 1x128/128x128 on sm_90, MXFP8 and
+    NVFP4 on sm_100) or the device dequantize-to-BF16 fallback. Decided once per (schemes, device) by
+    core/gemm_path.h, the rule nibble-train prints at start-up. E.g. ``nibble.gemm_path("nvfp4", "cuda",
+    capability=(10, 0))``."""
+    return _C.gemm_path(a, b or a, _compute_capability(device, capability))
+
+
+def gemm_paths(recipe, device="cpu", *, capability=None) -> dict:
+    """The kernels of a Linear's three GEMMs (fprop, dgrad, wgrad) under ``recipe`` (a nibble.Recipe or preset
+    name) on ``device``."""
+    r = _C.Recipe(recipe) if isinstance(recipe, str) else recipe
+    return dict(_C.recipe_gemm_paths(r, _compute_capability(device, capability)))
 
 
 def gemm(a, b, *, bias: Optional[torch.Tensor] = None, accumulate: Optional[torch.Tensor] = None,

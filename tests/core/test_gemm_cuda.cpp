@@ -19,9 +19,11 @@
 
 #include "core/cuda/gemm_cublaslt.h"
 #include "precision/cuda/convert_cuda.h"
+#include "precision/cuda/device_buffer.h"
 #include "precision/error.h"
 #include "precision/format.h"
 #include "precision/quantize.h"
+#include "tests/common/cuda_availability.h"
 
 namespace nibble::core::cuda {
 namespace {
@@ -75,12 +77,38 @@ TEST(GemmChecks, PathsFollowSchemesAndArchitecture) {
   EXPECT_EQ(check_gemm(fake_args("fp8_tensor", "fp8_tensor_e5m2", 64, 64, 128), 100), GemmPath::kFP8Tensor);
   EXPECT_EQ(check_gemm(fake_args("mxfp8", "mxfp8", 64, 64, 128), 100), GemmPath::kMXFP8);
   EXPECT_EQ(check_gemm(fake_args("nvfp4", "nvfp4_2d", 64, 64, 128), 100), GemmPath::kNVFP4);
-  EXPECT_EQ(check_gemm(fake_args("nvfp4", "nvfp4", 64, 64, 128), 90), GemmPath::kFP4Emulated);
-  EXPECT_EQ(check_gemm(fake_args("mxfp4", "mxfp4", 64, 64, 128), 100), GemmPath::kFP4Emulated);
-  EXPECT_EQ(check_gemm(fake_args("nvfp4", "mxfp4_quest", 64, 64, 128), 90), GemmPath::kFP4Emulated);
+  EXPECT_EQ(check_gemm(fake_args("nvfp4", "nvfp4", 64, 64, 128), 90), GemmPath::kDequantizeBf16);
+  EXPECT_EQ(check_gemm(fake_args("mxfp4", "mxfp4", 64, 64, 128), 100), GemmPath::kDequantizeBf16);
+  EXPECT_EQ(check_gemm(fake_args("nvfp4", "mxfp4_quest", 64, 64, 128), 90), GemmPath::kDequantizeBf16);
   EXPECT_EQ(check_gemm(fake_args("fp8_block128", "fp8_block128x128", 64, 64, 256), 90), GemmPath::kFP8Block);
   EXPECT_EQ(check_gemm(fake_args("fp8_block128x128", "fp8_block128", 64, 64, 256), 90), GemmPath::kFP8Block);
   EXPECT_EQ(check_gemm(fake_args("fp8_block128", "fp8_block128", 64, 64, 256), 90), GemmPath::kFP8Block);
+}
+
+// check_gemm runs exactly what core/gemm_path.h chooses, and refuses only pairs whose choice is the device
+// dequantize fallback, which core/cuda implements for FP4 pairs only so far.
+TEST(GemmChecks, AgreesWithTheOneGemmPathDecision) {
+  const char* schemes[] = {"fp8_tensor", "fp8_tensor_e5m2", "fp8_block128", "fp8_block128x128", "fp8_block16", "mxfp8",
+                           "nvfp4",      "nvfp4_2d",        "mxfp4",        "mxfp4_quest"};
+  int native = 0, fallback = 0, refused = 0;
+  for (int sm : {80, 89, 90, 100}) {
+    for (const char* a : schemes) {
+      for (const char* b : schemes) {
+        const GemmArgs g = fake_args(a, b, 64, 64, 256);
+        const GemmPath want = core::choose_gemm_path(g.a.options, g.b.options, core::GemmDevice{sm});
+        try {
+          EXPECT_EQ(check_gemm(g, sm), want) << a << " x " << b << " on sm_" << sm;
+          (want == GemmPath::kDequantizeBf16 ? fallback : native) += 1;
+        } catch (const InvalidArgument& e) {
+          EXPECT_EQ(want, GemmPath::kDequantizeBf16) << a << " x " << b << " on sm_" << sm << ": " << e.what();
+          ++refused;
+        }
+      }
+    }
+  }
+  EXPECT_GT(native, 0);
+  EXPECT_GT(fallback, 0);
+  EXPECT_GT(refused, 0);
 }
 
 TEST(GemmChecks, UnsupportedCombinationsNameTheValidOnes) {
@@ -92,6 +120,12 @@ TEST(GemmChecks, UnsupportedCombinationsNameTheValidOnes) {
   expect_invalid(fake_args("fp8_block128", "fp8_block128", 64, 64, 256), 100, "sm_90");
   expect_invalid(fake_args("fp8_block128x128", "fp8_block128x128", 64, 64, 256), 90, "fp8_block128 x fp8_block128x128");
   expect_invalid(fake_args("fp8_tensor", "fp8_tensor", 64, 64, 128), 80, "sm_89");
+  GemmArgs fast_block = fake_args("fp8_block128", "fp8_block128", 64, 64, 256);
+  fast_block.fast_accumulation = true;
+  expect_invalid(fast_block, 90, "fast_accumulation is not offered");
+  GemmArgs fast_tensor = fake_args("fp8_tensor", "fp8_tensor", 64, 64, 128);
+  fast_tensor.fast_accumulation = true;  // Hopper's FP8 fast accumulation stays available per tensor
+  EXPECT_EQ(check_gemm(fast_tensor, 90), GemmPath::kFP8Tensor);
 }
 
 TEST(GemmChecks, ShapeAndAlignmentRules) {
@@ -122,7 +156,7 @@ TEST(GemmChecks, ShapeAndAlignmentRules) {
   no_amax.b.copy.global_amax = nullptr;
   expect_invalid(no_amax, 100, "global_amax");
   // The emulated path has no cuBLAS FP4/FP8 alignment rules: odd shapes are fine.
-  EXPECT_EQ(check_gemm(fake_args("mxfp4", "nvfp4", 7, 9, 40), 90), GemmPath::kFP4Emulated);
+  EXPECT_EQ(check_gemm(fake_args("mxfp4", "nvfp4", 7, 9, 40), 90), GemmPath::kDequantizeBf16);
 }
 
 TEST(GemmChecks, WorkspaceHoldsSwizzledScalesAndDecodedOperands) {
@@ -140,13 +174,7 @@ TEST(GemmChecks, WorkspaceHoldsSwizzledScalesAndDecodedOperands) {
 
 void check(cudaError_t err, const char* what) { precision::cuda::check_cuda(err, what); }
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) { check(cudaMalloc(&ptr, bytes > 0 ? bytes : 1), "cudaMalloc"); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using precision::cuda::DeviceBuffer;
 
 // A quantized copy on the host (from the CPU quantizer), its dequantized values, and a device mirror.
 struct Operand {
@@ -309,8 +337,9 @@ TEST(GemmCuda, MatchesDoublePrecisionReferenceOnEveryPath) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+  const auto cuda = nibble::testing::cuda_availability();
+  if (cuda == nibble::testing::CudaAvailability::kBroken) return 1;
+  if (cuda == nibble::testing::CudaAvailability::kNoGpu) {
     GTEST_FLAG_SET(filter, "GemmChecks.*");
     const int rc = RUN_ALL_TESTS();
     if (rc != 0) return rc;

@@ -11,6 +11,7 @@
 
 #include "optim/cuda/fused_step_cuda.h"
 #include "optim/fused_step.h"
+#include "tests/common/cuda_availability.h"
 
 namespace nibble::optim {
 namespace {
@@ -167,8 +168,9 @@ TEST(OptimCuda, MultiTensorStepEqualsCpuBitForBit) {
 }  // namespace nibble::optim
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+  const auto cuda = nibble::testing::cuda_availability();
+  if (cuda == nibble::testing::CudaAvailability::kBroken) return 1;
+  if (cuda == nibble::testing::CudaAvailability::kNoGpu) {
     std::printf("SKIPPED: no CUDA device on this machine; the CUDA optimizer was compiled and linked only.\n");
     return 77;
   }

@@ -11,6 +11,7 @@
 #include "precision/cuda/convert_cuda.h"
 #include "precision/cuda/quantize_cuda.h"
 #include "precision/quantize.h"
+#include "tests/common/cuda_availability.h"
 
 namespace nibble::precision {
 namespace {
@@ -97,8 +98,9 @@ TEST(QuantizeCuda, RowwiseEqualsCpuBitForBit) {
 }  // namespace nibble::precision
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+  const auto cuda = nibble::testing::cuda_availability();
+  if (cuda == nibble::testing::CudaAvailability::kBroken) return 1;
+  if (cuda == nibble::testing::CudaAvailability::kNoGpu) {
     std::printf("SKIPPED: no CUDA device on this machine; the CUDA kernels were compiled and linked only.\n");
     return 77;
   }

@@ -107,3 +107,43 @@ def test_shape_errors_name_both_operands():
         nibble.gemm(qa, qa, accumulate=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="dtype"):
         nibble.gemm(torch.zeros(4, 64, dtype=torch.float64), qa)
+
+
+# ---- which kernel runs a GEMM on which device (core/gemm_path.h), as nibble-train prints it ----
+
+def test_gemm_path_names_the_kernel_per_device():
+    assert nibble.gemm_path("nvfp4") == "CPU emulation (exact BF16 decode, FP32 sums)"
+    assert nibble.gemm_path("nvfp4", "cuda", capability=(10, 0)) == "cuBLASLt NVFP4 (VEC16_UE4M3)"
+    assert nibble.gemm_path("nvfp4", "cuda", capability=(9, 0)) == "device dequantize + cuBLAS BF16"
+    assert nibble.gemm_path("mxfp8", "cuda:0", capability=(10, 0)) == "cuBLASLt MXFP8 (VEC32_UE8M0)"
+    assert nibble.gemm_path("fp8_tensor", "cuda", b="fp8_tensor_e5m2", capability=(9, 0)) == "cuBLASLt FP8 per-tensor"
+    assert nibble.gemm_path("fp8_block128", "cuda", b="fp8_block128x128", capability=(9, 0)).startswith(
+        "cuBLASLt FP8 block")
+    assert nibble.gemm_path("mxfp4", "cuda", capability=(10, 0)) == "device dequantize + cuBLAS BF16"
+
+
+def test_gemm_paths_of_a_recipe_cover_its_three_gemms():
+    paths = nibble.gemm_paths("fp8_current", "cuda", capability=(9, 0))
+    assert paths == {"fprop": "cuBLASLt FP8 per-tensor", "dgrad": "cuBLASLt FP8 per-tensor",
+                     "wgrad": "cuBLASLt FP8 per-tensor"}
+    assert set(nibble.gemm_paths(nibble.Recipe("bf16")).values()) == {"CPU emulation (exact BF16 decode, FP32 sums)"}
+
+
+def test_gemm_path_refuses_what_it_cannot_answer():
+    with pytest.raises(ValueError, match="capability= is for a CUDA device"):
+        nibble.gemm_path("nvfp4", "cpu", capability=(9, 0))
+    with pytest.raises(ValueError, match="'cpu' or 'cuda"):
+        nibble.gemm_path("nvfp4", "meta")
+    with pytest.raises(ValueError, match="scheme"):
+        nibble.gemm_path("fp7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device is visible"):
+            nibble.gemm_path("nvfp4", "cuda")
+
+
+def test_operands_on_two_devices_are_named():
+    a = torch.randn(8, 32)
+    with pytest.raises(ValueError, match="operands are on different devices: A on cpu, B on meta"):
+        nibble.gemm(a, torch.empty(8, 32, device="meta"))
+    with pytest.raises(ValueError, match="operand A is on meta: nibble's GEMM runs on CPU tensors so far"):
+        nibble.gemm(torch.empty(8, 32, device="meta"), torch.empty(8, 32, device="meta"))

@@ -83,3 +83,43 @@ def test_identity_map_equals_no_map():
 def test_bad_maps_are_rejected_with_the_reason(sr_index, message):
     with pytest.raises(ValueError, match=message):
         quantize(torch.randn(32, 32), "mxfp4", sr_index=sr_index)
+
+
+# ---- group_amax: a slice takes the whole tensor's per-tensor factor (what tensor parallelism uses) ----
+
+@pytest.mark.parametrize("scheme", ["fp8_tensor", "nvfp4", "nvfp4_2d"])
+def test_a_slice_with_the_group_amax_quantizes_as_the_whole_tensor(scheme):
+    x = torch.randn(64, 128, generator=torch.Generator().manual_seed(4))
+    x[40, 7] = 30.0  # the whole tensor's amax lies in the second half
+    whole = nibble.quantize(x, scheme)
+    top = x[:32].contiguous()
+    part = nibble.quantize(top, scheme, group_amax=float(x.abs().max()))
+    assert torch.equal(part.data, whole.data[:32])
+    assert torch.equal(part.scale, whole.scale if scheme == "fp8_tensor" else whole.scale[:32])
+    assert torch.equal(part.global_amax, whole.global_amax)
+    alone = nibble.quantize(top, scheme)
+    assert not torch.equal(alone.data, whole.data[:32])  # without it the slice has its own scale
+
+
+def test_the_rht_copy_takes_the_groups_amax_after_the_transform():
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(5))
+    x[50, 3] = 40.0
+    whole = nibble.quantize(x, "nvfp4", rowwise=False, columnwise=True, rht=True)
+    cols = x[:, :16].contiguous()  # a column slice: its columnwise copy is rows 0..15 of the whole one
+    col_amax = nibble.quantize(x, "nvfp4", rowwise=False, columnwise=True, rht=True).columnwise.global_amax
+    part = nibble.quantize(cols, "nvfp4", rowwise=False, columnwise=True, rht=True,
+                           group_amax=float(x.abs().max()), group_rht_amax=float(col_amax))
+    assert torch.equal(part.columnwise.data, whole.columnwise.data[:16])
+    assert torch.equal(part.columnwise.global_amax, whole.columnwise.global_amax)
+
+
+def test_group_amax_is_refused_where_it_cannot_apply():
+    x = torch.randn(32, 64)
+    with pytest.raises(ValueError, match="group_amax sets a per-tensor factor: it applies to fp8_tensor"):
+        nibble.quantize(x, "mxfp8", group_amax=4.0)
+    with pytest.raises(ValueError, match="is below this input's own amax"):
+        nibble.quantize(x, "fp8_tensor", group_amax=float(x.abs().max()) / 2)
+    with pytest.raises(ValueError, match="group_rht_amax applies to an RHT'd columnwise copy"):
+        nibble.quantize(x, "nvfp4", group_rht_amax=4.0)
+    with pytest.raises(ValueError, match="must be finite"):
+        nibble.quantize(x, "nvfp4", group_amax=float("inf"))

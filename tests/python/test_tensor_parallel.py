@@ -75,12 +75,15 @@ nvfp4_rne = nibble.Recipe.custom("nvfp4_rne_grads", "nvfp4", None, "nvfp4", None
 
 def dy_gather_bytes(recipe, rows, cols):
     # What the SP row Linear's backward hands to collectives for its float32 output gradient [rows, cols] (this
-    # rank's tokens): the gradient itself where its quantization cannot be gathered exactly (bf16: none), else the quantized copies plus one all-reduce(max) of two
-    # float32 (group amax and NaN flag; nvfp4's RHT'd columnwise copy is a second quantization with its own amax). Copies: per-tensor FP8 sends only its codes (the columnwise copy is their
-    # transpose); MXFP8 / NVFP4 send both copies' codes and block scales (1 byte per 32 / 16 elements).
+    # rank's tokens): the gradient itself where its quantization cannot be gathered exactly (bf16: none), else
+    # the quantized copies plus one all-reduce(max) of float32: the group amaxes the per-tensor factors need
+    # (one per copy with a current per-tensor factor; nvfp4's RHT'd columnwise copy is a second quantization
+    # with its own amax after the transform) and a NaN flag (alone for mxfp8 and the delayed FP8 scale).
+    # Copies: per-tensor FP8 sends only its codes (the columnwise copy is their transpose); MXFP8 / NVFP4 send
+    # both copies' codes and block scales (1 byte per 32 / 16 elements).
     e = rows * cols
-    return {"bf16": 4 * e, "nvfp4": 2 * (e // 2 + e // 16) + 12, "fp8_current": e + 8, "fp8_delayed": e + 8,
-            "mxfp8": 2 * (e + e // 32) + 8, "nvfp4_rne_grads": 2 * (e // 2 + e // 16) + 8,
+    return {"bf16": 4 * e, "nvfp4": 2 * (e // 2 + e // 16) + 12, "fp8_current": e + 8, "fp8_delayed": e + 4,
+            "mxfp8": 2 * (e + e // 32) + 4, "nvfp4_rne_grads": 2 * (e // 2 + e // 16) + 8,
             "mxfp4_quartet": 4 * e}[recipe]  # Quartet quantizes the rotated gradient: gathered as it is
 
 recipe_names = ("bf16", "fp8_current", "fp8_delayed", "mxfp8", "nvfp4", "mxfp4_quartet")

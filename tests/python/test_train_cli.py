@@ -93,6 +93,8 @@ def test_thirty_steps_lower_the_loss(tokens, tmp_path, recipe):
      "explicit layer counts cannot be combined with parallel.pp_embedding_as_layer / pp_head_as_layer"),
     (["--parallel.pp", "2", "--parallel.pp_head_as_layer", "true"],
      "2 layers + 1 (embedding/LM head counted as layers) = 3 do not split evenly over pp*v = 2"),
+    (["--train.device", "gpu"], 'train.device = "gpu" is invalid: must be "auto", "cuda" or "cpu"'),
+    (["--parallel.timeout_s", "0"], "parallel.timeout_s = 0.000000 is invalid: must be in (0, 86400] seconds"),
 ])
 def test_bad_config_fails_before_training(tokens, tmp_path, override, message):
     r = run(tiny_args(tokens, tmp_path) + override)
@@ -100,6 +102,39 @@ def test_bad_config_fails_before_training(tokens, tmp_path, override, message):
     assert message in r.stderr, r.stderr
     assert "[rank 0] config error" in r.stderr
     assert "step " not in r.stdout and not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def _gpu_visible() -> bool:
+    import torch  # only here: the rest of this file needs no torch
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("np", [0, 2])
+def test_cuda_device_without_a_gpu_fails_at_start_on_every_rank(tokens, tmp_path, np):
+    if _gpu_visible():
+        pytest.skip("a GPU is visible here: the no-GPU failure cannot happen (gpu_check.sh covers this machine)")
+    if np and MPIRUN is None:
+        pytest.skip("mpirun (Open MPI) not found")
+    started = time.monotonic()
+    layout = {"parallel__dp": np} if np else {}
+    r = run(tiny_args(tokens, tmp_path, train__device="cuda", **layout), np=np, timeout=120)
+    assert r.returncode != 0, r.stdout + r.stderr
+    # Every rank refuses alike; mpirun may end a rank before it prints, so one rank's line is what is certain.
+    assert 'config error: train.device = "cuda" but this rank sees no CUDA GPU' in r.stderr, r.stderr
+    assert np or '[rank 0] config error: train.device = "cuda"' in r.stderr, r.stderr
+    assert "step " not in r.stdout and not os.path.exists(tmp_path / "metrics.jsonl")
+    assert time.monotonic() - started < 60  # refused before MPI starts: nothing waits on a peer
+
+
+def test_auto_device_says_where_it_trains_and_which_kernels_run(tokens, tmp_path):
+    r = run(tiny_args(tokens, tmp_path, model__recipe="nvfp4", train__steps=4, train__sample_tokens=0))
+    assert r.returncode == 0, r.stdout + r.stderr
+    where = ('device: cpu (train.device = "auto": no CUDA GPU is visible)' if not _gpu_visible() else
+             "device: cpu (train.device = \"auto\":")
+    assert where in r.stdout, r.stdout
+    assert "GEMMs (nvfp4): fprop nvfp4 x nvfp4_2d: CPU emulation" in r.stdout, r.stdout
+    r = run(tiny_args(tokens, tmp_path / "cpu", train__device="cpu", train__steps=4, train__sample_tokens=0))
+    assert r.returncode == 0 and 'device: cpu (train.device = "cpu")' in r.stdout, r.stdout + r.stderr
 
 
 def test_bad_toml_type_names_the_key(tokens, tmp_path):

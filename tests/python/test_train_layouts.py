@@ -99,6 +99,17 @@ def test_tp2_and_dp2_match_single_rank(tokens, tmp_path_factory, recipe):
     check(ref32, got32, recipe, 20, "tp=2, FP32 sums")
 
 
+@needs_mpirun
+def test_quartet_tp2_with_reproducible_sums_is_one_rank(tokens, tmp_path_factory):
+    """mxfp4_quartet at tp=2 drifted from one rank (3.9e-4 by step 30) until the QuEST/Quartet Hadamard became
+    a per-group FP64 butterfly (a BLAS matmul's FP32 sums change order with a shard's row count) and the tp
+    dgrad applied QuEST's mask after the group's FP64 sum instead of to each rank's rounded partial."""
+    exact = {"parallel__reproducible_sums": "true"}
+    ref = baseline(tokens, tmp_path_factory, "mxfp4_quartet", **exact)
+    got, _ = curve(tokens, tmp_path_factory, 2, "mxfp4_quartet", parallel__tp=2, **exact)
+    assert got == ref, f"tp=2 mxfp4_quartet: {max_rel(ref, got, 30):.2e} from one rank"
+
+
 # ---- issue 8: pipeline schedules (bit-identical in bf16) ----
 PIPELINES = [
     (2, {"parallel__pp": 2, "parallel__pp_schedule": "1f1b"}, 4),

@@ -1,0 +1,63 @@
+#include "launch/device_choice.h"
+
+#include <torch/cuda.h>
+
+#include <cstdlib>
+
+#include "precision/error.h"
+
+namespace nibble::launch {
+namespace {
+
+std::string visible_env() {
+  const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+  return v ? std::string("CUDA_VISIBLE_DEVICES=\"") + v + "\"" : std::string("CUDA_VISIBLE_DEVICES unset");
+}
+
+std::string operand(const core::OperandSpec& s) {
+  return s.quantized ? precision::scheme_name(s.options.scheme) : std::string("bf16");
+}
+
+std::string gemm_line(const char* gemm, const core::OperandSpec& a, const core::OperandSpec& b,
+                      core::GemmDevice device) {
+  const core::GemmPath path = a.quantized && b.quantized ? core::choose_gemm_path(a.options, b.options, device)
+                                                         : core::choose_dense_gemm_path(device);
+  return std::string(gemm) + " " + operand(a) + " x " + operand(b) + ": " + core::gemm_path_name(path);
+}
+
+}  // namespace
+
+DeviceChoice choose_train_device(const std::string& setting, int visible_gpus, bool cuda_path) {
+  if (setting != "auto" && setting != "cuda" && setting != "cpu")
+    throw InvalidArgument("train.device = \"" + setting +
+                          "\" is not a device; valid: \"auto\" (a GPU when one is "
+                          "visible and the trainer can use it, else the CPU), \"cuda\", \"cpu\"");
+  if (setting == "cpu") return {false, "cpu (train.device = \"cpu\")"};
+  if (setting == "cuda") {
+    if (visible_gpus == 0)
+      throw InvalidArgument("train.device = \"cuda\" but this rank sees no CUDA GPU (" + visible_env() +
+                            ", torch's device count 0); valid here: \"cpu\" or \"auto\"");
+    if (!cuda_path)
+      throw InvalidArgument("train.device = \"cuda\": " + std::to_string(visible_gpus) +
+                            " GPU(s) visible, but nibble-train's CUDA training path is not built yet (its CUDA "
+                            "quantizers, cuBLASLt GEMMs and NCCL groups are compiled, not wired into the trainer: "
+                            "issue 15); valid now: \"cpu\", or \"auto\", which trains on the CPU");
+    return {true, "cuda (train.device = \"cuda\", " + std::to_string(visible_gpus) + " visible)"};
+  }
+  if (visible_gpus > 0 && cuda_path) return {true, "cuda (train.device = \"auto\": a GPU is visible)"};
+  if (visible_gpus > 0)
+    return {false, "cpu (train.device = \"auto\": " + std::to_string(visible_gpus) +
+                       " GPU(s) visible, but the trainer's CUDA path is not built yet)"};
+  return {false, "cpu (train.device = \"auto\": no CUDA GPU is visible)"};
+}
+
+int visible_cuda_devices() {
+  return static_cast<int>(torch::cuda::device_count());
+}
+
+std::string describe_gemm_paths(const core::Recipe& r, core::GemmDevice device) {
+  return gemm_line("fprop", r.x_row, r.w_row, device) + "; " + gemm_line("dgrad", r.dy_row, r.w_col, device) + "; " +
+         gemm_line("wgrad", r.dy_col, r.x_col, device);
+}
+
+}  // namespace nibble::launch
