@@ -127,6 +127,7 @@ NcclCommunicator::NcclCommunicator(MpiCommunicator& group, cudaStream_t stream, 
     owns_stream_ = true;
   }
   check_cuda(cudaMalloc(reinterpret_cast<void**>(&scratch_), sizeof(int)), "cudaMalloc");
+  check_cuda(cudaEventCreateWithFlags(&producer_done_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -141,6 +142,7 @@ NcclCommunicator::~NcclCommunicator() {
       ncclCommAbort(comm_);
   }
   if (scratch_ != nullptr) cudaFree(scratch_);
+  if (producer_done_ != nullptr) cudaEventDestroy(producer_done_);
   if (owns_stream_) cudaStreamDestroy(stream_);
 }
 
@@ -178,6 +180,9 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::launch(const char* op, Enqu
   if (comm_ == nullptr)
     throw Error(std::string("nibble.parallel: ") + op + " on " + describe() +
                 ": the NCCL communicator was aborted after an earlier timeout");
+  // The NCCL stream is non-blocking: it waits for the buffers' producer only if told (set_producer_stream).
+  check_cuda(cudaEventRecord(producer_done_, producer_), "cudaEventRecord (producer stream)");
+  check_cuda(cudaStreamWaitEvent(stream_, producer_done_, 0), "cudaStreamWaitEvent (producer stream)");
   check_nccl(ncclGroupStart(), "ncclGroupStart");
   try {
     enqueue();

@@ -28,6 +28,11 @@ class NcclCommunicator final : public Communicator {
 
   ncclComm_t handle() const { return comm_; }
   cudaStream_t stream() const { return stream_; }
+  // The stream whose queued work produced the buffers the next operations read (default: cudaStreamLegacy, the
+  // legacy default stream, which also orders after every blocking stream and pageable cudaMemcpy). Each
+  // operation first makes this communicator's non-blocking stream wait for it, so a collective never reads a
+  // buffer its producer is still writing (cuda-review.md §4; PyTorch's ProcessGroupNCCL::syncStream).
+  void set_producer_stream(cudaStream_t stream) { producer_ = stream; }
 
  protected:
   std::unique_ptr<detail::PendingOp> do_all_reduce(ConstView in, View out, ReduceOp op) override;
@@ -52,6 +57,8 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = false;
   int* scratch_ = nullptr;  // one device int: the barrier's all-reduce
+  cudaStream_t producer_ = cudaStreamLegacy;
+  cudaEvent_t producer_done_ = nullptr;  // recorded on producer_ before each operation
 };
 
 // A Mesh on NCCL: Mesh(shape, model, options, nccl_groups()) creates one NcclCommunicator per group (tp, cp, dp,
