@@ -246,15 +246,27 @@ Mesh::Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& o
            const GroupFactory& device_groups)
     : Mesh(shape, model, options) {
   if (!device_groups) throw InvalidArgument("nibble.parallel: Mesh was given an empty device-group factory");
+  // Where every rank runs decides which groups the device backend can serve (parallel/device_group_plan.h): one
+  // all-gather of (node, device) over the world, then the same plan on every rank.
+  Communicator& world_group = world();
+  const RankPlace here = place_of_this_rank(info().hostname, info().device);
+  const int64_t mine[2] = {static_cast<int64_t>(here.node), here.device};
+  std::vector<int64_t> all(2 * static_cast<size_t>(world_group.size()));
+  world_group.all_gather<int64_t>(std::span<const int64_t>(mine, 2), std::span<int64_t>(all));
+  std::vector<RankPlace> places(static_cast<size_t>(world_group.size()));
+  for (size_t r = 0; r < places.size(); ++r)
+    places[r] = {static_cast<uint64_t>(all[2 * r]), static_cast<int>(all[2 * r + 1])};
   // Every rank walks the kinds in the same order, so each group's members create its communicator together.
   for (GroupKind kind : kAllGroupKinds) {
     const size_t i = static_cast<size_t>(kind);
+    plans_[i] = plan_device_group(groups_[i]->members(), places);
+    if (plans_[i].backend != DeviceGroupBackend::kNccl) continue;  // the MPI group serves it (host-staged)
     device_groups_[i] = device_groups(*groups_[i], options);
     if (!device_groups_[i])
       throw Error(std::string("nibble.parallel: the device-group factory returned no communicator for group '") +
                   group_name(kind) + "'");
+    backend_ = device_groups_[i]->backend();
   }
-  backend_ = device_groups_[0]->backend();
 }
 
 Mesh::~Mesh() = default;

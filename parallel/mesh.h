@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/device_group_plan.h"
 #include "parallel/communicator.h"
 
 namespace nibble::parallel {
@@ -98,6 +99,9 @@ class Mesh {
   Communicator& tp_dp_cp() const { return group(GroupKind::kTpDpCp); }
   Communicator& host_group(GroupKind kind) const;  // the MPI group, whatever the backend
   const std::string& backend() const { return backend_; }  // "mpi", or the device groups' ("nccl")
+  // With a device-group factory: which backend each group took for CUDA buffers, and why
+  // (parallel/device_group_plan.h); without one, every plan is kNone.
+  const DeviceGroupPlan& device_plan(GroupKind kind) const { return plans_[static_cast<size_t>(kind)]; }
   void set_deadline(std::chrono::milliseconds deadline);  // host and device groups
 
  private:
@@ -106,6 +110,7 @@ class Mesh {
   int rank_ = 0;
   std::string backend_ = "mpi";
   std::array<std::unique_ptr<MpiCommunicator>, kAllGroupKinds.size()> groups_;
+  std::array<DeviceGroupPlan, kAllGroupKinds.size()> plans_;
   // Declared after groups_ so they are destroyed first: a device group was made from its MPI group.
   std::array<std::unique_ptr<Communicator>, kAllGroupKinds.size()> device_groups_;
 };

@@ -212,6 +212,32 @@ TEST(Mesh, EveryLayoutOfTheWorldBuildsTheGroupsTheArithmeticSays) {
   }
 }
 
+// A device-group factory is asked only for groups whose members each have a GPU of their own
+// (parallel/device_group_plan.h): on these CPU ranks for none, so every group stays its MPI group, and the plan
+// says why for each group (one rank: nothing to communicate; several: no GPU, host-staged).
+TEST(Mesh, DeviceGroupsOnlyWhereEveryMemberHasItsOwnGpu) {
+  const int world = par::world().size(), me = par::world().rank();
+  ASSERT_LT(par::info().device, 0) << "this test describes CPU ranks";
+  int asked = 0;
+  const par::GroupFactory factory = [&](par::MpiCommunicator& group, const par::CommOptions& options) {
+    ++asked;
+    return std::unique_ptr<par::Communicator>(par::MpiCommunicator::duplicate(group.handle(), "device", options));
+  };
+  const MeshShape s{world / 2, 1, 2, 1};  // tp = world / 2, dp = 2: some groups of one rank when world = 2
+  par::Mesh mesh(s, {}, par::CommOptions{std::chrono::seconds(5)}, factory);
+  EXPECT_EQ(asked, 0);
+  EXPECT_EQ(mesh.backend(), "mpi");
+  for (GroupKind kind : par::kAllGroupKinds) {
+    const par::DeviceGroupPlan& plan = mesh.device_plan(kind);
+    const size_t size = par::group_members(s, kind, me).size();
+    const std::string where = s.str() + " group " + par::group_name(kind);
+    EXPECT_EQ(plan.backend, size == 1 ? par::DeviceGroupBackend::kNone : par::DeviceGroupBackend::kHostStagedMpi)
+        << where;
+    EXPECT_NE(plan.why.find(size == 1 ? "one rank" : "has no GPU"), std::string::npos) << where << ": " << plan.why;
+    EXPECT_EQ(&mesh.group(kind), &mesh.host_group(kind)) << where;
+  }
+}
+
 TEST(Mesh, AcceptsAModelItDivides) {
   const int world = par::world().size();
   par::Mesh mesh({world, 1, 1, 1}, {.num_heads = 4 * world,
