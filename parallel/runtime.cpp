@@ -150,7 +150,7 @@ const RuntimeInfo& init(const InitOptions& options) {
     info.device_count = 0;
   }
   if (options.select_device && info.device_count > 0) {
-    info.device = info.local_rank % info.device_count;
+    info.device = device_for_local_rank(info.local_rank, info.device_count);
     const cudaError_t rc = cudaSetDevice(info.device);
     if (rc != cudaSuccess)
       throw Error("nibble.parallel.init: cudaSetDevice(" + std::to_string(info.device) + ") for local rank " +
@@ -169,6 +169,11 @@ bool is_initialized() {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   return s.initialized;
+}
+
+int device_for_local_rank(int local_rank, int device_count) {
+  if (local_rank < 0) throw InvalidArgument("device_for_local_rank: local rank " + std::to_string(local_rank) + " < 0");
+  return device_count > 0 ? local_rank % device_count : -1;
 }
 
 int cores_per_rank() {

@@ -47,6 +47,11 @@ struct RuntimeInfo {
 const RuntimeInfo& init(const InitOptions& options = {});
 bool is_initialized();
 const RuntimeInfo& info();  // throws unless initialised
+// The CUDA device of the rank with this local rank among `device_count` visible devices: local rank i takes
+// device i, wrapping when ranks outnumber devices (they then share GPUs, which NCCL refuses: those groups stay on
+// MPI, parallel/device_group_plan.h). -1 without devices. What init() binds with cudaSetDevice.
+int device_for_local_rank(int local_rank, int device_count);
+
 // The CPU cores this rank may use, at least 1: its affinity set when the launcher bound it to part of the
 // machine (mpirun --bind-to core|socket, srun --cpu-bind, taskset), else the cores it can see shared evenly by
 // the ranks on this node (info().local_size; 1 before init()). What `train.threads = 0` gives each rank.

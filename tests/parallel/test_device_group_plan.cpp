@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "parallel/device_group_plan.h"
+#include "parallel/runtime.h"
 #include "precision/error.h"
 
 namespace nibble::parallel {
@@ -48,6 +49,14 @@ TEST(DeviceGroupPlan, PlacesComeFromHostnameAndDevice) {
   const std::vector<RankPlace> places = {{1, 0}};
   const std::vector<int> bad = {0, 4};
   EXPECT_THROW(plan_device_group(bad, places), InvalidArgument);
+}
+
+TEST(DeviceOfLocalRank, EachLocalRankTakesItsOwnGpuAndWrapsWhenRanksOutnumberThem) {
+  EXPECT_EQ(device_for_local_rank(0, 8), 0);
+  EXPECT_EQ(device_for_local_rank(7, 8), 7);
+  EXPECT_EQ(device_for_local_rank(1, 1), 0);  // two ranks on a one-GPU machine share cuda:0
+  EXPECT_EQ(device_for_local_rank(3, 0), -1);  // a CPU rank
+  EXPECT_THROW(device_for_local_rank(-1, 2), InvalidArgument);
 }
 
 }  // namespace
