@@ -46,6 +46,13 @@ GemmPath choose_dense_gemm_path(GemmDevice d) {
   return d.is_cuda() ? GemmPath::kDequantizeBf16 : GemmPath::kCpuEmulation;
 }
 
+LinearGemmPaths linear_gemm_paths(const Recipe& r, GemmDevice d) {
+  auto path = [&](const OperandSpec& a, const OperandSpec& b) {
+    return a.quantized && b.quantized ? choose_gemm_path(a.options, b.options, d) : choose_dense_gemm_path(d);
+  };
+  return {path(r.x_row, r.w_row), path(r.dy_row, r.w_col), path(r.dy_col, r.x_col)};
+}
+
 const char* gemm_path_name(GemmPath path) {
   switch (path) {
     case GemmPath::kCpuEmulation:

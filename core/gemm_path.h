@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/recipe.h"
 #include "precision/quantize.h"
 
 namespace nibble::core {
@@ -36,6 +37,13 @@ struct GemmDevice {
 GemmPath choose_gemm_path(const precision::QuantizeOptions& a, const precision::QuantizeOptions& b, GemmDevice device);
 // A high-precision operand (the bf16 recipe, or an unquantized role): BF16 cuBLAS on a GPU, the BF16 kernel on CPU.
 GemmPath choose_dense_gemm_path(GemmDevice device);
+
+// The three GEMMs of a Linear under a recipe (its operand roles, DESIGN.md's table): a GEMM with an unquantized
+// operand takes the dense path.
+struct LinearGemmPaths {
+  GemmPath fprop, dgrad, wgrad;
+};
+LinearGemmPaths linear_gemm_paths(const Recipe& recipe, GemmDevice device);
 
 const char* gemm_path_name(GemmPath path);  // "cuBLASLt NVFP4 (VEC16_UE4M3)", ...
 bool is_tensor_core_path(GemmPath path);    // a native low-precision cuBLASLt kernel (not emulated)

@@ -18,20 +18,14 @@ std::string operand(const core::OperandSpec& s) {
   return s.quantized ? precision::scheme_name(s.options.scheme) : std::string("bf16");
 }
 
-std::string gemm_line(const char* gemm, const core::OperandSpec& a, const core::OperandSpec& b,
-                      core::GemmDevice device) {
-  const core::GemmPath path = a.quantized && b.quantized ? core::choose_gemm_path(a.options, b.options, device)
-                                                         : core::choose_dense_gemm_path(device);
+std::string gemm_line(const char* gemm, const core::OperandSpec& a, const core::OperandSpec& b, core::GemmPath path) {
   return std::string(gemm) + " " + operand(a) + " x " + operand(b) + ": " + core::gemm_path_name(path);
 }
 
 }  // namespace
 
 DeviceChoice choose_train_device(const std::string& setting, int visible_gpus, bool cuda_path) {
-  if (setting != "auto" && setting != "cuda" && setting != "cpu")
-    throw InvalidArgument("train.device = \"" + setting +
-                          "\" is not a device; valid: \"auto\" (a GPU when one is "
-                          "visible and the trainer can use it, else the CPU), \"cuda\", \"cpu\"");
+  // (validate() has refused any setting but auto | cuda | cpu, naming the key.)
   if (setting == "cpu") return {false, "cpu (train.device = \"cpu\")"};
   if (setting == "cuda") {
     if (visible_gpus == 0)
@@ -56,8 +50,9 @@ int visible_cuda_devices() {
 }
 
 std::string describe_gemm_paths(const core::Recipe& r, core::GemmDevice device) {
-  return gemm_line("fprop", r.x_row, r.w_row, device) + "; " + gemm_line("dgrad", r.dy_row, r.w_col, device) + "; " +
-         gemm_line("wgrad", r.dy_col, r.x_col, device);
+  const core::LinearGemmPaths p = core::linear_gemm_paths(r, device);
+  return gemm_line("fprop", r.x_row, r.w_row, p.fprop) + "; " + gemm_line("dgrad", r.dy_row, r.w_col, p.dgrad) +
+         "; " + gemm_line("wgrad", r.dy_col, r.x_col, p.wgrad);
 }
 
 }  // namespace nibble::launch

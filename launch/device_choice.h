@@ -19,8 +19,9 @@ struct DeviceChoice {
   std::string why;  // shown at start-up: "cpu (train.device = \"auto\": no CUDA GPU is visible)"
 };
 
-// `setting` is train.device; `visible_gpus` the CUDA devices this rank sees; `cuda_path` whether the trainer
-// can run on them. Throws InvalidArgument naming train.device, the value and what would be valid.
+// `setting` is train.device, already checked by validate() (auto | cuda | cpu); `visible_gpus` the CUDA devices
+// this rank sees; `cuda_path` whether the trainer can run on them. Throws InvalidArgument naming train.device
+// when "cuda" cannot be honoured.
 DeviceChoice choose_train_device(const std::string& setting, int visible_gpus, bool cuda_path = kTrainerCudaPath);
 
 // CUDA devices this process sees (torch's count: 0 without a GPU, a driver or a CUDA build of torch).

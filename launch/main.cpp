@@ -91,19 +91,20 @@ int main(int argc, char** argv) {
   }
 
   nibble::launch::TrainConfig config;
+  nibble::launch::DeviceChoice device;
   try {
     config = nibble::launch::load_config(config_path, parse_overrides(app.remaining()));
     const auto env = nibble::parallel::read_launch_env();
     nibble::launch::validate(config, env.size > 0 ? env.size : 1);
     // Before MPI starts: a device that cannot be used fails here, on every rank alike, never in a collective.
-    (void)nibble::launch::choose_train_device(config.device, nibble::launch::visible_cuda_devices());
+    device = nibble::launch::choose_train_device(config.device, nibble::launch::visible_cuda_devices());
   } catch (const std::exception& e) {
     nibble::launch::log_error(std::string("config error: ") + e.what());
     return 2;
   }
   int code = 0;
   try {
-    code = nibble::launch::run_training(config);
+    code = nibble::launch::run_training(config, device);
   } catch (const std::exception& e) {
     nibble::launch::log_error(std::string("error: ") + e.what());
     // Other ranks may be waiting in a collective for this one: end the whole job instead of letting them

@@ -17,7 +17,6 @@
 #include "core/gemm.h"
 #include "core/model/gpt.h"
 #include "launch/checkpoint_io.h"
-#include "launch/device_choice.h"
 #include "launch/eval_sample.h"
 #include "launch/grad_sync.h"
 #include "launch/log.h"
@@ -147,11 +146,10 @@ void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
 
 }  // namespace
 
-int run_training(const TrainConfig& c) {
+int run_training(const TrainConfig& c, const DeviceChoice& device) {
   parallel::InitOptions init_options;
   init_options.deadline = std::chrono::milliseconds(static_cast<int64_t>(c.timeout_s * 1000.0));
   const auto& info = parallel::init(init_options);
-  const DeviceChoice device = choose_train_device(c.device, visible_cuda_devices());
   torch::set_num_threads(static_cast<int>(c.threads > 0 ? c.threads : parallel::cores_per_rank()));
   const bool lead = info.rank == 0;
   parallel::MeshShape shape;

@@ -65,16 +65,11 @@ void bind_gemm(py::module_& m) {
   m.def(
       "recipe_gemm_paths",
       [](const core::Recipe& r, int sm) {
-        const core::GemmDevice d{sm};
-        auto one = [&](const core::OperandSpec& x, const core::OperandSpec& y) {
-          return std::string(core::gemm_path_name(x.quantized && y.quantized
-                                                      ? core::choose_gemm_path(x.options, y.options, d)
-                                                      : core::choose_dense_gemm_path(d)));
-        };
+        const core::LinearGemmPaths p = core::linear_gemm_paths(r, core::GemmDevice{sm});
         py::dict out;
-        out["fprop"] = one(r.x_row, r.w_row);
-        out["dgrad"] = one(r.dy_row, r.w_col);
-        out["wgrad"] = one(r.dy_col, r.x_col);
+        out["fprop"] = core::gemm_path_name(p.fprop);
+        out["dgrad"] = core::gemm_path_name(p.dgrad);
+        out["wgrad"] = core::gemm_path_name(p.wgrad);
         return out;
       },
       py::arg("recipe"), py::arg("sm"));
