@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -25,6 +26,7 @@
 #endif
 
 #include "core/cpu/gemm_bf16.h"
+#include "core/cuda_dispatch.h"
 #include "precision/error.h"
 #include "precision/format_names.h"
 #include "precision/scaling.h"
@@ -357,10 +359,6 @@ void check_dense(const torch::Tensor& t, const std::string& what) {
   if (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kBFloat16)
     throw InvalidArgument(what + " dtype " + std::string(c10::toString(t.scalar_type())) +
                           " is not supported; pass float32 or bfloat16");
-  if (!t.device().is_cpu())
-    throw InvalidArgument(
-        what + " is on " + t.device().str() +
-        ": nibble's GEMM runs on CPU tensors so far (the CUDA path is compiled, not wired: issue 15)");
 }
 
 torch::Device operand_device(const GemmOperand& op) {
@@ -374,6 +372,17 @@ torch::Tensor f64_panel(const DecodePlan& p, int64_t r0, int64_t nr, bool bf16_o
   const GemmOperand& op = *p.op;
   if (!op.copy && bf16_operands) return op.dense.narrow(0, r0, nr).to(torch::kBFloat16).to(torch::kFloat64);
   return f32_panel(p, r0, nr).to(torch::kFloat64);
+}
+
+// The FP32 product (alpha applied) -> the caller's output: the bias and the accumulation added in FP32, then
+// the output dtype. Both devices end here, so they add in the same order.
+torch::Tensor finish_output(torch::Tensor raw, const GemmOptions& options) {
+  if (options.bias) raw.add_(options.bias->to(torch::kFloat32));
+  if (options.accumulate) {
+    options.accumulate->add_(raw);
+    return *options.accumulate;
+  }
+  return options.out_dtype == torch::kFloat32 ? raw : raw.to(options.out_dtype);
 }
 
 }  // namespace
@@ -426,6 +435,17 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
       throw InvalidArgument(who + "accumulate must be a contiguous float32 (" + std::to_string(M) + ", " +
                             std::to_string(N) + ") tensor, got " + c10::str(acc.sizes()));
   }
+  const torch::Device device = operand_device(a);
+#if NIBBLE_WITH_CUDA
+  if (device.is_cuda()) return finish_output(gemm_on_cuda(a, b, options), options);
+#endif
+  if (!device.is_cpu())
+    throw InvalidArgument(who + "operands are on " + device.str() +
+                          (device.is_cuda() ? "; this build of nibble has no CUDA kernels (configure with NIBBLE_CUDA=ON)"
+                                            : "; nibble's GEMM runs on CPU and CUDA tensors"));
+  for (const auto& [t, what] : {std::pair{options.bias, "bias"}, std::pair{options.accumulate, "accumulate"}})
+    if (t && !t->device().is_cpu())
+      throw InvalidArgument(who + what + " is on " + t->device().str() + " but the operands are on the CPU");
   const DecodePlan pa = plan_for(a), pb = plan_for(b);
   if (options.fp64_accumulation) {
     constexpr int64_t kPanel = 256;
@@ -464,12 +484,7 @@ torch::Tensor gemm(const GemmOperand& a, const GemmOperand& b, const GemmOptions
     }
     if (alpha != 1.0f) raw.mul_(alpha);
   }
-  if (options.bias) raw.add_(options.bias->to(torch::kFloat32));
-  if (options.accumulate) {
-    options.accumulate->add_(raw);
-    return *options.accumulate;
-  }
-  return options.out_dtype == torch::kFloat32 ? raw : raw.to(options.out_dtype);
+  return finish_output(raw, options);
 }
 
 }  // namespace nibble::core

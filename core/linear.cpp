@@ -6,7 +6,15 @@
 
 #include <cmath>
 
+#if NIBBLE_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "core/cuda/hadamard32_groups.h"
+#endif
+
 #include "core/gemm.h"
+#include "core/hadamard32_butterfly.h"
 #include "core/linear_backward_base.h"
 #include "core/linear_operands.h"
 #include "core/quartet_rotation.h"
@@ -187,30 +195,21 @@ void LinearState::end_step() {
 
 namespace {
 
-// One group of 32: the Walsh-Hadamard butterflies in FP64, in Sylvester order (entry (i, j) of H is
-// (-1)^popcount(i & j), the matrix QuEST and Quartet use), normalised by 1/sqrt(32).
-template <typename T>
-void hadamard32_group(const T* in, T* out) {
-  double v[32];
-  for (int i = 0; i < 32; ++i) v[i] = static_cast<double>(in[i]);
-  for (int len = 1; len < 32; len *= 2)
-    for (int i = 0; i < 32; i += 2 * len)
-      for (int j = i; j < i + len; ++j) {
-        const double a = v[j], b = v[j + len];
-        v[j] = a + b;
-        v[j + len] = a - b;
-      }
-  const double norm = 1.0 / std::sqrt(32.0);
-  for (int i = 0; i < 32; ++i) out[i] = static_cast<T>(v[i] * norm);
-}
-
 template <typename T>
 torch::Tensor hadamard32_groups(const torch::Tensor& in) {
   torch::Tensor out = torch::empty_like(in);
+#if NIBBLE_WITH_CUDA
+  if (in.is_cuda()) {
+    const c10::cuda::CUDAGuard guard(in.device());
+    cuda::hadamard32_groups(in.data_ptr<T>(), out.data_ptr<T>(), in.numel() / 32,
+                            c10::cuda::getCurrentCUDAStream(in.device().index()).stream());
+    return out;
+  }
+#endif
   const T* src = in.data_ptr<T>();
   T* dst = out.data_ptr<T>();
   at::parallel_for(0, in.numel() / 32, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) hadamard32_group(src + g * 32, dst + g * 32);
+    for (int64_t g = begin; g < end; ++g) hadamard32_butterfly(src + g * 32, dst + g * 32);
   });
   return out;
 }

@@ -20,7 +20,12 @@ struct QuantizedCopyTensor {
   int64_t rows = 0;
   int64_t cols = 0;
 
-  precision::QuantizedCopy view() const;
+  // Uninitialised buffers for one copy of `layout` on `device` (global_amax zeroed).
+  static QuantizedCopyTensor empty(const precision::CopyLayout& layout, precision::Scheme scheme,
+                                   const torch::Device& device);
+
+  precision::QuantizedCopy view() const;  // raw pointers (device pointers for a CUDA copy)
+  torch::Device device() const { return data.device(); }
   int64_t bytes() const;  // storage of data, scales and mask
 };
 
@@ -34,7 +39,8 @@ struct QuantizedTensor {
   int64_t bytes() const;
 };
 
-// Quantizes a float32/bfloat16 CPU tensor (leading dims flatten into M). `name` appears in errors.
+// Quantizes a float32/bfloat16 tensor (leading dims flatten into M) on its device: the CPU quantizer for a CPU
+// tensor, the CUDA one (bit for bit the same copies) for a CUDA tensor. `name` appears in errors.
 QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOptions& options,
                          const std::string& name = "tensor");
 
@@ -43,7 +49,7 @@ QuantizedTensor quantize(const torch::Tensor& x, const precision::QuantizeOption
 precision::TensorAmax tensor_amax(const torch::Tensor& x, bool rht, uint64_t rht_seed,
                                   const std::string& name = "tensor");
 
-// Decodes one copy to float32 (rows, cols).
+// Decodes one copy to float32 (rows, cols), on the copy's device.
 torch::Tensor dequantize(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options);
 
 }  // namespace nibble::core

@@ -27,7 +27,7 @@ torch::Tensor rotation_signs(const InnerRotation& r) {
 torch::Tensor rotate_inner(const torch::Tensor& t2d, const InnerRotation& r) {
   torch::Tensor t = t2d.to(torch::kFloat32);
   if (r.padded != r.inner) t = torch::constant_pad_nd(t, {0, r.padded - r.inner});
-  return hadamard32_last_dim(t * rotation_signs(r)).contiguous();
+  return hadamard32_last_dim(t * rotation_signs(r).to(t.device())).contiguous();
 }
 
 }  // namespace nibble::core

@@ -24,24 +24,40 @@ std::string gemm_line(const char* gemm, const core::OperandSpec& a, const core::
 
 }  // namespace
 
-DeviceChoice choose_train_device(const std::string& setting, int visible_gpus, bool cuda_path) {
+std::string cuda_training_gap(const TrainConfig& c) {
+#if !NIBBLE_WITH_CUDA
+  (void)c;
+  return "this build of nibble has no CUDA kernels (configure with NIBBLE_CUDA=ON)";
+#else
+  std::string gap;
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) gap += (gap.empty() ? "" : ", ") + what;
+  };
+  need(c.tp == 1, "parallel.tp = " + std::to_string(c.tp));
+  need(c.pp == 1, "parallel.pp = " + std::to_string(c.pp));
+  need(c.cp == 1, "parallel.cp = " + std::to_string(c.cp));
+  need(c.zero == 0, "optim.zero = 1");
+  if (gap.empty()) return "";
+  return "the CUDA trainer runs tp = pp = cp = 1 without ZeRO-1 so far (any dp); this config sets " + gap;
+#endif
+}
+
+DeviceChoice choose_train_device(const std::string& setting, int visible_gpus, const std::string& cuda_gap) {
   // (validate() has refused any setting but auto | cuda | cpu, naming the key.)
   if (setting == "cpu") return {false, "cpu (train.device = \"cpu\")"};
   if (setting == "cuda") {
     if (visible_gpus == 0)
       throw InvalidArgument("train.device = \"cuda\" but this rank sees no CUDA GPU (" + visible_env() +
                             ", torch's device count 0); valid here: \"cpu\" or \"auto\"");
-    if (!cuda_path)
-      throw InvalidArgument("train.device = \"cuda\": " + std::to_string(visible_gpus) +
-                            " GPU(s) visible, but nibble-train's CUDA training path is not built yet (its CUDA "
-                            "quantizers, cuBLASLt GEMMs and NCCL groups are compiled, not wired into the trainer: "
-                            "issue 15); valid now: \"cpu\", or \"auto\", which trains on the CPU");
+    if (!cuda_gap.empty())
+      throw InvalidArgument("train.device = \"cuda\": " + std::to_string(visible_gpus) + " GPU(s) visible, but " +
+                            cuda_gap + "; valid for this config: \"cpu\", or \"auto\", which trains on the CPU");
     return {true, "cuda (train.device = \"cuda\", " + std::to_string(visible_gpus) + " visible)"};
   }
-  if (visible_gpus > 0 && cuda_path) return {true, "cuda (train.device = \"auto\": a GPU is visible)"};
+  if (visible_gpus > 0 && cuda_gap.empty()) return {true, "cuda (train.device = \"auto\": a GPU is visible)"};
   if (visible_gpus > 0)
-    return {false, "cpu (train.device = \"auto\": " + std::to_string(visible_gpus) +
-                       " GPU(s) visible, but the trainer's CUDA path is not built yet)"};
+    return {false, "cpu (train.device = \"auto\": " + std::to_string(visible_gpus) + " GPU(s) visible, but " +
+                       cuda_gap + ")"};
   return {false, "cpu (train.device = \"auto\": no CUDA GPU is visible)"};
 }
 

@@ -2,29 +2,32 @@
 // Which device nibble-train trains on: `[train] device = "auto" | "cuda" | "cpu"`, resolved on every rank
 // before MPI starts, so a setting that cannot be honoured is one clear message per rank and exit code 2.
 //
-// The trainer's CUDA path (parameters, activations and optimizer states on the GPU, the CUDA quantizers and
-// cuBLASLt GEMMs behind the Linear, NCCL groups) is not built yet: kTrainerCudaPath says so, "auto" then trains
-// on the CPU and says why, and "cuda" fails naming what is missing.
+// The trainer's CUDA path: parameters, gradients, optimizer states and batches on this rank's GPU (local rank ->
+// device, parallel::device_for_local_rank), the CUDA quantizers and cuBLASLt GEMMs behind every Linear
+// (core/cuda_dispatch.h), torch's SDPA for attention, the fused CUDA optimizer step; dp x cp gradients averaged
+// through host memory over MPI. It covers tp = pp = cp = 1 without ZeRO-1 so far (cuda_training_gap says what a
+// config needs beyond that); "auto" then trains on the CPU and says why, "cuda" fails naming it.
 #include <string>
 
 #include "core/gemm_path.h"
 #include "core/recipe.h"
+#include "launch/train_config.h"
 
 namespace nibble::launch {
-
-inline constexpr bool kTrainerCudaPath = false;
 
 struct DeviceChoice {
   bool cuda = false;
   std::string why;  // shown at start-up: "cpu (train.device = \"auto\": no CUDA GPU is visible)"
 };
 
-// `setting` is train.device, already checked by validate() (auto | cuda | cpu); `visible_gpus` the CUDA devices
-// this rank sees; `cuda_path` whether the trainer can run on them. Throws InvalidArgument naming train.device
-// when "cuda" cannot be honoured.
-DeviceChoice choose_train_device(const std::string& setting, int visible_gpus, bool cuda_path = kTrainerCudaPath);
+// Why the CUDA trainer cannot run `config` ("" when it can): the parallel layouts it does not cover yet.
+std::string cuda_training_gap(const TrainConfig& config);
 
-// CUDA devices this process sees (torch's count: 0 without a GPU, a driver or a CUDA build of torch).
+// `setting` is train.device, already checked by validate() (auto | cuda | cpu); `visible_gpus` the CUDA devices
+// this rank sees; `cuda_gap` cuda_training_gap's answer for the config. Throws InvalidArgument naming
+// train.device when "cuda" cannot be honoured.
+DeviceChoice choose_train_device(const std::string& setting, int visible_gpus, const std::string& cuda_gap);
+
 int visible_cuda_devices();
 
 // One line per GEMM of a Linear under `recipe` on `device`: which kernel runs fprop, dgrad and wgrad

@@ -29,8 +29,8 @@ double evaluate(const TrainConfig& c, core::model::Gpt& model, const core::data:
     for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
       const int64_t count = std::min(c.micro_batch, per_dp - first);
       core::data::Batch b = val.eval_batch(e, c.global_batch, mesh.coord().dp * per_dp + first, count);
-      sum += head_loss_everywhere(model, mesh, context_parallel_part(b.tokens, mesh),
-                                  context_parallel_part(b.targets, mesh));
+      sum += head_loss_everywhere(model, mesh, context_parallel_part(b.tokens, mesh).to(model.device()),
+                                  context_parallel_part(b.targets, mesh).to(model.device()));
       ++chunks;
     }
   return mean_over(mesh.dp_cp(), sum / static_cast<double>(chunks));
@@ -43,11 +43,12 @@ namespace {
 // chunk ends the sequence) and broadcast over cp and pp.
 torch::Tensor next_token_logits(const TrainConfig& c, core::model::Gpt& model, const parallel::Mesh& mesh,
                                 const std::vector<int64_t>& window) {
-  const torch::Tensor tokens = context_parallel_part(torch::tensor(window, torch::kInt64).view({1, -1}), mesh);
+  const torch::Tensor tokens =
+      context_parallel_part(torch::tensor(window, torch::kInt64).view({1, -1}), mesh).to(model.device());
   const torch::Tensor h = pipeline_forward(model, mesh, tokens);
   torch::Tensor full = torch::empty({c.model.vocab}, torch::kFloat32);
   if (h.defined()) {
-    const torch::Tensor shard = model.head_logits(h).select(0, -1).contiguous().to(torch::kFloat32);
+    const torch::Tensor shard = model.head_logits(h).select(0, -1).to(torch::kCPU, torch::kFloat32).contiguous();
     if (mesh.tp().size() > 1)
       mesh.tp().all_gather<float>(std::span<const float>(shard.data_ptr<float>(), static_cast<size_t>(shard.numel())),
                                   std::span<float>(full.data_ptr<float>(), static_cast<size_t>(full.numel())));

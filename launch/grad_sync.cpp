@@ -16,7 +16,8 @@ void average_gradients(core::model::Gpt& model, const parallel::Mesh& mesh) {
     if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = torch::zeros_like(p.tensor);
     grads.push_back(p.tensor.grad().reshape({-1}));
   }
-  torch::Tensor flat = torch::cat(grads).contiguous();
+  // MPI reads host memory: gradients on a GPU are staged through it (one copy each way).
+  torch::Tensor flat = torch::cat(grads).to(torch::kCPU).contiguous();
   group.all_reduce<float>(std::span<float>(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())),
                           parallel::ReduceOp::kSum);
   flat.div_(static_cast<double>(group.size()));

@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
     const auto env = nibble::parallel::read_launch_env();
     nibble::launch::validate(config, env.size > 0 ? env.size : 1);
     // Before MPI starts: a device that cannot be used fails here, on every rank alike, never in a collective.
-    device = nibble::launch::choose_train_device(config.device, nibble::launch::visible_cuda_devices());
+    device = nibble::launch::choose_train_device(config.device, nibble::launch::visible_cuda_devices(),
+                                                 nibble::launch::cuda_training_gap(config));
   } catch (const std::exception& e) {
     nibble::launch::log_error(std::string("config error: ") + e.what());
     return 2;

@@ -29,6 +29,12 @@
 #include "parallel/runtime.h"
 #include "precision/error.h"
 
+#if NIBBLE_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+
+#include "core/cuda/gemm_cublaslt.h"
+#endif
+
 namespace nibble::launch {
 namespace {
 
@@ -40,6 +46,29 @@ double peak_memory_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
+// The peak of torch's CUDA allocator on `device` in MiB (what the progress line shows on a GPU); NAN on the CPU.
+double device_peak_mib(const torch::Device& device) {
+#if NIBBLE_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return static_cast<double>(
+               stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak) /
+           (1024.0 * 1024.0);
+  }
+#endif
+  (void)device;
+  return NAN;
+}
+
+// The GEMM device for the start-up line: the GPU's compute capability, or the CPU.
+core::GemmDevice gemm_device(const torch::Device& device) {
+#if NIBBLE_WITH_CUDA
+  if (device.is_cuda()) return core::GemmDevice{core::cuda::current_device_sm()};
+#endif
+  (void)device;
+  return core::GemmDevice{};
+}
+
 // This rank's part (dp rows, cp tokens) of every micro-batch of training step `step`, and each one's
 // stochastic-rounding stream: (step, global micro-batch index), the same at any dp layout.
 struct MicroBatches {
@@ -48,13 +77,13 @@ struct MicroBatches {
 };
 
 MicroBatches step_batches(const TrainConfig& c, const core::data::BatchSampler& train, const parallel::Mesh& mesh,
-                          int64_t step) {
+                          int64_t step, const torch::Device& device) {
   const int64_t per_dp = c.global_batch / c.dp;
   MicroBatches out;
   for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
     core::data::Batch b = train.train_batch(step, mesh.coord().dp * per_dp + first, c.micro_batch);
-    out.tokens.push_back(context_parallel_part(b.tokens, mesh));
-    out.targets.push_back(context_parallel_part(b.targets, mesh));
+    out.tokens.push_back(context_parallel_part(b.tokens, mesh).to(device));
+    out.targets.push_back(context_parallel_part(b.targets, mesh).to(device));
     out.streams.push_back(static_cast<uint64_t>(step * c.global_batch + mesh.coord().dp * per_dp + first) + 1);
   }
   return out;
@@ -169,6 +198,11 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
 
   const std::unique_ptr<core::model::Gpt> model_ptr = build_model(c, mesh);
   core::model::Gpt& model = *model_ptr;
+  // On a GPU: this rank's device (parallel::init bound it: local rank -> device), before the optimizer sees the
+  // parameters, so its states are created there too.
+  const torch::Device train_device = device.cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(info.device))
+                                                 : torch::Device(torch::kCPU);
+  if (device.cuda) model.to(train_device);
   TrainOptimizer optimizer(c, model, mesh);
   const MicroBatches* current = nullptr;  // the step's batches, read by the pipeline's forward
   const std::unique_ptr<parallel::nn::PipelineRuntime> pipeline = make_pipeline(c, mesh, model, current);
@@ -204,7 +238,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     // The device and, for the layers' recipe, which kernel runs each GEMM there (decided once, core/gemm_path.h).
     std::printf(
         "device: %s; GEMMs (%s): %s\n", device.why.c_str(), c.model.recipe.c_str(),
-        describe_gemm_paths(core::recipe_preset(c.model.recipe), core::GemmDevice{}).c_str());  // CPU: kTrainerCudaPath
+        describe_gemm_paths(core::recipe_preset(c.model.recipe), gemm_device(train_device)).c_str());
     if (pipeline)
       std::printf("pipeline: %s schedule, pp %lld x %lld virtual stages, %d micro-batches; the checker's "
                   "simulated bubble %.3f, (p-1)/(v*m) = %.3f\n",
@@ -231,7 +265,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     parallel::set_step(step + 1);
     const auto t0 = Clock::now();
     model.zero_grad();
-    const MicroBatches batches = step_batches(c, train_data, mesh, step);
+    const MicroBatches batches = step_batches(c, train_data, mesh, step, train_device);
     current = &batches;
     parallel::PipelineTiming timing;
     const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), timing);
@@ -272,11 +306,14 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
       if (pipeline)
         std::snprintf(bubble_text, sizeof bubble_text, " | bubble %.3f imbalance %.3f", timing.bubble,
                       timing.imbalance);
+      char device_text[48] = "";
+      if (train_device.is_cuda())
+        std::snprintf(device_text, sizeof device_text, " | GPU peak %.0f MiB", device_peak_mib(train_device));
       std::printf("step %5lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %8.0f tokens/s | %7.1f ms/step | "
-                  "peak mem %.0f MiB%s%s\n",
+                  "peak mem %.0f MiB%s%s%s\n",
                   static_cast<long long>(state.step), static_cast<long long>(c.steps), loss, c.lr * lr_factor,
                   grad_norm, static_cast<double>(tokens_per_step) / seconds, 1e3 * seconds, peak_memory_mib(),
-                  bubble_text, applied ? "" : " | SKIPPED (non-finite gradients)");
+                  device_text, bubble_text, applied ? "" : " | SKIPPED (non-finite gradients)");
       std::fflush(stdout);
     }
     write_metrics({{"step", state.step},
@@ -286,6 +323,8 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
                    {"tokens_per_s", static_cast<double>(tokens_per_step) / seconds},
                    {"ms_per_step", 1e3 * seconds},
                    {"peak_mem_mib", peak_memory_mib()},
+                   {"gpu_peak_mib", train_device.is_cuda() ? nlohmann::ordered_json(device_peak_mib(train_device))
+                                                            : nlohmann::ordered_json(nullptr)},
                    {"bubble", pipeline ? nlohmann::ordered_json(timing.bubble) : nlohmann::ordered_json(nullptr)},
                    {"stage_imbalance",
                     pipeline ? nlohmann::ordered_json(timing.imbalance) : nlohmann::ordered_json(nullptr)},

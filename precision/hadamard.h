@@ -42,6 +42,14 @@ NIBBLE_HOST_DEVICE void rht16(const float* g, uint32_t sign_mask, float* y) {
   }
 }
 
+// IEEE round-to-nearest-even to BF16 (Inf stays Inf, overflow becomes Inf; NaN unchanged): what TE's
+// tensor-core RHT output does to a bfloat16 input's transform, unlike nibble's satfinite element casts.
+NIBBLE_HOST_DEVICE float round_to_bf16_ieee(float v) {
+  const uint32_t u = float_bits(v);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return v;  // NaN
+  return bits_float(((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16) << 16);
+}
+
 // h = H32 g / sqrt(32) (normalised Sylvester Hadamard of size 32).
 NIBBLE_HOST_DEVICE void hadamard32_normalised(const float* g, float* h) {
   const double inv_sqrt32 = 0.17677669529663687;  // 1 / sqrt(32), correctly rounded float64

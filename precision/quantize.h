@@ -137,6 +137,32 @@ struct TensorAmax {
 };
 TensorAmax tensor_amax(const QuantizeInput& input, bool rht, uint64_t rht_seed);
 
+// The checks every quantizer (CPU and CUDA) runs before touching data: shapes and options, InvalidArgument
+// with the reason. Reads no element of the input.
+void validate_quantize(const QuantizeInput& input, const QuantizeOptions& options);
+
+// The amaxes the copies take their per-tensor factor from, given this input's own (own_columnwise: the amax
+// after the RHT for an RHT'd columnwise copy, else own): the group amaxes of QuantizeOptions where set, after
+// checking that they cover this input (InvalidArgument naming the key otherwise).
+struct CopyAmaxes {
+  float rowwise = 0.0f;
+  float columnwise = 0.0f;
+};
+CopyAmaxes copy_amaxes(const QuantizeInput& input, const QuantizeOptions& options, float own,
+                       float own_columnwise);
+
+// The errors every quantizer raises for a NaN: at input element (row, col) of an (rows, cols) input, and for
+// a Hadamard group (`transform`: "16-point RHT", "Hadamard-32") that became NaN (Inf of both signs in a group).
+std::string nan_input_message(const QuantizeInput& input, int64_t row, int64_t col);
+std::string transform_nan_message(const QuantizeInput& input, const char* transform);
+
+// Columnwise copies draw their stochastic-rounding bits at counter offset options.offset + this, independent
+// of the rowwise copy's (2-D schemes excepted: their columnwise codes are the rowwise codes transposed).
+inline constexpr uint64_t kColumnwiseSrOffset = uint64_t{1} << 63;
+// The largest finite bfloat16 (0x7F7F): block FP8's fallback scale for a bfloat16 input when fmax / amax
+// overflows (TE's value_for_inf is the input type's max).
+inline constexpr float kBF16Max = 3.3895313892515355e38f;
+
 // Validates shapes and options (InvalidArgument with the reason), then fills the requested copies.
 QuantizeStats quantize(const QuantizeInput& input, const QuantizeOptions& options, const QuantizedCopy* rowwise,
                        const QuantizedCopy* columnwise);

@@ -1,6 +1,8 @@
 #pragma once
 // Scale rules of the block-scaled formats (docs/QUANTIZATION.md, NUMERICS.md), shared by CPU and CUDA.
 #include <cfloat>
+#include <cmath>
+#include <cstring>
 #include <cstdint>
 
 #include "precision/format.h"
@@ -80,6 +82,14 @@ NIBBLE_HOST_DEVICE uint32_t quest_scale_code(double sigma) {
   if (e < -127) e = -127;
   if (e > 127) e = 127;
   return static_cast<uint32_t>(e + 127);
+}
+
+// The QuEST E8M0 code of a group of 32 transformed values from their float64 sums (sum and sum of squares, each
+// added in index order): sigma is the population standard deviation.
+NIBBLE_HOST_DEVICE uint32_t quest_code_from_sums(double sum, double sum_sq) {
+  const double mean = sum / 32.0;
+  const double v = sum_sq / 32.0 - mean * mean;
+  return quest_scale_code(sqrt(v < 0.0 ? 0.0 : v));
 }
 
 }  // namespace nibble::precision

@@ -19,8 +19,9 @@
 #      GPU's compute capability only (sm_90 -> 90a, sm_100 -> 100a, ...; NIBBLE_CUDA_ARCH overrides), only
 #      the targets below, without the Python module. Warnings are counted, not errors (the GPU machine's
 #      compiler may not be CI's GCC 12): NIBBLE_WERROR=ON makes them errors.
-#   3. tests.log: `ctest -L gpu` (test_cuda_vs_cpu, test_optim_cuda_vs_cpu, test_gemm_cuda, the NCCL
-#      communicator under mpirun -np 2 and 4), then the NCCL test under mpirun -np 1. On a GPU machine a GPU
+#   3. tests.log: `ctest -L gpu` (test_cuda_vs_cpu, test_optim_cuda_vs_cpu, test_gemm_cuda, core/'s and the
+#      torch optimizer's CUDA-vs-CPU tests, nibble-train on cuda vs cpu (tests/launch/train_cuda_vs_cpu.py), the
+#      NCCL communicator under mpirun -np 2 and 4), then the NCCL test under mpirun -np 1. On a GPU machine a GPU
 #      test that reports "skipped" counts as a failure, except an NCCL run with more ranks than GPUs (NCCL
 #      needs one GPU per rank).
 #   4. train.log: `nibble-train prepare` on data/kjv.txt or the repository's docs, then
@@ -213,7 +214,8 @@ else
   write_summary "FAILED: CMake configure"
   exit 1
 fi
-targets=(test_cuda_vs_cpu test_optim_cuda_vs_cpu test_gemm_cuda nibble-train bench_gemm_cuda)
+targets=(test_cuda_vs_cpu test_optim_cuda_vs_cpu test_gemm_cuda test_core_cuda_vs_cpu test_torch_optimizer_cuda
+         nibble-train bench_gemm_cuda)
 all_targets="$(ninja -C "$bdir" -t targets all 2>/dev/null)"
 grep -q '^test_nccl_communicator:' <<<"$all_targets" && targets+=(test_nccl_communicator)
 s=$(date +%s)
@@ -250,7 +252,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob
 # ---- 3. GPU tests ------------------------------------------------------------------------------------------
 tests_log="$out/tests.log"
 s=$(date +%s)
-run "$tests_log" "$(budget 150 120)" ctest --test-dir "$bdir" -L gpu --output-on-failure --timeout 120
+run "$tests_log" "$(budget 240 120)" ctest --test-dir "$bdir" -L gpu --output-on-failure --timeout 120
 ctest_rc=$?
 test_rows=()
 passed=0 failed=0

@@ -128,7 +128,8 @@ torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t bat
   qkv = qkv.permute({3, 0, 2, 1, 4});
   // This rank's tokens sit at their global positions (context parallel: two chunks of the sequence).
   const torch::Tensor pos = context_parallel_positions(seq, cp_->size(), cp_->rank());
-  const torch::Tensor cos = rope_cos_.index_select(0, pos), sin = rope_sin_.index_select(0, pos);
+  const torch::Tensor at = pos.to(rope_cos_.device());
+  const torch::Tensor cos = rope_cos_.index_select(0, at), sin = rope_sin_.index_select(0, at);
   torch::Tensor q = apply_rope(qkv[0], cos, sin), k = apply_rope(qkv[1], cos, sin);
   torch::Tensor a = cp_->causal_attention(q, k, qkv[2]);
   a = a.transpose(1, 2).reshape({batch * seq, heads * hd});
@@ -236,6 +237,15 @@ void Gpt::end_step() {
 
 void Gpt::zero_grad() {
   for (const ParamInfo& p : params_) p.tensor.mutable_grad() = torch::Tensor();
+}
+
+void Gpt::to(const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  zero_grad();
+  // set_data keeps each parameter's identity (the Layer fields, params_ and any optimizer hold the same tensor).
+  for (const ParamInfo& p : params_) p.tensor.set_data(p.tensor.to(device));
+  rope_cos_ = rope_cos_.to(device);
+  rope_sin_ = rope_sin_.to(device);
 }
 
 }  // namespace nibble::core::model

@@ -87,6 +87,10 @@ class Gpt {
   // micro-batch draws the same bits whichever dp rank runs it (dp runs then equal one rank bit for bit).
   void set_rounding_stream(uint64_t stream, int chunk = -1);
   void zero_grad();
+  // Moves every parameter (in place: the same tensors, as torch's Module::to) and the RoPE tables to `device`;
+  // tokens and targets must then be on it too. Gradients are dropped.
+  void to(const torch::Device& device);
+  torch::Device device() const { return rope_cos_.device(); }
   const GptConfig& config() const { return config_; }
   TensorParallel& tensor_parallel() const { return *tp_; }
   ContextParallel& context_parallel() const { return *cp_; }

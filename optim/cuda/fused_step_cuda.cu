@@ -267,6 +267,17 @@ __global__ void __launch_bounds__(kTile)
                   slot.index_base, config.dre_clamp_k, scratch);
 }
 
+// One block: the host's scalars into the state the update kernel reads, and every slot's step counter advanced.
+__global__ void __launch_bounds__(kTile) set_scalars_kernel(const TensorSlot* slots, int count, float clip,
+                                                            double factor, DeviceStepState* state) {
+  for (int s = threadIdx.x; s < count; s += kTile) *slots[s].step += 1;
+  if (threadIdx.x == 0) {
+    state->nonfinite = 0;
+    state->clip = clip;
+    state->lr_factor = factor;
+  }
+}
+
 }  // namespace
 
 MultiTensorPlan::MultiTensorPlan(const TensorSlot* slots, size_t count, cudaStream_t stream) : count_(count) {
@@ -326,6 +337,16 @@ void step(const MultiTensorPlan& plan, const StepConfig& config, DeviceStepState
   decide_kernel<<<1, kTile, 0, stream>>>(plan.slots_, count, plan.partials_, plan.tiles_, config, state);
   check(cudaGetLastError(), "optimizer decide kernel");
   update_kernel<<<tiles, kTile, 0, stream>>>(plan.slots_, plan.tile_starts_, count, plan.maps_, config, state);
+  check(cudaGetLastError(), "optimizer update kernel");
+}
+
+void update(const MultiTensorPlan& plan, const StepConfig& config, float grad_scale, double lr_factor,
+            DeviceStepState* state, cudaStream_t stream) {
+  const int count = static_cast<int>(plan.count_);
+  set_scalars_kernel<<<1, kTile, 0, stream>>>(plan.slots_, count, grad_scale, lr_factor, state);
+  check(cudaGetLastError(), "optimizer scalars kernel");
+  update_kernel<<<static_cast<unsigned>(plan.tiles_), kTile, 0, stream>>>(plan.slots_, plan.tile_starts_, count,
+                                                                          plan.maps_, config, state);
   check(cudaGetLastError(), "optimizer update kernel");
 }
 

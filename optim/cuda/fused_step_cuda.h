@@ -56,6 +56,7 @@ class MultiTensorPlan {
 
  private:
   friend void step(const MultiTensorPlan&, const StepConfig&, DeviceStepState*, cudaStream_t);
+  friend void update(const MultiTensorPlan&, const StepConfig&, float, double, DeviceStepState*, cudaStream_t);
   size_t count_ = 0;
   int64_t tiles_ = 0;
   TensorSlot* slots_ = nullptr;     // device
@@ -69,5 +70,13 @@ void init_step_state(DeviceStepState* state, cudaStream_t stream);
 
 // One optimizer step over all tensors of the plan: three kernels (check, decide, update), no host sync.
 void step(const MultiTensorPlan& plan, const StepConfig& config, DeviceStepState* state, cudaStream_t stream);
+
+// The update alone, with scalars the host decided: the torch Optimizer (optim/torch/optimizer.h) checks the
+// gradients of all its groups and computes one clip coefficient before stepping each group with its own
+// hyperparameters, as its CPU path does. Gradients are multiplied by grad_scale on load, the learning rate by
+// lr_factor (config.schedule and config.max_grad_norm are not used); every slot's step counter advances by one.
+// `state` is device scratch for the scalars (its counters are not the step's).
+void update(const MultiTensorPlan& plan, const StepConfig& config, float grad_scale, double lr_factor,
+            DeviceStepState* state, cudaStream_t stream);
 
 }  // namespace nibble::optim::cuda

@@ -12,7 +12,7 @@
 
 namespace nibble::optim {
 
-// Gradients: float32 or bfloat16 CPU tensors (any strides: read through a contiguous copy where needed);
+// Gradients: float32 or bfloat16 CPU or CUDA tensors (any strides: read through a contiguous copy where needed);
 // undefined tensors are skipped (parameters without a gradient). first_nonfinite indexes `grads`. `names`
 // (empty, or one per gradient) names a gradient in errors.
 GradientReport check_gradient_tensors(const std::vector<torch::Tensor>& grads,

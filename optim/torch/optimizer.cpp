@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -13,6 +14,9 @@
 #include "optim/fused_step.h"
 #include "optim/state_codec.h"
 #include "optim/torch/grad_norm.h"
+#if NIBBLE_WITH_CUDA
+#include "optim/torch/cuda_update.h"
+#endif
 #include "precision/error.h"
 
 namespace nibble::optim {
@@ -27,10 +31,20 @@ std::string num(double x) {
   return s.str();
 }
 
+// Where a parameter may live: the CPU, or a CUDA device when this build has the CUDA step.
+bool steppable_device(const torch::Device& d) {
+#if NIBBLE_WITH_CUDA
+  return d.is_cpu() || d.is_cuda();
+#else
+  return d.is_cpu();
+#endif
+}
+
 ElementType element_type(const torch::Tensor& t, const std::string& what) {
-  if (!t.device().is_cpu())
+  if (!steppable_device(t.device()))
     throw InvalidArgument("nibble::optim::Optimizer: " + what + " is on " + t.device().str() +
-                          "; this optimizer steps CPU tensors");
+                          (t.is_cuda() ? "; this build of nibble has no CUDA kernels (configure with NIBBLE_CUDA=ON)"
+                                       : "; this optimizer steps CPU and CUDA tensors"));
   if (t.scalar_type() == torch::kFloat32) return ElementType::kFloat32;
   if (t.scalar_type() == torch::kBFloat16) return ElementType::kBFloat16;
   throw InvalidArgument("nibble::optim::Optimizer: " + what + " has dtype " +
@@ -154,7 +168,7 @@ struct Optimizer::Impl {
   void init_state(size_t i) {
     if (!state[i].empty()) return;
     for (const auto& [key, e] : expected(i))
-      state[i][key] = torch::full(e.shape, e.fill, torch::TensorOptions().dtype(e.dtype));
+      state[i][key] = torch::full(e.shape, e.fill, torch::TensorOptions().dtype(e.dtype).device(params[i].second.device()));
     if (state[i].count("master")) state[i]["master"].copy_(params[i].second.detach());
   }
 
@@ -252,11 +266,15 @@ struct Optimizer::Impl {
     for (size_t gi = 0; gi < groups.size(); ++gi) {
       const OptimizerConfig& c = groups[gi].config;
       const std::vector<std::string> keys = moment_keys(c);
-      std::vector<TensorSlot> slots;
+      std::vector<TensorSlot> slots;                        // CPU tensors
+      std::map<c10::DeviceIndex, std::vector<TensorSlot>> on_cuda;  // CUDA tensors by device
       for (size_t i = 0; i < params.size(); ++i) {
         if (group_of[i] != gi || !grads[i].defined()) continue;
         init_state(i);
         const torch::Tensor& p = params[i].second;
+        if (grads[i].device() != p.device())
+          throw InvalidArgument("nibble::optim::Optimizer: the gradient of '" + params[i].first + "' is on " +
+                                grads[i].device().str() + ", the parameter on " + p.device().str());
         TensorSlot s;
         s.numel = p.numel();
         s.param_type = element_type(p, "parameter '" + params[i].first + "'");
@@ -269,27 +287,39 @@ struct Optimizer::Impl {
         if (state[i].count("master")) s.master = state[i].at("master").data_ptr<float>();
         if (!keys.empty()) s.m = moment(i, keys[0]);
         if (keys.size() > 1) s.v = moment(i, keys[1]);
-        slots.push_back(s);
+        if (!p.is_cuda()) {
+          slots.push_back(s);
+        } else if (s.numel > 0) {  // (the CUDA plan takes no empty tensors; they have nothing to update)
+          on_cuda[p.device().index()].push_back(s);
+        }
         written.push_back(p);
       }
-      if (slots.empty()) continue;
+      if (slots.empty() && on_cuda.empty()) continue;
       UpdateOptions o;
       o.seed = c.seed;
       o.grad_scale = grad_scale;
       o.lr_factor = lr_factor;
       o.stochastic_rounding = c.stochastic_rounding;
       o.dre_clamp_k = c.dre_clamp_k;
-      if (c.kind == "adamw") {
-        adamw_update(slots, AdamWHyper{c.lr, c.beta1, c.beta2, c.eps, c.weight_decay}, o);
-      } else {
-        SgdHyper h;
-        h.lr = c.lr;
-        h.momentum = c.momentum;
-        h.dampening = c.dampening;
-        h.weight_decay = c.weight_decay;
-        h.nesterov = c.nesterov;
-        sgd_update(slots, h, o);
+      const AdamWHyper adamw{c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
+      SgdHyper sgd;
+      sgd.lr = c.lr;
+      sgd.momentum = c.momentum;
+      sgd.dampening = c.dampening;
+      sgd.weight_decay = c.weight_decay;
+      sgd.nesterov = c.nesterov;
+      if (!slots.empty()) {
+        if (c.kind == "adamw") {
+          adamw_update(slots, adamw, o);
+        } else {
+          sgd_update(slots, sgd, o);
+        }
       }
+#if NIBBLE_WITH_CUDA
+      for (const auto& [device, device_slots] : on_cuda)
+        update_on_cuda(device_slots, c.kind == "adamw" ? UpdateKind::kAdamW : UpdateKind::kSGD, adamw, sgd, o,
+                       torch::Device(torch::kCUDA, device));
+#endif
     }
     mark_written_in_place(written);
     result.stepped = written.size();
@@ -343,7 +373,7 @@ struct Optimizer::Impl {
       state[i].clear();
       const Layout e = expected(i);
       for (const auto& [k, t] : loaded[i])
-        state[i][k] = t.detach().to(torch::kCPU).clone().contiguous().reshape(e.at(k).shape);
+        state[i][k] = t.detach().to(params[i].second.device()).clone().contiguous().reshape(e.at(k).shape);
     }
   }
 };

@@ -30,9 +30,6 @@ using cpu::BlockShape;
 using cpu::is_2d;
 using cpu::is_fp4;
 
-constexpr uint64_t kColumnwiseOffset = uint64_t{1} << 63;  // columnwise copies draw independent SR bits
-constexpr float kBF16Max = 3.3895313892515355e38f;         // 0x7F7F as bfloat16
-
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 float input_at(const QuantizeInput& in, int64_t i) {
@@ -42,21 +39,29 @@ float input_at(const QuantizeInput& in, int64_t i) {
 
 // A group holding both +Inf and -Inf transforms to NaN: an error, never a silent code.
 [[noreturn]] void report_transform_nan(const QuantizeInput& in, const char* transform) {
-  throw InvalidArgument("quantize(" + in.name + "): the " + transform +
-                        " of a group holding both +Inf and -Inf is NaN; the input has infinities of both signs "
-                        "within one 16/32-element group");
+  throw InvalidArgument(transform_nan_message(in, transform));
 }
 
 [[noreturn]] void report_nan(const QuantizeInput& in) {
   for (int64_t i = 0; i < in.rows * in.cols; ++i)
-    if (std::isnan(input_at(in, i)))
-      throw InvalidArgument("quantize(" + in.name + "): input has NaN at (" + std::to_string(i / in.cols) + ", " +
-                            std::to_string(i % in.cols) + ") of shape (" + std::to_string(in.rows) + ", " +
-                            std::to_string(in.cols) + ")");
+    if (std::isnan(input_at(in, i))) throw InvalidArgument(nan_input_message(in, i / in.cols, i % in.cols));
   throw InvalidArgument("quantize(" + in.name + "): input has NaN");
 }
 
-void validate(const QuantizeInput& in, const QuantizeOptions& o) {
+}  // namespace
+
+std::string nan_input_message(const QuantizeInput& in, int64_t row, int64_t col) {
+  return "quantize(" + in.name + "): input has NaN at (" + std::to_string(row) + ", " + std::to_string(col) +
+         ") of shape (" + std::to_string(in.rows) + ", " + std::to_string(in.cols) + ")";
+}
+
+std::string transform_nan_message(const QuantizeInput& in, const char* transform) {
+  return "quantize(" + in.name + "): the " + transform +
+         " of a group holding both +Inf and -Inf is NaN; the input has infinities of both signs within one "
+         "16/32-element group";
+}
+
+void validate_quantize(const QuantizeInput& in, const QuantizeOptions& o) {
   const std::string who = "quantize(" + in.name + ", " + scheme_name(o.scheme) + "): ";
   if (in.rows < 0 || in.cols < 0) throw InvalidArgument(who + "negative shape");
   if (!o.rowwise && !o.columnwise) throw InvalidArgument(who + "ask for rowwise, columnwise or both");
@@ -121,8 +126,6 @@ void validate(const QuantizeInput& in, const QuantizeOptions& o) {
                           " needs full_rows (the whole tensor's row count)");
 }
 
-}  // namespace
-
 CopyLayout copy_layout(const QuantizeOptions& o, int64_t rows, int64_t cols) {
   const SchemeFacts f = scheme_facts(o.scheme);
   CopyLayout L;
@@ -142,7 +145,7 @@ CopyLayout copy_layout(const QuantizeOptions& o, int64_t rows, int64_t cols) {
 
 QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const QuantizedCopy* rowwise,
                        const QuantizedCopy* columnwise) {
-  validate(in, o);
+  validate_quantize(in, o);
   if ((o.rowwise && !rowwise) || (o.columnwise && !columnwise))
     throw InvalidArgument("quantize(" + in.name + "): missing output buffers for a requested copy");
   const cpu::TileInput tin{in.data, in.type, in.rows, in.cols};
@@ -167,24 +170,11 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
     if (a.nan) report_nan(in);
     col_amax = a.amax;
   }
-  // A group's amax replaces this input's own as the source of the per-tensor factors (validate() allowed it for
-  // amax_first schemes only); it must cover this input, or the largest elements would overflow the format.
-  float row_amax = a.amax;
-  auto check_covers = [&](float group, float own, const char* key) {
-    if (group < own)
-      throw InvalidArgument("quantize(" + in.name + "): " + key + " " + std::to_string(group) +
-                            " is below this input's own amax " + std::to_string(own) +
-                            "; it must be the max over a group that includes this input");
-  };
-  if (o.group_amax >= 0.0f) {
-    check_covers(o.group_amax, a.amax, "group_amax");
-    row_amax = o.group_amax;
-    if (!rht) col_amax = o.group_amax;
-  }
-  if (rht && o.group_rht_amax >= 0.0f) {
-    check_covers(o.group_rht_amax, col_amax, "group_rht_amax");
-    col_amax = o.group_rht_amax;
-  }
+  // A group's amax replaces this input's own as the source of the per-tensor factors (validate_quantize allowed
+  // it for amax_first schemes only).
+  const CopyAmaxes factors = copy_amaxes(in, o, a.amax, col_amax);
+  float row_amax = factors.rowwise;
+  col_amax = factors.columnwise;
 
   // 2-D schemes: the columnwise copy is the rowwise one transposed, so the tiles always make rowwise codes
   // (into a target without buffers when the rowwise copy was not asked for).
@@ -201,7 +191,7 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   };
   const bool make_rowwise = o.rowwise || (o.columnwise && is_2d(o.scheme));
   cpu::CopyTarget row = target(o.rowwise ? rowwise : nullptr, false, o.offset, row_amax);
-  cpu::CopyTarget col = target(o.columnwise ? columnwise : nullptr, true, o.offset + kColumnwiseOffset, col_amax);
+  cpu::CopyTarget col = target(o.columnwise ? columnwise : nullptr, true, o.offset + kColumnwiseSrOffset, col_amax);
   if (o.scheme == Scheme::kFP8Tensor) {
     for (const cpu::CopyTarget* t : {&row, &col})
       if (t->out.scale) static_cast<float*>(t->out.scale)[0] = t->tensor_scale.scale_inv;
@@ -222,6 +212,28 @@ QuantizeStats quantize(const QuantizeInput& in, const QuantizeOptions& o, const 
   if (o.rowwise) *rowwise->global_amax = row_amax;
   if (o.columnwise) *columnwise->global_amax = col_amax;
   return QuantizeStats{a.amax};
+}
+
+CopyAmaxes copy_amaxes(const QuantizeInput& in, const QuantizeOptions& o, float own, float own_columnwise) {
+  // A group amax must cover this input, or its largest elements would overflow the format.
+  auto check_covers = [&](float group, float own_amax, const char* key) {
+    if (group < own_amax)
+      throw InvalidArgument("quantize(" + in.name + "): " + key + " " + std::to_string(group) +
+                            " is below this input's own amax " + std::to_string(own_amax) +
+                            "; it must be the max over a group that includes this input");
+  };
+  const bool rht = o.rht && o.columnwise;
+  CopyAmaxes r{own, own_columnwise};
+  if (o.group_amax >= 0.0f) {
+    check_covers(o.group_amax, own, "group_amax");
+    r.rowwise = o.group_amax;
+    if (!rht) r.columnwise = o.group_amax;
+  }
+  if (rht && o.group_rht_amax >= 0.0f) {
+    check_covers(o.group_rht_amax, own_columnwise, "group_rht_amax");
+    r.columnwise = o.group_rht_amax;
+  }
+  return r;
 }
 
 TensorAmax tensor_amax(const QuantizeInput& in, bool rht, uint64_t rht_seed) {

@@ -22,13 +22,6 @@ inline void quest_clip_mask(const float* __restrict scaled, int64_t n, uint8_t* 
   for (int64_t j = 0; j < n; ++j) mask[j] = std::fabs(scaled[j]) <= 6.0f ? 1 : 0;
 }
 
-// The E8M0 scale code and element multiplier of a group from its transformed values' float64 sums.
-inline uint32_t quest_code_from_sums(double sum, double sum_sq) {
-  const double mean = sum / 32.0;
-  const double var = std::max(sum_sq / 32.0 - mean * mean, 0.0);
-  return quest_scale_code(std::sqrt(var));
-}
-
 // One group of 32 rows of columns [0, cols): scaled[i * lds + c] = h_i(c) * 2^-e(c) (what is rounded),
 // codes[c] = e(c) + 127. Returns true if a transformed value is NaN. (The clip mask, |scaled| <= 6, is a
 // function of the scaled value: callers take it where the values land, quest_clip_mask.)

@@ -115,14 +115,6 @@ void transpose_bytes(const uint8_t* __restrict x, int64_t ldx, int64_t rows, int
     }
 }
 
-// IEEE round-to-nearest-even to BF16 (Inf stays Inf, overflow becomes Inf): what TE's tensor-core RHT
-// output does, unlike nibble's satfinite element casts.
-float round_to_bf16_ieee(float v) {
-  const uint32_t u = float_bits(v);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return v;  // NaN
-  return bits_float(((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16) << 16);
-}
-
 // ---- per-thread scratch ----------------------------------------------------------------------------------
 
 struct Scratch {

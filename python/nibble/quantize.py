@@ -66,7 +66,8 @@ def quantize(x: torch.Tensor, scheme: str, *, rowwise: bool = True, columnwise: 
              mx_scale_rule: str = "ceil", delayed: Optional[DelayedScaling] = None,
              name: str = "tensor", sr_index: Optional[tuple] = None, group_amax: Optional[float] = None,
              group_rht_amax: Optional[float] = None) -> QuantizedTensor:
-    """Quantize ``x`` (float32 or bfloat16, CPU; leading dims flatten into M) with ``scheme``.
+    """Quantize ``x`` (float32 or bfloat16, on the CPU or a CUDA device, which gives the same bits; leading dims
+    flatten into M) with ``scheme``.
 
     ``fmt`` overrides the FP8 element format ("e4m3"/"e5m2"); ``pow2_scale`` None keeps the scheme default
     (on for block FP8); ``delayed`` (fp8_tensor only) uses the state's scale and records this amax into it;

@@ -11,7 +11,7 @@
 
 #include "optim/cuda/fused_step_cuda.h"
 #include "optim/fused_step.h"
-#include "tests/common/cuda_availability.h"
+#include "tests/common/gpu_test_main.h"
 
 namespace nibble::optim {
 namespace {
@@ -168,12 +168,5 @@ TEST(OptimCuda, MultiTensorStepEqualsCpuBitForBit) {
 }  // namespace nibble::optim
 
 int main(int argc, char** argv) {
-  const auto cuda = nibble::testing::cuda_availability();
-  if (cuda == nibble::testing::CudaAvailability::kBroken) return 1;
-  if (cuda == nibble::testing::CudaAvailability::kNoGpu) {
-    std::printf("SKIPPED: no CUDA device on this machine; the CUDA optimizer was compiled and linked only.\n");
-    return 77;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  return nibble::testing::gpu_test_main(argc, argv, "the CUDA optimizer");
 }

@@ -3,6 +3,9 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -11,7 +14,7 @@
 #include "precision/cuda/convert_cuda.h"
 #include "precision/cuda/quantize_cuda.h"
 #include "precision/quantize.h"
-#include "tests/common/cuda_availability.h"
+#include "tests/common/gpu_test_main.h"
 
 namespace nibble::precision {
 namespace {
@@ -55,16 +58,21 @@ TEST(ConvertCuda, EqualsCpuBitForBit) {
   }
 }
 
+// The raw-pointer quantizer on a rowwise copy (core/'s tests/core/test_quantize_cuda.cpp covers every copy of
+// every scheme through torch tensors).
 TEST(QuantizeCuda, RowwiseEqualsCpuBitForBit) {
   const int64_t rows = 96, cols = 200;  // 200 is not a multiple of any block: partial last blocks
   std::mt19937 rng(9);
   std::normal_distribution<float> normal(0.0f, 2.0f);
   std::vector<float> x(rows * cols);
   for (auto& v : x) v = normal(rng);
-  DeviceBuffer<float> dx(x.size()), damax(1);
+  float amax = 0.0f;
+  for (float v : x) amax = std::max(amax, std::fabs(v));
+  DeviceBuffer<float> dx(x.size());
   DeviceBuffer<uint32_t> dnan(1);
   cuda::check_cuda(cudaMemcpy(dx.ptr, x.data(), x.size() * 4, cudaMemcpyHostToDevice), "copy in");
-  for (const char* name : {"fp8_tensor", "fp8_block128", "mxfp8", "nvfp4", "mxfp4"}) {
+  for (const char* name : {"fp8_tensor", "fp8_block128", "fp8_block16", "fp8_block128x128", "mxfp8", "nvfp4",
+                           "nvfp4_2d", "mxfp4"}) {
     for (Rounding rounding : {Rounding::kNearestEven, Rounding::kStochastic}) {
       Format element;
       QuantizeOptions o = default_options(parse_scheme(name, &element));
@@ -79,13 +87,22 @@ TEST(QuantizeCuda, RowwiseEqualsCpuBitForBit) {
       float cpu_amax = 0;
       QuantizedCopy cpu{cpu_data.data(), cpu_scale.data(), &cpu_amax, nullptr};
       quantize(QuantizeInput{x.data(), InputType::kFloat32, rows, cols, "x"}, o, &cpu, nullptr);
+      EXPECT_EQ(cpu_amax, amax) << name;
       DeviceBuffer<uint8_t> ddata(cpu_data.size()), dscale(scale_bytes);
       DeviceBuffer<float> dglobal(1);
-      cuda::check_cuda(cudaMemset(damax.ptr, 0, 4), "memset");
-      cuda::check_cuda(cudaMemset(dnan.ptr, 0, 4), "memset");
-      cuda::amax(dx.ptr, rows * cols, damax.ptr, dnan.ptr, nullptr);
-      cuda::quantize_rowwise(dx.ptr, rows, cols, o, damax.ptr, QuantizedCopy{ddata.ptr, dscale.ptr, dglobal.ptr, nullptr},
-                             nullptr);
+      cuda::CopyJob job;
+      job.src = dx.ptr;
+      job.rows = rows;
+      job.cols = cols;
+      job.options = o;
+      job.layout = L;
+      job.out = QuantizedCopy{ddata.ptr, dscale.ptr, dglobal.ptr, nullptr};
+      job.copy_amax = amax;
+      job.value_for_inf = FLT_MAX;
+      job.sr_offset = o.offset;
+      job.sr = sr_copy_indexing(o.sr_index, false, rows, cols);
+      DeviceBuffer<uint8_t> scratch(cuda::copy_scratch_bytes(job) + 1);
+      cuda::quantize_copy(job, scratch.ptr, dnan.ptr, nullptr);
       cuda::check_cuda(cudaMemcpy(gpu_data.data(), ddata.ptr, gpu_data.size(), cudaMemcpyDeviceToHost), "data");
       cuda::check_cuda(cudaMemcpy(gpu_scale.data(), dscale.ptr, scale_bytes, cudaMemcpyDeviceToHost), "scale");
       EXPECT_EQ(cpu_data, gpu_data) << name;
@@ -98,12 +115,5 @@ TEST(QuantizeCuda, RowwiseEqualsCpuBitForBit) {
 }  // namespace nibble::precision
 
 int main(int argc, char** argv) {
-  const auto cuda = nibble::testing::cuda_availability();
-  if (cuda == nibble::testing::CudaAvailability::kBroken) return 1;
-  if (cuda == nibble::testing::CudaAvailability::kNoGpu) {
-    std::printf("SKIPPED: no CUDA device on this machine; the CUDA kernels were compiled and linked only.\n");
-    return 77;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  return nibble::testing::gpu_test_main(argc, argv, "the CUDA kernels");
 }
