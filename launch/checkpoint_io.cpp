@@ -1,6 +1,9 @@
 #include "launch/checkpoint_io.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -10,6 +13,7 @@
 #include "core/checkpoint/linear_state_io.h"
 #include "core/checkpoint/safetensors.h"
 #include "launch/checkpoint_reshard.h"
+#include "launch/log.h"
 #include "parallel/runtime.h"
 #include "precision/error.h"
 
@@ -18,14 +22,42 @@ namespace {
 
 constexpr const char* kFormat = "nibble-checkpoint-1";
 
+std::string join(const std::vector<std::string>& items, const char* sep) {
+  std::string out;
+  for (const std::string& s : items) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+// Every rank learns whether every rank's part of a step of the save succeeded before any goes on.
+void agree_or_throw(parallel::Communicator& world, const std::string& failure, const std::string& root,
+                    int64_t step, const char* what) {
+  int32_t bad = failure.empty() ? 0 : 1;
+  world.all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
+  if (!bad) return;
+  if (world.rank() == 0) {
+    std::error_code ec;  // best effort: the unfinished directory is never read (it is not step_<n> nor latest)
+    std::filesystem::remove_all(core::checkpoint::temp_step_dir(root, step), ec);
+  }
+  throw CheckpointWriteError(
+      !failure.empty() ? failure : "another rank could not " + std::string(what) + " (see its message)",
+      !failure.empty());
+}
+
 }  // namespace
 
 void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
                      TrainOptimizer& optimizer, const TrainingState& state) {
   parallel::Communicator& world = parallel::world();
   const std::string root = config.checkpoints();
-  if (world.rank() == 0) core::checkpoint::begin_checkpoint(root, state.step);
-  world.barrier();
+  std::string failure;
+  if (world.rank() == 0) {
+    try {
+      core::checkpoint::begin_checkpoint(root, state.step);
+    } catch (const std::exception& e) {
+      failure = std::string("checkpoint: could not create the step directory under '") + root + "': " + e.what();
+    }
+  }
+  agree_or_throw(world, failure, root, state.step, "create the checkpoint directory");
 
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& p : model.params()) tensors.emplace_back("model." + p.name, p.tensor.detach());
@@ -33,79 +65,99 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core
   core::checkpoint::append_linear_states(model.linear_states(), tensors);
   const std::string shard =
       core::checkpoint::temp_step_dir(root, state.step) + "/" + core::checkpoint::shard_name(world.rank());
-  core::checkpoint::write_safetensors(shard, tensors,
-                                      {{"format", kFormat},
-                                       {"step", std::to_string(state.step)},
-                                       {"rank", std::to_string(world.rank())},
-                                       {"tp_rank", std::to_string(mesh.coord().tp)},
-                                       {"cp_rank", std::to_string(mesh.coord().cp)},
-                                       {"dp_rank", std::to_string(mesh.coord().dp)},
-                                       {"pp_rank", std::to_string(mesh.coord().pp)}});
-  // Each rank checks its own file; rank 0 records all of them.
-  const int64_t mine[2] = {static_cast<int64_t>(std::filesystem::file_size(shard)),
-                           static_cast<int64_t>(core::checkpoint::crc32_file(shard))};
+  int64_t mine[2] = {0, 0};
+  try {
+    core::checkpoint::write_safetensors(shard, tensors,
+                                        {{"format", kFormat},
+                                         {"step", std::to_string(state.step)},
+                                         {"rank", std::to_string(world.rank())},
+                                         {"tp_rank", std::to_string(mesh.coord().tp)},
+                                         {"cp_rank", std::to_string(mesh.coord().cp)},
+                                         {"dp_rank", std::to_string(mesh.coord().dp)},
+                                         {"pp_rank", std::to_string(mesh.coord().pp)}});
+    // Each rank checks its own file; rank 0 records all of them.
+    mine[0] = static_cast<int64_t>(std::filesystem::file_size(shard));
+    mine[1] = static_cast<int64_t>(core::checkpoint::crc32_file(shard));
+  } catch (const std::exception& e) {
+    failure = "checkpoint: rank " + std::to_string(world.rank()) + " could not write its shard: " + e.what();
+  }
+  agree_or_throw(world, failure, root, state.step, "write its shard");
   std::vector<int64_t> all(2 * static_cast<size_t>(world.size()));
   world.all_gather<int64_t>(std::span<const int64_t>(mine, 2), std::span<int64_t>(all));
 
   if (world.rank() == 0) {
-    nlohmann::ordered_json m;
-    m["format"] = kFormat;
-    m["step"] = state.step;
-    m["consecutive_skips"] = state.consecutive_skips;
-    m["skipped_total"] = state.skipped_total;
-    m["recipe"] = config.model.recipe;
-    m["layout"] = {{"tp", config.tp}, {"cp", config.cp}, {"dp", config.dp}, {"pp", config.pp},
-                   {"virtual_stages", config.virtual_stages}, {"pp_layers", config.pp_layers},
-                   {"pp_embedding_as_layer", config.pp_embedding_as_layer},
-                   {"pp_head_as_layer", config.pp_head_as_layer},
-                   {"world_size", world.size()}, {"sequence_parallel", config.sequence_parallel}};
-    // Training consumes no RNG stream: batches are a pure function of (data.seed, step), parameter init of
-    // (model.seed, name), and stochastic rounding of the per-Linear counters stored in each shard.
-    m["rng"] = {{"data_seed", config.data_seed}, {"model_seed", config.model.seed},
-                {"linear_states", "linear.<layer>.sr_counter in each shard"}};
-    m["data"] = {{"next_step", state.step}, {"train", config.train_path}};
-    m["config"] = config.to_map();
-    // (Rank 0's parameters; under pp the other stages' are in their shards, found by name when resharding.)
-    nlohmann::ordered_json params = nlohmann::ordered_json::array();
-    for (const auto& p : model.params())
-      params.push_back({{"name", p.name}, {"shard_dim", p.shard_dim}, {"full_shape", p.full_shape}});
-    m["params"] = params;
-    nlohmann::ordered_json shards = nlohmann::ordered_json::array();
-    for (int r = 0; r < world.size(); ++r) {
-      const auto coord = parallel::coord_of(mesh.shape(), r);
-      shards.push_back({{"file", core::checkpoint::shard_name(r)},
-                        {"rank", r},
-                        {"tp_rank", coord.tp},
-                        {"cp_rank", coord.cp},
-                        {"dp_rank", coord.dp},
-                        {"pp_rank", coord.pp},
-                        {"bytes", all[2 * static_cast<size_t>(r)]},
-                        {"crc32", all[2 * static_cast<size_t>(r) + 1]}});
+    try {
+      nlohmann::ordered_json m;
+      m["format"] = kFormat;
+      m["step"] = state.step;
+      m["consecutive_skips"] = state.consecutive_skips;
+      m["skipped_total"] = state.skipped_total;
+      m["recipe"] = config.model.recipe;
+      m["layout"] = {{"tp", config.tp}, {"cp", config.cp}, {"dp", config.dp}, {"pp", config.pp},
+                     {"virtual_stages", config.virtual_stages}, {"pp_layers", config.pp_layers},
+                     {"pp_embedding_as_layer", config.pp_embedding_as_layer},
+                     {"pp_head_as_layer", config.pp_head_as_layer},
+                     {"world_size", world.size()}, {"sequence_parallel", config.sequence_parallel}};
+      // Training consumes no RNG stream: batches are a pure function of (data.seed, step), parameter init of
+      // (model.seed, name), and stochastic rounding of the per-Linear counters stored in each shard.
+      m["rng"] = {{"data_seed", config.data_seed}, {"model_seed", config.model.seed},
+                  {"linear_states", "linear.<layer>.sr_counter in each shard"}};
+      m["data"] = {{"next_step", state.step}, {"train", config.train_path}};
+      m["config"] = config.to_map();
+      // (Rank 0's parameters; under pp the other stages' are in their shards, found by name when resharding.)
+      nlohmann::ordered_json params = nlohmann::ordered_json::array();
+      for (const auto& p : model.params())
+        params.push_back({{"name", p.name}, {"shard_dim", p.shard_dim}, {"full_shape", p.full_shape}});
+      m["params"] = params;
+      nlohmann::ordered_json shards = nlohmann::ordered_json::array();
+      for (int r = 0; r < world.size(); ++r) {
+        const auto coord = parallel::coord_of(mesh.shape(), r);
+        shards.push_back({{"file", core::checkpoint::shard_name(r)},
+                          {"rank", r},
+                          {"tp_rank", coord.tp},
+                          {"cp_rank", coord.cp},
+                          {"dp_rank", coord.dp},
+                          {"pp_rank", coord.pp},
+                          {"bytes", all[2 * static_cast<size_t>(r)]},
+                          {"crc32", all[2 * static_cast<size_t>(r) + 1]}});
+      }
+      m["shards"] = shards;
+      const std::string manifest = core::checkpoint::temp_step_dir(root, state.step) + "/manifest.json";
+      std::ofstream out(manifest);
+      out << m.dump(2) << "\n";
+      out.close();
+      if (!out)
+        throw Error("could not write '" + manifest + "': " + std::strerror(errno));
+      core::checkpoint::commit_checkpoint(root, state.step);
+    } catch (const std::exception& e) {
+      failure = std::string("checkpoint: rank 0 could not finish the checkpoint: ") + e.what();
     }
-    m["shards"] = shards;
-    const std::string manifest = core::checkpoint::temp_step_dir(root, state.step) + "/manifest.json";
-    std::ofstream(manifest) << m.dump(2) << "\n";
-    core::checkpoint::commit_checkpoint(root, state.step);
   }
-  world.barrier();
+  agree_or_throw(world, failure, root, state.step, "write the manifest");
 }
 
-bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
-                     TrainOptimizer& optimizer, TrainingState& state) {
-  parallel::Communicator& world = parallel::world();
-  const std::string dir = core::checkpoint::latest_checkpoint(config.checkpoints());
-  if (dir.empty()) return false;
-  std::string failure;
-  nlohmann::json m;
+namespace {
+
+// What one rank read of a checkpoint directory after verifying it, or why it could not.
+struct ReadCheckpoint {
+  nlohmann::json manifest;
+  std::map<std::string, torch::Tensor> tensors;  // this rank's own shard (read or resharded)
+  std::string source;
   bool resharded = false;
-  std::string source = dir + "/" + core::checkpoint::shard_name(world.rank());
-  std::map<std::string, torch::Tensor> tensors;  // what this rank's own shard holds (read or resharded)
+  std::string failure;
+};
+
+ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config, const parallel::Mesh& mesh,
+                               core::model::Gpt& model) {
+  ReadCheckpoint r;
+  r.source = dir + "/" + core::checkpoint::shard_name(parallel::world().rank());
   try {
     std::ifstream in(dir + "/manifest.json");
     if (!in) throw Error("checkpoint '" + dir + "' has no manifest.json");
+    nlohmann::json& m = r.manifest;
     m = nlohmann::json::parse(in);
     if (m.at("format") != kFormat) throw Error("checkpoint '" + dir + "' has format " + m.at("format").dump());
-    resharded = !same_layout(m, config);
+    r.resharded = !same_layout(m, config);
     // Verify every file this rank reads against the manifest before using any of it.
     auto read_verified = [&](size_t index) {
       const auto& rec = m.at("shards").at(index);
@@ -113,45 +165,87 @@ bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core
       core::checkpoint::verify_shard(path, rec.at("bytes").get<uint64_t>(), rec.at("crc32").get<uint32_t>());
       return core::checkpoint::read_safetensors(path).tensors;
     };
-    if (!resharded) {
-      tensors = read_verified(static_cast<size_t>(world.rank()));
+    if (!r.resharded) {
+      r.tensors = read_verified(static_cast<size_t>(parallel::world().rank()));
     } else {
       check_reshardable(m, config);
       std::map<size_t, std::map<std::string, torch::Tensor>> files;
       for (size_t i : reshard_sources(m)) files[i] = read_verified(i);
-      source = dir + " (resharded from " + saved_layout(m) + ")";
-      tensors = reshard(m, files, model, mesh);
+      r.source = dir + " (resharded from " + saved_layout(m) + ")";
+      r.tensors = reshard(m, files, model, mesh);
     }
   } catch (const std::exception& e) {
-    failure = e.what();
+    r.failure = e.what();
   }
-  // Agree before touching anything: one bad shard stops every rank.
-  int32_t bad = failure.empty() ? 0 : 1;
-  world.all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
-  if (!failure.empty()) throw Error(failure + "; the checkpoint was not loaded");
-  if (bad) throw Error("another rank's checkpoint shard failed verification (see its message); not loaded");
+  return r;
+}
 
+void apply_checkpoint(const ReadCheckpoint& r, const TrainConfig& config, core::model::Gpt& model,
+                      TrainOptimizer& optimizer, TrainingState& state) {
   torch::NoGradGuard no_grad;
   for (const auto& p : model.params()) {
-    auto it = tensors.find("model." + p.name);
-    if (it == tensors.end() || !it->second.sizes().equals(p.tensor.sizes()))
-      throw Error("checkpoint shard '" + source + "' has no tensor 'model." + p.name + "' of shape " +
+    auto it = r.tensors.find("model." + p.name);
+    if (it == r.tensors.end() || !it->second.sizes().equals(p.tensor.sizes()))
+      throw Error("checkpoint shard '" + r.source + "' has no tensor 'model." + p.name + "' of shape " +
                   c10::str(p.tensor.sizes()));
     p.tensor.copy_(it->second);
   }
   std::map<std::string, torch::Tensor> optim_state;
-  for (const auto& [key, t] : tensors)
+  for (const auto& [key, t] : r.tensors)
     if (key.rfind("optim.", 0) == 0) optim_state[key.substr(6)] = t;
   optimizer.load_state_dict(optim_state);
-  core::checkpoint::restore_linear_states(model.linear_states(), tensors, source);
+  core::checkpoint::restore_linear_states(model.linear_states(), r.tensors, r.source);
+  const nlohmann::json& m = r.manifest;
   state.step = m.at("step").get<int64_t>();
   state.consecutive_skips = m.at("consecutive_skips").get<int64_t>();
   state.skipped_total = m.at("skipped_total").get<int64_t>();
-  if (resharded && world.rank() == 0)
+  if (r.resharded && parallel::world().rank() == 0)
     std::printf("checkpoint resharded from %s to tp=%lld cp=%lld dp=%lld pp=%lld\n", saved_layout(m).c_str(),
                 static_cast<long long>(config.tp), static_cast<long long>(config.cp),
                 static_cast<long long>(config.dp), static_cast<long long>(config.pp));
-  return true;
+}
+
+}  // namespace
+
+std::string load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
+                            TrainOptimizer& optimizer, TrainingState& state) {
+  parallel::Communicator& world = parallel::world();
+  const bool fall_back = config.resume == "latest_valid";
+  // Candidates in order: what `latest` names, then (latest_valid) every committed step, newest first.
+  std::vector<std::string> candidates;
+  const std::string latest = core::checkpoint::latest_checkpoint(config.checkpoints());
+  if (!latest.empty()) candidates.push_back(latest);
+  if (fall_back)
+    for (const std::string& dir : core::checkpoint::committed_checkpoints(config.checkpoints()))
+      if (std::find(candidates.begin(), candidates.end(), dir) == candidates.end()) candidates.push_back(dir);
+  std::vector<std::string> skipped;
+  for (const std::string& dir : candidates) {
+    const ReadCheckpoint r = read_checkpoint(dir, config, mesh, model);
+    // Agree before touching anything: one bad shard rejects the checkpoint on every rank.
+    int32_t bad = r.failure.empty() ? 0 : 1;
+    world.all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
+    if (!bad) {
+      apply_checkpoint(r, config, model, optimizer, state);
+      if (!skipped.empty() && world.rank() == 0)
+        log_warning("checkpoint.resume = \"latest_valid\": resuming from " + dir + "; newer checkpoint(s) failed "
+                    "verification and were skipped: " + join(skipped, ", "));
+      return dir;
+    }
+    if (!fall_back) {
+      if (!r.failure.empty()) throw Error(r.failure + "; the checkpoint was not loaded");
+      throw Error("another rank's checkpoint shard failed verification (see its message); not loaded");
+    }
+    // Each rank that failed says why; rank 0 says what it does next.
+    if (!r.failure.empty()) log_warning("checkpoint " + dir + " is not usable: " + r.failure);
+    skipped.push_back(dir);
+    if (world.rank() == 0)
+      log_warning("checkpoint.resume = \"latest_valid\": " + dir + " failed verification" +
+                  (r.failure.empty() ? " on another rank" : "") + "; trying the next older checkpoint");
+  }
+  if (!skipped.empty())
+    throw Error("checkpoint.resume = \"latest_valid\": no checkpoint under '" + config.checkpoints() +
+                "' verifies on every rank (tried " + join(skipped, ", ") + "); nothing was loaded");
+  return "";
 }
 
 }  // namespace nibble::launch

@@ -12,6 +12,7 @@
 #include "launch/train_config.h"
 #include "launch/train_optimizer.h"
 #include "parallel/mesh.h"
+#include "precision/error.h"
 
 namespace nibble::launch {
 
@@ -21,10 +22,26 @@ struct TrainingState {
   int64_t skipped_total = 0;
 };
 
+// A checkpoint some rank could not write (disk full, a file-size limit, a vanished directory). Every rank throws
+// it at the same point (they agree before going on, so none waits in a collective for a failed one); the
+// failing rank's message says why, the others' that another rank failed. The step's temporary directory is
+// removed; the previous checkpoint and `latest` are untouched.
+class CheckpointWriteError : public Error {
+ public:
+  CheckpointWriteError(const std::string& what, bool here) : Error(what), here_(here) {}
+  bool here() const { return here_; }  // this rank's own part failed (its message says why)
+
+ private:
+  bool here_;
+};
+
 void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
                      TrainOptimizer& optimizer, const TrainingState& state);
-// Loads the checkpoint `latest` names under config.checkpoints(); returns false when there is none.
-bool load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
-                     TrainOptimizer& optimizer, TrainingState& state);
+// Loads a checkpoint under config.checkpoints() and returns its directory ("" when there is none):
+// checkpoint.resume = true / "latest" takes the one `latest` names (a shard that fails verification stops the
+// job, naming it); "latest_valid" takes the newest that verifies on every rank, after saying on stderr which
+// newer ones failed and why.
+std::string load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
+                            TrainOptimizer& optimizer, TrainingState& state);
 
 }  // namespace nibble::launch

@@ -33,12 +33,13 @@ std::string cuda_training_gap(const TrainConfig& c) {
   auto need = [&](bool ok, const std::string& what) {
     if (!ok) gap += (gap.empty() ? "" : ", ") + what;
   };
-  need(c.tp == 1, "parallel.tp = " + std::to_string(c.tp));
+  // Tensor parallel's collectives stage CUDA tensors through host memory (parallel/nn/torch_collectives.h); the
+  // context-parallel ring, the pipeline's p2p and ZeRO-1's shards take CPU tensors only so far.
   need(c.pp == 1, "parallel.pp = " + std::to_string(c.pp));
   need(c.cp == 1, "parallel.cp = " + std::to_string(c.cp));
   need(c.zero == 0, "optim.zero = 1");
   if (gap.empty()) return "";
-  return "the CUDA trainer runs tp = pp = cp = 1 without ZeRO-1 so far (any dp); this config sets " + gap;
+  return "the CUDA trainer runs pp = cp = 1 without ZeRO-1 so far (any tp and dp); this config sets " + gap;
 #endif
 }
 

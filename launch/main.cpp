@@ -3,6 +3,7 @@
 // The config is loaded and validated on every rank before MPI starts or anything is allocated (the world
 // size comes from the launcher's environment), so a bad config is one message per rank and exit code 2.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -54,6 +55,9 @@ std::vector<std::pair<std::string, std::string>> parse_overrides(const std::vect
 int main(int argc, char** argv) {
   const int rank = env_rank();
   nibble::launch::init_logging(rank);
+  // Past a file-size limit (ulimit -f) a write then fails with EFBIG, which the checkpoint code reports and
+  // handles (checkpoint.on_error), instead of SIGXFSZ ending the rank with a core dump.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{
       "nibble-train: low-precision GPT training (FP8 / MXFP8 / NVFP4 / MXFP4 recipes) on any "
       "tp x cp x dp x pp layout"};
@@ -70,9 +74,17 @@ int main(int argc, char** argv) {
   prepare->add_option("--val-fraction", val_fraction, "fraction of the text held out for eval");
   prepare->add_option("--tokenizer", tokenizer, "byte (256 ids, default) or bpe (trained here on the training text)");
   auto* vocab_flag = prepare->add_option("--vocab", vocab, "bpe only: vocabulary size, 257 .. 65536 (default 1024)");
+  auto* keys = app.add_subcommand("keys", "list every config key with its type and default (one per line)");
   app.footer("Overrides: --section.key value for any config key, e.g. --train.steps 40 --model.recipe nvfp4; "
-             "--resume continues from the latest checkpoint.");
+             "--resume continues from the latest checkpoint. `nibble-train keys` lists the keys.");
   CLI11_PARSE(app, argc, argv);
+
+  if (*keys) {
+    for (const auto& k : nibble::launch::config_schema())
+      std::printf("%-34s %-18s %s\n", k.key.c_str(), k.type.c_str(),
+                  k.default_value.empty() ? "\"\"" : k.default_value.c_str());
+    return 0;
+  }
 
   if (*prepare) {
     try {

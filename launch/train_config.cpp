@@ -1,5 +1,8 @@
 #include "launch/train_config.h"
 
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <sstream>
 #include <toml++/toml.h>
@@ -15,7 +18,8 @@
 namespace nibble::launch {
 namespace {
 
-enum class Kind { kInt, kFloat, kString, kBool };
+// kSwitch: a boolean or a string (checkpoint.resume = true | "latest_valid"); its values are checked by validate().
+enum class Kind { kInt, kFloat, kString, kBool, kSwitch };
 
 const char* kind_name(Kind k) {
   switch (k) {
@@ -23,6 +27,7 @@ const char* kind_name(Kind k) {
     case Kind::kFloat: return "a number";
     case Kind::kString: return "a string";
     case Kind::kBool: return "a boolean (true/false)";
+    case Kind::kSwitch: return "a boolean or a string";
   }
   return "";
 }
@@ -136,7 +141,9 @@ const std::map<std::string, Key>& keys() {
       {"parallel.cp_method", string_key(&TrainConfig::cp_method)},
       {"checkpoint.dir", string_key(&TrainConfig::checkpoint_dir)},
       {"checkpoint.every", int_key(&TrainConfig::checkpoint_every)},
-      {"checkpoint.resume", bool_key(&TrainConfig::resume)},
+      {"checkpoint.resume", Key{Kind::kSwitch, [](TrainConfig& c, const std::string& v) { c.resume = v; },
+                                [](const TrainConfig& c) { return c.resume; }}},
+      {"checkpoint.on_error", string_key(&TrainConfig::checkpoint_on_error)},
   };
   return k;
 }
@@ -173,6 +180,7 @@ std::string parse_text(const std::string& key, const std::string& text, Kind kin
         if (text != "true" && text != "false") wrong_type(key, "'" + text + "'", kind, where);
         return text;
       case Kind::kString:
+      case Kind::kSwitch:
         return text;
     }
     if (used != text.size()) wrong_type(key, "'" + text + "'", kind, where);
@@ -200,6 +208,10 @@ std::string node_text(const std::string& key, const toml::node& node, Kind kind,
       break;
     case Kind::kBool:
       if (auto v = node.value_exact<bool>()) return *v ? "true" : "false";
+      break;
+    case Kind::kSwitch:
+      if (auto v = node.value_exact<bool>()) return *v ? "true" : "false";
+      if (auto v = node.value_exact<std::string>()) return *v;
       break;
   }
   wrong_type(key, shown.str(), kind, where);
@@ -247,6 +259,20 @@ std::vector<int64_t> TrainConfig::pp_layer_counts() const {
 std::vector<std::string> config_keys() {
   std::vector<std::string> out;
   for (const auto& [name, k] : keys()) out.push_back(name);
+  return out;
+}
+
+std::vector<ConfigKeyInfo> config_schema() {
+  const TrainConfig defaults;
+  std::vector<ConfigKeyInfo> out;
+  for (const auto& [name, k] : keys()) {
+    const char* type = k.kind == Kind::kInt      ? "integer"
+                       : k.kind == Kind::kFloat  ? "number"
+                       : k.kind == Kind::kString ? "string"
+                       : k.kind == Kind::kBool   ? "boolean"
+                                                 : "boolean or string";
+    out.push_back({name, type, k.get(defaults)});
+  }
   return out;
 }
 
@@ -305,6 +331,11 @@ void validate(const TrainConfig& c, int64_t world_size) {
   require(c.timeout_s > 0 && c.timeout_s <= 86400, "parallel.timeout_s", std::to_string(c.timeout_s),
           "must be in (0, 86400] seconds (the deadline of every collective)");
   require(c.grad_clip >= 0, "optim.grad_clip", std::to_string(c.grad_clip), "must be >= 0 (0 = off)");
+  require(c.resume == "false" || c.resume == "true" || c.resume == "latest" || c.resume == "latest_valid",
+          "checkpoint.resume", "'" + c.resume + "'",
+          "must be false, true (= \"latest\") or \"latest_valid\" (the newest checkpoint that verifies)");
+  require(c.checkpoint_on_error == "stop" || c.checkpoint_on_error == "continue", "checkpoint.on_error",
+          "'" + c.checkpoint_on_error + "'", "must be \"stop\" or \"continue\"");
   require(c.checkpoint_every >= 0, "checkpoint.every", std::to_string(c.checkpoint_every),
           "must be >= 0 (0 = at the end only)");
   require(c.tp >= 1, "parallel.tp", std::to_string(c.tp), "must be >= 1");
@@ -323,6 +354,14 @@ void validate(const TrainConfig& c, int64_t world_size) {
   } catch (const std::exception& e) {
     throw InvalidArgument(std::string("optim.schedule/warmup/min_lr_ratio: ") + e.what());
   }
+  // The optimizer's keys under their config names (OptimizerConfig::validate below names its own fields).
+  require(c.optimizer == "adamw" || c.optimizer == "sgd", "optim.optimizer", "'" + c.optimizer + "'",
+          "must be adamw or sgd");
+  require(c.lr >= 0 && c.lr < 1e30, "optim.lr", fmt_double(c.lr), "must be a finite number >= 0");
+  require(c.beta1 >= 0 && c.beta1 < 1, "optim.beta1", fmt_double(c.beta1), "must be in [0, 1)");
+  require(c.beta2 >= 0 && c.beta2 < 1, "optim.beta2", fmt_double(c.beta2), "must be in [0, 1)");
+  require(c.eps >= 0, "optim.eps", fmt_double(c.eps), "must be >= 0");
+  require(c.weight_decay >= 0, "optim.weight_decay", fmt_double(c.weight_decay), "must be >= 0");
   try {
     optimizer_config(c).validate();
   } catch (const std::exception& e) {
@@ -383,7 +422,14 @@ void validate(const TrainConfig& c, int64_t world_size) {
                             e.what());
     }
   }
-  // The token files' tokenizer (meta.json beside them) must fit the model's vocabulary.
+  // The token files exist (a missing one is a config error, before any rank starts), and their tokenizer
+  // (meta.json beside them) fits the model's vocabulary.
+  for (const auto& [key, path] : {std::pair{"data.train", c.train_path}, std::pair{"data.val", c.val_path}}) {
+    std::ifstream probe(path, std::ios::binary);
+    require(static_cast<bool>(probe), key, "'" + path + "'",
+            "the token file cannot be opened (" + std::string(std::strerror(errno)) +
+                "); make it with `nibble-train prepare --input corpus.txt --out DIR`");
+  }
   const int64_t token_vocab = core::data::Tokenizer::for_token_file(c.train_path).vocab();
   require(c.model.vocab >= token_vocab, "model.vocab", std::to_string(c.model.vocab),
           "must be >= " + std::to_string(token_vocab) + ", the vocabulary of the tokenizer that made data.train ('" +

@@ -56,7 +56,13 @@ struct TrainConfig {
   // [checkpoint]
   std::string checkpoint_dir;  // "" = <out_dir>/checkpoints
   int64_t checkpoint_every = 0;  // 0: only at the end
-  bool resume = false;
+  // "false" | "true" (= "latest": the checkpoint `latest` names; a broken one stops the job) | "latest_valid"
+  // (the newest checkpoint that verifies, saying which were skipped and why). A TOML boolean is accepted.
+  std::string resume = "false";
+  // A checkpoint that cannot be written (disk full, a file-size limit): "stop" ends the job (exit 4) after
+  // saying so, "continue" keeps training; either way the previous checkpoint and `latest` are untouched.
+  std::string checkpoint_on_error = "stop";
+  bool resuming() const { return resume != "false"; }
 
   // Every key as "section.key" -> its value as TOML text (the manifest records this).
   std::map<std::string, std::string> to_map() const;
@@ -67,6 +73,13 @@ struct TrainConfig {
 // Parses the TOML file (if path is not empty) then applies overrides ("section.key" -> text), checking every
 // key and type. Then validate(world_size).
 TrainConfig load_config(const std::string& path, const std::vector<std::pair<std::string, std::string>>& overrides);
+
+// Every config key with its type ("integer", "number", "string", "boolean", "boolean or string") and default
+// (`nibble-train keys` prints them; tests/python/test_config_rules.py requires a failing case for each).
+struct ConfigKeyInfo {
+  std::string key, type, default_value;
+};
+std::vector<ConfigKeyInfo> config_schema();
 // The cross-key rules: model sizes, layout (tp * cp * dp * pp == world_size, tp divides heads/ffn/vocab,
 // 2 * cp divides seq_len, the pipeline split and schedule), batch divisibility, ranges.
 void validate(const TrainConfig& config, int64_t world_size);

@@ -18,9 +18,11 @@
 #include "core/model/gpt.h"
 #include "launch/checkpoint_io.h"
 #include "launch/eval_sample.h"
+#include "launch/fault_injection.h"
 #include "launch/grad_sync.h"
 #include "launch/log.h"
 #include "launch/model_layout.h"
+#include "launch/run_records.h"
 #include "launch/train_optimizer.h"
 #include "optim/clip.h"
 #include "optim/lr_schedule.h"
@@ -178,6 +180,7 @@ void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
 int run_training(const TrainConfig& c, const DeviceChoice& device) {
   parallel::InitOptions init_options;
   init_options.deadline = std::chrono::milliseconds(static_cast<int64_t>(c.timeout_s * 1000.0));
+  init_options.liveness_probe = true;  // a timeout ends this job: name the silent rank in its message
   const auto& info = parallel::init(init_options);
   torch::set_num_threads(static_cast<int>(c.threads > 0 ? c.threads : parallel::cores_per_rank()));
   const bool lead = info.rank == 0;
@@ -208,9 +211,12 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
   const std::unique_ptr<parallel::nn::PipelineRuntime> pipeline = make_pipeline(c, mesh, model, current);
   const optim::LrSchedule schedule = optim::make_lr_schedule(c.schedule, c.warmup, c.steps, c.min_lr_ratio);
 
+  const FaultPlan faults = read_fault_plan(model);  // test-only (launch/fault_injection.h); none in real runs
   TrainingState state;
-  if (c.resume && load_checkpoint(c, mesh, model, optimizer, state) && lead)
-    std::printf("resumed from %s at step %lld\n", c.checkpoints().c_str(), static_cast<long long>(state.step));
+  std::string resumed_from;
+  if (c.resuming()) resumed_from = load_checkpoint(c, mesh, model, optimizer, state);
+  if (!resumed_from.empty() && lead)
+    std::printf("resumed from %s at step %lld\n", resumed_from.c_str(), static_cast<long long>(state.step));
 
   int64_t params = 0;
   for (const auto& p : model.params()) params += p.tensor.numel();
@@ -218,10 +224,16 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
   for (const auto& k : model.chunks())
     stages += (stages.empty() ? "" : ", ") + std::string(k.embedding ? "embedding + " : "") + "layers " +
               std::to_string(k.first_layer) + "-" + std::to_string(k.end_layer - 1) + (k.head ? " + head" : "");
-  std::ofstream metrics;
+  std::unique_ptr<RunRecords> metrics;
   if (lead) {
     std::filesystem::create_directories(c.out_dir);
-    metrics.open(c.out_dir + "/metrics.jsonl", state.step > 0 ? std::ios::app : std::ios::trunc);
+    metrics = std::make_unique<RunRecords>(c.out_dir + "/metrics.jsonl", resumed_from.empty() ? -1 : state.step,
+                                           resumed_from);
+    if (metrics->dropped_torn() + metrics->dropped_after_checkpoint() > 0)
+      std::printf("metrics.jsonl: dropped %lld record(s) of steps after the checkpoint and %lld unreadable line(s) "
+                  "a crash left\n",
+                  static_cast<long long>(metrics->dropped_after_checkpoint()),
+                  static_cast<long long>(metrics->dropped_torn()));
     std::printf("nibble-train: %lld parameters on rank 0 (%lld layers, hidden %lld, %lld heads; rank 0 holds "
                 "%s), recipe %s (bf16 first %lld / last %lld), %s; world %d: %s; %lld steps of %lld x %lld tokens "
                 "(micro-batch %lld)\n",
@@ -249,9 +261,27 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     std::fflush(stdout);
   }
   auto write_metrics = [&](const nlohmann::ordered_json& j) {
-    if (!lead) return;
-    metrics << j.dump() << "\n";
-    metrics.flush();
+    if (metrics) metrics->write(j);
+  };
+  // A checkpoint every rank saves, or, when some rank cannot write it, what checkpoint.on_error says: false
+  // means stop. The previous checkpoint and `latest` are untouched either way (checkpoint_io.h).
+  auto checkpoint = [&]() -> bool {
+    try {
+      save_checkpoint(c, mesh, model, optimizer, state);
+    } catch (const CheckpointWriteError& e) {
+      const bool go_on = c.checkpoint_on_error == "continue";
+      if (lead || e.here())
+        log_error("checkpoint at step " + std::to_string(state.step) + " was not written: " + e.what() +
+                  "; the previous checkpoint and `latest` are untouched; " +
+                  (go_on ? "training goes on (checkpoint.on_error = \"continue\")"
+                         : "stopping (checkpoint.on_error = \"stop\")"));
+      return go_on;
+    }
+    if (lead) {
+      std::printf("checkpoint saved: step %lld in %s\n", static_cast<long long>(state.step), c.checkpoints().c_str());
+      std::fflush(stdout);
+    }
+    return true;
   };
 
   const int64_t tokens_per_step = c.global_batch * c.model.seq_len;
@@ -268,7 +298,9 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     const MicroBatches batches = step_batches(c, train_data, mesh, step, train_device);
     current = &batches;
     parallel::PipelineTiming timing;
+    inject_before_forward(faults, model, step + 1);
     const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), timing);
+    inject_after_backward(faults, model, step + 1);
     current = nullptr;
     model.tensor_parallel().all_reduce_replicated_grads(model.replicated_parameters());
     sum_tied_embedding_grads(model, mesh);
@@ -343,18 +375,11 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
       write_metrics({{"step", state.step}, {"eval_loss", eval_loss}});
     }
     if (c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0) {
-      save_checkpoint(c, mesh, model, optimizer, state);
       last_saved = state.step;
-      if (lead) std::printf("checkpoint saved: step %lld in %s\n", static_cast<long long>(state.step),
-                            c.checkpoints().c_str());
-      std::fflush(stdout);
+      if (!checkpoint()) return 4;
     }
   }
-  if (last_saved != state.step) {
-    save_checkpoint(c, mesh, model, optimizer, state);
-    if (lead) std::printf("checkpoint saved: step %lld in %s\n", static_cast<long long>(state.step),
-                          c.checkpoints().c_str());
-  }
+  if (last_saved != state.step && !checkpoint()) return 4;
   eval_loss = evaluate(c, model, val_data, mesh);
   write_metrics({{"step", state.step}, {"eval_loss", eval_loss}, {"final", true}});
   const std::string text =

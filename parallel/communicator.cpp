@@ -206,10 +206,19 @@ void Work::fail_timeout() {
       std::to_string(g.size) + " in '" + g.name + "') waited " + seconds(waited) + " (deadline " +
       seconds(std::chrono::duration<double>(deadline_).count()) + ") for " + detail::describe_op(desc_, g) +
       ". A peer never entered the matching call: every rank of a group must issue the same collectives in the "
-      "same order. The group is unusable from now on.";
+      "same order.";
+  // Which peer: every member that timed out asks the others; a stopped or dead one never answers.
+  std::string probe;
+  if (g.probe_silent) {
+    try {
+      probe = g.probe_silent(std::min<std::chrono::milliseconds>(deadline_, std::chrono::seconds(2)));
+    } catch (const std::exception& e) {
+      probe = " (The liveness probe failed: " + std::string(e.what()) + ".)";
+    }
+  }
   g.failed = true;
   g.failure = std::string(desc_.op) + " timed out " + step;
-  throw Error(message);
+  throw Error(message + probe + " The group is unusable from now on.");
 }
 
 // ---- Communicator -----------------------------------------------------------------------------------------

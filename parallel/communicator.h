@@ -15,6 +15,7 @@
 // A Communicator is used by one thread at a time; separate Communicators may be used from separate threads.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -30,6 +31,12 @@ inline constexpr std::chrono::milliseconds kDefaultDeadline{300'000};
 
 struct CommOptions {
   std::chrono::milliseconds deadline = kDefaultDeadline;  // per call; must be > 0
+  // After a timeout, ask the group's other members who is alive (MPI backend) and name the silent ones in the
+  // error. For processes that end after a timeout (nibble-train): the probe's messages may still be in flight
+  // when a peer that did not time out frees the communicator, and Open MPI can deliver a message for a freed
+  // communicator to a new one that reuses its context id, so a process that carries on after a timeout (the
+  // communicator tests) must leave it off.
+  bool liveness_probe = false;
 };
 
 // The training step named in error messages. Process-wide on purpose: a deadline error can come from any group,
@@ -69,6 +76,9 @@ struct GroupState {
   std::chrono::milliseconds deadline = kDefaultDeadline;
   bool failed = false;
   std::string failure;           // the timeout that broke the group
+  // After a timeout: which members answer a liveness probe within the given time (a sentence for the error),
+  // or "" where the backend has none. Set by the backend (MpiCommunicator).
+  std::function<std::string(std::chrono::milliseconds)> probe_silent;
   std::string describe() const;  // "group 'tp' (world ranks [2, 3])"
 };
 
@@ -274,6 +284,7 @@ class Communicator {
   virtual std::unique_ptr<detail::PendingOp> do_barrier() = 0;
 
   const detail::GroupState& state() const { return *group_; }
+  detail::GroupState& group_state() { return *group_; }  // a backend sets its liveness probe here
 
  private:
   Work start(std::unique_ptr<detail::PendingOp> op, const detail::OpDesc& desc);

@@ -213,7 +213,8 @@ int group_rank(const MeshShape& shape, GroupKind kind, int rank) {
 
 // ---- Mesh ---------------------------------------------------------------------------------------------------
 
-Mesh::Mesh(const MeshShape& shape, const ModelShape& model) : Mesh(shape, model, CommOptions{info().deadline}) {}
+Mesh::Mesh(const MeshShape& shape, const ModelShape& model)
+    : Mesh(shape, model, CommOptions{info().deadline, info().liveness_probe}) {}
 
 Mesh::Mesh(const MeshShape& shape, const ModelShape& model, const CommOptions& options) : shape_(shape) {
   Communicator& world_group = world();

@@ -230,6 +230,53 @@ void wait_request(MPI_Request& req, std::chrono::milliseconds deadline, const st
   }
 }
 
+// After a timeout on `comm`: every member that timed out sends its step to every other member on a tag no
+// collective or user message uses, and listens for theirs for up to `wait`. Members that send nothing --
+// stopped, dead, or still blocked in another call -- are named. The send buffer is leaked on purpose: a send to
+// a stopped peer may complete after this returns (the group is unusable and the job is ending anyway).
+std::string probe_silent_members(MPI_Comm comm, int tag, int rank, const std::vector<int>& world_ranks,
+                                 std::chrono::milliseconds wait) {
+  const int n = static_cast<int>(world_ranks.size());
+  auto* mine = new int64_t(current_step());
+  std::vector<int64_t> theirs(static_cast<size_t>(n), -1);
+  std::vector<MPI_Request> recvs(static_cast<size_t>(n), MPI_REQUEST_NULL);
+  for (int p = 0; p < n; ++p) {
+    if (p == rank) continue;
+    MPI_Request send = MPI_REQUEST_NULL;
+    check_mpi(MPI_Isend(mine, 1, MPI_INT64_T, p, tag, comm, &send), "MPI_Isend");
+    MPI_Request_free(&send);
+    check_mpi(MPI_Irecv(&theirs[static_cast<size_t>(p)], 1, MPI_INT64_T, p, tag, comm, &recvs[static_cast<size_t>(p)]),
+              "MPI_Irecv");
+  }
+  const auto start = Clock::now();
+  for (;;) {
+    int done = 0;
+    check_mpi(MPI_Testall(n, recvs.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+    if (done || Clock::now() - start >= wait) break;
+  }
+  std::string silent, answered;
+  for (int p = 0; p < n; ++p) {
+    if (p == rank) continue;
+    MPI_Request& r = recvs[static_cast<size_t>(p)];
+    int flag = 0;
+    if (r != MPI_REQUEST_NULL) MPI_Test(&r, &flag, MPI_STATUS_IGNORE);
+    const std::string who = "world rank " + std::to_string(world_ranks[static_cast<size_t>(p)]);
+    if (r == MPI_REQUEST_NULL) {
+      answered += (answered.empty() ? "" : ", ") + who + " (at step " + std::to_string(theirs[static_cast<size_t>(p)]) + ")";
+    } else {
+      MPI_Cancel(&r);
+      MPI_Wait(&r, MPI_STATUS_IGNORE);
+      silent += (silent.empty() ? "" : ", ") + who;
+    }
+  }
+  const std::string secs = std::to_string(std::chrono::duration<double>(wait).count()).substr(0, 3);
+  std::string out = " Liveness probe (" + secs + " s): ";
+  if (!silent.empty()) out += "silent: " + silent + " (stopped, dead, or blocked in another call)";
+  if (!silent.empty() && !answered.empty()) out += "; ";
+  if (!answered.empty()) out += "answered: " + answered;
+  return out + ".";
+}
+
 }  // namespace
 
 void check_mpi(int rc, const char* call) {
@@ -277,6 +324,14 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, const CommOpti
   // MPI_TAG_UB is cached on MPI_COMM_WORLD only (a split communicator need not carry it); it holds for all.
   check_mpi(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &has_tag_ub), "MPI_Comm_get_attr(MPI_TAG_UB)");
   if (has_tag_ub && tag_ub != nullptr && *tag_ub > kMaxTag) exchange_tag_ = kMaxTag + 1;
+  if (options.liveness_probe && has_tag_ub && tag_ub != nullptr && *tag_ub > kMaxTag + 1) {
+    const MPI_Comm comm = comm_;
+    const int tag = kMaxTag + 2, rank = m.rank;
+    const std::vector<int> members = this->members();  // (m.world_ranks was moved into the base)
+    group_state().probe_silent = [comm, tag, rank, members](std::chrono::milliseconds wait) {
+      return probe_silent_members(comm, tag, rank, members, wait);
+    };
+  }
   g_created.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -111,6 +111,7 @@ const RuntimeInfo& init(const InitOptions& options) {
   RuntimeInfo info;
   info.env = read_launch_env();
   info.deadline = options.deadline;
+  info.liveness_probe = options.liveness_probe;
 
   int already = 0;
   check_mpi(MPI_Initialized(&already), "MPI_Initialized");
@@ -158,7 +159,7 @@ const RuntimeInfo& init(const InitOptions& options) {
   }
 #endif
 
-  s.world = MpiCommunicator::duplicate(MPI_COMM_WORLD, "world", CommOptions{options.deadline});
+  s.world = MpiCommunicator::duplicate(MPI_COMM_WORLD, "world", CommOptions{options.deadline, options.liveness_probe});
   s.info = info;
   s.initialized = true;
   if (info.owns_mpi) std::atexit(shutdown_at_exit);  // a program that forgets shutdown() still exits cleanly

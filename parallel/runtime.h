@@ -25,6 +25,7 @@ LaunchEnv read_launch_env();
 
 struct InitOptions {
   std::chrono::milliseconds deadline = kDefaultDeadline;  // default deadline of the world and mesh groups
+  bool liveness_probe = false;  // CommOptions::liveness_probe for the world and mesh groups (nibble-train: on)
   bool select_device = true;                              // cudaSetDevice(local_rank % devices) when built with CUDA
 };
 
@@ -39,6 +40,7 @@ struct RuntimeInfo {
   std::string hostname;
   LaunchEnv env;
   std::chrono::milliseconds deadline = kDefaultDeadline;
+  bool liveness_probe = false;
 };
 
 // Initialises the runtime (first call) or returns the existing state (later calls; their options are ignored).

@@ -1,5 +1,6 @@
 #include "core/checkpoint/checkpoint_dir.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -49,6 +50,22 @@ std::string latest_checkpoint(const std::string& root) {
   std::string name;
   if (!in || !(in >> name)) return "";
   return (fs::path(root) / name).string();
+}
+
+std::vector<std::string> committed_checkpoints(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename().string();
+    // step_ and eight or more digits, nothing after them (a .tmp directory is an unfinished write).
+    if (name.size() < 13 || name.rfind("step_", 0) != 0 || !entry.is_directory()) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    found.emplace_back(std::stoll(name.substr(5)), entry.path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
 }
 
 void verify_shard(const std::string& path, uint64_t expected_bytes, uint32_t expected_crc32) {

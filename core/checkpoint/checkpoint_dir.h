@@ -5,6 +5,7 @@
 // point leaves the previous checkpoint and `latest` untouched.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace nibble::core::checkpoint {
 
@@ -17,6 +18,8 @@ void begin_checkpoint(const std::string& root, int64_t step);
 void commit_checkpoint(const std::string& root, int64_t step);
 // The directory `latest` names, or "" when there is no checkpoint under root.
 std::string latest_checkpoint(const std::string& root);
+// Every committed step directory under root (step_<n>, not .tmp), newest step first.
+std::vector<std::string> committed_checkpoints(const std::string& root);
 // Throws nibble::Error naming the shard when its size or CRC-32 differs from the manifest's record.
 void verify_shard(const std::string& path, uint64_t expected_bytes, uint32_t expected_crc32);
 

@@ -1,6 +1,7 @@
 #include "core/checkpoint/safetensors.h"
 
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -65,7 +66,7 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   for (const torch::Tensor& c : data)
     out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.numel() * c.element_size()));
   out.close();
-  if (!out) throw Error("safetensors: could not write '" + path + "'");
+  if (!out) throw Error("safetensors: could not write '" + path + "': " + std::strerror(errno));
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {

@@ -1,10 +1,11 @@
 """nibble-train on the GPU against nibble-train on the CPU (the reference), issue 15's trainer check.
 
-For each recipe: the tiny config for 20 steps with train.device = "cpu" and "cuda" (and dp = 2 on the one GPU,
-two ranks sharing it, gradients averaged through host memory over MPI), then the per-step training loss compared:
+For each recipe: the tiny config for 20 steps with train.device = "cpu" and "cuda", then the per-step training
+loss compared:
 bf16 within 1e-3 absolute, quantized recipes within 0.5% relative. The GPU sums in other orders (cuBLAS, the
 device's gradient norm), so the runs are close, not equal. A checkpoint written on the GPU is resumed on the CPU
-for one more step, which must succeed and print a finite loss.
+for one more step, which must succeed and print a finite loss; dp = 2 and tp = 2 with both ranks on the one GPU
+stay within 1e-3 of the one-rank GPU run (bf16).
 
 Standard library only (the GPU machine's Python needs nothing but itself). Exits 77 -- a CTest skip, never a
 pass -- when nibble-train reports that it cannot use a GPU here (no GPU visible), unless NIBBLE_REQUIRE_GPU=1.
@@ -80,14 +81,19 @@ def main():
     print(f"checkpoint written on cuda, resumed on cpu: exit {rc}, step-5 loss {resumed:.4f}")
     if rc != 0 or not math.isfinite(resumed):
         failures.append("GPU checkpoint resumed on the CPU:\n" + log[-2000:])
-    if mpirun:  # dp = 2 with both ranks on the one GPU
-        out = os.path.join(work, "dp2")
+    # dp = 2 and tp = 2 with both ranks on the one GPU (collectives staged through host memory), against the
+    # one-rank GPU run of the same recipe: the same model and data, so the losses stay close.
+    for layout in (["--parallel.dp", "2"], ["--parallel.tp", "2"]) if mpirun else ():
+        name = "".join(layout).replace("--parallel.", "")
+        out = os.path.join(work, name)
         rc, log = run([mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none"] + base + steps +
-                      ["--train.device", "cuda", "--train.out_dir", out, "--parallel.dp", "2"])
-        dp2 = losses(out) if rc == 0 else []
-        print(f"dp=2 on one GPU: exit {rc}, {len(dp2)} steps" + (f", last loss {dp2[-1]:.4f}" if dp2 else ""))
-        if rc != 0 or len(dp2) != STEPS:
-            failures.append("dp=2 on one GPU:\n" + log[-2000:])
+                      ["--model.recipe", "bf16", "--train.device", "cuda", "--train.out_dir", out] + layout)
+        got = losses(out) if rc == 0 else []
+        one = losses(os.path.join(work, "bf16_cuda"))
+        worst = max((abs(a - b) for a, b in zip(one, got)), default=float("inf"))
+        print(f"{name} on one GPU: exit {rc}, {len(got)} steps, worst loss gap to one rank {worst:.2e}")
+        if rc != 0 or len(got) != STEPS or worst > 1e-3:
+            failures.append(f"{name} on one GPU:\n" + log[-2000:])
     for f in failures:
         print("FAILED:", f)
     return 1 if failures else 0
