@@ -83,6 +83,8 @@ std::vector<ConfigKeyInfo> config_schema();
 // The cross-key rules: model sizes, layout (tp * cp * dp * pp == world_size, tp divides heads/ffn/vocab,
 // 2 * cp divides seq_len, the pipeline split and schedule), batch divisibility, ranges.
 void validate(const TrainConfig& config, int64_t world_size);
+// A number as configs and messages show it (17 significant digits: the value round-trips).
+std::string format_config_number(double v);
 // The [optim] keys as the optimizer's config (seeded by model.seed); validate() checks it.
 optim::OptimizerConfig optimizer_config(const TrainConfig& config);
 // All valid keys, "section.key", sorted (for messages and --help).

@@ -10,6 +10,7 @@ apt_packages=(
   openmpi-bin libopenmpi-dev
   libcli11-dev libtomlplusplus-dev libspdlog-dev nlohmann-json3-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
   bible-kjv bible-kjv-text
 )
 pip_packages=(torch numpy pytest ml_dtypes matplotlib torchao)

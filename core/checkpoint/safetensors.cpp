@@ -1,7 +1,9 @@
 #include "core/checkpoint/safetensors.h"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -91,21 +93,52 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const uint64_t data_size = size - 8 - n;
   std::string data(data_size, '\0');
   in.read(data.data(), static_cast<std::streamsize>(data_size));
+  // Every field is checked before it is used, and the shape against the data before anything is allocated:
+  // fuzz/fuzz_safetensors.cpp found missing keys and wrong types escaping as bare json errors.
+  auto bad = [&](const std::string& what) -> void {
+    throw Error("safetensors file '" + path + "' has a malformed header: " + what);
+  };
+  if (!header.is_object()) bad("it must be a JSON object, got " + std::string(header.type_name()));
   SafetensorsFile f;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      f.metadata = entry.get<std::map<std::string, std::string>>();
+      if (!entry.is_object()) bad("__metadata__ must be an object of strings");
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string()) bad("__metadata__ entry '" + key + "' must be a string, got " + value.dump());
+        f.metadata[key] = value.get<std::string>();
+      }
       continue;
     }
-    const auto type = parse_dtype(entry.at("dtype").get<std::string>(), path);
-    const auto shape = entry.at("shape").get<std::vector<int64_t>>();
-    const auto offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
+    const std::string who = "tensor '" + name + "' ";
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets"))
+      bad(who + "must be an object with dtype, shape and data_offsets");
+    if (!entry["dtype"].is_string()) bad(who + "dtype must be a string, got " + entry["dtype"].dump());
+    const auto type = parse_dtype(entry["dtype"].get<std::string>(), path);
+    const uint64_t element = static_cast<uint64_t>(c10::elementSize(type));
+    if (!entry["shape"].is_array()) bad(who + "shape must be an array, got " + entry["shape"].dump());
+    std::vector<int64_t> shape;
+    uint64_t numel = 1;
+    for (const auto& d : entry["shape"]) {
+      if (!d.is_number_unsigned()) bad(who + "shape " + entry["shape"].dump() + " must hold non-negative integers");
+      const uint64_t v = d.get<uint64_t>();
+      if (v > (uint64_t{1} << 48)) bad(who + "shape " + entry["shape"].dump() + " has a dimension over 2^48");
+      // (the product stays within the data: larger is refused before it could overflow or be allocated)
+      if (v != 0 && numel > data_size / element / v) {
+        numel = UINT64_MAX;
+      } else {
+        numel *= v;
+      }
+      shape.push_back(static_cast<int64_t>(v));
+    }
+    const auto& off = entry["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      bad(who + "data_offsets must be two non-negative integers, got " + off.dump());
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    if (numel == UINT64_MAX || end < begin || end > data_size || end - begin != numel * element)
+      throw Error("safetensors file '" + path + "': " + who + "has data offsets outside the " +
+                  std::to_string(data_size) + " data bytes or not matching its shape and dtype (truncated file?)");
     torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(type));
-    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    if (offsets.size() != 2 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes || offsets[1] > data_size)
-      throw Error("safetensors file '" + path + "': tensor '" + name + "' has data offsets outside the " +
-                  std::to_string(data_size) + " data bytes (truncated file?)");
-    std::memcpy(t.data_ptr(), data.data() + offsets[0], bytes);
+    if (numel > 0) std::memcpy(t.data_ptr(), data.data() + begin, numel * element);
     f.tensors[name] = t;
   }
   return f;

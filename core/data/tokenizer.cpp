@@ -20,15 +20,28 @@ Tokenizer Tokenizer::for_token_file(const std::string& token_file_path) {
   } catch (const std::exception& e) {
     throw InvalidArgument("'" + meta_path.string() + "' is not valid JSON: " + e.what());
   }
-  const std::string kind = meta.value("tokenizer", "byte");
+  // Every field is checked for its type here, so a malformed file is named with the key (fuzz/ found that a
+  // non-object or a number where a string belongs escaped as a bare json type error).
+  auto bad = [&](const std::string& what) {
+    throw InvalidArgument("'" + meta_path.string() + "': " + what + " (it is written by `nibble-train prepare`)");
+  };
+  if (!meta.is_object()) bad("must be a JSON object, got " + std::string(meta.type_name()));
+  auto string_field = [&](const char* key, const char* fallback) {
+    if (!meta.contains(key)) return std::string(fallback);
+    if (!meta.at(key).is_string()) bad(std::string("\"") + key + "\" must be a string, got " + meta.at(key).dump());
+    return meta.at(key).get<std::string>();
+  };
+  const std::string kind = string_field("tokenizer", "byte");
   if (kind == "byte") return bytes();
-  if (kind != "bpe")
-    throw InvalidArgument("'" + meta_path.string() + "' names tokenizer '" + kind + "'; known: byte, bpe");
-  const std::string merges = (dir / meta.value("merges", "bpe_merges.txt")).string();
+  if (kind != "bpe") bad("names tokenizer '" + kind + "'; known: byte, bpe");
+  const std::string merges = (dir / string_field("merges", "bpe_merges.txt")).string();
   auto bpe = std::make_shared<const BpeTokenizer>(BpeTokenizer::load(merges));
-  if (meta.contains("vocab") && meta.at("vocab").get<int64_t>() != bpe->vocab())
-    throw InvalidArgument("'" + meta_path.string() + "' says vocab " + meta.at("vocab").dump() + " but '" + merges +
-                          "' makes " + std::to_string(bpe->vocab()) + " ids");
+  if (meta.contains("vocab")) {
+    if (!meta.at("vocab").is_number_integer()) bad("\"vocab\" must be an integer, got " + meta.at("vocab").dump());
+    if (meta.at("vocab").get<int64_t>() != bpe->vocab())
+      throw InvalidArgument("'" + meta_path.string() + "' says vocab " + meta.at("vocab").dump() + " but '" + merges +
+                            "' makes " + std::to_string(bpe->vocab()) + " ids");
+  }
   return Tokenizer(std::move(bpe));
 }
 
