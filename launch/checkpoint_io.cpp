@@ -144,6 +144,7 @@ struct ReadCheckpoint {
   std::map<std::string, torch::Tensor> tensors;  // this rank's own shard (read or resharded)
   std::string source;
   bool resharded = false;
+  TrainingState state;  // the manifest's counters, read (and type-checked) with everything else
   std::string failure;
 };
 
@@ -157,6 +158,9 @@ ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config
     nlohmann::json& m = r.manifest;
     m = nlohmann::json::parse(in);
     if (m.at("format") != kFormat) throw Error("checkpoint '" + dir + "' has format " + m.at("format").dump());
+    r.state.step = m.at("step").get<int64_t>();
+    r.state.consecutive_skips = m.at("consecutive_skips").get<int64_t>();
+    r.state.skipped_total = m.at("skipped_total").get<int64_t>();
     r.resharded = !same_layout(m, config);
     // Verify every file this rank reads against the manifest before using any of it.
     auto read_verified = [&](size_t index) {
@@ -174,6 +178,8 @@ ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config
       r.source = dir + " (resharded from " + saved_layout(m) + ")";
       r.tensors = reshard(m, files, model, mesh);
     }
+  } catch (const nlohmann::json::exception& e) {  // a missing field or one of the wrong type
+    r.failure = "checkpoint '" + dir + "' has a malformed manifest.json: " + e.what();
   } catch (const std::exception& e) {
     r.failure = e.what();
   }
@@ -196,9 +202,7 @@ void apply_checkpoint(const ReadCheckpoint& r, const TrainConfig& config, core::
   optimizer.load_state_dict(optim_state);
   core::checkpoint::restore_linear_states(model.linear_states(), r.tensors, r.source);
   const nlohmann::json& m = r.manifest;
-  state.step = m.at("step").get<int64_t>();
-  state.consecutive_skips = m.at("consecutive_skips").get<int64_t>();
-  state.skipped_total = m.at("skipped_total").get<int64_t>();
+  state = r.state;
   if (r.resharded && parallel::world().rank() == 0)
     std::printf("checkpoint resharded from %s to tp=%lld cp=%lld dp=%lld pp=%lld\n", saved_layout(m).c_str(),
                 static_cast<long long>(config.tp), static_cast<long long>(config.cp),

@@ -56,6 +56,19 @@ def test_latest_valid_skips_a_broken_newest_checkpoint(tokens, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8], steps  # the records of the abandoned steps 3-6 were dropped
 
 
+def test_malformed_manifest_is_named_and_latest_valid_falls_back(tokens, tmp_path):
+    args = tiny_args(tokens, tmp_path, train__steps=4, checkpoint__every=2, **SMALL)
+    assert run(args).returncode == 0
+    manifest = tmp_path / "checkpoints" / "step_00000004" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["step"] = "four"
+    manifest.write_text(json.dumps(m))
+    r = run(args + ["--train.steps", "6", "--resume"])
+    assert r.returncode == 1 and f"checkpoint '{manifest.parent}' has a malformed manifest.json" in r.stderr, r.stderr
+    r = run(args + ["--train.steps", "6", "--checkpoint.resume", "latest_valid"])
+    assert r.returncode == 0 and "at step 2" in r.stdout, r.stdout + r.stderr
+
+
 def test_latest_valid_with_nothing_valid_names_what_it_tried(tokens, tmp_path):
     args = tiny_args(tokens, tmp_path, train__steps=4, checkpoint__every=2, **SMALL)
     assert run(args).returncode == 0
