@@ -1,0 +1,85 @@
+// Cluster descriptions from TOML (see plan/cluster.h).
+#include "plan/cluster.h"
+
+#include <fstream>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "precision/error.h"
+
+#ifndef NIBBLE_PLAN_CLUSTERS_DIR
+#error "NIBBLE_PLAN_CLUSTERS_DIR must name plan/clusters (set by plan/CMakeLists.txt)"
+#endif
+
+namespace nibble::plan {
+namespace {
+
+double positive(const toml::table& t, const std::string& key, const std::string& source, bool zero_ok) {
+  const auto node = t.at_path(key);
+  const std::optional<double> v = node.value<double>();
+  if (!v) throw InvalidArgument(source + ": " + key + " is missing or not a number");
+  if (*v < 0 || (!zero_ok && *v == 0))
+    throw InvalidArgument(source + ": " + key + " = " + std::to_string(*v) + " must be " +
+                          (zero_ok ? ">= 0 (0 = the GPU lacks it)" : "> 0"));
+  return *v;
+}
+
+}  // namespace
+
+const char* gemm_format_name(GemmFormat format) {
+  switch (format) {
+    case GemmFormat::kBF16:
+      return "bf16";
+    case GemmFormat::kFP8:
+      return "fp8";
+    case GemmFormat::kMXFP8:
+      return "mxfp8";
+    case GemmFormat::kNVFP4:
+      return "nvfp4";
+    case GemmFormat::kMXFP4:
+      return "mxfp4";
+  }
+  return "?";
+}
+
+ClusterSpec parse_cluster(const std::string& toml_text, const std::string& source) {
+  toml::table t;
+  try {
+    t = toml::parse(toml_text, source);
+  } catch (const toml::parse_error& e) {
+    throw InvalidArgument(source + ": not valid TOML: " + std::string(e.description()));
+  }
+  ClusterSpec c;
+  c.name = t["name"].value_or(std::string());
+  if (c.name.empty()) throw InvalidArgument(source + ": name is missing");
+  c.description = t["description"].value_or(std::string());
+  const std::optional<int64_t> gpn = t["gpus_per_node"].value<int64_t>();
+  if (!gpn || *gpn < 1) throw InvalidArgument(source + ": gpus_per_node must be an integer >= 1");
+  c.gpus_per_node = static_cast<int>(*gpn);
+  c.cuda_sm = static_cast<int>(t["cuda_sm"].value_or(int64_t{0}));
+  for (GemmFormat f : kAllGemmFormats)
+    c.dense_tflops[static_cast<size_t>(f)] =
+        positive(t, std::string("dense_tflops.") + gemm_format_name(f), source, f != GemmFormat::kBF16);
+  c.hbm_gb = positive(t, "memory.capacity_gb", source, false);
+  c.hbm_gbps = positive(t, "memory.bandwidth_gbps", source, false);
+  c.intra_node = {positive(t, "intra_node.bandwidth_gbps", source, false), positive(t, "intra_node.latency_us", source, true)};
+  c.inter_node = {positive(t, "inter_node.bandwidth_gbps", source, false), positive(t, "inter_node.latency_us", source, true)};
+  return c;
+}
+
+std::string shipped_clusters_dir() { return NIBBLE_PLAN_CLUSTERS_DIR; }
+
+ClusterSpec load_cluster(const std::string& name_or_path) {
+  const bool is_path = name_or_path.find('/') != std::string::npos ||
+                       (name_or_path.size() > 5 && name_or_path.substr(name_or_path.size() - 5) == ".toml");
+  const std::string path = is_path ? name_or_path : shipped_clusters_dir() + "/" + name_or_path + ".toml";
+  std::ifstream in(path);
+  if (!in)
+    throw InvalidArgument("cluster '" + name_or_path + "': cannot read " + path +
+                          "; shipped: a100, h100, h200, b200, gb200 (or give a path to a .toml)");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_cluster(text.str(), path);
+}
+
+}  // namespace nibble::plan

@@ -1,0 +1,46 @@
+#pragma once
+// A cluster as the planner sees it: per-GPU dense tensor-core throughput for each GEMM format, HBM capacity
+// and bandwidth, and two link classes (inside a node: NVLink; between nodes: InfiniBand) as alpha-beta pairs.
+// Descriptions live in plan/clusters/*.toml, every value with the public spec sheet it came from; nothing
+// here is fitted (the achieved fractions of these peaks are plan/efficiency.h's, stated once).
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace nibble::plan {
+
+// The tensor-core formats a GEMM can run in. A format a GPU lacks has throughput 0 there.
+enum class GemmFormat : uint8_t { kBF16, kFP8, kMXFP8, kNVFP4, kMXFP4 };
+inline constexpr std::array<GemmFormat, 5> kAllGemmFormats = {GemmFormat::kBF16, GemmFormat::kFP8, GemmFormat::kMXFP8,
+                                                              GemmFormat::kNVFP4, GemmFormat::kMXFP4};
+const char* gemm_format_name(GemmFormat format);  // "bf16", "fp8", "mxfp8", "nvfp4", "mxfp4"
+
+struct LinkSpec {
+  double bandwidth_gbps = 0;  // GB/s per GPU, one direction (what a ring collective's every step moves)
+  double latency_us = 0;      // per message step
+};
+
+struct ClusterSpec {
+  std::string name;
+  std::string description;
+  int gpus_per_node = 1;  // GPUs that share the fast link (an NVL72 rack counts as one node)
+  int cuda_sm = 0;        // compute capability major*10+minor: which GEMM path nibble takes (core/gemm_path.h)
+  std::array<double, kAllGemmFormats.size()> dense_tflops{};  // indexed by GemmFormat
+  double hbm_gb = 0;
+  double hbm_gbps = 0;
+  LinkSpec intra_node;
+  LinkSpec inter_node;
+
+  double peak_flops(GemmFormat format) const { return dense_tflops[static_cast<size_t>(format)] * 1e12; }
+};
+
+// Parses a cluster description (the format of plan/clusters/*.toml). `source` names it in errors. Throws
+// InvalidArgument naming the key, its value and what is valid.
+ClusterSpec parse_cluster(const std::string& toml_text, const std::string& source);
+
+// `name_or_path`: a shipped cluster ("a100", "h100", "h200", "b200", "gb200": plan/clusters/<name>.toml) or a
+// path to a .toml file of the same format.
+ClusterSpec load_cluster(const std::string& name_or_path);
+std::string shipped_clusters_dir();
+
+}  // namespace nibble::plan

@@ -1,0 +1,56 @@
+#pragma once
+// Time of one training step on a layout, from the cluster's peaks and the fitted efficiencies
+// (plan/efficiency.h). Per micro-batch and pipeline stage it adds, layer by layer:
+//  - Linear GEMMs: fprop, dgrad, wgrad, each at the tensor-core rate of the path nibble takes for the recipe on
+//    this GPU (plan/recipe_costs.h), times the GEMM efficiency;
+//  - the attention core in BF16 (nibble quantizes Linears only): fused attention runs the causal half of the
+//    s x s products (backward 2.5x forward: it recomputes the scores); materialised attention (Megatron) the
+//    full square plus its softmax/dropout traffic, 13 (8 without dropout) bytes per score forward, twice that
+//    backward;
+//  - memory-bound element-wise work: twice the layer's saved activations forward (written once, read once),
+//    twice that backward; the recipe's quantization passes (read BF16, write each quantized copy) and, where
+//    the GPU has no native path, decoding to BF16;
+//  - tensor-parallel collectives, not overlapped (Megatron's and nibble's TP layers wait for them): two
+//    all-reduces forward and two backward, or with sequence parallelism all-gather + reduce-scatter pairs
+//    (FP8 per-tensor recipes gather 1-byte copies); NVLink when tp fits a node, else InfiniBand;
+//  - context-parallel ring attention: K and V passed cp-1 times, hidden behind the attention core where it is
+//    longer;
+//  - recomputation: selective re-runs the attention core; full the whole layer forward (collectives included).
+// The pipeline: stage k's micro-batch time t_k (its layers, the embedding on stage 0, logits and cross-entropy
+// on the last, one activation send and one gradient send), step = m max(t_k) + (sum(t_k) - max(t_k)) / v, i.e.
+// (m + p - 1) t for equal stages: the bubble (p-1)/(v m). Then per step: the data-parallel gradient reduction
+// over dp x cp (all-reduce, or reduce-scatter + parameter all-gather under ZeRO-1; with overlap only what
+// outlasts one micro-batch's backward shows), the optimizer (memory-bound: master weights, moments, gradient)
+// and the weights' quantization.
+#include <string>
+
+#include "plan/cluster.h"
+#include "plan/efficiency.h"
+#include "plan/layout.h"
+#include "plan/model_spec.h"
+
+namespace nibble::plan {
+
+struct StepTime {
+  // Seconds per step on the critical path, by cause (the pipeline terms are the slowest stage's).
+  double gemm = 0;            // Linear GEMMs (and the logits)
+  double attention = 0;       // attention core
+  double memory_bound = 0;    // element-wise, quantization, dequantization
+  double tp_comm = 0;
+  double cp_comm = 0;
+  double pp_comm = 0;
+  double recompute = 0;       // (included in the above; shown for the report)
+  double bubble = 0;          // pipeline fill and drain
+  double dp_comm = 0;         // exposed data-parallel reduction (and ZeRO-1 all-gather)
+  double optimizer = 0;
+  double total = 0;
+  double stage_seconds_max = 0;  // slowest stage, per micro-batch
+  double tokens_per_second = 0;
+  double mfu = 0;  // model FLOPs (flops.h, no recompute) / (step x GPUs x dense peak of the recipe's GEMM format)
+  double hardware_tflops_per_gpu = 0;  // FLOPs actually run (recompute included, GEMMs only) per GPU per second
+};
+
+StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
+                            const ClusterSpec& cluster, const Efficiency& efficiency = kFittedEfficiency);
+
+}  // namespace nibble::plan
