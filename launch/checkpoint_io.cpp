@@ -6,11 +6,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "core/checkpoint/checkpoint_dir.h"
 #include "core/checkpoint/checksum.h"
 #include "core/checkpoint/linear_state_io.h"
+#include "core/checkpoint/manifest.h"
 #include "core/checkpoint/safetensors.h"
 #include "launch/checkpoint_reshard.h"
 #include "launch/log.h"
@@ -19,8 +19,6 @@
 
 namespace nibble::launch {
 namespace {
-
-constexpr const char* kFormat = "nibble-checkpoint-1";
 
 std::string join(const std::vector<std::string>& items, const char* sep) {
   std::string out;
@@ -68,7 +66,7 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core
   int64_t mine[2] = {0, 0};
   try {
     core::checkpoint::write_safetensors(shard, tensors,
-                                        {{"format", kFormat},
+                                        {{"format", core::checkpoint::kManifestFormat},
                                          {"step", std::to_string(state.step)},
                                          {"rank", std::to_string(world.rank())},
                                          {"tp_rank", std::to_string(mesh.coord().tp)},
@@ -87,44 +85,28 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core
 
   if (world.rank() == 0) {
     try {
-      nlohmann::ordered_json m;
-      m["format"] = kFormat;
-      m["step"] = state.step;
-      m["consecutive_skips"] = state.consecutive_skips;
-      m["skipped_total"] = state.skipped_total;
-      m["recipe"] = config.model.recipe;
-      m["layout"] = {{"tp", config.tp}, {"cp", config.cp}, {"dp", config.dp}, {"pp", config.pp},
-                     {"virtual_stages", config.virtual_stages}, {"pp_layers", config.pp_layers},
-                     {"pp_embedding_as_layer", config.pp_embedding_as_layer},
-                     {"pp_head_as_layer", config.pp_head_as_layer},
-                     {"world_size", world.size()}, {"sequence_parallel", config.sequence_parallel}};
-      // Training consumes no RNG stream: batches are a pure function of (data.seed, step), parameter init of
-      // (model.seed, name), and stochastic rounding of the per-Linear counters stored in each shard.
-      m["rng"] = {{"data_seed", config.data_seed}, {"model_seed", config.model.seed},
-                  {"linear_states", "linear.<layer>.sr_counter in each shard"}};
-      m["data"] = {{"next_step", state.step}, {"train", config.train_path}};
-      m["config"] = config.to_map();
+      core::checkpoint::Manifest m;
+      m.step = state.step;
+      m.consecutive_skips = state.consecutive_skips;
+      m.skipped_total = state.skipped_total;
+      m.recipe = config.model.recipe;
+      m.layout = {config.tp, config.cp, config.dp, config.pp, config.virtual_stages, config.pp_layers,
+                  config.pp_embedding_as_layer, config.pp_head_as_layer, world.size(), config.sequence_parallel};
+      m.data_seed = config.data_seed;
+      m.model_seed = config.model.seed;
+      m.train_path = config.train_path;
+      m.config = config.to_map();
       // (Rank 0's parameters; under pp the other stages' are in their shards, found by name when resharding.)
-      nlohmann::ordered_json params = nlohmann::ordered_json::array();
-      for (const auto& p : model.params())
-        params.push_back({{"name", p.name}, {"shard_dim", p.shard_dim}, {"full_shape", p.full_shape}});
-      m["params"] = params;
-      nlohmann::ordered_json shards = nlohmann::ordered_json::array();
+      for (const auto& p : model.params()) m.params.push_back({p.name, p.shard_dim, p.full_shape});
       for (int r = 0; r < world.size(); ++r) {
         const auto coord = parallel::coord_of(mesh.shape(), r);
-        shards.push_back({{"file", core::checkpoint::shard_name(r)},
-                          {"rank", r},
-                          {"tp_rank", coord.tp},
-                          {"cp_rank", coord.cp},
-                          {"dp_rank", coord.dp},
-                          {"pp_rank", coord.pp},
-                          {"bytes", all[2 * static_cast<size_t>(r)]},
-                          {"crc32", all[2 * static_cast<size_t>(r) + 1]}});
+        m.shards.push_back({core::checkpoint::shard_name(r), r, coord.tp, coord.cp, coord.dp, coord.pp,
+                            static_cast<uint64_t>(all[2 * static_cast<size_t>(r)]),
+                            static_cast<uint32_t>(all[2 * static_cast<size_t>(r) + 1])});
       }
-      m["shards"] = shards;
       const std::string manifest = core::checkpoint::temp_step_dir(root, state.step) + "/manifest.json";
       std::ofstream out(manifest);
-      out << m.dump(2) << "\n";
+      out << core::checkpoint::manifest_json(m);
       out.close();
       if (!out)
         throw Error("could not write '" + manifest + "': " + std::strerror(errno));
@@ -140,11 +122,10 @@ namespace {
 
 // What one rank read of a checkpoint directory after verifying it, or why it could not.
 struct ReadCheckpoint {
-  nlohmann::json manifest;
+  core::checkpoint::Manifest manifest;
   std::map<std::string, torch::Tensor> tensors;  // this rank's own shard (read or resharded)
   std::string source;
   bool resharded = false;
-  TrainingState state;  // the manifest's counters, read (and type-checked) with everything else
   std::string failure;
 };
 
@@ -153,20 +134,14 @@ ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config
   ReadCheckpoint r;
   r.source = dir + "/" + core::checkpoint::shard_name(parallel::world().rank());
   try {
-    std::ifstream in(dir + "/manifest.json");
-    if (!in) throw Error("checkpoint '" + dir + "' has no manifest.json");
-    nlohmann::json& m = r.manifest;
-    m = nlohmann::json::parse(in);
-    if (m.at("format") != kFormat) throw Error("checkpoint '" + dir + "' has format " + m.at("format").dump());
-    r.state.step = m.at("step").get<int64_t>();
-    r.state.consecutive_skips = m.at("consecutive_skips").get<int64_t>();
-    r.state.skipped_total = m.at("skipped_total").get<int64_t>();
+    r.manifest = core::checkpoint::read_manifest(dir);  // every field checked (core/checkpoint/manifest.h)
+    const core::checkpoint::Manifest& m = r.manifest;
     r.resharded = !same_layout(m, config);
     // Verify every file this rank reads against the manifest before using any of it.
     auto read_verified = [&](size_t index) {
-      const auto& rec = m.at("shards").at(index);
-      const std::string path = dir + "/" + rec.at("file").get<std::string>();
-      core::checkpoint::verify_shard(path, rec.at("bytes").get<uint64_t>(), rec.at("crc32").get<uint32_t>());
+      const core::checkpoint::ManifestShard& shard = m.shards.at(index);
+      const std::string path = dir + "/" + shard.file;
+      core::checkpoint::verify_shard(path, shard.bytes, shard.crc32);
       return core::checkpoint::read_safetensors(path).tensors;
     };
     if (!r.resharded) {
@@ -178,8 +153,6 @@ ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config
       r.source = dir + " (resharded from " + saved_layout(m) + ")";
       r.tensors = reshard(m, files, model, mesh);
     }
-  } catch (const nlohmann::json::exception& e) {  // a missing field or one of the wrong type
-    r.failure = "checkpoint '" + dir + "' has a malformed manifest.json: " + e.what();
   } catch (const std::exception& e) {
     r.failure = e.what();
   }
@@ -201,8 +174,8 @@ void apply_checkpoint(const ReadCheckpoint& r, const TrainConfig& config, core::
     if (key.rfind("optim.", 0) == 0) optim_state[key.substr(6)] = t;
   optimizer.load_state_dict(optim_state);
   core::checkpoint::restore_linear_states(model.linear_states(), r.tensors, r.source);
-  const nlohmann::json& m = r.manifest;
-  state = r.state;
+  const core::checkpoint::Manifest& m = r.manifest;
+  state = {m.step, m.consecutive_skips, m.skipped_total};
   if (r.resharded && parallel::world().rank() == 0)
     std::printf("checkpoint resharded from %s to tp=%lld cp=%lld dp=%lld pp=%lld\n", saved_layout(m).c_str(),
                 static_cast<long long>(config.tp), static_cast<long long>(config.cp),

@@ -11,31 +11,33 @@
 #include <torch/torch.h>
 
 #include <map>
-#include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/checkpoint/manifest.h"
 #include "core/model/gpt.h"
 #include "launch/train_config.h"
 #include "parallel/mesh.h"
 
 namespace nibble::launch {
 
+using core::checkpoint::Manifest;
+
 // The saved layout as "tp=2 cp=1 dp=1 pp=1 (...)" and whether it equals this job's (then every rank loads
 // its own shard file as written).
-std::string saved_layout(const nlohmann::json& manifest);
-bool same_layout(const nlohmann::json& manifest, const TrainConfig& config);
+std::string saved_layout(const Manifest& manifest);
+bool same_layout(const Manifest& manifest, const TrainConfig& config);
 
 // The files this rank must read to reshard (dp rank 0, cp rank 0, every tp and pp rank), as indices into
-// manifest["shards"].
-std::vector<size_t> reshard_sources(const nlohmann::json& manifest);
+// manifest.shards.
+std::vector<size_t> reshard_sources(const Manifest& manifest);
 
 // Throws nibble::Error (naming the codec and what would work) when the saved optimizer states cannot be
 // resharded. Called before any file is read.
-void check_reshardable(const nlohmann::json& manifest, const TrainConfig& config);
+void check_reshardable(const Manifest& manifest, const TrainConfig& config);
 
 // The tensors this rank's own shard would hold ("model.*", "optim.*", "linear.*"), built from the saved
 // shards `files` (manifest shard index -> its tensors).
-std::map<std::string, torch::Tensor> reshard(const nlohmann::json& manifest,
+std::map<std::string, torch::Tensor> reshard(const Manifest& manifest,
                                              const std::map<size_t, std::map<std::string, torch::Tensor>>& files,
                                              const core::model::Gpt& model, const parallel::Mesh& mesh);
 

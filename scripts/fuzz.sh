@@ -12,7 +12,7 @@ cd "$root"
 seconds="${1:-60}"
 bash scripts/setup.sh >/dev/null
 export CCACHE_DIR="${CCACHE_DIR:-$root/.ccache}"
-targets=(fuzz_config fuzz_safetensors fuzz_bpe_merges fuzz_tokenizer_meta fuzz_token_file)
+targets=(fuzz_config fuzz_manifest fuzz_safetensors fuzz_bpe_merges fuzz_tokenizer_meta fuzz_token_file)
 cmake --preset fuzz >/dev/null
 cmake --build build-fuzz -j "$(nproc)" --target "${targets[@]}" >/dev/null
 mkdir -p build-fuzz/findings

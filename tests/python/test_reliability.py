@@ -64,7 +64,14 @@ def test_malformed_manifest_is_named_and_latest_valid_falls_back(tokens, tmp_pat
     m["step"] = "four"
     manifest.write_text(json.dumps(m))
     r = run(args + ["--train.steps", "6", "--resume"])
-    assert r.returncode == 1 and f"checkpoint '{manifest.parent}' has a malformed manifest.json" in r.stderr, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert f"checkpoint '{manifest.parent}' has a malformed manifest.json: step = \"four\" is not an integer" in r.stderr
+    m["step"] = 4
+    m["shards"][0]["file"] = "../step_00000002/rank_00000.safetensors"  # a path out of the directory: refused
+    manifest.write_text(json.dumps(m))
+    r = run(args + ["--train.steps", "6", "--resume"])
+    assert r.returncode == 1 and 'shards[0].file = "../step_00000002/rank_00000.safetensors" is not ' \
+        '"rank_00000.safetensors"' in r.stderr, r.stderr
     r = run(args + ["--train.steps", "6", "--checkpoint.resume", "latest_valid"])
     assert r.returncode == 0 and "at step 2" in r.stdout, r.stdout + r.stderr
 
@@ -154,6 +161,43 @@ def test_checkpoint_that_cannot_be_written(tokens, tmp_path, on_error):
     assert snapshot(ckpt / "step_00000004") == before
     assert sorted(p.name for p in ckpt.iterdir()) == ["latest", "step_00000004"]  # no half-written directory
     r = run(args + ["--resume", "--train.steps", "6"])  # and the previous checkpoint resumes
+    assert r.returncode == 0 and "at step 4" in r.stdout, r.stdout + r.stderr
+
+
+def user_namespace_mounts():
+    """Whether this machine lets an unprivileged user namespace mount a tmpfs (`unshare -rm`)."""
+    try:
+        r = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k none /mnt"],
+                           capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not user_namespace_mounts(), reason="no user namespaces here: cannot mount a small tmpfs "
+                    "(the file-size-limit test above covers the same code path with EFBIG)")
+def test_checkpoint_on_a_full_filesystem(tokens, tmp_path):
+    """A real ENOSPC: the checkpoints live on a tmpfs (mounted in a user namespace) that holds one checkpoint and
+    half of a second. The namespace's mount vanishes with it, so the shell copies what is left back out."""
+    args = tiny_args(tokens, tmp_path, train__steps=4, checkpoint__every=4, **SMALL)
+    assert run(args).returncode == 0
+    first = tmp_path / "checkpoints" / "step_00000004"
+    used = sum(p.stat().st_size for p in first.iterdir())
+    small, after = tmp_path / "small", tmp_path / "after"
+    small.mkdir()
+    size_kib = (used + used // 2) // 1024 + 8  # the first checkpoint, plus half of the next shard (and metadata)
+    script = (f"mount -t tmpfs -o size={size_kib}k none {small} && cp -a {tmp_path / 'checkpoints'}/. {small}/ && "
+              f"{BINARY} \"$@\"; rc=$?; df -k {small} | tail -1; cp -a {small}/. {after}/; exit $rc")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh"] + args +
+                       ["--resume", "--train.steps", "8", "--checkpoint.dir", str(small)],
+                       capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "checkpoint at step 8 was not written" in r.stderr and "No space left on device" in r.stderr, r.stderr
+    assert "the previous checkpoint and `latest` are untouched" in r.stderr, r.stderr
+    assert sorted(p.name for p in after.iterdir()) == ["latest", "step_00000004"]  # the half-written one is gone
+    assert (after / "latest").read_text().strip() == "step_00000004"
+    assert snapshot(after / "step_00000004") == snapshot(first)
+    r = run(args + ["--resume", "--train.steps", "6", "--checkpoint.dir", str(after)])  # and it resumes
     assert r.returncode == 0 and "at step 4" in r.stdout, r.stdout + r.stderr
 
 
