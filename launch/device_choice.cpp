@@ -33,13 +33,11 @@ std::string cuda_training_gap(const TrainConfig& c) {
   auto need = [&](bool ok, const std::string& what) {
     if (!ok) gap += (gap.empty() ? "" : ", ") + what;
   };
-  // Tensor parallel's collectives stage CUDA tensors through host memory (parallel/nn/torch_collectives.h); the
-  // context-parallel ring, the pipeline's p2p and ZeRO-1's shards take CPU tensors only so far.
-  need(c.pp == 1, "parallel.pp = " + std::to_string(c.pp));
-  need(c.cp == 1, "parallel.cp = " + std::to_string(c.cp));
+  // Every layout's collectives take CUDA tensors (NCCL where each member has a GPU of its own, else staged through
+  // host memory: launch/device_mesh.h); ZeRO-1 shards and steps its optimizer states in host memory so far.
   need(c.zero == 0, "optim.zero = 1");
   if (gap.empty()) return "";
-  return "the CUDA trainer runs pp = cp = 1 without ZeRO-1 so far (any tp and dp); this config sets " + gap;
+  return "the CUDA trainer runs any tp x cp x dp x pp layout, but not ZeRO-1 yet; this config sets " + gap;
 #endif
 }
 

@@ -4,10 +4,10 @@
 //
 // The trainer's CUDA path: parameters, gradients, optimizer states and batches on this rank's GPU (local rank ->
 // device, parallel::device_for_local_rank), the CUDA quantizers and cuBLASLt GEMMs behind every Linear
-// (core/cuda_dispatch.h), torch's SDPA for attention, the fused CUDA optimizer step; dp x cp gradients averaged
-// and tensor-parallel activations through host memory over MPI. It covers pp = cp = 1 without ZeRO-1 so far
-// (cuda_training_gap says what a config needs beyond that); "auto" then trains on the CPU and says why, "cuda"
-// fails naming it.
+// (core/cuda_dispatch.h), torch's SDPA for attention, the fused CUDA optimizer step; every group's collectives
+// over NCCL where its members each have a GPU, else staged through host memory over MPI (launch/device_mesh.h);
+// pipeline messages always through host memory. It covers every layout without ZeRO-1 so far (cuda_training_gap
+// says what a config needs beyond that); "auto" then trains on the CPU and says why, "cuda" fails naming it.
 #include <string>
 
 #include "core/gemm_path.h"

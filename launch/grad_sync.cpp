@@ -2,6 +2,7 @@
 
 #include "parallel/nn/amax_reduction.h"
 #include "parallel/nn/global_clip.h"
+#include "parallel/nn/torch_collectives.h"
 #include "precision/error.h"
 
 namespace nibble::launch {
@@ -16,10 +17,9 @@ void average_gradients(core::model::Gpt& model, const parallel::Mesh& mesh) {
     if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = torch::zeros_like(p.tensor);
     grads.push_back(p.tensor.grad().reshape({-1}));
   }
-  // MPI reads host memory: gradients on a GPU are staged through it (one copy each way).
-  torch::Tensor flat = torch::cat(grads).to(torch::kCPU).contiguous();
-  group.all_reduce<float>(std::span<float>(flat.data_ptr<float>(), static_cast<size_t>(flat.numel())),
-                          parallel::ReduceOp::kSum);
+  // On a GPU: over NCCL where the group has it, else staged through host memory (parallel/nn/torch_collectives.h).
+  torch::Tensor flat = torch::cat(grads).contiguous();
+  parallel::nn::all_reduce_(flat, parallel::ReduceOp::kSum, group, "gradient average over dp x cp");
   flat.div_(static_cast<double>(group.size()));
   int64_t offset = 0;
   for (const auto& p : model.params()) {
@@ -34,11 +34,13 @@ void sum_tied_embedding_grads(core::model::Gpt& model, const parallel::Mesh& mes
   for (const auto& p : model.params())
     if (p.name == "embedding.weight") tied = &p;
   const int64_t rows = model.config().vocab / mesh.tp().size(), h = model.config().hidden;
+  // In host memory on every pp rank (the stages between the two copies hold none, so have no device tensor to
+  // offer; one operation must move host buffers on every member or device buffers on every member).
   torch::Tensor buf = torch::zeros({rows, h}, torch::kFloat32);
   if (tied && tied->tensor.grad().defined()) buf.copy_(tied->tensor.grad());
   mesh.pp().all_reduce<float>(std::span<float>(buf.data_ptr<float>(), static_cast<size_t>(buf.numel())),
                               parallel::ReduceOp::kSum);
-  if (tied) tied->tensor.mutable_grad() = buf;
+  if (tied) tied->tensor.mutable_grad() = buf.to(tied->tensor.device());
 }
 
 double global_grad_norm(const core::model::Gpt& model, const parallel::Mesh& mesh,

@@ -58,18 +58,21 @@ torch::Tensor pipeline_forward(core::model::Gpt& model, const parallel::Mesh& me
     const size_t chunk = static_cast<size_t>(s / pp);
     torch::Tensor input = tokens;
     if (s > 0) {
-      if (pp > 1) {
+      if (pp > 1) {  // messages in host memory, as the training pipeline's (pipeline_runtime.h)
         input = torch::empty({rows, model.config().hidden}, torch::kFloat32);
         mesh.pp().recv<float>(std::span<float>(input.data_ptr<float>(), static_cast<size_t>(input.numel())),
                               static_cast<int>((s - 1) % pp));
+        input = input.to(model.device());
       } else {
         input = h;
       }
     }
     h = model.forward_chunk(chunk, input, batch, seq).contiguous();
     if (s + 1 < stages && pp > 1) {
-      mesh.pp().send<const float>(std::span<const float>(h.data_ptr<float>(), static_cast<size_t>(h.numel())),
-                                  static_cast<int>((s + 1) % pp));
+      const torch::Tensor message = h.to(torch::kCPU).contiguous();
+      mesh.pp().send<const float>(
+          std::span<const float>(message.data_ptr<float>(), static_cast<size_t>(message.numel())),
+          static_cast<int>((s + 1) % pp));
     }
   }
   return me == head_pp_rank(mesh) ? h : torch::Tensor();

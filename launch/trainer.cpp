@@ -17,6 +17,7 @@
 #include "core/gemm.h"
 #include "core/model/gpt.h"
 #include "launch/checkpoint_io.h"
+#include "launch/device_mesh.h"
 #include "launch/eval_sample.h"
 #include "launch/fault_injection.h"
 #include "launch/grad_sync.h"
@@ -105,6 +106,7 @@ std::unique_ptr<parallel::nn::PipelineRuntime> make_pipeline(const TrainConfig& 
   const int64_t seq = c.model.seq_len / c.cp;
   const int64_t rows = c.micro_batch * seq / (c.sequence_parallel ? c.tp : 1);
   o.activation_shape = {rows, c.model.hidden};
+  o.activation_device = model.device();
   auto forward = [&model, &current, seq, mb = c.micro_batch](int chunk, int m, const torch::Tensor& input) {
     const size_t ch = static_cast<size_t>(chunk), i = static_cast<size_t>(m);
     // (The backward of (chunk, m) runs later, after other forwards under 1F1B: each Linear's backward draws
@@ -189,7 +191,9 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
   shape.dp = static_cast<int>(c.dp);
   shape.pp = static_cast<int>(c.pp);
   shape.cp = static_cast<int>(c.cp);
-  parallel::Mesh mesh(shape);
+  agree_on_device(device.cuda);
+  const std::unique_ptr<parallel::Mesh> mesh_ptr = make_training_mesh(shape, device.cuda);
+  const parallel::Mesh& mesh = *mesh_ptr;
   core::data::TokenFile train_file(c.train_path), val_file(c.val_path);
   for (const auto* f : {&train_file, &val_file})
     for (int64_t i = 0; i < std::min<int64_t>(f->size(), 4096); ++i)
@@ -251,6 +255,8 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     std::printf(
         "device: %s; GEMMs (%s): %s\n", device.why.c_str(), c.model.recipe.c_str(),
         describe_gemm_paths(core::recipe_preset(c.model.recipe), gemm_device(train_device)).c_str());
+    if (device.cuda && info.world_size > 1)
+      std::printf("collectives of CUDA tensors: %s\n", describe_device_groups(mesh).c_str());
     if (pipeline)
       std::printf("pipeline: %s schedule, pp %lld x %lld virtual stages, %d micro-batches; the checker's "
                   "simulated bubble %.3f, (p-1)/(v*m) = %.3f\n",

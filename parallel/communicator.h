@@ -165,6 +165,10 @@ class Communicator {
   std::chrono::milliseconds deadline() const { return group_->deadline; }
   void set_deadline(std::chrono::milliseconds deadline);
   bool failed() const { return group_->failed; }
+  // Whether this backend reads and writes CUDA device buffers itself (NCCL). One that does not (MPI: not assumed
+  // CUDA-aware) needs a device tensor staged through host memory first (parallel/nn/host_staging.h). Every
+  // backend takes host buffers (NCCL hands them to the MPI group it was made from).
+  virtual bool moves_device_buffers() const { return false; }
   std::string describe() const { return group_->describe(); }
 
   // ---- runtime-typed forms (what the typed templates and the Python bindings call) -------------------------

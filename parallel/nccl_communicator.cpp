@@ -104,6 +104,19 @@ class NcclPending final : public detail::PendingOp {
   cudaEvent_t event_;
 };
 
+// An operation on host buffers, run by the MPI group: its Work polled as this communicator's pending op (the MPI
+// Work has the same deadline and names the same group if it times out first).
+class HostGroupPending final : public detail::PendingOp {
+ public:
+  explicit HostGroupPending(Work work) : work_(std::move(work)) {}
+  bool poll() override { return work_.test(); }
+
+ private:
+  Work work_;
+};
+
+std::unique_ptr<detail::PendingOp> on_mpi(Work work) { return std::make_unique<HostGroupPending>(std::move(work)); }
+
 }  // namespace
 
 NcclCommunicator::NcclCommunicator(MpiCommunicator& group, cudaStream_t stream)
@@ -111,6 +124,7 @@ NcclCommunicator::NcclCommunicator(MpiCommunicator& group, cudaStream_t stream)
 
 NcclCommunicator::NcclCommunicator(MpiCommunicator& group, cudaStream_t stream, const CommOptions& options)
     : Communicator(group.name(), "nccl", group.rank(), group.size(), group.world_rank(), group.members(), options),
+      host_(group),
       stream_(stream) {
   // The id travels over the group's MPI communicator, bounded by its deadline (llm.c's bootstrap, per group).
   ncclUniqueId id{};
@@ -164,15 +178,23 @@ void NcclCommunicator::wait_ready(const char* what) {
   }
 }
 
-void NcclCommunicator::require_device(const void* p, size_t count, const char* op, const char* which) const {
-  if (count == 0) return;
-  cudaPointerAttributes attributes{};
-  const cudaError_t rc = cudaPointerGetAttributes(&attributes, p);
-  if (rc != cudaSuccess) cudaGetLastError();
-  if (rc != cudaSuccess || (attributes.type != cudaMemoryTypeDevice && attributes.type != cudaMemoryTypeManaged))
-    throw InvalidArgument(std::string("nibble.parallel: ") + op + " on " + describe() + ": the " + which +
-                          " is not device memory; an NCCL group moves CUDA buffers (use the MPI group for host "
-                          "buffers)");
+bool NcclCommunicator::on_host(const char* op,
+                               std::initializer_list<std::pair<const void*, size_t>> buffers) const {
+  int host = 0, device = 0;
+  for (const auto& [p, count] : buffers) {
+    if (count == 0) continue;
+    cudaPointerAttributes attributes{};
+    const cudaError_t rc = cudaPointerGetAttributes(&attributes, p);
+    if (rc != cudaSuccess) cudaGetLastError();  // clear the sticky error: an unregistered host pointer
+    const bool on_device = rc == cudaSuccess && (attributes.type == cudaMemoryTypeDevice ||
+                                                 attributes.type == cudaMemoryTypeManaged);
+    (on_device ? device : host) += 1;
+  }
+  if (host > 0 && device > 0)
+    throw InvalidArgument(std::string("nibble.parallel: ") + op + " on " + describe() + ": " + std::to_string(host) +
+                          " buffer(s) in host memory and " + std::to_string(device) + " on the device; one "
+                          "operation moves host buffers (over MPI) or device buffers (over NCCL), not both");
+  return device == 0;
 }
 
 template <class Enqueue>
@@ -180,7 +202,7 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::launch(const char* op, Enqu
   if (comm_ == nullptr)
     throw Error(std::string("nibble.parallel: ") + op + " on " + describe() +
                 ": the NCCL communicator was aborted after an earlier timeout");
-  // The NCCL stream is non-blocking: it waits for the buffers' producer only if told (set_producer_stream).
+  // The NCCL stream is non-blocking: it waits for the buffers' producer stream (set_producer_stream).
   check_cuda(cudaEventRecord(producer_done_, producer_), "cudaEventRecord (producer stream)");
   check_cuda(cudaStreamWaitEvent(stream_, producer_done_, 0), "cudaStreamWaitEvent (producer stream)");
   check_nccl(ncclGroupStart(), "ncclGroupStart");
@@ -200,8 +222,8 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::launch(const char* op, Enqu
 }
 
 std::unique_ptr<detail::PendingOp> NcclCommunicator::do_all_reduce(ConstView in, View out, ReduceOp op) {
-  require_device(in.data, in.count, "all_reduce", "input");
-  require_device(out.data, out.count, "all_reduce", "output");
+  if (on_host("all_reduce", {{in.data, in.count}, {out.data, out.count}}))
+    return on_mpi(host_.all_reduce_async(in, out, op));
   return launch("ncclAllReduce", [&] {
     check_nccl(ncclAllReduce(in.data, out.data, out.count, nccl_type(out.dtype), nccl_op(op), comm_, stream_),
                "ncclAllReduce", comm_);
@@ -210,8 +232,8 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::do_all_reduce(ConstView in,
 
 std::unique_ptr<detail::PendingOp> NcclCommunicator::do_reduce_scatter(ConstView in, View out, ReduceOp op,
                                                                        std::span<const size_t> counts) {
-  require_device(in.data, in.count, "reduce_scatter", "input");
-  require_device(out.data, out.count, "reduce_scatter", "output");
+  if (on_host("reduce_scatter", {{in.data, in.count}, {out.data, out.count}}))
+    return on_mpi(host_.reduce_scatter_async(in, out, op, counts));
   const ncclDataType_t t = nccl_type(out.dtype);
   if (all_equal(counts))
     return launch("ncclReduceScatter", [&] {
@@ -232,8 +254,8 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::do_reduce_scatter(ConstView
 
 std::unique_ptr<detail::PendingOp> NcclCommunicator::do_all_gather(ConstView in, View out,
                                                                    std::span<const size_t> counts) {
-  require_device(in.data, in.count, "all_gather", "input");
-  require_device(out.data, out.count, "all_gather", "output");
+  if (on_host("all_gather", {{in.data, in.count}, {out.data, out.count}}))
+    return on_mpi(host_.all_gather_async(in, out, counts));
   const ncclDataType_t t = nccl_type(out.dtype);
   if (all_equal(counts))
     return launch("ncclAllGather", [&] {  // in place when in == out + rank * count, which NCCL accepts
@@ -254,8 +276,8 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::do_all_gather(ConstView in,
 std::unique_ptr<detail::PendingOp> NcclCommunicator::do_all_to_all(ConstView in, View out,
                                                                    std::span<const size_t> send_counts,
                                                                    std::span<const size_t> recv_counts) {
-  require_device(in.data, in.count, "all_to_all", "input");
-  require_device(out.data, out.count, "all_to_all", "output");
+  if (on_host("all_to_all", {{in.data, in.count}, {out.data, out.count}}))
+    return on_mpi(host_.all_to_all_async(in, out, send_counts, recv_counts));
   const ncclDataType_t t = nccl_type(out.dtype);
   const std::vector<size_t> sd = displacements(send_counts), rd = displacements(recv_counts);
   return launch("ncclSend/ncclRecv (all_to_all)", [&] {
@@ -268,23 +290,24 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::do_all_to_all(ConstView in,
 }
 
 std::unique_ptr<detail::PendingOp> NcclCommunicator::do_broadcast(View buf, int root) {
-  require_device(buf.data, buf.count, "broadcast", "buffer");
+  if (on_host("broadcast", {{buf.data, buf.count}})) return on_mpi(host_.broadcast_async(buf, root));
   return launch("ncclBroadcast", [&] {
     check_nccl(ncclBroadcast(buf.data, buf.data, buf.count, nccl_type(buf.dtype), root, comm_, stream_),
                "ncclBroadcast", comm_);
   });
 }
 
-// NCCL point-to-point has no tags: messages between two ranks match in issue order.
-std::unique_ptr<detail::PendingOp> NcclCommunicator::do_send(ConstView buf, int peer, int /*tag*/) {
-  require_device(buf.data, buf.count, "send", "buffer");
+// NCCL point-to-point has no tags: device messages between two ranks match in issue order (host ones keep their
+// tag on the MPI group).
+std::unique_ptr<detail::PendingOp> NcclCommunicator::do_send(ConstView buf, int peer, int tag) {
+  if (on_host("send", {{buf.data, buf.count}})) return on_mpi(host_.send_async(buf, peer, tag));
   return launch("ncclSend", [&] {
     check_nccl(ncclSend(buf.data, buf.count, nccl_type(buf.dtype), peer, comm_, stream_), "ncclSend", comm_);
   });
 }
 
-std::unique_ptr<detail::PendingOp> NcclCommunicator::do_recv(View buf, int peer, int /*tag*/) {
-  require_device(buf.data, buf.count, "recv", "buffer");
+std::unique_ptr<detail::PendingOp> NcclCommunicator::do_recv(View buf, int peer, int tag) {
+  if (on_host("recv", {{buf.data, buf.count}})) return on_mpi(host_.recv_async(buf, peer, tag));
   return launch("ncclRecv", [&] {
     check_nccl(ncclRecv(buf.data, buf.count, nccl_type(buf.dtype), peer, comm_, stream_), "ncclRecv", comm_);
   });
@@ -292,9 +315,9 @@ std::unique_ptr<detail::PendingOp> NcclCommunicator::do_recv(View buf, int peer,
 
 // Paired inside one group call, so a ring of send_recv cannot deadlock on ordering.
 std::unique_ptr<detail::PendingOp> NcclCommunicator::do_send_recv(ConstView send, int dst, View recv, int src,
-                                                                  int /*tag*/) {
-  require_device(send.data, send.count, "send_recv", "send buffer");
-  require_device(recv.data, recv.count, "send_recv", "receive buffer");
+                                                                  int tag) {
+  if (on_host("send_recv", {{send.data, send.count}, {recv.data, recv.count}}))
+    return on_mpi(host_.send_recv_async(send, dst, recv, src, tag));
   return launch("ncclSend/ncclRecv", [&] {
     check_nccl(ncclSend(send.data, send.count, nccl_type(send.dtype), dst, comm_, stream_), "ncclSend", comm_);
     check_nccl(ncclRecv(recv.data, recv.count, nccl_type(recv.dtype), src, comm_, stream_), "ncclRecv", comm_);

@@ -1,13 +1,20 @@
 #pragma once
 // The NCCL backend: device buffers, operations enqueued on one CUDA stream, completion polled through a CUDA
 // event and ncclCommGetAsyncError against the deadline; at the deadline the NCCL communicator is aborted
-// (ncclCommAbort) so no kernel keeps spinning on a peer that will never come.
+// (ncclCommAbort) so no kernel keeps spinning on a peer that will never come. Host buffers (the step's flags,
+// amaxes, norms, a pipeline's agreement) go to the MPI group the communicator was made from, so a Mesh group
+// takes both kinds; an operation with one buffer on the host and the other on the device is refused.
+// NCCL point-to-point has no tags and a send blocks its stream until the peer receives: p2p whose order differs
+// between the two ranks (a pipeline's background sends) must use the MPI group (Mesh::host_group).
 //
 // COMPILE-CHECKED ONLY: this project has no GPU. The code is built and linked against NCCL with warnings as
 // errors, and tests/parallel/test_nccl_communicator.cpp runs it where GPUs exist (it exits 77, a CTest skip,
 // where they do not). See docs/PARALLEL.md.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+
+#include <initializer_list>
+#include <utility>
 
 #include "parallel/communicator.h"
 #include "parallel/mesh.h"
@@ -27,6 +34,7 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override;
 
   ncclComm_t handle() const { return comm_; }
+  bool moves_device_buffers() const override { return true; }
   cudaStream_t stream() const { return stream_; }
   // The stream whose queued work produced the buffers the next operations read (default: cudaStreamLegacy, the
   // legacy default stream, which also orders after every blocking stream and pageable cudaMemcpy). Each
@@ -51,8 +59,11 @@ class NcclCommunicator final : public Communicator {
   template <class Enqueue>
   std::unique_ptr<detail::PendingOp> launch(const char* op, Enqueue&& enqueue);
   void wait_ready(const char* what);  // a nonblocking NCCL call returned ncclInProgress
-  void require_device(const void* p, size_t count, const char* op, const char* which) const;
+  // Where an operation's buffers live: all on the device (NCCL), all in host memory (the MPI group), or
+  // InvalidArgument naming the op when they are mixed. Empty buffers go with the others.
+  bool on_host(const char* op, std::initializer_list<std::pair<const void*, size_t>> buffers) const;
 
+  MpiCommunicator& host_;  // the group this communicator was made from: host buffers go there
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = false;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/nn/host_staging.h"
 #include "precision/error.h"
 
 namespace nibble::parallel::nn {
@@ -37,12 +38,6 @@ DType comm_dtype(const torch::Tensor& t, const std::string& who) {
                             " is not supported; valid: float32, float64, bfloat16");
   }
 }
-ConstView cview(const torch::Tensor& t, const std::string& who) {
-  return {t.data_ptr(), static_cast<size_t>(t.numel()), comm_dtype(t, who)};
-}
-View mview(torch::Tensor& t, const std::string& who) {
-  return {t.data_ptr(), static_cast<size_t>(t.numel()), comm_dtype(t, who)};
-}
 
 // The math dtype: float64 stays float64, everything else runs in float32 (bfloat16 blocks, FP32 merge).
 torch::ScalarType math_type(const torch::Tensor& t) {
@@ -56,8 +51,6 @@ int64_t check_qkv(const torch::Tensor& q, const torch::Tensor& k, const torch::T
     if (t->dim() != 4)
       throw InvalidArgument(who + ": q, k, v must be [batch, heads, seq, head_dim]; got a tensor of shape " +
                             shape_str(*t));
-    if (!t->device().is_cpu())
-      throw InvalidArgument(who + ": tensors must be on the CPU (MPI backend); got " + t->device().str());
     comm_dtype(*t, who);
   }
   if (k.sizes() != v.sizes())
@@ -142,9 +135,9 @@ class RingAttentionFn : public torch::autograd::Function<RingAttentionFn> {
     const int64_t nk = k_in.numel();
     torch::Tensor out, lse;
     for (int i = 0; i < n; ++i) {
-      Work work;
+      TensorSendRecv work;
       if (i + 1 < n)  // the next block's exchange runs while this block computes
-        work = comm.send_recv_async(cview(cur, who), (r + 1) % n, mview(nxt, who), (r - 1 + n) % n, kTagForwardKv);
+        work = TensorSendRecv(comm, cur, (r + 1) % n, nxt, (r - 1 + n) % n, kTagForwardKv, who);
       const int src = (r - i + n) % n;
       const Block b = block_for(src, r, c);
       auto k = expand_kv(cur.narrow(0, 0, nk).view(k_in.sizes()).to(mt), group).index({Slice(), Slice(), b.cols});
@@ -192,9 +185,9 @@ class RingAttentionFn : public torch::autograd::Function<RingAttentionFn> {
     // dK/dV of the visiting block, accumulated by every rank it visits, then sent on with it.
     torch::Tensor dkv = torch::zeros({2 * nk}, q.options()), dkv_next = torch::empty_like(dkv);
     for (int i = 0; i < n; ++i) {
-      Work work;
+      TensorSendRecv work;
       if (i + 1 < n)
-        work = comm.send_recv_async(cview(kv, who), (r + 1) % n, mview(kv_next, who), (r - 1 + n) % n, kTagBackwardKv);
+        work = TensorSendRecv(comm, kv, (r + 1) % n, kv_next, (r - 1 + n) % n, kTagBackwardKv, who);
       const int src = (r - i + n) % n;
       const Block b = block_for(src, r, c);
       auto k = expand_kv(kv.narrow(0, 0, nk).view(k_in.sizes()).to(mt), group).index({Slice(), Slice(), b.cols});
@@ -218,7 +211,7 @@ class RingAttentionFn : public torch::autograd::Function<RingAttentionFn> {
       }
       // The accumulated dK/dV follow their block; after the last step each arrives at its owner.
       if (n > 1) {
-        comm.send_recv(cview(dkv, who), (r + 1) % n, mview(dkv_next, who), (r - 1 + n) % n, kTagBackwardDkv);
+        TensorSendRecv(comm, dkv, (r + 1) % n, dkv_next, (r - 1 + n) % n, kTagBackwardDkv, who).wait();
         std::swap(dkv, dkv_next);
       }
     }
@@ -245,25 +238,34 @@ torch::Tensor split_order(int n) {  // the inverse permutation
   return torch::tensor(idx, torch::kLong);
 }
 
+// Block j of `send` to rank j, block i of the result from rank i (staged through host memory on MPI).
+torch::Tensor all_to_all_blocks(const torch::Tensor& send, Communicator& comm, const std::string& who) {
+  HostStaged in(send, /*copy_in=*/true, comm);
+  torch::Tensor recv = torch::empty_like(send);
+  HostStaged out(recv, /*copy_in=*/false, comm);
+  comm.all_to_all(ConstView{in.host().data_ptr(), static_cast<size_t>(in.host().numel()), comm_dtype(send, who)},
+                  View{out.host().data_ptr(), static_cast<size_t>(out.host().numel()), comm_dtype(send, who)});
+  out.copy_out();
+  return recv;
+}
+
 // [B, H, s, D] sequence-sharded -> [B, H/n, S, D] head-sharded, the sequence in natural order.
 torch::Tensor seq_to_head(const torch::Tensor& x, Communicator& comm) {
   const std::string who = "ulysses_attention";
   const int64_t n = comm.size(), B = x.size(0), H = x.size(1), s = x.size(2), D = x.size(3), c = s / 2;
   auto send = x.reshape({B, n, H / n, s, D}).permute({1, 0, 2, 3, 4}).contiguous();
-  auto recv = torch::empty_like(send);
-  comm.all_to_all(cview(send, who), mview(recv, who));
+  auto recv = all_to_all_blocks(send, comm, who);
   auto full = recv.view({n, B, H / n, 2, c, D}).permute({1, 2, 0, 3, 4, 5}).reshape({B, H / n, 2 * n, c, D});
-  return full.index_select(2, natural_order(static_cast<int>(n))).reshape({B, H / n, 2 * n * c, D});
+  return full.index_select(2, natural_order(static_cast<int>(n)).to(x.device())).reshape({B, H / n, 2 * n * c, D});
 }
 
 // The inverse: [B, H/n, S, D] -> [B, H, s, D].
 torch::Tensor head_to_seq(const torch::Tensor& y, Communicator& comm) {
   const std::string who = "ulysses_attention";
   const int64_t n = comm.size(), B = y.size(0), Hn = y.size(1), S = y.size(2), D = y.size(3), c = S / (2 * n);
-  auto parts = y.reshape({B, Hn, 2 * n, c, D}).index_select(2, split_order(static_cast<int>(n)));
+  auto parts = y.reshape({B, Hn, 2 * n, c, D}).index_select(2, split_order(static_cast<int>(n)).to(y.device()));
   auto send = parts.view({B, Hn, n, 2 * c, D}).permute({2, 0, 1, 3, 4}).contiguous();
-  auto recv = torch::empty_like(send);
-  comm.all_to_all(cview(send, who), mview(recv, who));
+  auto recv = all_to_all_blocks(send, comm, who);
   return recv.permute({1, 0, 2, 3, 4}).reshape({B, n * Hn, 2 * c, D});
 }
 

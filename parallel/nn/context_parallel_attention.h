@@ -1,7 +1,8 @@
 #pragma once
 // Context parallelism for causal self-attention: the sequence is split over the cp group and attention still
-// sees every earlier token. Two methods, both torch::autograd functions on CPU tensors over a Communicator
-// (MPI backend; docs/PARALLEL.md "Pipeline and context parallel"):
+// sees every earlier token. Two methods, both torch::autograd functions over a Communicator, on CPU or CUDA
+// tensors (a CUDA tensor moves over NCCL, or through host memory on an MPI group: host_staging.h; the CUDA branch
+// is compiled only until a GPU run proves it; docs/PARALLEL.md "Pipeline and context parallel"):
 //
 //  - ring_attention: K/V blocks travel around the ring (send to cp rank r+1, receive from r-1, the next
 //    exchange posted before the current block computes); partial outputs are merged with the log-sum-exp

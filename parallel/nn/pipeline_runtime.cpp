@@ -237,11 +237,15 @@ class StepRunner {
   }
 
   void check_message(const torch::Tensor& t, const Action& a, const char* what) const {
-    if (t.sizes().vec() == o_.activation_shape && t.scalar_type() == o_.activation_dtype && t.device().is_cpu()) return;
+    if (t.sizes().vec() == o_.activation_shape && t.scalar_type() == o_.activation_dtype &&
+        t.device() == o_.activation_device)
+      return;
     throw InvalidArgument("PipelineRuntime: " + stage_name(a) + " " + what + " " +
                           message_str(t.sizes().vec(), t.scalar_type()) + " on " + t.device().str() +
                           "; the pipeline's p2p messages are " + message_str(o_.activation_shape, o_.activation_dtype) +
-                          " on cpu (PipelineRuntimeOptions activation_shape/activation_dtype, agreed by all ranks)");
+                          " on " + o_.activation_device.str() +
+                          " (PipelineRuntimeOptions activation_shape/activation_dtype, agreed by all ranks, and "
+                          "this rank's activation_device)");
   }
 
   void run_forward(const Action& a) {
@@ -305,7 +309,7 @@ class StepRunner {
       if (a.type == ActionType::kSendActivation) {
         const auto it = held_.find({a.microbatch, a.chunk});
         if (it == held_.end() || !it->second.payload.defined()) missing(a, "there is no activation to send");
-        buf = std::move(it->second.payload);
+        buf = on_host(std::move(it->second.payload));
         if (o_.free_sent_outputs && !it->second.output.is_view())
           it->second.output.set_data(torch::empty({0}, it->second.output.options()));
         Work w = pp_.send_async(
@@ -314,7 +318,7 @@ class StepRunner {
         sends_in_flight_.emplace_back(std::move(w), buf);
         continue;
       } else if (a.type == ActionType::kSendGrad) {
-        buf = take(to_send_grad_, a, "there is no input gradient to send");
+        buf = on_host(take(to_send_grad_, a, "there is no input gradient to send"));
         Work w = pp_.send_async(
             ConstView{buf.data_ptr(), static_cast<size_t>(buf.numel()), dtype_of_tensor(buf, "pipeline gradient")},
             a.peer, tag);
@@ -330,10 +334,14 @@ class StepRunner {
     }
     wait_all(works, spin_);
     for (auto& [a, buf] : posted) {
-      if (a->type == ActionType::kRecvActivation) received_act_.emplace(Key{a->microbatch, a->chunk}, buf);
-      if (a->type == ActionType::kRecvGrad) received_grad_.emplace(Key{a->microbatch, a->chunk}, buf);
+      torch::Tensor message = buf.to(o_.activation_device);  // (the same tensor on a CPU pipeline)
+      if (a->type == ActionType::kRecvActivation) received_act_.emplace(Key{a->microbatch, a->chunk}, message);
+      if (a->type == ActionType::kRecvGrad) received_grad_.emplace(Key{a->microbatch, a->chunk}, message);
     }
   }
+
+  // A message as it travels: in host memory (see PipelineRuntimeOptions::activation_device).
+  static torch::Tensor on_host(torch::Tensor t) { return t.device().is_cpu() ? t : t.to(torch::kCPU); }
 
   // Releases the buffers of completed sends; wait = true blocks until every send has completed.
   void reap_sends(bool wait) {

@@ -10,8 +10,8 @@
 //    activation shape/dtype (checked by an all_gather before anything else; a mismatch is InvalidArgument on
 //    every rank naming both sides). The schedule is generated and proven deadlock-free by check_schedule here,
 //    before the first step.
-//  - p2p messages are fixed [micro_batch, seq, hidden] tensors of one dtype (activations and their gradients
-//    alike), agreed up front; a stage returning anything else is an InvalidArgument naming the stage.
+//  - p2p messages are fixed [micro_batch, seq, hidden] tensors of one dtype on one device (activations and their
+//    gradients alike), agreed up front; a stage returning anything else is an InvalidArgument naming the stage.
 //  - forward(c, m, input): `input` is undefined on virtual stage 0 (the stage reads its own micro-batch) and
 //    otherwise the received activation, a leaf that requires grad. The last virtual stage returns the loss
 //    of micro-batch m (one element); every other stage returns the activation for the next stage. Parameter
@@ -46,6 +46,12 @@ struct PipelineRuntimeOptions {
   ScheduleOptions schedule;               // stages must equal the pp group's size
   std::vector<int64_t> activation_shape;  // [micro_batch, seq, hidden], every entry >= 1
   torch::ScalarType activation_dtype = torch::kFloat32;
+  // Where the stages' activations and gradients live. Messages always travel through host memory: a GPU's are
+  // copied to the host before a send and back after a receive, because the runtime's sends complete in the
+  // background while the rank computes, which NCCL's point-to-point (a send occupies its stream until the peer
+  // receives; no tags) does not give -- on a Mesh NCCL group the host messages go over its MPI group. (The
+  // GPU branch is compiled only until a GPU run proves it.)
+  torch::Device activation_device = torch::kCPU;
   double loss_scale = 0;  // gradient seeded into each loss; 0 = 1/microbatches
   std::function<void()> after_last_backward = {};
   bool free_sent_outputs = true;  // release an output's storage once it was sent

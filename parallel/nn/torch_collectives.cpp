@@ -47,7 +47,7 @@ torch::Tensor& all_reduce_(torch::Tensor& t, ReduceOp op, Communicator& comm, co
   if (comm.size() == 1) return t;
   if (!t.is_contiguous()) throw InvalidArgument(what + ": all_reduce_ needs a contiguous tensor");
   count(t);
-  HostStaged staged(t, /*copy_in=*/true);  // CUDA tensors go through host memory (MPI backend)
+  HostStaged staged(t, /*copy_in=*/true, comm);  // CUDA tensors go through host memory on MPI
   const View v = view_of(staged.host(), what);
   comm.all_reduce(v, v, op);
   staged.copy_out();
@@ -57,7 +57,8 @@ torch::Tensor& all_reduce_(torch::Tensor& t, ReduceOp op, Communicator& comm, co
 torch::Tensor all_gather_dim0(const torch::Tensor& t, Communicator& comm, const std::string& what) {
   if (comm.size() == 1) return t;
   if (t.dim() == 0) throw InvalidArgument(what + ": all_gather needs at least one dimension");
-  if (!t.device().is_cpu()) return all_gather_dim0(t.cpu(), comm, what).to(t.device());  // host-staged
+  if (!t.device().is_cpu() && !comm.moves_device_buffers())  // host-staged (MPI)
+    return all_gather_dim0(t.cpu(), comm, what).to(t.device());
   const torch::Tensor in = t.contiguous();
   auto shape = in.sizes().vec();
   shape[0] *= comm.size();
@@ -69,7 +70,8 @@ torch::Tensor all_gather_dim0(const torch::Tensor& t, Communicator& comm, const 
 
 torch::Tensor reduce_scatter_dim0(const torch::Tensor& t, Communicator& comm, const std::string& what) {
   if (comm.size() == 1) return t;
-  if (!t.device().is_cpu()) return reduce_scatter_dim0(t.cpu(), comm, what).to(t.device());  // host-staged
+  if (!t.device().is_cpu() && !comm.moves_device_buffers())  // host-staged (MPI)
+    return reduce_scatter_dim0(t.cpu(), comm, what).to(t.device());
   const int64_t n = rows_per_rank(t, comm, what);
   const torch::Tensor in = t.contiguous();
   auto shape = in.sizes().vec();

@@ -187,7 +187,7 @@ void bind_parallel(py::module_& m) {
           "all_reduce",
           [](par::Communicator& c, torch::Tensor t, const std::string& op) {
             check_live("all_reduce");
-            par::nn::HostStaged st(t, true);
+            par::nn::HostStaged st(t, true, c);
             const par::View v = view_of(st.host(), "all_reduce", "tensor");
             const par::ReduceOp r = par::parse_reduce_op(op);
             py::gil_scoped_release release;
@@ -200,7 +200,7 @@ void bind_parallel(py::module_& m) {
           [](par::Communicator& c, torch::Tensor out, const torch::Tensor& in,
              const std::optional<std::vector<int64_t>>& counts) {
             check_live("all_gather");
-            par::nn::HostStaged si(in, true), so(out, false);
+            par::nn::HostStaged si(in, true, c), so(out, false, c);
             const par::ConstView i = const_view_of(si.host(), "all_gather", "input");
             const par::View o = view_of(so.host(), "all_gather", "output");
             const std::vector<size_t> n = counts_of(counts, "all_gather", "counts");
@@ -214,7 +214,7 @@ void bind_parallel(py::module_& m) {
           [](par::Communicator& c, torch::Tensor out, const torch::Tensor& in, const std::string& op,
              const std::optional<std::vector<int64_t>>& counts) {
             check_live("reduce_scatter");
-            par::nn::HostStaged si(in, true), so(out, false);
+            par::nn::HostStaged si(in, true, c), so(out, false, c);
             const par::ConstView i = const_view_of(si.host(), "reduce_scatter", "input");
             const par::View o = view_of(so.host(), "reduce_scatter", "output");
             const par::ReduceOp r = par::parse_reduce_op(op);
@@ -230,7 +230,7 @@ void bind_parallel(py::module_& m) {
              const std::optional<std::vector<int64_t>>& send_counts,
              const std::optional<std::vector<int64_t>>& recv_counts) {
             check_live("all_to_all");
-            par::nn::HostStaged si(in, true), so(out, false);
+            par::nn::HostStaged si(in, true, c), so(out, false, c);
             const par::ConstView i = const_view_of(si.host(), "all_to_all", "input");
             const par::View o = view_of(so.host(), "all_to_all", "output");
             const std::vector<size_t> s = counts_of(send_counts, "all_to_all", "send_counts");
@@ -244,7 +244,7 @@ void bind_parallel(py::module_& m) {
           "broadcast",
           [](par::Communicator& c, torch::Tensor t, int root) {
             check_live("broadcast");
-            par::nn::HostStaged st(t, true);
+            par::nn::HostStaged st(t, true, c);
             const par::View v = view_of(st.host(), "broadcast", "tensor");
             py::gil_scoped_release release;
             c.broadcast(v, root);
@@ -255,7 +255,7 @@ void bind_parallel(py::module_& m) {
           "send",
           [](par::Communicator& c, const torch::Tensor& t, int peer, int tag) {
             check_live("send");
-            par::nn::HostStaged st(t, true);
+            par::nn::HostStaged st(t, true, c);
             const par::ConstView v = const_view_of(st.host(), "send", "tensor");
             py::gil_scoped_release release;
             c.send(v, peer, tag);
@@ -265,7 +265,7 @@ void bind_parallel(py::module_& m) {
           "recv",
           [](par::Communicator& c, torch::Tensor t, int peer, int tag) {
             check_live("recv");
-            par::nn::HostStaged st(t, false);
+            par::nn::HostStaged st(t, false, c);
             const par::View v = view_of(st.host(), "recv", "tensor");
             py::gil_scoped_release release;
             c.recv(v, peer, tag);
@@ -276,7 +276,7 @@ void bind_parallel(py::module_& m) {
           "send_recv",
           [](par::Communicator& c, const torch::Tensor& send, int dst, torch::Tensor recv, int src, int tag) {
             check_live("send_recv");
-            par::nn::HostStaged ss(send, true), sr(recv, false);
+            par::nn::HostStaged ss(send, true, c), sr(recv, false, c);
             const par::ConstView s = const_view_of(ss.host(), "send_recv", "send tensor");
             const par::View r = view_of(sr.host(), "send_recv", "receive tensor");
             py::gil_scoped_release release;

@@ -4,8 +4,8 @@ For each recipe: the tiny config for 20 steps with train.device = "cpu" and "cud
 loss compared:
 bf16 within 1e-3 absolute, quantized recipes within 0.5% relative. The GPU sums in other orders (cuBLAS, the
 device's gradient norm), so the runs are close, not equal. A checkpoint written on the GPU is resumed on the CPU
-for one more step, which must succeed and print a finite loss; dp = 2 and tp = 2 with both ranks on the one GPU
-stay within 1e-3 of the one-rank GPU run (bf16).
+for one more step, which must succeed and print a finite loss; dp, tp, pp and cp = 2 with both ranks on the one
+GPU stay within 1e-3 of the one-rank GPU run (bf16).
 
 Standard library only (the GPU machine's Python needs nothing but itself). Exits 77 -- a CTest skip, never a
 pass -- when nibble-train reports that it cannot use a GPU here (no GPU visible), unless NIBBLE_REQUIRE_GPU=1.
@@ -81,9 +81,11 @@ def main():
     print(f"checkpoint written on cuda, resumed on cpu: exit {rc}, step-5 loss {resumed:.4f}")
     if rc != 0 or not math.isfinite(resumed):
         failures.append("GPU checkpoint resumed on the CPU:\n" + log[-2000:])
-    # dp = 2 and tp = 2 with both ranks on the one GPU (collectives staged through host memory), against the
-    # one-rank GPU run of the same recipe: the same model and data, so the losses stay close.
-    for layout in (["--parallel.dp", "2"], ["--parallel.tp", "2"]) if mpirun else ():
+    # dp, tp, pp and cp = 2 with both ranks on the one GPU (NCCL refuses two ranks on one device, so every group
+    # stages CUDA tensors through host memory over MPI), against the one-rank GPU run of the same recipe: the
+    # same model and data, so the losses stay close.
+    layouts = (["--parallel.dp", "2"], ["--parallel.tp", "2"], ["--parallel.pp", "2"], ["--parallel.cp", "2"])
+    for layout in layouts if mpirun else ():
         name = "".join(layout).replace("--parallel.", "")
         out = os.path.join(work, name)
         rc, log = run([mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none"] + base + steps +
@@ -94,6 +96,8 @@ def main():
         print(f"{name} on one GPU: exit {rc}, {len(got)} steps, worst loss gap to one rank {worst:.2e}")
         if rc != 0 or len(got) != STEPS or worst > 1e-3:
             failures.append(f"{name} on one GPU:\n" + log[-2000:])
+        elif "collectives of CUDA tensors:" not in log:
+            failures.append(f"{name} on one GPU: no start-up line naming the collectives' backends:\n" + log[:1500])
     for f in failures:
         print("FAILED:", f)
     return 1 if failures else 0

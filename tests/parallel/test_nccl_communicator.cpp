@@ -1,6 +1,6 @@
 // The NCCL Communicator on real GPUs: all-reduce (sum, avg), uneven all-gather and reduce-scatter, all-to-all,
-// broadcast, the paired send/recv ring and a barrier, checked against hand-computed results; host buffers are
-// refused. Without a CUDA device every rank exits 77 (a CTest skip, never a pass): on this project's
+// broadcast, the paired send/recv ring and a barrier, checked against hand-computed results; host buffers go
+// over the MPI group, a host and a device buffer in one call are refused. Without a CUDA device every rank exits 77 (a CTest skip, never a pass): on this project's
 // GPU-less machines the NCCL backend is compile- and link-checked only.
 #include <cuda_runtime_api.h>
 
@@ -83,12 +83,16 @@ void run(par::MpiCommunicator& group) {
   check(ring_in.host()[4] == static_cast<float>((me + n - 1) % n), "send_recv ring");
   g.barrier();
 
+  // Host buffers go to the MPI group the NCCL communicator was made from; mixing the two in one call is refused.
   std::vector<float> host(4, 1.0f);
+  g.all_reduce(std::span<float>(host), par::ReduceOp::kSum);
+  check(host[3] == static_cast<float>(n), "all_reduce of a host buffer through the NCCL group (MPI)");
+  DeviceBuffer<float> dev(std::vector<float>(4, 1.0f));
   try {
-    g.all_reduce(std::span<float>(host), par::ReduceOp::kSum);
-    check(false, "a host buffer was accepted by the NCCL group");
+    g.all_reduce(std::span<const float>(host), dev.span(), par::ReduceOp::kSum);
+    check(false, "a host input with a device output was accepted");
   } catch (const nibble::InvalidArgument& e) {
-    check(std::string(e.what()).find("is not device memory") != std::string::npos, e.what());
+    check(std::string(e.what()).find("1 buffer(s) in host memory and 1 on the device") != std::string::npos, e.what());
   }
 }
 
