@@ -83,6 +83,8 @@ const std::map<std::string, Key>& keys() {
       {"model.bf16_first", model_int(&core::model::GptConfig::bf16_first)},
       {"model.bf16_last", model_int(&core::model::GptConfig::bf16_last)},
       {"model.lm_head_recipe", model_string(&core::model::GptConfig::lm_head_recipe)},
+      {"model.recipe_overrides", model_string(&core::model::GptConfig::recipe_overrides)},
+      {"model.layer_recipes", model_string(&core::model::GptConfig::layer_recipes)},
       {"model.tie_embeddings", model_bool(&core::model::GptConfig::tie_embeddings)},
       {"model.seed", model_int(&core::model::GptConfig::seed)},
       {"data.train", string_key(&TrainConfig::train_path)},

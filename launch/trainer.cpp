@@ -251,6 +251,13 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
                 info.world_size,
                 mesh.shape().str().c_str(), static_cast<long long>(c.steps), static_cast<long long>(c.global_batch),
                 static_cast<long long>(c.model.seq_len), static_cast<long long>(c.micro_batch));
+    if (!c.model.layer_recipes.empty() || !c.model.recipe_overrides.empty()) {
+      std::string per_layer;
+      for (int64_t i = 0; i < c.model.layers; ++i)
+        per_layer += (i ? ", " : "") + core::model::layer_recipe(c.model, i).name;
+      std::printf("recipes per layer: %s%s\n", per_layer.c_str(),
+                  c.model.recipe_overrides.empty() ? "" : ("; overrides: " + c.model.recipe_overrides).c_str());
+    }
     // The device and, for the layers' recipe, which kernel runs each GEMM there (decided once, core/gemm_path.h).
     std::printf(
         "device: %s; GEMMs (%s): %s\n", device.why.c_str(), c.model.recipe.c_str(),

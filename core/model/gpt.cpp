@@ -20,11 +20,6 @@ void require_divides(int64_t tp, int64_t value, const std::string& what) {
 
 }  // namespace
 
-std::string layer_recipe_name(const GptConfig& config, int64_t index) {
-  if (index < config.bf16_first || index >= config.layers - config.bf16_last) return "bf16";
-  return config.recipe;
-}
-
 Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<ContextParallel> cp,
          std::vector<GptChunk> chunks)
     : config_(std::move(config)), tp_(std::move(tp)), cp_(std::move(cp)), chunks_(std::move(chunks)) {
@@ -58,8 +53,8 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<C
       Layer l;
       l.name = "layers." + std::to_string(i);
       l.chunk = chunk_layers_.size();
-      const std::string recipe = layer_recipe_name(config_, i);
-      l.compress = recipe_preset(recipe).compress_activations;
+      const Recipe recipe = layer_recipe(config_, i);
+      l.compress = recipe.compress_activations;
       l.attn_norm = add_param(l.name + ".attn_norm.weight", {h}, -1, 0.0);
       l.qkv = add_param(l.name + ".qkv.weight", {3 * h, h}, 0, std);
       l.out = add_param(l.name + ".out.weight", {h, h}, 1, out_std);
@@ -83,7 +78,9 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<C
         lm_head_ = embedding_;  // one parameter, two uses: autograd sums both gradients into it
       else
         lm_head_ = add_param("embedding.weight", {v, h}, 0, std, /*tied_copy=*/true);
-      s_head_ = add_state(config_.lm_head_recipe, "lm_head");
+      Recipe head = recipe_preset(config_.lm_head_recipe);
+      head.reproducible_sums = config_.reproducible_sums;
+      s_head_ = add_state(head, "lm_head");
     }
     chunk_layers_.push_back(std::move(mine));
   }
@@ -110,13 +107,11 @@ torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_
   return shard;
 }
 
-std::shared_ptr<LinearState> Gpt::add_state(const std::string& recipe, const std::string& name) {
+std::shared_ptr<LinearState> Gpt::add_state(const Recipe& recipe, const std::string& name) {
   // A stochastic-rounding stream per layer, the same on every tp rank: each rank's shard draws the bits of its
   // elements' places in the whole tensor (parallel_linear.h WeightSplit), so tp rounds as one rank does.
   const uint64_t seed = layer_seed(name, config_.seed);
-  Recipe r = recipe_preset(recipe);
-  r.reproducible_sums = config_.reproducible_sums;
-  auto s = std::make_shared<LinearState>(std::move(r), name, seed);
+  auto s = std::make_shared<LinearState>(recipe, name, seed);
   states_.push_back(s);
   return s;
 }

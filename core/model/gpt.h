@@ -51,8 +51,7 @@ struct GptChunk {
   bool embedding = false, head = false;
 };
 
-// The recipe of transformer layer `index`: bf16 for the first bf16_first and last bf16_last layers.
-std::string layer_recipe_name(const GptConfig& config, int64_t index);
+// (layer_recipe_name / layer_recipe, each transformer layer's recipe: core/model/gpt_config.h.)
 
 class Gpt {
  public:
@@ -105,7 +104,7 @@ class Gpt {
   };
   torch::Tensor add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std,
                           bool tied_copy = false);
-  std::shared_ptr<LinearState> add_state(const std::string& recipe, const std::string& name);
+  std::shared_ptr<LinearState> add_state(const Recipe& recipe, const std::string& name);
   void check_tokens(const torch::Tensor& tokens) const;
   void require_whole_model(const char* what) const;
   torch::Tensor attention(const Layer& l, const torch::Tensor& x, int64_t batch, int64_t seq);

@@ -1,6 +1,7 @@
 #include "core/model/gpt_config.h"
 
 #include "core/recipe.h"
+#include "core/recipe_overrides.h"
 #include "precision/error.h"
 
 namespace nibble::core::model {
@@ -30,6 +31,25 @@ void GptConfig::validate() const {
           "must be in [0, model.layers = " + std::to_string(layers) + "]");
   require(bf16_last >= 0 && bf16_last <= layers, "bf16_last", std::to_string(bf16_last),
           "must be in [0, model.layers = " + std::to_string(layers) + "]");
+  std::vector<std::string> per_layer;
+  try {
+    per_layer = parse_layer_recipes(layer_recipes, layers);
+  } catch (const std::exception& e) {
+    throw InvalidArgument("model.layer_recipes = \"" + layer_recipes + "\" is invalid: " + e.what());
+  }
+  require(per_layer.empty() || (bf16_first == 0 && bf16_last == 0), "layer_recipes", "\"" + layer_recipes + "\"",
+          "a per-layer list replaces model.bf16_first / bf16_last (set them to 0, or write bf16 in the list)");
+  try {
+    const std::vector<RecipeOverride> overrides = parse_recipe_overrides(recipe_overrides);
+    bool applied = false;
+    for (int64_t i = 0; i < layers && !overrides.empty(); ++i)
+      applied = layer_recipe(*this, i).name.ends_with("+overrides") || applied;
+    if (!overrides.empty() && !applied)
+      throw InvalidArgument("no transformer layer has a quantized recipe to apply them to (model.recipe = \"" +
+                            recipe + "\"" + (per_layer.empty() ? "" : ", model.layer_recipes") + ")");
+  } catch (const std::exception& e) {
+    throw InvalidArgument("model.recipe_overrides = \"" + recipe_overrides + "\" is invalid: " + e.what());
+  }
   for (const auto& [key, name] : {std::pair{"recipe", recipe}, std::pair{"lm_head_recipe", lm_head_recipe}}) {
     try {
       recipe_preset(name).validate();
@@ -37,6 +57,22 @@ void GptConfig::validate() const {
       throw InvalidArgument(std::string("model.") + key + " = \"" + name + "\" is invalid: " + e.what());
     }
   }
+}
+
+std::string layer_recipe_name(const GptConfig& config, int64_t index) {
+  const std::vector<std::string> per_layer = parse_layer_recipes(config.layer_recipes, config.layers);
+  if (!per_layer.empty()) return per_layer.at(static_cast<size_t>(index));
+  if (index < config.bf16_first || index >= config.layers - config.bf16_last) return "bf16";
+  return config.recipe;
+}
+
+Recipe layer_recipe(const GptConfig& config, int64_t index) {
+  Recipe r = recipe_preset(layer_recipe_name(config, index));
+  const bool quantized = r.x_row.quantized || r.w_row.quantized || r.dy_row.quantized || r.w_col.quantized ||
+                         r.dy_col.quantized || r.x_col.quantized;
+  if (quantized) r = apply_recipe_overrides(std::move(r), parse_recipe_overrides(config.recipe_overrides));
+  r.reproducible_sums = config.reproducible_sums;
+  return r;
 }
 
 }  // namespace nibble::core::model

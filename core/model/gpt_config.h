@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/recipe.h"
+
 namespace nibble::core::model {
 
 struct GptConfig {
@@ -18,6 +20,10 @@ struct GptConfig {
   std::string recipe = "bf16";   // recipe_preset name for the transformer layers' Linears
   int64_t bf16_first = 0;        // keep the first N layers in bf16 (NVFP4's selective high precision)
   int64_t bf16_last = 0;         // ... and the last M
+  // Per-operand overrides of the transformer layers' quantized recipes and a per-layer preset list
+  // (core/recipe_overrides.h; "" = none / model.recipe with bf16_first and bf16_last).
+  std::string recipe_overrides;
+  std::string layer_recipes;
   std::string lm_head_recipe = "bf16";
   bool tie_embeddings = false;   // the LM head reuses embedding.weight (GPT-2); off: untied (Llama)
   uint64_t seed = 0;             // parameter init and stochastic-rounding keys
@@ -30,5 +36,12 @@ struct GptConfig {
   // Throws InvalidArgument naming the key ("model.<key>"), its value and what is valid.
   void validate() const;
 };
+
+// Transformer layer `index`'s preset name: model.layer_recipes[index], else "bf16" inside bf16_first/bf16_last,
+// else model.recipe.
+std::string layer_recipe_name(const GptConfig& config, int64_t index);
+// Its recipe: the preset with model.recipe_overrides applied when it quantizes anything (bf16 layers stay as
+// they are), and the config's reproducible_sums.
+Recipe layer_recipe(const GptConfig& config, int64_t index);
 
 }  // namespace nibble::core::model

@@ -27,6 +27,15 @@ RULES = {
     "model.bf16_first": [("3", "model.bf16_first = 3 is invalid: must be in [0, model.layers = 2]")],
     "model.bf16_last": [("-1", "model.bf16_last = -1 is invalid: must be in [0, model.layers = 2]")],
     "model.lm_head_recipe": [("int3", 'model.lm_head_recipe = "int3" is invalid')],
+    "model.recipe_overrides": [
+        ("dy.rounding=up", 'model.recipe_overrides = "dy.rounding=up" is invalid: \'dy.rounding=up\': rounding takes '
+                           "nearest or stochastic, not 'up'"),
+        ("q.rht=true", "unknown operand 'q'"),
+    ],
+    "model.layer_recipes": [
+        ("bf16", 'model.layer_recipes = "bf16" is invalid: lists 1 recipes for model.layers = 2'),
+        ("bf16,fp7", "layer 1: 'fp7'"),
+    ],
     "model.tie_embeddings": [("yes", "model.tie_embeddings = 'yes' has the wrong type; expected a boolean")],
     "model.seed": [("x", "model.seed = 'x' has the wrong type; expected an integer")],
     "data.train": [("/nonexistent/train.bin", "data.train = '/nonexistent/train.bin' is invalid: the token file cannot be opened")],
