@@ -13,7 +13,9 @@ apt_packages=(
   clang libclang-rt-14-dev
   bible-kjv bible-kjv-text
 )
-pip_packages=(torch numpy pytest ml_dtypes matplotlib torchao)
+# transformers, safetensors and tokenizers are for tests and Hugging Face interop only: importing nibble and
+# training need none of them.
+pip_packages=(torch numpy pytest ml_dtypes matplotlib torchao transformers safetensors tokenizers)
 
 missing=()
 for p in "${apt_packages[@]}"; do

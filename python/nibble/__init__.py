@@ -9,9 +9,12 @@ from . import nn
 from .nn import Recipe, autocast
 from . import optim
 from . import parallel  # MPI is initialised by nibble.parallel.init(), never at import
+from .conversion_report import ConversionReport
+# (the function nibble.convert shadows its module's name; `from nibble.convert import DEFAULT_SKIP` still works)
+from .convert import convert
 
 recipes = nn.recipes()
 
 __all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads", "quantize", "QuantizedTensor",
            "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "gemm_path", "gemm_paths", "nn", "Recipe", "autocast", "recipes",
-           "parallel"]
+           "parallel", "convert", "ConversionReport"]
