@@ -1,9 +1,20 @@
-"""Optimizer step throughput (parameters per second) of nibble.optim.AdamW for every state codec, beside
-torch.optim.AdamW (foreach, and fused when this torch has a CPU fused kernel) measured in the same run, and a
-table of bytes per parameter (weights + master + states) per configuration beside COAT's published figures.
+"""Optimizer step throughput of nibble.optim.AdamW for every state codec against torch.optim.AdamW measured in the
+same run, as a fraction of the machine's memory bandwidth (STREAM-like kernels, also measured in the same run),
+and a table of bytes per parameter held (weights + master + states) beside COAT's published figures.
+
+An optimizer step over large tensors is bound by memory traffic, so each configuration prints:
+  Mparam/s     parameters stepped per second (best of --repeats steps);
+  B/param      bytes read + written per parameter, from the layouts: the gradient (read twice by nibble: once by
+               the NaN/Inf and norm check that decides whether the step runs, once by the update), the parameter
+               (read and written; with an FP32 master: the master read and written, the model copy written), and
+               each moment's values and side data (scales, k, centres: read and written);
+  GB/s, %STREAM  that traffic per second, and its fraction of the best STREAM-like bandwidth;
+  vs torch     the step rate over torch's AdamW (fused=True when this torch has the CPU kernel, else
+               foreach=True: the header says which), timed alternately with it step by step, so that a machine
+               whose load changes during the run still compares like with like.
 
 Benchmarks report, tests assert: this prints ratios and asserts nothing.
-    python benchmarks/bench_optim.py [--params 100_000_000] [--threads 2] [--repeats 2]
+    python benchmarks/bench_optim.py [--params 100_000_000] [--threads 2] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -30,14 +41,46 @@ def make_params(total: int, dtype: torch.dtype, seed: int = 0):
     return params
 
 
-def seconds_per_step(opt, repeats: int) -> float:
-    opt.step()  # allocates the state (first-touch), not timed
+def best_seconds(fn, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        opt.step()
+        fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+# ---- STREAM-like bandwidth (McCalpin's kernels on torch tensors, the same threads as the optimizers) --------
+def stream_bandwidth(n: int, repeats: int) -> dict:
+    """GB/s of three kernels over float32 arrays of n elements, bytes counted as STREAM counts them (each array
+    read or written once). copy and triad write a destination they do not read, which the hardware also reads
+    first (write-allocate) without STREAM counting it; the in-place update `a += s * b` reads what it writes,
+    like an optimizer step."""
+    a, b, c = torch.zeros(n), torch.ones(n), torch.full((n,), 2.0)
+    kernels = {
+        "copy": (lambda: a.copy_(b), 8),
+        "triad": (lambda: torch.add(b, c, alpha=3.0, out=a), 12),
+        "in-place a += s*b": (lambda: a.add_(b, alpha=1e-6), 12),
+    }
+    rates = {}
+    for name, (fn, bytes_per_element) in kernels.items():
+        fn()
+        rates[name] = bytes_per_element * n / best_seconds(fn, repeats) / 1e9
+    return rates
+
+
+# ---- Bytes moved per parameter ------------------------------------------------------------------------------
+def torch_adamw_bytes(weight_bytes: int) -> float:
+    # param read + write, grad read, exp_avg and exp_avg_sq (FP32) read + write
+    return 2 * weight_bytes + weight_bytes + 2 * 8
+
+
+def nibble_adamw_bytes(opt: nopt.AdamW, n: int, weight_bytes: int) -> float:
+    moments = opt.state_bytes() / n  # values + side data of both moments, per the codec's layout
+    master = (opt.state_bytes(include_master=True) - opt.state_bytes()) / n
+    gradient = 2 * weight_bytes  # the check pass and the update
+    param = 2 * master + weight_bytes if master else 2 * weight_bytes
+    return gradient + param + 2 * moments
 
 
 def fused_cpu_available() -> bool:
@@ -50,49 +93,76 @@ def fused_cpu_available() -> bool:
         return False
 
 
+def alternate(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Best seconds per step of two optimizers timed one step each in turn (after an untimed first step each,
+    which allocates their states)."""
+    ours.step()
+    theirs.step()
+    best_ours = best_theirs = float("inf")
+    for _ in range(repeats):
+        best_ours = min(best_ours, best_seconds(ours.step, 1))
+        best_theirs = min(best_theirs, best_seconds(theirs.step, 1))
+    return best_ours, best_theirs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=int, default=100_000_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     nibble.set_num_threads(args.threads)
     n = args.params
 
-    configs = [("torch AdamW foreach=True", torch.float32, lambda ps: torch.optim.AdamW(ps, foreach=True))]
-    if fused_cpu_available():
-        configs.append(("torch AdamW fused=True", torch.float32, lambda ps: torch.optim.AdamW(ps, fused=True)))
-    for codec in nopt.STATE_CODECS:
-        configs.append((f"nibble {codec}", torch.float32, lambda ps, c=codec: nopt.AdamW(ps, state=c)))
+    fused = fused_cpu_available()
+    baseline_name = "torch AdamW fused=True" if fused else "torch AdamW foreach=True"
+
+    def make_baseline(ps):
+        return torch.optim.AdamW(ps, fused=True) if fused else torch.optim.AdamW(ps, foreach=True)
+
+    configs = [(f"nibble {codec}", torch.float32, lambda ps, c=codec: nopt.AdamW(ps, state=c))
+               for codec in nopt.STATE_CODECS]
     configs.append(("nibble fp8, bf16 + fp32 master", torch.bfloat16,
                     lambda ps: nopt.AdamW(ps, state="fp8", master="fp32")))
     configs.append(("nibble fp8, bf16 master-less SR", torch.bfloat16,
                     lambda ps: nopt.AdamW(ps, state="fp8", master="none")))
 
+    stream = stream_bandwidth(n, args.repeats)
     print(f"AdamW step on {n / 1e6:.1f}M parameters in tensors of up to {TENSOR >> 20}M, {args.threads} threads, "
-          f"best of {args.repeats}")
-    print(f"{'configuration':>34} {'s/step':>8} {'Mparam/s':>9} {'vs torch foreach':>17}")
-    rates = {}
+          f"best of {args.repeats}; baseline {baseline_name} (CPU fused kernel "
+          f"{'available' if fused else 'unavailable in this torch'})")
+    print("STREAM-like bandwidth, GB/s: " + ", ".join(f"{k} {v:.1f}" for k, v in stream.items()))
+    limit = max(stream.values())
+    print(f"bandwidth limit taken as the best of them: {limit:.1f} GB/s\n")
+    header = (f"{'configuration':>34} {'s/step':>7} {'Mparam/s':>9} {'B/param':>8} {'GB/s':>6} {'%STREAM':>8} "
+              f"{'vs torch':>9}")
+    print(header)
+
+    baseline_params = make_params(n, torch.float32, seed=1)
+    baseline = make_baseline(baseline_params)
+    baseline_bytes = torch_adamw_bytes(4)
+    baseline_best = float("inf")
     bytes_rows = []
     for name, dtype, make in configs:
         params = make_params(n, dtype)
         opt = make(params)
-        sec = seconds_per_step(opt, args.repeats)
-        rates[name] = n / sec
-        base = rates["torch AdamW foreach=True"]
-        print(f"{name:>34} {sec:8.3f} {n / sec / 1e6:9.1f} {rates[name] / base:16.2f}x")
+        sec, base_sec = alternate(opt, baseline, args.repeats)
+        baseline_best = min(baseline_best, base_sec)
         weight_bytes = 2 if dtype == torch.bfloat16 else 4
-        if isinstance(opt, nopt.AdamW):
-            states = opt.state_bytes() / n
-            master = (opt.state_bytes(include_master=True) - opt.state_bytes()) / n
-        else:
-            states = sum(t.numel() * t.element_size() for s in opt.state.values() for k, t in s.items()
-                         if k != "step") / n
-            master = 0.0
+        moved = nibble_adamw_bytes(opt, n, weight_bytes)
+        gbs = moved * n / sec / 1e9
+        print(f"{name:>34} {sec:7.3f} {n / sec / 1e6:9.1f} {moved:8.2f} {gbs:6.1f} {100 * gbs / limit:7.0f}% "
+              f"{base_sec / sec:8.2f}x")
+        states = opt.state_bytes() / n
+        master = (opt.state_bytes(include_master=True) - opt.state_bytes()) / n
         bytes_rows.append((name, weight_bytes, master, states))
         del opt, params
         gc.collect()
+    base_gbs = baseline_bytes * n / baseline_best / 1e9
+    print(f"{baseline_name:>34} {baseline_best:7.3f} {n / baseline_best / 1e6:9.1f} {baseline_bytes:8.2f} "
+          f"{base_gbs:6.1f} {100 * base_gbs / limit:7.0f}% {1.0:8.2f}x   (its best over all rows)")
+    bytes_rows.append((baseline_name, 4, 0.0, 8.0))
 
     coat = {
         "nibble fp32": "FP32 m, v: 8 B (COAT's baseline)",
@@ -102,7 +172,7 @@ def main() -> None:
         "nibble int8": "bitsandbytes 8-bit: 2 B + 0.03 B",
     }
     print()
-    print("bytes per parameter (weights + master + optimizer states; gradients not counted)")
+    print("bytes per parameter held (weights + master + optimizer states; gradients not counted)")
     print(f"{'configuration':>34} {'weights':>8} {'master':>7} {'states':>7} {'total':>7}   published figure")
     for name, w, m, s in bytes_rows:
         print(f"{name:>34} {w:8.2f} {m:7.2f} {s:7.3f} {w + m + s:7.3f}   {coat.get(name, '')}")

@@ -1,13 +1,24 @@
 // The fused CPU optimizer step. The numerics are the shared scalar rules (optim/dre.h, dynamic_map.h,
 // update_rules.h, precision/format.h); this file arranges them so one tile of 256 elements is decoded,
-// updated, re-encoded and written while it sits in L1, each inner loop with loop-invariant choices only
-// (so the compiler can vectorise it), and splits the tensors into fixed chunks for the OpenMP threads.
+// updated, re-encoded and written while it sits in L1 (buffers that already hold FP32 -- fp32 states, the
+// master, an fp32 parameter -- are updated in place), and splits the tensors into fixed chunks for the
+// OpenMP threads. The step is bound by memory bandwidth only if every per-element loop is vector code, so:
+//  - each inner loop has loop-invariant choices only, works on restrict-qualified tile arrays and takes its
+//    per-tensor constants by value (a reference into the caller's vector would be reloaded per element,
+//    since the compiler cannot prove the tile stores do not alias it);
+//  - reductions (group max / min) run on the bits of |x|, where integer order is value order and the
+//    integer max / min vectorise (float ones do not without -ffinite-math-only);
+//  - stochastic rounding's Philox bits come 32 counters at a time from precision's random_span_bits, drawn
+//    once per 2048-element span rather than one scalar Philox call per 8 elements;
+//  - with AVX-512, the int8 code search reads its thresholds with in-register permutes instead of gathers,
+//    and E4M3 codes are written by precision's encode_rne_lanes (both checked equal to the scalar rules).
 #include <omp.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
+#include <bit>
 #include <cfloat>
 #include <string>
 #include <vector>
@@ -16,21 +27,26 @@
 #include "optim/dynamic_map.h"
 #include "optim/fused_step.h"
 #include "precision/convert.h"
+#include "precision/cpu/encode_rne_lanes.h"
+#include "precision/cpu/encode_span.h"
 #include "precision/error.h"
-#include "precision/stochastic.h"
 
 namespace nibble::optim {
 namespace {
 
-using precision::bits_float;
 using precision::encode_scalar;
-using precision::float_bits;
 using precision::Rounding;
 namespace formats = precision::formats;
 
-constexpr int64_t kChunk = 4096;  // work item: a multiple of 128 (fp8), 256 (int8) and 8 (Philox, 16-bit SR)
+constexpr int64_t kChunk = 4096;  // work item: a multiple of 128 (fp8), 256 (int8) and of kRandomSpan
 constexpr int kTile = 256;        // elements decoded/updated/encoded together
 constexpr int kSrBits = 16;       // random bits for BF16 stochastic rounding (precision's default for 16-bit)
+constexpr int64_t kRandomSpan = static_cast<int64_t>(precision::kMaxRandomSpan);  // elements per Philox draw
+static_assert(kChunk % kRandomSpan == 0 && kRandomSpan % kTile == 0, "spans split chunks on tile boundaries");
+
+float bf16_to_float(uint16_t b) {
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
 
 // E4M3 code -> float, from precision's decode_scalar (a gather instead of the decode arithmetic per element).
 const float* e4m3_values() {
@@ -42,173 +58,292 @@ const float* e4m3_values() {
   return table.data();
 }
 
-float bf16_to_float(uint16_t b) {
-  return bits_float(static_cast<uint32_t>(b) << 16);
-}
+// ---- Stochastic-rounding bits --------------------------------------------------------------------------
 
-// The 16-bit SR draws of elements [first, first + count): those of precision::stochastic_bits(seed, offset,
-// i, 16), one Philox call per 8 elements.
-void random16(uint64_t seed, uint64_t offset, uint64_t first, int count, uint32_t* bits) {
-  int j = 0;
-  while (j < count) {
-    const uint64_t sub = (first + j) / 8;
-    const precision::Philox4x32Output out = precision::philox_block(seed, offset, sub);
-    for (; j < count && (first + j) / 8 == sub; ++j) {
-      const uint64_t e = first + j;
-      bits[j] = (out.v[(e / 2) % 4] >> ((e % 2) * 16)) & 0xFFFFu;
-    }
+// The 16-bit SR draws of one stream over one span: bits[j] = precision::stochastic_bits(seed, offset,
+// first + j, 16). (The scratch is large: one per stream, reused span after span.)
+struct SpanRandom {
+  precision::SpanRandomScratch scratch;
+  const uint16_t* bits = nullptr;
+  void draw(uint64_t seed, uint64_t offset, uint64_t first, int64_t n) {
+    bits = precision::random_span_bits(seed, offset, first, static_cast<size_t>(n), kSrBits, scratch);
   }
+};
+
+// x rounded stochastically to bfloat16 bits with 16 random bits per element.
+void encode_bf16_stochastic(const float* __restrict x, int n, const uint16_t* __restrict random,
+                            uint16_t* __restrict out) {
+  for (int j = 0; j < n; ++j)
+    out[j] = static_cast<uint16_t>(
+        encode_scalar(x[j], formats::kBF16, Rounding::kStochastic, precision::RandomBits{random[j], kSrBits}));
 }
 
-// int8 codes of x[0..n) / norm: dynamic_map_encode's eight comparisons. GCC does not emit gathers when tuning
-// for Zen, so with AVX-512 the same search runs 16 elements at a time with explicit gathers (the comparisons
-// and the division are the scalar rule's, so the codes are identical).
-void encode_dynamic(const float* x, int n, float norm, const float* threshold, uint8_t* codes) {
+void encode_bf16_nearest(const float* __restrict x, int n, uint16_t* __restrict out) {
+  for (int j = 0; j < n; ++j)
+    out[j] = static_cast<uint16_t>(encode_scalar(x[j], formats::kBF16, Rounding::kNearestEven));
+}
+
+// ---- Group reductions on the bits of |x| ----------------------------------------------------------------
+// |x|'s bits are below 2^31, so they order the same as signed int32: GCC 12 vectorises signed integer
+// max / min reductions, not unsigned ones.
+
+int32_t abs_bits(float x) {
+  return std::bit_cast<int32_t>(x) & 0x7FFFFFFF;
+}
+
+// max |x| over x[0, n), NaN ignored: std::max(max, fabsf(x)) never takes a NaN, and neither does this.
+float max_abs_ignoring_nan(const float* __restrict x, int n) {
+  int32_t max_bits = 0;
+  for (int j = 0; j < n; ++j) {
+    const int32_t a = abs_bits(x[j]);
+    max_bits = std::max(max_bits, a <= 0x7F800000 ? a : 0);
+  }
+  return std::bit_cast<float>(max_bits);
+}
+
+// DRE's group extremes: the max of |x| (NaN bits included, as an integer max takes them) and the min of the
+// nonzero |x| (FLT_MAX when there is none).
+struct GroupExtremes {
+  float max_abs, min_nonzero_abs;
+};
+GroupExtremes group_extremes(const float* __restrict x, int n) {
+  // The min runs over |x| - 1 with 0 wrapped to 0x7FFFFFFF (above every nonzero |x| - 1): a plain min
+  // reduction GCC vectorises, where a select of a sentinel for zeros is not.
+  int32_t max_bits = 0, min_minus_one = 0x7FFFFFFF;
+  for (int j = 0; j < n; ++j) {
+    const int32_t a = abs_bits(x[j]);
+    max_bits = std::max(max_bits, a);
+    min_minus_one = std::min(min_minus_one, (a - 1) & 0x7FFFFFFF);
+  }
+  const int32_t flt_max_bits = std::bit_cast<int32_t>(FLT_MAX);
+  const int32_t min_bits = min_minus_one == 0x7FFFFFFF ? flt_max_bits : std::min(min_minus_one + 1, flt_max_bits);
+  return {std::bit_cast<float>(max_bits), std::bit_cast<float>(min_bits)};
+}
+
+// ---- E4M3 codes ------------------------------------------------------------------------------------------
+
+// codes[j] = encode_scalar(y[j], E4M3, RNE): precision's 16-lane encoder where there is one (exhaustively
+// checked against encode_scalar in precision's tests), the scalar rule otherwise.
+void encode_e4m3(const float* __restrict y, int n, uint8_t* __restrict codes) {
+#if NIBBLE_HAVE_RNE_LANES
+  precision::encode_rne_lanes<formats::kE4M3>(y, static_cast<size_t>(n), 1.0f, codes);
+#else
+  for (int j = 0; j < n; ++j) codes[j] = static_cast<uint8_t>(encode_scalar(y[j], formats::kE4M3, Rounding::kNearestEven));
+#endif
+}
+
+void decode_e4m3(const uint8_t* __restrict codes, int n, float* __restrict out) {
+  const float* table = e4m3_values();
+  for (int j = 0; j < n; ++j) out[j] = table[codes[j]];
+}
+
+// ---- int8 dynamic-map codes -------------------------------------------------------------------------------
+
+#if defined(__AVX512F__)
+// dynamic_map_encode's binary search reads threshold[idx + step - 1] with idx a multiple of 2 step, so each
+// of its eight steps reads from a fixed subset of 256 / (2 step) thresholds. Laid out per step, a subset of
+// up to 16 fits one register (one vpermps per lookup) and the larger ones two, four or eight registers
+// (vpermt2ps plus blends): the search then needs no memory gathers.
+struct SearchSteps {
+  alignas(64) float step[8][128];  // step[s][i] = threshold[i * 2^(8-s) + 2^(7-s) - 1], s = 0 for step 128
+};
+
+SearchSteps build_search_steps(const float* threshold) {
+  SearchSteps t{};
+  for (int s = 0; s < 8; ++s) {
+    const int half = 128 >> s;  // the search step
+    for (int i = 0; i < (128 >> (7 - s)); ++i) t.step[s][i] = threshold[i * 2 * half + half - 1];
+  }
+  return t;
+}
+
+const SearchSteps& search_steps(bool is_signed) {
+  static const SearchSteps kSigned = build_search_steps(dynamic_map(true).threshold);
+  static const SearchSteps kUnsigned = build_search_steps(dynamic_map(false).threshold);
+  return is_signed ? kSigned : kUnsigned;
+}
+
+// (Masked forms with every lane set: GCC 12's unmasked shift and permute intrinsics trip
+// -Wmaybe-uninitialized on their undefined source vector.)
+constexpr __mmask16 kAllLanes = 0xFFFF;
+__m512i shift_right(__m512i x, unsigned n) {
+  return _mm512_maskz_srli_epi32(kAllLanes, x, n);
+}
+
+// The threshold at subset index i (per lane) of a subset of 32 * regs floats: vpermt2ps picks within each
+// pair of registers by i's low five bits, blends on the higher bits pick the pair.
+__m512 lookup32(const float* table, __m512i i) {
+  return _mm512_permutex2var_ps(_mm512_load_ps(table), i, _mm512_load_ps(table + 16));
+}
+__m512 lookup_step(const float* table, int entries, __m512i i) {
+  if (entries <= 16) return _mm512_maskz_permutexvar_ps(kAllLanes, i, _mm512_load_ps(table));
+  __m512 t = lookup32(table, i);
+  for (int base = 32; base < entries; base += 32) {
+    const __mmask16 in_block = _mm512_cmpeq_epi32_mask(shift_right(i, 5), _mm512_set1_epi32(base / 32));
+    t = _mm512_mask_blend_ps(in_block, t, lookup32(table + base, i));
+  }
+  return t;
+}
+
+// The codes of 16 normalised values: dynamic_map_encode's comparisons, thresholds by lookup_step.
+__m512i search16(const SearchSteps& steps, __m512 x) {
+  __m512i idx = _mm512_setzero_si512();
+  for (int s = 0; s < 8; ++s) {
+    const int half = 128 >> s;
+    const __m512i subset_index = shift_right(idx, static_cast<unsigned>(8 - s));  // idx / (2 half)
+    const __m512 t = lookup_step(steps.step[s], 128 >> (7 - s), subset_index);
+    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ), idx, _mm512_set1_epi32(half));
+  }
+  return idx;
+}
+#endif
+
+// int8 codes of x[0..n) / norm: dynamic_map_encode (the division and comparisons are the scalar rule's, so
+// the codes are identical).
+void encode_dynamic(const float* __restrict x, int n, float norm, bool is_signed, uint8_t* __restrict codes) {
   int j = 0;
 #if defined(__AVX512F__)
+  const SearchSteps& steps = search_steps(is_signed);
   const __m512 vnorm = _mm512_set1_ps(norm);
   for (; j + 16 <= n; j += 16) {
-    const __m512 v = _mm512_div_ps(_mm512_loadu_ps(x + j), vnorm);
-    __m512i idx = _mm512_setzero_si512();
-    for (int step = 128; step >= 1; step /= 2) {
-      const __m512i probe = _mm512_add_epi32(idx, _mm512_set1_epi32(step - 1));
-      // (masked forms with explicit sources: GCC 12's unmasked intrinsics trip -Wmaybe-uninitialized)
-      const __m512 t = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, probe, threshold, 4);
-      idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(v, t, _CMP_GT_OQ), idx, _mm512_set1_epi32(step));
-    }
-    _mm512_mask_cvtepi32_storeu_epi8(codes + j, 0xFFFF, idx);
+    const __m512i idx = search16(steps, _mm512_div_ps(_mm512_loadu_ps(x + j), vnorm));
+    _mm512_mask_cvtepi32_storeu_epi8(codes + j, kAllLanes, idx);
   }
 #endif
+  const float* threshold = dynamic_map(is_signed).threshold;
   for (; j < n; ++j) codes[j] = static_cast<uint8_t>(dynamic_map_encode(x[j] / norm, threshold));
 }
 
-void decode_moment(StateCodec codec, const MomentView& mv, bool is_signed, int64_t begin, int n, float* out) {
+// ---- Moments: decode a tile into FP32, encode it back ---------------------------------------------------
+
+void decode_fp8_dre(const MomentView& mv, int64_t begin, int n, float* __restrict out) {
+  const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
+  for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
+    const int64_t grp_index = (begin + g0) / kDreGroupSize;
+    const float scale = mv.scale[grp_index], k = mv.expansion[grp_index], centre = mv.centre[grp_index];
+    const int len = std::min(n - g0, kDreGroupSize);
+    float* __restrict y = out + g0;
+    // Two loops: the E4M3 values, then the DRE decode (two transcendentals per element) over them.
+    decode_e4m3(codes + g0, len, y);
+    for (int j = 0; j < len; ++j) y[j] = dre_decode(y[j], k, centre, scale);
+  }
+}
+
+void decode_fp8_plain(const MomentView& mv, int64_t begin, int n, float* __restrict out) {
+  const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
+  const float* table = e4m3_values();
+  for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
+    const float scale = mv.scale[(begin + g0) / kDreGroupSize];
+    const int end = std::min(n, g0 + kDreGroupSize);
+    for (int j = g0; j < end; ++j) out[j] = plain_fp8_decode(table[codes[j]], scale);
+  }
+}
+
+// A tile is exactly one 256-element block (chunks and tiles start at multiples of 256).
+void decode_int8(const MomentView& mv, bool is_signed, int64_t begin, int n, float* __restrict out) {
+  const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
+  const float* values = dynamic_map(is_signed).value;
+  const float absmax = mv.scale[begin / kInt8BlockSize];
+  for (int j = 0; j < n; ++j) out[j] = values[codes[j]] * absmax;
+}
+
+// The FP32 values of a moment's tile: fp32 states in place, the others decoded into `tile`.
+float* moment_values(StateCodec codec, const MomentView& mv, bool is_signed, int64_t begin, int n,
+                     float* __restrict tile) {
   switch (codec) {
-    case StateCodec::kFP32: {
-      const float* src = static_cast<const float*>(mv.values) + begin;
-      for (int j = 0; j < n; ++j) out[j] = src[j];
-      break;
-    }
+    case StateCodec::kFP32:
+      return static_cast<float*>(mv.values) + begin;
     case StateCodec::kBF16: {
       const uint16_t* src = static_cast<const uint16_t*>(mv.values) + begin;
-      for (int j = 0; j < n; ++j) out[j] = bf16_to_float(src[j]);
+      for (int j = 0; j < n; ++j) tile[j] = bf16_to_float(src[j]);
       break;
     }
-    case StateCodec::kFP8: {
-      const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
-      const float* table = e4m3_values();
-      for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
-        const int64_t grp_index = (begin + g0) / kDreGroupSize;
-        const float scale = mv.scale[grp_index], k = mv.expansion[grp_index], centre = mv.centre[grp_index];
-        const int end = std::min(n, g0 + kDreGroupSize);
-        // Two loops: the table lookup (a gather, which GCC does not vectorise when tuning for Zen) writes the
-        // E4M3 values, then the DRE decode (two transcendentals per element) runs vectorised over them.
-        for (int j = g0; j < end; ++j) out[j] = table[codes[j]];
-        for (int j = g0; j < end; ++j) out[j] = dre_decode(out[j], k, centre, scale);
-      }
+    case StateCodec::kFP8:
+      decode_fp8_dre(mv, begin, n, tile);
       break;
-    }
-    case StateCodec::kFP8Plain: {
-      const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
-      const float* table = e4m3_values();
-      for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
-        const float scale = mv.scale[(begin + g0) / kDreGroupSize];
-        const int end = std::min(n, g0 + kDreGroupSize);
-        for (int j = g0; j < end; ++j) out[j] = plain_fp8_decode(table[codes[j]], scale);
-      }
+    case StateCodec::kFP8Plain:
+      decode_fp8_plain(mv, begin, n, tile);
       break;
-    }
-    case StateCodec::kInt8: {
-      // A tile is exactly one 256-element block (chunks and tiles start at multiples of 256).
-      const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
-      const float* values = dynamic_map(is_signed).value;
-      const float absmax = mv.scale[begin / kInt8BlockSize];
-      for (int j = 0; j < n; ++j) out[j] = values[codes[j]] * absmax;
+    case StateCodec::kInt8:
+      decode_int8(mv, is_signed, begin, n, tile);
       break;
-    }
   }
+  return tile;
+}
+
+void encode_fp8_dre(const MomentView& mv, int64_t begin, int n, const float* __restrict x, bool clamp_k) {
+  uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
+  for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
+    const int len = std::min(n - g0, kDreGroupSize);
+    const float* __restrict xg = x + g0;
+    const GroupExtremes ext = group_extremes(xg, len);
+    const DreGroup grp = dre_group(ext.max_abs, ext.min_nonzero_abs, clamp_k);
+    const int64_t grp_index = (begin + g0) / kDreGroupSize;
+    mv.scale[grp_index] = grp.scale;
+    mv.expansion[grp_index] = grp.expansion;
+    mv.centre[grp_index] = grp.centre;
+    // dre_encode in two loops (expand, then cast), each of which is vector code on its own.
+    alignas(64) float y[kDreGroupSize];
+    const float k = grp.expansion, centre = grp.centre, scale = grp.scale;
+    for (int j = 0; j < len; ++j) y[j] = dre_expand(xg[j], k, centre, scale);
+    encode_e4m3(y, len, codes + g0);
+  }
+}
+
+void encode_fp8_plain(const MomentView& mv, int64_t begin, int n, const float* __restrict x) {
+  uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
+  for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
+    const int len = std::min(n - g0, kDreGroupSize);
+    const float scale = plain_fp8_scale(max_abs_ignoring_nan(x + g0, len));
+    mv.scale[(begin + g0) / kDreGroupSize] = scale;
+    alignas(64) float y[kDreGroupSize];
+    for (int j = 0; j < len; ++j) y[j] = x[g0 + j] / scale;  // plain_fp8_encode's division
+    encode_e4m3(y, len, codes + g0);
+  }
+}
+
+void encode_int8(const MomentView& mv, bool is_signed, int64_t begin, int n, const float* __restrict x) {
+  const float max_abs = max_abs_ignoring_nan(x, n);
+  const float norm = max_abs > 0.0f ? max_abs : 1.0f;  // an all-zero block encodes 0 / 1 = 0
+  mv.scale[begin / kInt8BlockSize] = max_abs;
+  encode_dynamic(x, n, norm, is_signed, static_cast<uint8_t*>(mv.values) + begin);
 }
 
 struct EncodeContext {
-  uint64_t seed = 0;
-  uint64_t offset = 0;      // Philox offset of this moment's stream (bf16 SR)
-  uint64_t index_base = 0;  // the tensor's global index of element 0
+  const uint16_t* random = nullptr;  // bf16: this tile's 16-bit SR draws of this moment's stream
   bool clamp_k = false;
 };
 
-void encode_moment(StateCodec codec, const MomentView& mv, bool is_signed, int64_t begin, int n, const float* x,
-                   const EncodeContext& ctx) {
+// Encodes a moment's updated tile x (fp32 states were updated in place by moment_values' pointer).
+void write_moment(StateCodec codec, const MomentView& mv, bool is_signed, int64_t begin, int n,
+                  const float* __restrict x, const EncodeContext& ctx) {
   switch (codec) {
     case StateCodec::kFP32: {
       float* dst = static_cast<float*>(mv.values) + begin;
-      for (int j = 0; j < n; ++j) dst[j] = x[j];
+      if (dst != x)
+        for (int j = 0; j < n; ++j) dst[j] = x[j];
       break;
     }
-    case StateCodec::kBF16: {
+    case StateCodec::kBF16:
       // Stochastic rounding: beta2 = 0.999 changes v by less than half a BF16 ulp per step, which RNE
       // would drop every time.
-      uint32_t bits[kTile];
-      random16(ctx.seed, ctx.offset, ctx.index_base + begin, n, bits);
-      uint16_t* dst = static_cast<uint16_t*>(mv.values) + begin;
-      for (int j = 0; j < n; ++j)
-        dst[j] = static_cast<uint16_t>(
-            encode_scalar(x[j], formats::kBF16, Rounding::kStochastic, precision::RandomBits{bits[j], kSrBits}));
+      encode_bf16_stochastic(x, n, ctx.random, static_cast<uint16_t*>(mv.values) + begin);
       break;
-    }
-    case StateCodec::kFP8: {
-      uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
-      for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
-        const int end = std::min(n, g0 + kDreGroupSize);
-        // On the bits of |x|: for non-negative floats integer order is value order, and integer max/min
-        // reductions vectorise (float ones do not without -ffinite-math-only). An all-zero group keeps
-        // min = FLT_MAX ("no nonzero element").
-        uint32_t max_bits = 0, min_bits = float_bits(FLT_MAX);
-        for (int j = g0; j < end; ++j) {
-          const uint32_t a = float_bits(x[j]) & 0x7FFFFFFFu;
-          max_bits = std::max(max_bits, a);
-          min_bits = std::min(min_bits, a == 0u ? 0xFFFFFFFFu : a);
-        }
-        const DreGroup grp =
-            dre_group(bits_float(max_bits), bits_float(std::min(min_bits, float_bits(FLT_MAX))), ctx.clamp_k);
-        const int64_t grp_index = (begin + g0) / kDreGroupSize;
-        mv.scale[grp_index] = grp.scale;
-        mv.expansion[grp_index] = grp.expansion;
-        mv.centre[grp_index] = grp.centre;
-        // dre_encode in two loops (expand, then cast), each of which vectorises on its own.
-        float y[kDreGroupSize];
-        const float k = grp.expansion, centre = grp.centre, scale = grp.scale;
-        for (int j = g0; j < end; ++j) y[j - g0] = dre_expand(x[j], k, centre, scale);
-        for (int j = g0; j < end; ++j)
-          codes[j] = static_cast<uint8_t>(encode_scalar(y[j - g0], formats::kE4M3, Rounding::kNearestEven));
-      }
+    case StateCodec::kFP8:
+      encode_fp8_dre(mv, begin, n, x, ctx.clamp_k);
       break;
-    }
-    case StateCodec::kFP8Plain: {
-      uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
-      for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
-        const int end = std::min(n, g0 + kDreGroupSize);
-        float max_abs = 0.0f;
-        for (int j = g0; j < end; ++j) max_abs = std::max(max_abs, fabsf(x[j]));
-        const float scale = plain_fp8_scale(max_abs);
-        mv.scale[(begin + g0) / kDreGroupSize] = scale;
-        for (int j = g0; j < end; ++j) codes[j] = static_cast<uint8_t>(plain_fp8_encode(x[j], scale));
-      }
+    case StateCodec::kFP8Plain:
+      encode_fp8_plain(mv, begin, n, x);
       break;
-    }
-    case StateCodec::kInt8: {
-      uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
-      const float* threshold = dynamic_map(is_signed).threshold;
-      float max_abs = 0.0f;
-      for (int j = 0; j < n; ++j) max_abs = std::max(max_abs, fabsf(x[j]));
-      const float norm = max_abs > 0.0f ? max_abs : 1.0f;  // an all-zero block encodes 0 / 1 = 0
-      mv.scale[begin / kInt8BlockSize] = max_abs;
-      encode_dynamic(x, n, norm, threshold, codes);
+    case StateCodec::kInt8:
+      encode_int8(mv, is_signed, begin, n, x);
       break;
-    }
   }
 }
 
-void load_gradient(const TensorSlot& s, int64_t begin, int n, float scale, float* g) {
+// ---- Parameters and gradients ------------------------------------------------------------------------------
+
+void load_gradient(const TensorSlot& s, int64_t begin, int n, float scale, float* __restrict g) {
   if (s.grad_type == ElementType::kFloat32) {
     const float* src = static_cast<const float*>(s.grad) + begin;
     for (int j = 0; j < n; ++j) g[j] = src[j] * scale;
@@ -218,40 +353,50 @@ void load_gradient(const TensorSlot& s, int64_t begin, int n, float scale, float
   }
 }
 
-void load_param(const TensorSlot& s, int64_t begin, int n, float* p) {
-  if (s.master) {
-    for (int j = 0; j < n; ++j) p[j] = s.master[begin + j];
-  } else if (s.param_type == ElementType::kFloat32) {
-    const float* src = static_cast<const float*>(s.param) + begin;
-    for (int j = 0; j < n; ++j) p[j] = src[j];
-  } else {
-    const uint16_t* src = static_cast<const uint16_t*>(s.param) + begin;
-    for (int j = 0; j < n; ++j) p[j] = bf16_to_float(src[j]);
-  }
+// The FP32 values a tile's update runs on: the master, or an fp32 parameter, in place; a master-less bfloat16
+// parameter decoded into `tile`. (Updating in place spares a copy in and out of L1 per buffer.)
+float* param_values(const TensorSlot& s, int64_t begin, int n, float* __restrict tile) {
+  if (s.master) return s.master + begin;
+  if (s.param_type == ElementType::kFloat32) return static_cast<float*>(s.param) + begin;
+  const uint16_t* src = static_cast<const uint16_t*>(s.param) + begin;
+  for (int j = 0; j < n; ++j) tile[j] = bf16_to_float(src[j]);
+  return tile;
 }
 
-void store_param(const TensorSlot& s, int64_t begin, int n, const float* p, uint64_t seed, int64_t step,
-                 bool stochastic) {
-  if (s.master)
-    for (int j = 0; j < n; ++j) s.master[begin + j] = p[j];
+// Writes what param_values did not update in place: the model copy of a master (fp32, or bfloat16 by RNE), or a
+// master-less bfloat16 parameter (stochastic rounding with this tile's `random` draws, else the RNE ablation).
+void write_param(const TensorSlot& s, int64_t begin, int n, const float* __restrict p, const uint16_t* random) {
   if (s.param_type == ElementType::kFloat32) {
+    if (!s.master) return;
     float* dst = static_cast<float*>(s.param) + begin;
     for (int j = 0; j < n; ++j) dst[j] = p[j];
     return;
   }
   uint16_t* dst = static_cast<uint16_t*>(s.param) + begin;
-  if (s.master || !stochastic) {
-    // The model copy of a master, or the RNE ablation of master-less training.
-    for (int j = 0; j < n; ++j)
-      dst[j] = static_cast<uint16_t>(encode_scalar(p[j], formats::kBF16, Rounding::kNearestEven));
-    return;
+  if (random) {
+    encode_bf16_stochastic(p, n, random, dst);
+  } else {
+    encode_bf16_nearest(p, n, dst);
   }
-  uint32_t bits[kTile];
-  random16(seed, philox_offset(step, kStreamParam), s.index_base + begin, n, bits);
-  for (int j = 0; j < n; ++j)
-    dst[j] = static_cast<uint16_t>(
-        encode_scalar(p[j], formats::kBF16, Rounding::kStochastic, precision::RandomBits{bits[j], kSrBits}));
 }
+
+bool param_uses_sr(const TensorSlot& s, bool stochastic) {
+  return s.param_type == ElementType::kBFloat16 && !s.master && stochastic;
+}
+
+// ---- Update rules over a tile ------------------------------------------------------------------------------
+
+// Scalars by value: a local copy the compiler keeps in registers across the vector loop.
+void adamw_tile(float* __restrict p, float* __restrict m, float* __restrict v, const float* __restrict g, int n,
+                const AdamWScalars sc) {
+  for (int j = 0; j < n; ++j) adamw_element(p[j], m[j], v[j], g[j], sc);
+}
+
+void sgd_tile(float* __restrict p, float* __restrict buf, const float* __restrict g, int n, const SgdScalars sc) {
+  for (int j = 0; j < n; ++j) sgd_element(p[j], buf[j], g[j], sc);
+}
+
+// ---- Validation and work split -------------------------------------------------------------------------------
 
 std::string slot_name(size_t i) {
   return "optimizer step: tensor " + std::to_string(i);
@@ -318,6 +463,77 @@ void check_options(const UpdateOptions& o, const char* who) {
     throw InvalidArgument(std::string(who) + ": lr_factor must be >= 0, got " + std::to_string(o.lr_factor));
 }
 
+// The SR draws one work item needs, span by span: the bf16 moments' streams and the master-less bf16
+// parameter's. Streams that are not needed are not drawn.
+struct ItemRandom {
+  SpanRandom m, v, param;
+  bool moments = false, parameter = false;
+  uint64_t seed = 0, first = 0;
+  int64_t t = 0;
+  void draw(int64_t span_begin, int64_t n) {
+    const uint64_t first_index = first + static_cast<uint64_t>(span_begin);
+    if (moments) {
+      m.draw(seed, philox_offset(t, kStreamM), first_index, n);
+      v.draw(seed, philox_offset(t, kStreamV), first_index, n);
+    }
+    if (parameter) param.draw(seed, philox_offset(t, kStreamParam), first_index, n);
+  }
+  // This tile's draws, `at` elements into the span (nullptr for a stream not drawn).
+  static const uint16_t* at(const SpanRandom& r, bool drawn, int64_t offset) { return drawn ? r.bits + offset : nullptr; }
+};
+
+void adamw_item(const TensorSlot& s, const WorkItem& item, const AdamWScalars sc, const UpdateOptions& options,
+                ItemRandom& random) {
+  const StateCodec codec = effective_codec(s.codec, s.numel);
+  random.moments = codec == StateCodec::kBF16;
+  random.parameter = param_uses_sr(s, options.stochastic_rounding);
+  random.seed = options.seed;
+  random.first = s.index_base;
+  random.t = *s.step + 1;
+  alignas(64) float g[kTile], p_tile[kTile], m_tile[kTile], v_tile[kTile];
+  for (int64_t span = item.begin; span < item.end; span += kRandomSpan) {
+    const int64_t span_end = std::min(item.end, span + kRandomSpan);
+    random.draw(span, span_end - span);
+    for (int64_t b = span; b < span_end; b += kTile) {
+      const int n = static_cast<int>(std::min<int64_t>(kTile, span_end - b));
+      load_gradient(s, b, n, options.grad_scale, g);
+      float* p = param_values(s, b, n, p_tile);
+      float* m = moment_values(codec, s.m, true, b, n, m_tile);
+      float* v = moment_values(codec, s.v, false, b, n, v_tile);
+      adamw_tile(p, m, v, g, n, sc);
+      write_param(s, b, n, p, ItemRandom::at(random.param, random.parameter, b - span));
+      write_moment(codec, s.m, true, b, n, m, {ItemRandom::at(random.m, random.moments, b - span), options.dre_clamp_k});
+      write_moment(codec, s.v, false, b, n, v, {ItemRandom::at(random.v, random.moments, b - span), options.dre_clamp_k});
+    }
+  }
+}
+
+void sgd_item(const TensorSlot& s, const WorkItem& item, const SgdScalars sc, bool has_momentum,
+              const UpdateOptions& options, ItemRandom& random) {
+  const StateCodec codec = effective_codec(s.codec, s.numel);
+  random.moments = has_momentum && codec == StateCodec::kBF16;
+  random.parameter = param_uses_sr(s, options.stochastic_rounding);
+  random.seed = options.seed;
+  random.first = s.index_base;
+  random.t = *s.step + 1;
+  alignas(64) float g[kTile], p_tile[kTile], m_tile[kTile];
+  for (int64_t span = item.begin; span < item.end; span += kRandomSpan) {
+    const int64_t span_end = std::min(item.end, span + kRandomSpan);
+    random.draw(span, span_end - span);
+    for (int64_t b = span; b < span_end; b += kTile) {
+      const int n = static_cast<int>(std::min<int64_t>(kTile, span_end - b));
+      load_gradient(s, b, n, options.grad_scale, g);
+      float* p = param_values(s, b, n, p_tile);
+      // Without momentum the rule never reads or writes the buffer: the tile is a scratch.
+      float* m = has_momentum ? moment_values(codec, s.m, true, b, n, m_tile) : m_tile;
+      sgd_tile(p, m, g, n, sc);
+      write_param(s, b, n, p, ItemRandom::at(random.param, random.parameter, b - span));
+      if (has_momentum)
+        write_moment(codec, s.m, true, b, n, m, {ItemRandom::at(random.m, random.moments, b - span), options.dre_clamp_k});
+    }
+  }
+}
+
 }  // namespace
 
 void adamw_update(std::span<const TensorSlot> slots, const AdamWHyper& hyper, const UpdateOptions& options) {
@@ -331,27 +547,12 @@ void adamw_update(std::span<const TensorSlot> slots, const AdamWHyper& hyper, co
   std::vector<AdamWScalars> scalars(slots.size());
   for (size_t i = 0; i < slots.size(); ++i) scalars[i] = adamw_scalars(hyper, *slots[i].step + 1, options.lr_factor);
   const std::vector<WorkItem> items = split(slots);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(slots))
-  for (size_t w = 0; w < items.size(); ++w) {
-    const WorkItem& item = items[w];
-    const TensorSlot& s = slots[item.slot];
-    const AdamWScalars& sc = scalars[item.slot];
-    const StateCodec codec = effective_codec(s.codec, s.numel);
-    const int64_t t = *s.step + 1;
-    const EncodeContext m_ctx{options.seed, philox_offset(t, kStreamM), s.index_base, options.dre_clamp_k};
-    const EncodeContext v_ctx{options.seed, philox_offset(t, kStreamV), s.index_base, options.dre_clamp_k};
-    float g[kTile], p[kTile], m[kTile], v[kTile];
-    for (int64_t b = item.begin; b < item.end; b += kTile) {
-      const int n = static_cast<int>(std::min<int64_t>(kTile, item.end - b));
-      load_gradient(s, b, n, options.grad_scale, g);
-      load_param(s, b, n, p);
-      decode_moment(codec, s.m, true, b, n, m);
-      decode_moment(codec, s.v, false, b, n, v);
-      for (int j = 0; j < n; ++j) adamw_element(p[j], m[j], v[j], g[j], sc);
-      store_param(s, b, n, p, options.seed, t, options.stochastic_rounding);
-      encode_moment(codec, s.m, true, b, n, m, m_ctx);
-      encode_moment(codec, s.v, false, b, n, v, v_ctx);
-    }
+#pragma omp parallel num_threads(threads_for(slots))
+  {
+    ItemRandom random;  // per thread: its Philox scratch is reused item after item
+#pragma omp for schedule(dynamic, 1)
+    for (size_t w = 0; w < items.size(); ++w)
+      adamw_item(slots[items[w].slot], items[w], scalars[items[w].slot], options, random);
   }
   for (const TensorSlot& s : slots) *s.step += 1;
 }
@@ -367,23 +568,13 @@ void sgd_update(std::span<const TensorSlot> slots, const SgdHyper& hyper, const 
   const bool has_momentum = hyper.momentum != 0.0;
   validate(slots, false, has_momentum);
   const std::vector<WorkItem> items = split(slots);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(slots))
-  for (size_t w = 0; w < items.size(); ++w) {
-    const WorkItem& item = items[w];
-    const TensorSlot& s = slots[item.slot];
-    const StateCodec codec = effective_codec(s.codec, s.numel);
-    const int64_t t = *s.step + 1;
-    const SgdScalars sc = sgd_scalars(hyper, t, options.lr_factor);
-    const EncodeContext m_ctx{options.seed, philox_offset(t, kStreamM), s.index_base, options.dre_clamp_k};
-    float g[kTile], p[kTile], m[kTile];
-    for (int64_t b = item.begin; b < item.end; b += kTile) {
-      const int n = static_cast<int>(std::min<int64_t>(kTile, item.end - b));
-      load_gradient(s, b, n, options.grad_scale, g);
-      load_param(s, b, n, p);
-      if (has_momentum) decode_moment(codec, s.m, true, b, n, m);
-      for (int j = 0; j < n; ++j) sgd_element(p[j], m[j], g[j], sc);
-      store_param(s, b, n, p, options.seed, t, options.stochastic_rounding);
-      if (has_momentum) encode_moment(codec, s.m, true, b, n, m, m_ctx);
+#pragma omp parallel num_threads(threads_for(slots))
+  {
+    ItemRandom random;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t w = 0; w < items.size(); ++w) {
+      const TensorSlot& s = slots[items[w].slot];
+      sgd_item(s, items[w], sgd_scalars(hyper, *s.step + 1, options.lr_factor), has_momentum, options, random);
     }
   }
   for (const TensorSlot& s : slots) *s.step += 1;
@@ -393,16 +584,25 @@ void encode_state(StateCodec codec, const float* x, int64_t n, const MomentView&
                   uint64_t offset, uint64_t index_base, bool dre_clamp_k) {
   const StateCodec c = effective_codec(codec, n);
   validate_moment(0, "state", out, moment_layout(codec, n));
-  const EncodeContext ctx{seed, offset, index_base, dre_clamp_k};
-  for (int64_t b = 0; b < n; b += kTile)
-    encode_moment(c, out, is_signed, b, static_cast<int>(std::min<int64_t>(kTile, n - b)), x + b, ctx);
+  SpanRandom random;
+  for (int64_t span = 0; span < n; span += kRandomSpan) {
+    const int64_t span_end = std::min(n, span + kRandomSpan);
+    if (c == StateCodec::kBF16) random.draw(seed, offset, index_base + static_cast<uint64_t>(span), span_end - span);
+    for (int64_t b = span; b < span_end; b += kTile) {
+      const EncodeContext ctx{c == StateCodec::kBF16 ? random.bits + (b - span) : nullptr, dre_clamp_k};
+      write_moment(c, out, is_signed, b, static_cast<int>(std::min<int64_t>(kTile, span_end - b)), x + b, ctx);
+    }
+  }
 }
 
 void decode_state(StateCodec codec, const MomentView& in, int64_t n, bool is_signed, float* out) {
   const StateCodec c = effective_codec(codec, n);
   validate_moment(0, "state", in, moment_layout(codec, n));
-  for (int64_t b = 0; b < n; b += kTile)
-    decode_moment(c, in, is_signed, b, static_cast<int>(std::min<int64_t>(kTile, n - b)), out + b);
+  for (int64_t b = 0; b < n; b += kTile) {
+    const int len = static_cast<int>(std::min<int64_t>(kTile, n - b));
+    const float* values = moment_values(c, in, is_signed, b, len, out + b);
+    if (values != out + b) std::copy(values, values + len, out + b);  // fp32: the values themselves
+  }
 }
 
 }  // namespace nibble::optim

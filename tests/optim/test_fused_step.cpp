@@ -11,12 +11,14 @@
 #include <vector>
 
 #include "optim/clip.h"
+#include "optim/dre.h"
 #include "optim/dynamic_map.h"
 #include "optim/fused_step.h"
 #include "optim/grad_check.h"
 #include "optim/serialize.h"
 #include "precision/convert.h"
 #include "precision/error.h"
+#include "precision/stochastic.h"
 
 namespace nibble::optim {
 namespace {
@@ -356,6 +358,185 @@ TEST(EncodeState, Int8CodesEqualTheScalarRule) {
       for (int64_t i = b * kInt8BlockSize; i < end; ++i)
         ASSERT_EQ(codes[i], dynamic_map_encode(x[i] / norm, map.threshold)) << "element " << i << " x " << x[i];
     }
+  }
+}
+
+
+// ---- The fused step against the scalar rules, element by element, bit for bit ----------------------------
+// A plain per-element AdamW step written from the shared rules (update_rules.h, dre.h, dynamic_map.h,
+// precision's encode_scalar / stochastic_bits): whatever the fused step does to be fast (tiles, in-place
+// updates, vector loops, permute lookups, Philox in batches), its bytes must be these.
+
+using precision::Rounding;
+namespace formats = precision::formats;
+
+float reference_decode(StateCodec codec, const OwnedMoment& mom, bool is_signed, int64_t i) {
+  switch (codec) {
+    case StateCodec::kFP32: {
+      float x;
+      std::memcpy(&x, mom.values.data() + 4 * i, 4);
+      return x;
+    }
+    case StateCodec::kBF16: {
+      uint16_t b;
+      std::memcpy(&b, mom.values.data() + 2 * i, 2);
+      return precision::bits_float(static_cast<uint32_t>(b) << 16);
+    }
+    case StateCodec::kFP8: {
+      const int64_t grp = i / kDreGroupSize;
+      return dre_decode(precision::decode_scalar(mom.values[i], formats::kE4M3), mom.expansion[grp], mom.centre[grp],
+                        mom.scale[grp]);
+    }
+    case StateCodec::kFP8Plain:
+      return plain_fp8_decode(precision::decode_scalar(mom.values[i], formats::kE4M3), mom.scale[i / kDreGroupSize]);
+    case StateCodec::kInt8:
+      return dynamic_map(is_signed).value[mom.values[i]] * mom.scale[i / kInt8BlockSize];
+  }
+  return 0.0f;
+}
+
+// Encodes all of x into `mom` by the scalar rules; `offset` is the moment's Philox stream for bf16.
+void reference_encode(StateCodec codec, const std::vector<float>& x, bool is_signed, uint64_t seed, uint64_t offset,
+                      uint64_t index_base, bool clamp_k, OwnedMoment& mom) {
+  const int64_t n = static_cast<int64_t>(x.size());
+  const int group = codec_group_size(codec);
+  const int64_t span = group ? group : std::max<int64_t>(n, 1);  // fp32, bf16: no groups, one pass
+  for (int64_t g0 = 0; g0 < n; g0 += span) {
+    const int64_t end = std::min(n, g0 + span);
+    float max_abs = 0.0f, min_nonzero = FLT_MAX;  // the test data hold no NaN
+    for (int64_t i = g0; i < end; ++i) {
+      max_abs = std::max(max_abs, std::fabs(x[i]));
+      if (x[i] != 0.0f) min_nonzero = std::min(min_nonzero, std::fabs(x[i]));
+    }
+    const DreGroup grp = dre_group(max_abs, min_nonzero, clamp_k);
+    const float plain_scale = plain_fp8_scale(max_abs);
+    const float norm = max_abs > 0.0f ? max_abs : 1.0f;
+    if (codec == StateCodec::kFP8) {
+      mom.scale[g0 / group] = grp.scale;
+      mom.expansion[g0 / group] = grp.expansion;
+      mom.centre[g0 / group] = grp.centre;
+    } else if (codec == StateCodec::kFP8Plain) {
+      mom.scale[g0 / group] = plain_scale;
+    } else if (codec == StateCodec::kInt8) {
+      mom.scale[g0 / group] = max_abs;
+    }
+    for (int64_t i = g0; i < end; ++i) {
+      switch (codec) {
+        case StateCodec::kFP32:
+          std::memcpy(mom.values.data() + 4 * i, &x[i], 4);
+          break;
+        case StateCodec::kBF16: {
+          const uint32_t bits = precision::stochastic_bits(seed, offset, index_base + i, 16);
+          const uint16_t b = static_cast<uint16_t>(
+              precision::encode_scalar(x[i], formats::kBF16, Rounding::kStochastic, precision::RandomBits{bits, 16}));
+          std::memcpy(mom.values.data() + 2 * i, &b, 2);
+          break;
+        }
+        case StateCodec::kFP8:
+          mom.values[i] = static_cast<uint8_t>(dre_encode(x[i], grp));
+          break;
+        case StateCodec::kFP8Plain:
+          mom.values[i] = static_cast<uint8_t>(plain_fp8_encode(x[i], plain_scale));
+          break;
+        case StateCodec::kInt8:
+          mom.values[i] = static_cast<uint8_t>(dynamic_map_encode(x[i] / norm, dynamic_map(is_signed).threshold));
+          break;
+      }
+    }
+  }
+}
+
+// One AdamW step of `t` by the scalar rules.
+void reference_adamw(Tensor& t, const AdamWHyper& h, const UpdateOptions& o, uint64_t index_base) {
+  const StateCodec codec = effective_codec(t.codec, t.n);
+  const int64_t step = t.step + 1;
+  const AdamWScalars sc = adamw_scalars(h, step, o.lr_factor);
+  std::vector<float> m(t.n), v(t.n);
+  for (int64_t i = 0; i < t.n; ++i) {
+    float p = t.master.empty() ? t.param_value(i) : t.master[i];
+    m[i] = reference_decode(codec, t.m, true, i);
+    v[i] = reference_decode(codec, t.v, false, i);
+    adamw_element(p, m[i], v[i], t.grad[i] * o.grad_scale, sc);
+    if (!t.master.empty()) t.master[i] = p;
+    if (!t.bf16) {
+      t.param32[i] = p;
+    } else if (!t.master.empty() || !o.stochastic_rounding) {
+      t.param16[i] = static_cast<uint16_t>(precision::encode_scalar(p, formats::kBF16, Rounding::kNearestEven));
+    } else {
+      const uint32_t bits = precision::stochastic_bits(o.seed, philox_offset(step, kStreamParam), index_base + i, 16);
+      t.param16[i] = static_cast<uint16_t>(
+          precision::encode_scalar(p, formats::kBF16, Rounding::kStochastic, precision::RandomBits{bits, 16}));
+    }
+  }
+  reference_encode(codec, m, true, o.seed, philox_offset(step, kStreamM), index_base, o.dre_clamp_k, t.m);
+  reference_encode(codec, v, false, o.seed, philox_offset(step, kStreamV), index_base, o.dre_clamp_k, t.v);
+  t.step = step;
+}
+
+TEST(FusedStep, EveryCodecEqualsTheScalarRulesBitForBit) {
+  const AdamWHyper h{2e-3, 0.9, 0.999, 1e-8, 0.01};
+  // Three chunks and a ragged tail (partial fp8 group and int8 block), a tensor under int8's 4096 minimum,
+  // and an index base that does not fall on a Philox group boundary.
+  for (const int64_t n : {int64_t{3 * 4096 + 300}, int64_t{1000}}) {
+    for (StateCodec codec : kAllCodecs) {
+      for (int param : {0, 1, 2}) {  // fp32; bfloat16 with an FP32 master; master-less bfloat16
+        const bool bf16 = param > 0, master = param == 1;
+        Tensor fused(n, codec, bf16, master, 21), ref(n, codec, bf16, master, 21);
+        std::mt19937 rng(22);
+        for (int step = 0; step < 4; ++step) {
+          // Gradients of changing scale, with an all-zero fp8 group in step 1 (DRE's "no nonzero element").
+          fused.new_gradient(rng, std::ldexp(1.0f, -4 * step));
+          if (step == 1) std::fill(fused.grad.begin() + 128, fused.grad.begin() + 256, 0.0f);
+          ref.grad = fused.grad;
+          UpdateOptions o;
+          o.seed = 1234 + step;
+          o.grad_scale = step == 2 ? 0.5f : 1.0f;
+          o.lr_factor = 0.75;
+          o.dre_clamp_k = step == 3;
+          o.stochastic_rounding = step != 2;
+          TensorSlot s = fused.slot(77);
+          adamw_update({&s, 1}, h, o);
+          reference_adamw(ref, h, o, 77);
+          const std::string what = state_codec_name(codec) + " n " + std::to_string(n) + " param kind " +
+                                   std::to_string(param) + " step " + std::to_string(step);
+          ASSERT_TRUE(fused.m == ref.m) << what;
+          ASSERT_TRUE(fused.v == ref.v) << what;
+          ASSERT_EQ(fused.param32, ref.param32) << what;
+          ASSERT_EQ(fused.param16, ref.param16) << what;
+          ASSERT_EQ(std::memcmp(fused.master.data(), ref.master.data(), 4 * fused.master.size()), 0) << what;
+        }
+      }
+    }
+  }
+}
+
+// The int8 code search (a vector search with permuted threshold tables on AVX-512) at and next to every
+// threshold of both maps: the codes are dynamic_map_encode's, ties included.
+TEST(EncodeState, Int8CodesAtEveryThresholdEqualTheScalarRule) {
+  for (bool is_signed : {true, false}) {
+    const DynamicMap& map = dynamic_map(is_signed);
+    std::vector<float> x;
+    for (int j = 0; j < 255; ++j)
+      for (float t : {map.threshold[j], std::nextafter(map.threshold[j], -2.0f), std::nextafter(map.threshold[j], 2.0f)})
+        x.push_back(t);
+    x.push_back(1.0f);  // the block absmax: every other value is divided by 1 exactly
+    const int64_t n = static_cast<int64_t>(x.size());
+    // Every 256-block holds the absmax 1 first, so x / absmax is x; repeated past int8's 4096-element minimum
+    // (below it the state stays FP32).
+    std::vector<float> blocks;
+    while (blocks.size() < static_cast<size_t>(kInt8MinElements))
+      for (int64_t i = 0; i < n; ++i) {
+        if (blocks.size() % kInt8BlockSize == 0) blocks.push_back(1.0f);
+        blocks.push_back(x[i]);
+      }
+    const int64_t total = static_cast<int64_t>(blocks.size());
+    const MomentLayout layout = moment_layout(StateCodec::kInt8, total);
+    std::vector<uint8_t> codes(total);
+    std::vector<float> absmax(layout.groups);
+    encode_state(StateCodec::kInt8, blocks.data(), total, MomentView{codes.data(), absmax.data(), nullptr, nullptr},
+                 is_signed);
+    for (int64_t i = 0; i < total; ++i)
+      ASSERT_EQ(codes[i], dynamic_map_encode(blocks[i], map.threshold)) << "element " << i << " x " << blocks[i];
   }
 }
 
