@@ -386,10 +386,40 @@ bool param_uses_sr(const TensorSlot& s, bool stochastic) {
 
 // ---- Update rules over a tile ------------------------------------------------------------------------------
 
-// Scalars by value: a local copy the compiler keeps in registers across the vector loop.
+// Division by a per-tensor constant as a multiply in double. The AdamW loop is bound by the divider (two
+// divisions and a square root per element); one of its divisions has a constant divisor.
+//
+// Why it gives the float quotient's bits: for floats a, b with a / b zero, non-finite or of magnitude >= 2^-126,
+// RN_float(a / b) = RN_float(RN_double(a * RN_double(1 / b))). The double product is within 2^-52 (relative) of
+// a / b. A float midpoint in the normal range (or at the overflow threshold) is an odd 25-bit integer times a
+// power of two, so a / b (24-bit significands) is never one and differs from it by at least 2^-49 (relative):
+// the product rounds to the float a / b rounds to. Zeros, infinities and NaNs pass through IEEE double
+// arithmetic as through the float division, and float operands cannot over- or underflow a double.
+// (For subnormal quotients the argument fails: a / b can be exactly a subnormal midpoint.)
+struct ConstantDivisor {
+  double reciprocal;
+  explicit ConstantDivisor(float divisor) : reciprocal(1.0 / static_cast<double>(divisor)) {}
+  float divide(float a) const { return static_cast<float>(static_cast<double>(a) * reciprocal); }
+};
+
+// adamw_element (update_rules.h) with its division by bias_correction2_sqrt done by ConstantDivisor: sqrt(v) is 0
+// or at least 2^-75 and the divisor at most 1, so the quotient is 0 or normal and the bits are adamw_element's
+// (the per-element reference test in tests/optim checks them). Scalars by value: a local copy the compiler keeps
+// in registers across the vector loop.
 void adamw_tile(float* __restrict p, float* __restrict m, float* __restrict v, const float* __restrict g, int n,
                 const AdamWScalars sc) {
-  for (int j = 0; j < n; ++j) adamw_element(p[j], m[j], v[j], g[j], sc);
+  const ConstantDivisor bias_correction2(sc.bias_correction2_sqrt);
+  for (int j = 0; j < n; ++j) {
+    const float gj = g[j];
+    const float pj = p[j] * sc.decay;
+    // torch's lerp: m + w (g - m) for w < 0.5, else g - (g - m)(1 - w)
+    const float mj = sc.one_minus_beta1 < 0.5f ? m[j] + sc.one_minus_beta1 * (gj - m[j]) : gj - (gj - m[j]) * sc.beta1;
+    const float vj = v[j] * sc.beta2 + sc.one_minus_beta2 * gj * gj;
+    const float denom = bias_correction2.divide(sqrtf(vj)) + sc.eps;
+    p[j] = pj + (-sc.step_size) * mj / denom;
+    m[j] = mj;
+    v[j] = vj;
+  }
 }
 
 void sgd_tile(float* __restrict p, float* __restrict buf, const float* __restrict g, int n, const SgdScalars sc) {
