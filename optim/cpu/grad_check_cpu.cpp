@@ -21,6 +21,10 @@ struct ChunkResult {
 };
 
 constexpr int kLanes = 16;
+// Software prefetch distance (elements). A lone read stream leaves the hardware prefetchers idle at every
+// 4 KiB page boundary and keeps too few cache misses in flight: on the development machine the pass read
+// 8 GB/s on one core, 13 GB/s with lines requested 4 KiB ahead.
+constexpr int64_t kPrefetchAhead = 1024;
 
 bool is_nonfinite(float x) {
   return (std::bit_cast<uint32_t>(x) & 0x7F800000u) == 0x7F800000u;
@@ -62,13 +66,14 @@ void add_squares8(Float8 x, Double8& lanes, Bits8& nonfinite) {
 // Lane l sums the squares of the elements i = l (mod kLanes) in index order (`begin` is a multiple of kLanes:
 // chunks start at multiples of kChunk), and the lanes are added 0..15: a fixed order at any thread count.
 template <class T>
-ChunkResult scan(const T* x, int64_t begin, int64_t end) {
+ChunkResult scan(const T* x, int64_t begin, int64_t end, int64_t numel) {
   ChunkResult r;
   // Squares of FP32 values are exact in double; the 16-way split keeps the adds independent.
   Double8 low = {}, high = {};
   Bits8 nonfinite8 = {};
   int64_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
+    __builtin_prefetch(x + std::min(i + kPrefetchAhead, numel - 1));  // (across chunks: the buffer is one)
     add_squares8(load8(x + i), low, nonfinite8);
     add_squares8(load8(x + i + 8), high, nonfinite8);
   }
@@ -117,8 +122,9 @@ GradientReport check_gradients(std::span<const GradientView> grads) {
   for (size_t w = 0; w < items.size(); ++w) {
     const Item& it = items[w];
     const GradientView& g = grads[it.grad];
-    results[w] = g.type == ElementType::kFloat32 ? scan(static_cast<const float*>(g.data), it.begin, it.end)
-                                                 : scan(static_cast<const uint16_t*>(g.data), it.begin, it.end);
+    results[w] = g.type == ElementType::kFloat32
+                     ? scan(static_cast<const float*>(g.data), it.begin, it.end, g.numel)
+                     : scan(static_cast<const uint16_t*>(g.data), it.begin, it.end, g.numel);
   }
   GradientReport report;
   for (size_t w = 0; w < items.size(); ++w) {
