@@ -540,5 +540,36 @@ TEST(EncodeState, Int8CodesAtEveryThresholdEqualTheScalarRule) {
   }
 }
 
+
+// fp8_plain with scale 1 decodes to the E4M3 values themselves: every code (the vector decode converts through
+// FP16 and special-cases NaN) equals decode_scalar bit for bit, in and out of 16-element vectors.
+TEST(DecodeState, EveryE4m3CodeEqualsDecodeScalar) {
+  const int64_t n = 256 + 7;  // a ragged tail after 16 full vectors
+  std::vector<uint8_t> codes(n);
+  for (int64_t i = 0; i < n; ++i) codes[i] = static_cast<uint8_t>(i * 37 % 256);
+  const MomentLayout layout = moment_layout(StateCodec::kFP8Plain, n);
+  std::vector<float> scale(layout.groups, 1.0f), out(n);
+  decode_state(StateCodec::kFP8Plain, MomentView{codes.data(), scale.data(), nullptr, nullptr}, n, true, out.data());
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_EQ(precision::float_bits(out[i]), precision::float_bits(precision::decode_scalar(codes[i], formats::kE4M3)))
+        << "code " << int{codes[i]};
+}
+
+// int8 decode (a permute tree on AVX-512) equals the map's values times the block absmax for every code.
+TEST(DecodeState, EveryInt8CodeEqualsTheMapValue) {
+  const int64_t n = kInt8MinElements + 77;
+  for (bool is_signed : {true, false}) {
+    std::vector<uint8_t> codes(n);
+    for (int64_t i = 0; i < n; ++i) codes[i] = static_cast<uint8_t>(i * 91 % 256);
+    const MomentLayout layout = moment_layout(StateCodec::kInt8, n);
+    std::vector<float> absmax(layout.groups), out(n);
+    for (size_t b = 0; b < absmax.size(); ++b) absmax[b] = std::ldexp(1.0f, static_cast<int>(b % 9) - 4) * 1.37f;
+    decode_state(StateCodec::kInt8, MomentView{codes.data(), absmax.data(), nullptr, nullptr}, n, is_signed,
+                 out.data());
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(out[i], dynamic_map(is_signed).value[codes[i]] * absmax[i / kInt8BlockSize]) << "element " << i;
+  }
+}
+
 }  // namespace
 }  // namespace nibble::optim
