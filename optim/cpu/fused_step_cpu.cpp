@@ -65,6 +65,24 @@ const float* e4m3_values() {
   return table.data();
 }
 
+// ---- Exact division by a constant ----------------------------------------------------------------------------
+// Division by a per-tensor or per-group constant as a multiply in double. The AdamW loop and DRE's transcendental
+// loops are bound by the divider (a division costs ~10 cycles per vector); several of their divisions have a
+// divisor that is constant over the loop.
+//
+// Why it gives the float quotient's bits: for floats a, b with a / b zero, non-finite or of magnitude >= 2^-126,
+// RN_float(a / b) = RN_float(RN_double(a * RN_double(1 / b))). The double product is within 2^-52 (relative) of
+// a / b. A float midpoint in the normal range (or at the overflow threshold) is an odd 25-bit integer times a
+// power of two, so a / b (24-bit significands) is never one and differs from it by at least 2^-49 (relative):
+// the product rounds to the float a / b rounds to. Zeros, infinities and NaNs pass through IEEE double
+// arithmetic as through the float division, and float operands cannot over- or underflow a double.
+// (For subnormal quotients the argument fails: a / b can be exactly a subnormal midpoint.)
+struct ConstantDivisor {
+  double reciprocal;
+  explicit ConstantDivisor(float divisor) : reciprocal(1.0 / static_cast<double>(divisor)) {}
+  float divide(float a) const { return static_cast<float>(static_cast<double>(a) * reciprocal); }
+};
+
 // ---- Stochastic-rounding bits --------------------------------------------------------------------------
 
 // The 16-bit SR draws of one stream over one span: bits[j] = precision::stochastic_bits(seed, offset,
@@ -256,6 +274,34 @@ void encode_dynamic(const float* __restrict x, int n, float norm, bool is_signed
 
 // ---- Moments: decode a tile into FP32, encode it back ---------------------------------------------------
 
+// dre_decode (dre.h) over y[0, len) in place, with its division by the group's k done by ConstantDivisor:
+// |log2_portable(|t|)| is 0 or at least 2^-24, so for k <= 2^100 the quotient is 0 or normal and the bits are
+// dre_decode's. (Loops of one step each: GCC does not vectorise the double multiply inside the whole rule.)
+void dre_decode_by(float* __restrict y, int len, const ConstantDivisor expansion, float centre, float scale) {
+  alignas(64) float l[kDreGroupSize];
+  for (int j = 0; j < len; ++j) l[j] = log2_portable(fabsf(y[j] * scale));
+  for (int j = 0; j < len; ++j) l[j] = expansion.divide(l[j]);
+  for (int j = 0; j < len; ++j) {
+    const float t = y[j] * scale;
+    const float a = exp2_portable(l[j]) * centre;
+    y[j] = t == 0.0f ? 0.0f : (t < 0.0f ? -a : a);
+  }
+}
+
+// dre_expand (dre.h) of x[0, len) into y, with its divisions by the group's centre and scale done by
+// ConstantDivisor. The caller checks that the group's smallest nonzero |x| over the centre is above FLT_MIN, so
+// a / centre is normal for every nonzero a (zeros are selected out) and exact. The quotient by the scale feeds
+// only the E4M3 cast, which rounds everything below 2^-10 to a zero code: where that quotient is subnormal (and
+// might differ in its last bits) the code is zero either way, and where it is normal it is exact. So the codes
+// are dre_encode's.
+void dre_expand_by(const float* __restrict x, int len, float expansion, const ConstantDivisor centre,
+                   const ConstantDivisor scale, float* __restrict y) {
+  for (int j = 0; j < len; ++j) y[j] = centre.divide(fabsf(x[j]));
+  for (int j = 0; j < len; ++j) y[j] = exp2_portable(expansion * log2_portable(y[j]));
+  for (int j = 0; j < len; ++j) y[j] = scale.divide(y[j]);
+  for (int j = 0; j < len; ++j) y[j] = x[j] == 0.0f ? 0.0f : (x[j] < 0.0f ? -y[j] : y[j]);
+}
+
 void decode_fp8_dre(const MomentView& mv, int64_t begin, int n, float* __restrict out) {
   const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
   for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
@@ -265,7 +311,11 @@ void decode_fp8_dre(const MomentView& mv, int64_t begin, int n, float* __restric
     float* __restrict y = out + g0;
     // Two loops: the E4M3 values, then the DRE decode (two transcendentals per element) over them.
     decode_e4m3(codes + g0, len, y);
-    for (int j = 0; j < len; ++j) y[j] = dre_decode(y[j], k, centre, scale);
+    if (k >= 0x1p-100f && k <= 0x1p100f) {
+      dre_decode_by(y, len, ConstantDivisor(k), centre, scale);
+    } else {  // (never written by the encoder: k is in [0, 1024]; a state from elsewhere keeps its exact rule)
+      for (int j = 0; j < len; ++j) y[j] = dre_decode(y[j], k, centre, scale);
+    }
   }
 }
 
@@ -333,7 +383,11 @@ void encode_fp8_dre(const MomentView& mv, int64_t begin, int n, const float* __r
     // dre_encode in two loops (expand, then cast), each of which is vector code on its own.
     alignas(64) float y[kDreGroupSize];
     const float k = grp.expansion, centre = grp.centre, scale = grp.scale;
-    for (int j = 0; j < len; ++j) y[j] = dre_expand(xg[j], k, centre, scale);
+    if (ext.min_nonzero_abs / centre > FLT_MIN) {
+      dre_expand_by(xg, len, k, ConstantDivisor(centre), ConstantDivisor(scale), y);
+    } else {  // a group spanning nearly FP32's whole range: a / centre may be subnormal
+      for (int j = 0; j < len; ++j) y[j] = dre_expand(xg[j], k, centre, scale);
+    }
     encode_e4m3(y, len, codes + g0);
   }
 }
@@ -433,22 +487,6 @@ bool param_uses_sr(const TensorSlot& s, bool stochastic) {
 }
 
 // ---- Update rules over a tile ------------------------------------------------------------------------------
-
-// Division by a per-tensor constant as a multiply in double. The AdamW loop is bound by the divider (two
-// divisions and a square root per element); one of its divisions has a constant divisor.
-//
-// Why it gives the float quotient's bits: for floats a, b with a / b zero, non-finite or of magnitude >= 2^-126,
-// RN_float(a / b) = RN_float(RN_double(a * RN_double(1 / b))). The double product is within 2^-52 (relative) of
-// a / b. A float midpoint in the normal range (or at the overflow threshold) is an odd 25-bit integer times a
-// power of two, so a / b (24-bit significands) is never one and differs from it by at least 2^-49 (relative):
-// the product rounds to the float a / b rounds to. Zeros, infinities and NaNs pass through IEEE double
-// arithmetic as through the float division, and float operands cannot over- or underflow a double.
-// (For subnormal quotients the argument fails: a / b can be exactly a subnormal midpoint.)
-struct ConstantDivisor {
-  double reciprocal;
-  explicit ConstantDivisor(float divisor) : reciprocal(1.0 / static_cast<double>(divisor)) {}
-  float divide(float a) const { return static_cast<float>(static_cast<double>(a) * reciprocal); }
-};
 
 // adamw_element (update_rules.h) with its division by bias_correction2_sqrt done by ConstantDivisor: sqrt(v) is 0
 // or at least 2^-75 and the divisor at most 1, so the quotient is 0 or normal and the bits are adamw_element's

@@ -571,5 +571,58 @@ TEST(DecodeState, EveryInt8CodeEqualsTheMapValue) {
   }
 }
 
+
+// fp8 (DRE) encode and decode outside a step against dre_group / dre_encode / dre_decode, on groups chosen for
+// the vector paths' edges: spans of nearly FP32's whole range (subnormal |x| / centre: the exact-division
+// fallback), tiny groups whose expanded values underflow, narrow and constant groups, zeros, mixed signs.
+TEST(EncodeState, Fp8GroupsAtTheEdgesEqualTheScalarRules) {
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  std::vector<float> x;
+  auto group = [&](float lo_exp, float hi_exp, bool zeros) {
+    for (int j = 0; j < kDreGroupSize; ++j) {
+      const float e = lo_exp + (hi_exp - lo_exp) * (0.5f + 0.5f * unit(rng));
+      float v = std::exp2(e) * (unit(rng) < 0 ? -1.0f : 1.0f);
+      if (zeros && j % 5 == 0) v = 0.0f;
+      x.push_back(v);
+    }
+  };
+  group(-149.0f, 127.0f, true);   // subnormal to near FLT_MAX
+  group(-140.0f, 60.0f, false);
+  group(-130.0f, -100.0f, false);  // all tiny
+  group(-10.0f, -9.99f, false);    // narrow: k at its cap
+  group(-3.0f, 3.0f, true);
+  group(0.0f, 0.0f, false);        // constant magnitude
+  for (int j = 0; j < kDreGroupSize; ++j) x.push_back(0.0f);  // all zero
+  group(-20.0f, 0.0f, false);
+  for (bool clamp : {false, true}) {
+    const int64_t n = static_cast<int64_t>(x.size()) - 37;  // a ragged last group
+    const MomentLayout layout = moment_layout(StateCodec::kFP8, n);
+    std::vector<uint8_t> codes(n);
+    std::vector<float> scale(layout.groups), k(layout.groups), centre(layout.groups), back(n);
+    const MomentView view{codes.data(), scale.data(), k.data(), centre.data()};
+    encode_state(StateCodec::kFP8, x.data(), n, view, true, 0, 0, 0, clamp);
+    decode_state(StateCodec::kFP8, view, n, true, back.data());
+    for (int64_t g0 = 0; g0 < n; g0 += kDreGroupSize) {
+      const int64_t end = std::min(n, g0 + kDreGroupSize);
+      float max_abs = 0.0f, min_nonzero = FLT_MAX;
+      for (int64_t i = g0; i < end; ++i) {
+        max_abs = std::max(max_abs, std::fabs(x[i]));
+        if (x[i] != 0.0f) min_nonzero = std::min(min_nonzero, std::fabs(x[i]));
+      }
+      const DreGroup grp = dre_group(max_abs, min_nonzero, clamp);
+      const int64_t g = g0 / kDreGroupSize;
+      ASSERT_EQ(scale[g], grp.scale) << "group " << g;
+      ASSERT_EQ(k[g], grp.expansion) << "group " << g;
+      ASSERT_EQ(centre[g], grp.centre) << "group " << g;
+      for (int64_t i = g0; i < end; ++i) {
+        ASSERT_EQ(codes[i], dre_encode(x[i], grp)) << "element " << i << " x " << x[i];
+        const float expect = dre_decode(precision::decode_scalar(codes[i], formats::kE4M3), grp);
+        ASSERT_EQ(precision::float_bits(back[i]), precision::float_bits(expect)) << "element " << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nibble::optim
