@@ -233,7 +233,7 @@ __m512 lookup_step(const float* table, int entries, __m512i i) {
 // table[i] of a 256-entry table for per-lane i < 256: vpermt2ps within each 32-entry block by i's low five
 // bits, then a tree of blends on bits 5, 6 and 7 picks the block: ~18 register ops per vector, which here cost
 // less than one gather (int8 states: ~10% less CPU per parameter than the gathered decode).
-__m512 lookup256(const float* table, __m512i i) {
+[[gnu::always_inline]] inline __m512 lookup256(const float* table, __m512i i) {
   __m512 block[8];
   for (int b = 0; b < 8; ++b) block[b] = lookup32(table + 32 * b, i);
   for (int bit = 5, count = 8; count > 1; ++bit, count /= 2) {
