@@ -12,16 +12,19 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/cpu_allocation_tracker.h"
 #include "core/data/batch_sampler.h"
 #include "core/data/tokenizer.h"
 #include "core/gemm.h"
 #include "core/model/gpt.h"
+#include "core/saved_for_backward_meter.h"
 #include "launch/checkpoint_io.h"
 #include "launch/device_mesh.h"
 #include "launch/eval_sample.h"
 #include "launch/fault_injection.h"
 #include "launch/grad_sync.h"
 #include "launch/log.h"
+#include "launch/memory_account.h"
 #include "launch/model_layout.h"
 #include "launch/run_records.h"
 #include "launch/train_optimizer.h"
@@ -61,6 +64,29 @@ double device_peak_mib(const torch::Device& device) {
 #endif
   (void)device;
   return NAN;
+}
+
+// The allocator's peak since the last reset_peak(device), in bytes, and where it comes from.
+void reset_peak(const torch::Device& device) {
+#if NIBBLE_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+    return;
+  }
+#endif
+  (void)device;
+  core::reset_cpu_allocation_peak();
+}
+std::pair<int64_t, std::string> allocator_peak(const torch::Device& device) {
+#if NIBBLE_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return {stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak,
+            "torch CUDA allocator"};
+  }
+#endif
+  (void)device;
+  return {core::cpu_allocation_stats().peak, "torch CPU allocations"};
 }
 
 // The GEMM device for the start-up line: the GPU's compute capability, or the CPU.
@@ -180,6 +206,7 @@ void print_pipeline_timing(const std::vector<parallel::PipelineTiming>& timings,
 }  // namespace
 
 int run_training(const TrainConfig& c, const DeviceChoice& device) {
+  core::track_cpu_allocations();  // the memory account's CPU peak (core/cpu_allocation_tracker.h)
   parallel::InitOptions init_options;
   init_options.deadline = std::chrono::milliseconds(static_cast<int64_t>(c.timeout_s * 1000.0));
   init_options.liveness_probe = true;  // a timeout ends this job: name the silent rank in its message
@@ -307,6 +334,11 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     const int64_t step = state.step;  // 0-based index of this update
     parallel::set_step(step + 1);
     const auto t0 = Clock::now();
+    // The memory account covers the first two steps of this run: the optimizer creates its states in the first
+    // step's update, so the second step's forward and backward are the first with everything live.
+    const bool account_memory = step < start_step + 2 && (step + 1 == start_step + 2 || step + 1 == c.steps);
+    if (step == start_step) reset_peak(train_device);
+    const int64_t saved_before = core::saved_bytes();
     model.zero_grad();
     const MicroBatches batches = step_batches(c, train_data, mesh, step, train_device);
     current = &batches;
@@ -343,6 +375,15 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     }
     ++state.step;
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (account_memory) {
+      const auto [peak, source] = allocator_peak(train_device);
+      const MemoryAccount account =
+          measure_memory(model, optimizer, core::saved_bytes() - saved_before,
+                         static_cast<int64_t>(batches.tokens.size()), peak, source);
+      if (lead) std::printf("memory over steps %lld-%lld, rank 0: %s\n", static_cast<long long>(start_step + 1),
+                            static_cast<long long>(state.step), describe(account).c_str());
+      write_metrics({{"step", state.step}, {"memory", to_json(account)}});
+    }
     total_seconds += seconds;
     if (std::isnan(first_loss)) first_loss = loss;
     last_loss = loss;

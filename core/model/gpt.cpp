@@ -54,7 +54,8 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<C
       l.name = "layers." + std::to_string(i);
       l.chunk = chunk_layers_.size();
       const Recipe recipe = layer_recipe(config_, i);
-      l.compress = recipe.compress_activations;
+      l.compress = config_.compress_activations == "auto" ? recipe.compress_activations
+                                                           : config_.compress_activations == "true";
       l.attn_norm = add_param(l.name + ".attn_norm.weight", {h}, -1, 0.0);
       l.qkv = add_param(l.name + ".qkv.weight", {3 * h, h}, 0, std);
       l.out = add_param(l.name + ".out.weight", {h, h}, 1, out_std);

@@ -31,6 +31,9 @@ void GptConfig::validate() const {
           "must be in [0, model.layers = " + std::to_string(layers) + "]");
   require(bf16_last >= 0 && bf16_last <= layers, "bf16_last", std::to_string(bf16_last),
           "must be in [0, model.layers = " + std::to_string(layers) + "]");
+  require(compress_activations == "auto" || compress_activations == "true" || compress_activations == "false",
+          "compress_activations", "\"" + compress_activations + "\"",
+          "valid: \"auto\" (as each layer's recipe says), \"true\", \"false\"");
   std::vector<std::string> per_layer;
   try {
     per_layer = parse_layer_recipes(layer_recipes, layers);

@@ -25,6 +25,9 @@ struct GptConfig {
   std::string recipe_overrides;
   std::string layer_recipes;
   std::string lm_head_recipe = "bf16";
+  // Whether the norms and SwiGLU save their inputs for backward as FP8 1x16 groups (COAT): "auto" as the
+  // layer's recipe says (every quantized preset does, bf16 does not), "true" in every layer, "false" in none.
+  std::string compress_activations = "auto";
   bool tie_embeddings = false;   // the LM head reuses embedding.weight (GPT-2); off: untied (Llama)
   uint64_t seed = 0;             // parameter init and stochastic-rounding keys
   // Every Linear's recipe gets reproducible_sums (FP64 GEMM sums, tp partial sums added in FP64) and the

@@ -1,6 +1,7 @@
 // nibble.nn's C++ half: recipes, the Linear layer's state and autograd function, RMSNorm and SwiGLU with
 // compressed activations, and the saved-bytes meter.
 #include "core/activations.h"
+#include "core/cpu_allocation_tracker.h"
 #include "core/linear.h"
 #include "core/recipe.h"
 #include "core/saved_for_backward_meter.h"
@@ -132,6 +133,15 @@ void bind_nn(py::module_& m) {
   m.def("hadamard32", &core::hadamard32_last_dim, py::arg("x"));
   m.def("saved_bytes", &core::saved_bytes);
   m.def("reset_saved_bytes", &core::reset_saved_bytes);
+  // Live and peak bytes of torch CPU allocations, counted at the allocator (core/cpu_allocation_tracker.h): what
+  // benchmarks compare memory by, in this process, for nibble and plain torch alike.
+  m.def("track_cpu_allocations", &core::track_cpu_allocations);
+  m.def("cpu_allocation_stats", [] {
+    const core::AllocationStats s = core::cpu_allocation_stats();
+    return py::dict(py::arg("current") = s.current, py::arg("peak") = s.peak,
+                    py::arg("tracking") = core::tracking_cpu_allocations());
+  });
+  m.def("reset_cpu_allocation_peak", &core::reset_cpu_allocation_peak);
 }
 
 }  // namespace nibble::python

@@ -37,6 +37,9 @@ RULES = {
         ("bf16,fp7", "layer 1: 'fp7'"),
     ],
     "model.tie_embeddings": [("yes", "model.tie_embeddings = 'yes' has the wrong type; expected a boolean")],
+    "model.compress_activations": [
+        ("yes", 'model.compress_activations = "yes" is invalid: valid: "auto" (as each layer\'s recipe says), '
+                '"true", "false"')],
     "model.seed": [("x", "model.seed = 'x' has the wrong type; expected an integer")],
     "data.train": [("/nonexistent/train.bin", "data.train = '/nonexistent/train.bin' is invalid: the token file cannot be opened")],
     "data.val": [("/nonexistent/val.bin", "data.val = '/nonexistent/val.bin' is invalid: the token file cannot be opened")],
