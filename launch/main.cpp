@@ -3,7 +3,12 @@
 // The config is loaded and validated on every rank before MPI starts or anything is allocated (the world
 // size comes from the launcher's environment), so a bad config is one message per rank and exit code 2.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -50,6 +55,29 @@ std::vector<std::pair<std::string, std::string>> parse_overrides(const std::vect
   return out;
 }
 
+// `nibble-train plot ...`: the plots are matplotlib's (python/nibble/plot.py), run by the Python this build was
+// configured with, with the build's package on PYTHONPATH. Returns only if it cannot start.
+int run_plot(const std::vector<std::string>& args) {
+#ifdef NIBBLE_PYTHON_EXECUTABLE
+  const char* old_path = std::getenv("PYTHONPATH");
+  const std::string path = std::string(NIBBLE_PYTHON_PACKAGE_DIR) + (old_path && *old_path ? ":" + std::string(old_path) : "");
+  ::setenv("PYTHONPATH", path.c_str(), 1);
+  std::vector<std::string> argv_text = {NIBBLE_PYTHON_EXECUTABLE, "-m", "nibble.plot"};
+  argv_text.insert(argv_text.end(), args.begin(), args.end());
+  std::vector<char*> argv_ptrs;
+  for (std::string& a : argv_text) argv_ptrs.push_back(a.data());
+  argv_ptrs.push_back(nullptr);
+  ::execv(NIBBLE_PYTHON_EXECUTABLE, argv_ptrs.data());
+  nibble::launch::log_error(std::string("plot: could not run ") + NIBBLE_PYTHON_EXECUTABLE + ": " +
+                            std::strerror(errno) + " (run scripts/setup.sh, which makes the venv with matplotlib)");
+#else
+  (void)args;
+  nibble::launch::log_error("plot: this build has no Python (configured with NIBBLE_PYTHON=OFF); run "
+                            "`python -m nibble.plot` from a build that has it");
+#endif
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -75,6 +103,10 @@ int main(int argc, char** argv) {
   prepare->add_option("--tokenizer", tokenizer, "byte (256 ids, default) or bpe (trained here on the training text)");
   auto* vocab_flag = prepare->add_option("--vocab", vocab, "bpe only: vocabulary size, 257 .. 65536 (default 1024)");
   auto* keys = app.add_subcommand("keys", "list every config key with its type and default (one per line)");
+  auto* plot = app.add_subcommand("plot", "PNGs of runs' records: nibble-train plot RUN_DIR [RUN_DIR ...] --out DIR "
+                                          "[--reference RUN_DIR] (python -m nibble.plot, matplotlib)");
+  plot->allow_extras();
+  plot->prefix_command();  // everything after `plot` goes to the plotting module as it is
   app.footer("Overrides: --section.key value for any config key, e.g. --train.steps 40 --model.recipe nvfp4; "
              "--resume continues from the latest checkpoint. `nibble-train keys` lists the keys.");
   CLI11_PARSE(app, argc, argv);
@@ -85,6 +117,8 @@ int main(int argc, char** argv) {
                   k.default_value.empty() ? "\"\"" : k.default_value.c_str());
     return 0;
   }
+
+  if (*plot) return run_plot(plot->remaining());
 
   if (*prepare) {
     try {
