@@ -9,6 +9,7 @@ An optimizer step over large tensors is bound by memory traffic, so each configu
                (read and written; with an FP32 master: the master read and written, the model copy written), and
                each moment's values and side data (scales, k, centres: read and written);
   GB/s, %STREAM  that traffic per second, and its fraction of the best STREAM-like bandwidth;
+  check s      of the step, the gradient check alone (the 4 B/param nibble reads that torch's step does not);
   vs torch     the step rate over torch's AdamW (fused=True when this torch has the CPU kernel, else
                foreach=True: the header says which), timed alternately with it step by step, so that a machine
                whose load changes during the run still compares like with like.
@@ -51,22 +52,31 @@ def best_seconds(fn, repeats: int) -> float:
 
 
 # ---- STREAM-like bandwidth (McCalpin's kernels on torch tensors, the same threads as the optimizers) --------
-def stream_bandwidth(n: int, repeats: int) -> dict:
-    """GB/s of three kernels over float32 arrays of n elements, bytes counted as STREAM counts them (each array
-    read or written once). copy and triad write a destination they do not read, which the hardware also reads
-    first (write-allocate) without STREAM counting it; the in-place update `a += s * b` reads what it writes,
-    like an optimizer step."""
-    a, b, c = torch.zeros(n), torch.ones(n), torch.full((n,), 2.0)
-    kernels = {
-        "copy": (lambda: a.copy_(b), 8),
-        "triad": (lambda: torch.add(b, c, alpha=3.0, out=a), 12),
-        "in-place a += s*b": (lambda: a.add_(b, alpha=1e-6), 12),
-    }
-    rates = {}
-    for name, (fn, bytes_per_element) in kernels.items():
-        fn()
-        rates[name] = bytes_per_element * n / best_seconds(fn, repeats) / 1e9
-    return rates
+class Stream:
+    """STREAM-like bandwidth (McCalpin's kernels on torch tensors, the threads the optimizers use), GB/s with bytes
+    counted as STREAM counts them (each array read or written once). copy and triad write a destination they do
+    not read, which the hardware also reads first (write-allocate) without STREAM counting it; the in-place update
+    `a += s * b` reads what it writes, like an optimizer step. measure() runs each kernel once and keeps the best
+    rate seen: called between the timed steps, it tracks a machine whose load changes during the run."""
+
+    def __init__(self, n: int):
+        self.a, self.b, self.c = torch.zeros(n), torch.ones(n), torch.full((n,), 2.0)
+        self.kernels = {
+            "copy": (lambda: self.a.copy_(self.b), 8),
+            "triad": (lambda: torch.add(self.b, self.c, alpha=3.0, out=self.a), 12),
+            "in-place a += s*b": (lambda: self.a.add_(self.b, alpha=1e-6), 12),
+        }
+        self.best = {name: 0.0 for name in self.kernels}
+        for fn, _ in self.kernels.values():
+            fn()  # first touch
+
+    def measure(self) -> None:
+        n = self.a.numel()
+        for name, (fn, bytes_per_element) in self.kernels.items():
+            self.best[name] = max(self.best[name], bytes_per_element * n / best_seconds(fn, 1) / 1e9)
+
+    def limit(self) -> float:
+        return max(self.best.values())
 
 
 # ---- Bytes moved per parameter ------------------------------------------------------------------------------
@@ -93,15 +103,16 @@ def fused_cpu_available() -> bool:
         return False
 
 
-def alternate(ours, theirs, repeats: int) -> tuple[float, float]:
-    """Best seconds per step of two optimizers timed one step each in turn (after an untimed first step each,
-    which allocates their states)."""
+def alternate(ours, theirs, stream: Stream, repeats: int) -> tuple[float, float]:
+    """Best seconds per step of two optimizers timed one step each in turn, with the STREAM kernels between (after
+    an untimed first step each, which allocates their states)."""
     ours.step()
     theirs.step()
     best_ours = best_theirs = float("inf")
     for _ in range(repeats):
         best_ours = min(best_ours, best_seconds(ours.step, 1))
         best_theirs = min(best_theirs, best_seconds(theirs.step, 1))
+        stream.measure()
     return best_ours, best_theirs
 
 
@@ -128,41 +139,44 @@ def main() -> None:
     configs.append(("nibble fp8, bf16 master-less SR", torch.bfloat16,
                     lambda ps: nopt.AdamW(ps, state="fp8", master="none")))
 
-    stream = stream_bandwidth(n, args.repeats)
-    print(f"AdamW step on {n / 1e6:.1f}M parameters in tensors of up to {TENSOR >> 20}M, {args.threads} threads, "
-          f"best of {args.repeats}; baseline {baseline_name} (CPU fused kernel "
-          f"{'available' if fused else 'unavailable in this torch'})")
-    print("STREAM-like bandwidth, GB/s: " + ", ".join(f"{k} {v:.1f}" for k, v in stream.items()))
-    limit = max(stream.values())
-    print(f"bandwidth limit taken as the best of them: {limit:.1f} GB/s\n")
-    header = (f"{'configuration':>34} {'s/step':>7} {'Mparam/s':>9} {'B/param':>8} {'GB/s':>6} {'%STREAM':>8} "
-              f"{'vs torch':>9}")
-    print(header)
-
+    stream = Stream(n)
+    stream.measure()
     baseline_params = make_params(n, torch.float32, seed=1)
     baseline = make_baseline(baseline_params)
     baseline_bytes = torch_adamw_bytes(4)
     baseline_best = float("inf")
-    bytes_rows = []
+    rows, bytes_rows = [], []
     for name, dtype, make in configs:
         params = make_params(n, dtype)
         opt = make(params)
-        sec, base_sec = alternate(opt, baseline, args.repeats)
+        sec, base_sec = alternate(opt, baseline, stream, args.repeats)
         baseline_best = min(baseline_best, base_sec)
+        check_sec = best_seconds(opt._impl.grad_norm_squared, args.repeats)
         weight_bytes = 2 if dtype == torch.bfloat16 else 4
-        moved = nibble_adamw_bytes(opt, n, weight_bytes)
-        gbs = moved * n / sec / 1e9
-        print(f"{name:>34} {sec:7.3f} {n / sec / 1e6:9.1f} {moved:8.2f} {gbs:6.1f} {100 * gbs / limit:7.0f}% "
-              f"{base_sec / sec:8.2f}x")
+        rows.append((name, sec, nibble_adamw_bytes(opt, n, weight_bytes), check_sec, base_sec / sec))
         states = opt.state_bytes() / n
         master = (opt.state_bytes(include_master=True) - opt.state_bytes()) / n
         bytes_rows.append((name, weight_bytes, master, states))
         del opt, params
         gc.collect()
-    base_gbs = baseline_bytes * n / baseline_best / 1e9
-    print(f"{baseline_name:>34} {baseline_best:7.3f} {n / baseline_best / 1e6:9.1f} {baseline_bytes:8.2f} "
-          f"{base_gbs:6.1f} {100 * base_gbs / limit:7.0f}% {1.0:8.2f}x   (its best over all rows)")
+    rows.append((baseline_name, baseline_best, baseline_bytes, None, 1.0))
     bytes_rows.append((baseline_name, 4, 0.0, 8.0))
+
+    limit = stream.limit()
+    print(f"AdamW step on {n / 1e6:.1f}M parameters in tensors of up to {TENSOR >> 20}M, {args.threads} threads, "
+          f"best of {args.repeats}; baseline {baseline_name} (CPU fused kernel "
+          f"{'available' if fused else 'unavailable in this torch'})")
+    print("STREAM-like bandwidth, best seen during the run, GB/s: " +
+          ", ".join(f"{k} {v:.1f}" for k, v in stream.best.items()))
+    print(f"bandwidth limit taken as the best of them: {limit:.1f} GB/s\n")
+    print(f"{'configuration':>34} {'s/step':>7} {'Mparam/s':>9} {'B/param':>8} {'GB/s':>6} {'%STREAM':>8} "
+          f"{'check s':>8} {'vs torch':>9}")
+    for name, sec, moved, check_sec, ratio in rows:
+        gbs = moved * n / sec / 1e9
+        check = f"{check_sec:8.3f}" if check_sec is not None else f"{'-':>8}"
+        note = "   (its best over all rows)" if check_sec is None else ""
+        print(f"{name:>34} {sec:7.3f} {n / sec / 1e6:9.1f} {moved:8.2f} {gbs:6.1f} {100 * gbs / limit:7.0f}% "
+              f"{check} {ratio:8.2f}x{note}")
 
     coat = {
         "nibble fp32": "FP32 m, v: 8 B (COAT's baseline)",
