@@ -6,8 +6,9 @@
 // device, parallel::device_for_local_rank), the CUDA quantizers and cuBLASLt GEMMs behind every Linear
 // (core/cuda_dispatch.h), torch's SDPA for attention, the fused CUDA optimizer step; every group's collectives
 // over NCCL where its members each have a GPU, else staged through host memory over MPI (launch/device_mesh.h);
-// pipeline messages always through host memory. It covers every layout without ZeRO-1 so far (cuda_training_gap
-// says what a config needs beyond that); "auto" then trains on the CPU and says why, "cuda" fails naming it.
+// pipeline messages always through host memory; ZeRO-1's shard and states in host memory. cuda_training_gap says
+// what a config would need beyond what the build covers ("auto" then trains on the CPU and says why, "cuda" fails
+// naming it): today only a build without CUDA.
 #include <string>
 
 #include "core/gemm_path.h"

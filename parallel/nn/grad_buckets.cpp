@@ -42,8 +42,10 @@ GradBuckets::GradBuckets(std::vector<std::pair<std::string, torch::Tensor>> para
     throw InvalidArgument("GradBuckets: bucket_mb must be > 0, got " + std::to_string(options_.bucket_mb));
   std::vector<int64_t> numels;
   for (const auto& [name, p] : params_) {
-    if (!p.defined() || !p.device().is_cpu())
-      throw InvalidArgument("GradBuckets: parameter '" + name + "' must be a defined CPU tensor");
+    // A CUDA parameter works too: its gradient is copied into the host buffer, reduced over MPI, and (all-reduce
+    // mode) copied back -- host-staged, compiled only until a GPU run proves it (host_staging.h).
+    if (!p.defined())
+      throw InvalidArgument("GradBuckets: parameter '" + name + "' is not a defined tensor");
     numels.push_back(p.numel());
   }
   layout_ = make_flat_layout(numels, comm_.size());
@@ -143,7 +145,7 @@ void GradBuckets::finish() {
       if (g.defined()) {
         g.copy_(src);
       } else {
-        g = src.to(p.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+        g = src.to(p.device(), p.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
       }
     }
   }

@@ -101,8 +101,11 @@ ZeroOptimizer::ZeroOptimizer(std::vector<std::pair<std::string, torch::Tensor>> 
       throw InvalidArgument("ZeroOptimizer: parameter '" + name + "' has dtype " + c10::toString(p.scalar_type()) +
                             "; all parameters must share one dtype, float32 or bfloat16 (first: " +
                             c10::toString(m.dtype) + ")");
-    if (!p.is_contiguous() || !p.device().is_cpu())
-      throw InvalidArgument("ZeroOptimizer: parameter '" + name + "' must be a contiguous CPU tensor");
+    // The shard, its optimizer states and the flat buffers live in host memory whatever the parameters' device
+    // (ZeRO-Offload's arrangement): a CUDA parameter's gradient is copied to the host, stepped there by the CPU
+    // kernel, and the gathered values copied back. Compiled only for CUDA parameters until a GPU run proves it.
+    if (!p.is_contiguous())
+      throw InvalidArgument("ZeroOptimizer: parameter '" + name + "' must be contiguous");
   }
   m.buckets = std::make_unique<GradBuckets>(m.params, dp, GradBucketOptions{options.bucket_mb, BucketMode::kReduceScatter});
   const FlatLayout& L = m.layout();

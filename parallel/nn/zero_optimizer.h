@@ -15,6 +15,8 @@
 // relative error up to 2^-4 per element) while the owner's shard (the FP32 master / the optimizer's copy)
 // keeps the exact values, so the rounding never accumulates across steps. It moves ~1.03 B/element instead
 // of 4 (fp32) or 2 (bf16).
+// Parameters on a GPU: the shard, its states and the flat buffers stay in host memory (ZeRO-Offload's
+// arrangement); gradients are copied down and parameters back with Tensor::copy_. Compiled only on that path.
 #include <torch/torch.h>
 
 #include <cstdint>

@@ -5,7 +5,7 @@ loss compared:
 bf16 within 1e-3 absolute, quantized recipes within 0.5% relative. The GPU sums in other orders (cuBLAS, the
 device's gradient norm), so the runs are close, not equal. A checkpoint written on the GPU is resumed on the CPU
 for one more step, which must succeed and print a finite loss; dp, tp, pp and cp = 2 with both ranks on the one
-GPU stay within 1e-3 of the one-rank GPU run (bf16).
+GPU, and dp = 2 with ZeRO-1, stay within 1e-3 of the one-rank GPU run (bf16).
 
 Standard library only (the GPU machine's Python needs nothing but itself). Exits 77 -- a CTest skip, never a
 pass -- when nibble-train reports that it cannot use a GPU here (no GPU visible), unless NIBBLE_REQUIRE_GPU=1.
@@ -84,9 +84,10 @@ def main():
     # dp, tp, pp and cp = 2 with both ranks on the one GPU (NCCL refuses two ranks on one device, so every group
     # stages CUDA tensors through host memory over MPI), against the one-rank GPU run of the same recipe: the
     # same model and data, so the losses stay close.
-    layouts = (["--parallel.dp", "2"], ["--parallel.tp", "2"], ["--parallel.pp", "2"], ["--parallel.cp", "2"])
+    layouts = (["--parallel.dp", "2"], ["--parallel.tp", "2"], ["--parallel.pp", "2"], ["--parallel.cp", "2"],
+               ["--parallel.dp", "2", "--optim.zero", "1"])
     for layout in layouts if mpirun else ():
-        name = "".join(layout).replace("--parallel.", "")
+        name = "".join(layout).replace("--parallel.", "").replace("--optim.", "_")
         out = os.path.join(work, name)
         rc, log = run([mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none"] + base + steps +
                       ["--model.recipe", "bf16", "--train.device", "cuda", "--train.out_dir", out] + layout)
