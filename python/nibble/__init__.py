@@ -13,8 +13,10 @@ from .conversion_report import ConversionReport
 # (the function nibble.convert shadows its module's name; `from nibble.convert import DEFAULT_SKIP` still works)
 from .convert import convert
 
+from ._C import read_safetensors, write_safetensors  # nibble's own reader/writer (core/checkpoint/safetensors.h)
+
 recipes = nn.recipes()
 
 __all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads", "quantize", "QuantizedTensor",
            "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "gemm_path", "gemm_paths", "nn", "Recipe", "autocast", "recipes",
-           "parallel", "convert", "ConversionReport"]
+           "parallel", "convert", "ConversionReport", "read_safetensors", "write_safetensors"]

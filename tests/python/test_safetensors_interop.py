@@ -4,14 +4,16 @@ nibble -> safetensors: the package opens every shard nibble-train writes (core/c
 finds the tensors the manifest lists with their dtypes and shapes, the shard's metadata (format, step, rank and
 mesh coordinates) and the very bytes nibble's header points at.
 
-safetensors -> nibble: nibble's reader has no Python binding, so the way back goes through the trainer: a
-checkpoint whose shards the package rewrote (safetensors.torch.save_file, manifest sizes and CRCs updated) is
+safetensors -> nibble, through the trainer: a checkpoint whose shards the package rewrote (safetensors.torch.save_file, manifest sizes and CRCs updated) is
 resumed by nibble-train and continues with the same losses, bit for bit, as the run that never stopped. The
 optimizer-state codecs between them put every dtype nibble-train writes into the shards (F32, I64, BF16, U8).
 The other dtypes nibble's reader accepts (F64, F16, I32, I16, I8, U16, BOOL, F8_E4M3) appear in no nibble
 checkpoint: shards carrying extra package-written tensors of those dtypes are resumed (their header entries and
-sizes pass nibble's checks; their values reach no code a test can read), and a dtype nibble lacks is refused
-naming the file and the dtype."""
+sizes pass nibble's checks), and a dtype nibble lacks is refused naming the file and the dtype.
+
+Value by value, through nibble's own reader and writer bound to Python (nibble.read_safetensors /
+write_safetensors, the code a resume uses): every dtype nibble reads, written by the package, comes back equal,
+and what nibble writes the package reads back equal."""
 import json
 import os
 import shutil
@@ -186,3 +188,38 @@ def test_a_dtype_nibble_lacks_is_refused_naming_the_file_and_the_dtype(finished_
     assert r.returncode != 0
     assert str(shard) in r.stderr and "unsupported dtype 'F8_E5M2'" in r.stderr, r.stderr
     assert "step " not in r.stdout  # refused before training
+
+
+# ---- value by value, through nibble's own reader and writer (nibble.read_safetensors / write_safetensors) ----
+
+def test_nibble_reads_every_value_the_package_writes(tmp_path):
+    import nibble
+
+    torch.manual_seed(0)
+    tensors = {f"t_{str(dt).split('.')[-1]}": (torch.randn(3, 5) * 50).to(dt) for dt in OTHER_DTYPES + [
+        torch.float32, torch.bfloat16, torch.int64, torch.uint8]}
+    tensors["empty"] = torch.zeros(0, 4)
+    tensors["scalar"] = torch.tensor(2.5)
+    path = str(tmp_path / "package.safetensors")
+    save_file(tensors, path, metadata={"who": "the safetensors package"})
+    got, metadata = nibble.read_safetensors(path)
+    assert metadata == {"who": "the safetensors package"}
+    assert sorted(got) == sorted(tensors)
+    for name, t in tensors.items():
+        assert got[name].dtype == t.dtype and got[name].shape == t.shape, name
+        assert torch.equal(got[name].view(torch.uint8) if t.dtype == torch.float8_e4m3fn else got[name],
+                           t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t), name
+
+
+def test_the_package_reads_every_value_nibble_writes(tmp_path):
+    import nibble
+
+    torch.manual_seed(1)
+    tensors = {"w": torch.randn(4, 6), "b": torch.randn(6).to(torch.bfloat16), "n": torch.arange(7),
+               "codes": torch.randint(0, 255, (9,), dtype=torch.uint8)}
+    path = str(tmp_path / "nibble.safetensors")
+    nibble.write_safetensors(path, tensors, {"format": "test"})
+    got = load_file(path)
+    assert sorted(got) == sorted(tensors)
+    for name, t in tensors.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
