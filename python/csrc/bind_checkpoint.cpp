@@ -1,7 +1,9 @@
-// nibble._C: nibble's own safetensors reader and writer (core/checkpoint/safetensors.h), the ones nibble-train's
+// nibble._C: the build's facts (core/build_info.h), and nibble's own safetensors reader and writer (core/checkpoint/safetensors.h), the ones nibble-train's
 // checkpoints go through, so Python can read a shard with exactly the code a resume uses and tests can check
 // interoperability with the `safetensors` package value by value.
+#include "core/build_info.h"
 #include "core/checkpoint/safetensors.h"
+#include "torch/headeronly/version.h"
 #include "python/csrc/bindings.h"
 
 namespace nibble::python {
@@ -9,6 +11,15 @@ namespace nibble::python {
 namespace py = pybind11;
 
 void bind_checkpoint(py::module_& m) {
+  // (With the build's facts: both are about what this build reads and is.)
+  m.def("build_info", [] {
+    const core::BuildInfo b = core::build_info();
+    return py::dict(py::arg("version") = b.version, py::arg("cuda_kernels") = b.cuda_kernels,
+                    py::arg("cuda_architectures") = b.cuda_architectures,
+                    py::arg("cpu_vector_compiled") = b.cpu_vector_compiled,
+                    py::arg("cpu_vector_supported") = b.cpu_vector_supported, py::arg("compiler") = b.compiler,
+                    py::arg("torch_compiled") = std::string(TORCH_VERSION));
+  });
   m.def(
       "read_safetensors",
       [](const std::string& path) {

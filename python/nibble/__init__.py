@@ -3,6 +3,8 @@
 This package is the Python face of the C++ library; the kernels live in the extension module ``nibble._C``.
 """
 from . import _C
+
+__version__ = _C.build_info()["version"]
 from .formats import decode, encode, format_info, get_num_threads, set_num_threads
 from .quantize import SCHEMES, DelayedScaling, QuantizedTensor, gemm, gemm_path, gemm_paths, quantize, rht, rht_matrix
 from . import nn
@@ -19,4 +21,4 @@ recipes = nn.recipes()
 
 __all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads", "quantize", "QuantizedTensor",
            "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "gemm_path", "gemm_paths", "nn", "Recipe", "autocast", "recipes",
-           "parallel", "convert", "ConversionReport", "read_safetensors", "write_safetensors"]
+           "parallel", "convert", "ConversionReport", "read_safetensors", "write_safetensors", "__version__"]
