@@ -10,21 +10,14 @@ its own (its memory account, launch/memory_account.h). Ratios are printed; nothi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 
 import torch
 
 import nibble
 from plain_gpt import PlainGpt
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# name -> (hidden, layers, heads, ffn); vocab 256 (bytes), seq 256, batch 8 (the configurations).
-SIZES = {"small": (512, 4, 8, 1376), "medium": (768, 7, 12, 2048)}
-VOCAB, SEQ, BATCH = 256, 256, 8
+from train_runs import BATCH, ROOT, SEQ, SIZES, VOCAB, run_nibble_train, tokens_dir
 # (label, nibble-train overrides)
 RUNS = [
     ("bf16, fp32 states", ["--model.recipe", "bf16", "--optim.state", "fp32"]),
@@ -56,20 +49,10 @@ def plain_torch_peak(hidden, layers, heads, ffn, threads):
     return peak
 
 
-def nibble_account(binary, tokens_dir, work, hidden, layers, heads, ffn, overrides, threads):
-    out = os.path.join(work, "run")
-    cmd = [binary, "--config", os.path.join(ROOT, "examples", "configs", "tiny.toml"),
-           "--data.train", os.path.join(tokens_dir, "train.bin"), "--data.val", os.path.join(tokens_dir, "val.bin"),
-           "--train.out_dir", out, "--train.threads", str(threads), "--model.vocab", str(VOCAB),
-           "--model.hidden", str(hidden), "--model.layers", str(layers), "--model.heads", str(heads),
-           "--model.ffn_hidden", str(ffn), "--model.seq_len", str(SEQ), "--train.global_batch", str(BATCH),
-           "--train.micro_batch", str(BATCH), "--train.steps", "2", "--optim.warmup", "0",
-           "--train.sample_tokens", "0", "--train.eval_batches", "1", "--checkpoint.every", "0"] + overrides
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"nibble-train failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        return next(json.loads(line)["memory"] for line in f if '"memory"' in line)
+def nibble_account(binary, tokens, work, size, overrides, threads):
+    # Two steps: the memory account covers a run's first two (launch/memory_account.h).
+    records = run_nibble_train(binary, tokens, os.path.join(work, "run"), size, 2, threads, overrides)
+    return next(r["memory"] for r in records if "memory" in r)
 
 
 def mib(b):
@@ -85,11 +68,7 @@ def main():
     torch.set_num_threads(args.threads)
     binary = os.path.join(args.build, "nibble-train")
     with tempfile.TemporaryDirectory() as work:
-        tokens_dir = os.path.join(ROOT, "data", "tokens")
-        if not os.path.isfile(os.path.join(tokens_dir, "train.bin")):
-            tokens_dir = os.path.join(work, "tokens")
-            subprocess.run([binary, "prepare", "--input", os.path.join(ROOT, "data", "kjv.txt"), "--out", tokens_dir],
-                           check=True, capture_output=True)
+        tokens = tokens_dir(binary, work)
         for size in args.sizes.split(","):
             hidden, layers, heads, ffn = SIZES[size]
             plain = plain_torch_peak(hidden, layers, heads, ffn, args.threads)
@@ -99,7 +78,7 @@ def main():
                   f"ffn {ffn}), seq {SEQ}, batch {BATCH}, {args.threads} threads")
             print(f"  plain torch (bf16 autocast, fp32 AdamW): peak {mib(plain):8.1f} MiB")
             for label, overrides in RUNS:
-                m = nibble_account(binary, tokens_dir, work, hidden, layers, heads, ffn, overrides, args.threads)
+                m = nibble_account(binary, tokens, work, size, overrides, args.threads)
                 per_layer = m["saved_per_microbatch"] / layers
                 print(f"  nibble {label:48s} peak {mib(m['peak']):8.1f} MiB  plain/nibble {plain / m['peak']:5.2f}x"
                       f" | states {mib(m['optimizer_states']):6.1f} MiB | saved by nibble layers {mib(per_layer):6.2f}"

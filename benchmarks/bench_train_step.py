@@ -7,11 +7,8 @@ Medians over the timed steps after warm-up; ratios to plain torch BF16 are print
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -19,11 +16,7 @@ import numpy as np
 import torch
 
 from plain_gpt import PlainGpt
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# name -> (hidden, layers, heads, ffn); vocab 256 (bytes), seq 256, batch 8 (the configurations).
-SIZES = {"small": (512, 4, 8, 1376), "medium": (768, 7, 12, 2048)}
-VOCAB, SEQ, BATCH = 256, 256, 8
+from train_runs import BATCH, ROOT, SEQ, SIZES, VOCAB, run_nibble_train, tokens_dir
 RECIPES = ["bf16", "fp8_current", "mxfp8", "nvfp4"]
 
 
@@ -52,22 +45,10 @@ def plain_torch_ms(tokens_path, size, autocast, steps, warmup):
     return 1e3 * statistics.median(times)
 
 
-def nibble_ms(binary, tokens_dir, work, size, recipe, steps, warmup, threads):
-    hidden, layers, heads, ffn = SIZES[size]
-    out = os.path.join(work, f"{size}_{recipe}")
-    cmd = [binary, "--config", os.path.join(ROOT, "examples", "configs", "tiny.toml"),
-           "--data.train", os.path.join(tokens_dir, "train.bin"), "--data.val", os.path.join(tokens_dir, "val.bin"),
-           "--train.out_dir", out, "--train.threads", str(threads), "--model.vocab", str(VOCAB),
-           "--model.hidden", str(hidden), "--model.layers", str(layers), "--model.heads", str(heads),
-           "--model.ffn_hidden", str(ffn), "--model.seq_len", str(SEQ), "--train.global_batch", str(BATCH),
-           "--train.micro_batch", str(BATCH), "--train.steps", str(warmup + steps), "--optim.warmup", "0",
-           "--model.recipe", recipe, "--train.sample_tokens", "0", "--train.eval_batches", "1",
-           "--train.eval_every", "0", "--checkpoint.every", "0"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"nibble-train failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        ms = [json.loads(line)["ms_per_step"] for line in f if '"ms_per_step"' in line]
+def nibble_ms(binary, tokens, work, size, recipe, steps, warmup, threads):
+    records = run_nibble_train(binary, tokens, os.path.join(work, f"{size}_{recipe}"), size, warmup + steps, threads,
+                               ["--model.recipe", recipe])
+    ms = [r["ms_per_step"] for r in records if "ms_per_step" in r]
     return statistics.median(ms[warmup:])
 
 
@@ -82,12 +63,8 @@ def main():
     torch.set_num_threads(args.threads)
     binary = os.path.join(args.build, "nibble-train")
     with tempfile.TemporaryDirectory() as work:
-        tokens_dir = os.path.join(ROOT, "data", "tokens")
-        if not os.path.isfile(os.path.join(tokens_dir, "train.bin")):
-            tokens_dir = os.path.join(work, "tokens")
-            subprocess.run([binary, "prepare", "--input", os.path.join(ROOT, "data", "kjv.txt"), "--out", tokens_dir],
-                           check=True, capture_output=True)
-        train = os.path.join(tokens_dir, "train.bin")
+        tokens = tokens_dir(binary, work)
+        train = os.path.join(tokens, "train.bin")
         for size in args.sizes.split(","):
             bf16 = plain_torch_ms(train, size, True, args.steps, args.warmup)
             fp32 = plain_torch_ms(train, size, False, args.steps, args.warmup)
@@ -97,7 +74,7 @@ def main():
             print(f"  plain torch bf16 autocast {bf16:8.1f} ms   (1.00x)")
             print(f"  plain torch fp32          {fp32:8.1f} ms   ({fp32 / bf16:.2f}x)")
             for recipe in RECIPES:
-                ms = nibble_ms(binary, tokens_dir, work, size, recipe, args.steps, args.warmup, args.threads)
+                ms = nibble_ms(binary, tokens, work, size, recipe, args.steps, args.warmup, args.threads)
                 print(f"  nibble {recipe:18s} {ms:8.1f} ms   ({ms / bf16:.2f}x plain torch bf16; target "
                       f"{'1.0' if recipe == 'bf16' else '0.9'}x)")
 
