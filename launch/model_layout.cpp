@@ -5,6 +5,7 @@
 #include "parallel/nn/group_context_parallel.h"
 #include "parallel/nn/group_tensor_parallel.h"
 #include "parallel/pipeline_schedule.h"
+#include "precision/error.h"
 
 namespace nibble::launch {
 
@@ -33,9 +34,22 @@ std::unique_ptr<core::model::Gpt> build_model(const TrainConfig& c, const parall
   for (const parallel::StageLayers& s : parallel::assign_layers(layer_assignment(c)))
     if (s.rank == mesh.coord().pp)
       chunks.push_back({s.first_layer, s.first_layer + s.num_layers, s.embedding, s.lm_head});
+  return std::make_unique<core::model::Gpt>(model_config(c), tp, cp, std::move(chunks));
+}
+
+core::model::GptConfig model_config(const TrainConfig& c) {
   core::model::GptConfig model = c.model;
   model.reproducible_sums = c.reproducible_sums;
-  return std::make_unique<core::model::Gpt>(model, tp, cp, std::move(chunks));
+  return model;
+}
+
+std::unique_ptr<core::model::Gpt> build_single_rank_model(const TrainConfig& c) {
+  if (c.tp * c.cp * c.dp * c.pp != 1 || c.sequence_parallel)
+    throw InvalidArgument("a model without a mesh is the whole model on one rank; the config asks for parallel.tp = " +
+                          std::to_string(c.tp) + ", cp = " + std::to_string(c.cp) + ", dp = " + std::to_string(c.dp) +
+                          ", pp = " + std::to_string(c.pp) + ", sequence_parallel = " +
+                          (c.sequence_parallel ? "true" : "false") + " (build it over a mesh of that shape)");
+  return std::make_unique<core::model::Gpt>(model_config(c), std::make_shared<core::model::SingleRankTensorParallel>());
 }
 
 torch::Tensor context_parallel_part(const torch::Tensor& tokens, const parallel::Mesh& mesh) {

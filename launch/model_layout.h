@@ -17,6 +17,11 @@ namespace nibble::launch {
 parallel::LayerAssignmentOptions layer_assignment(const TrainConfig& config);
 // Builds this rank's part of the model (collective-free; every rank of the mesh calls it).
 std::unique_ptr<core::model::Gpt> build_model(const TrainConfig& config, const parallel::Mesh& mesh);
+// The model's config as the trainer builds it ([model] plus parallel.reproducible_sums).
+core::model::GptConfig model_config(const TrainConfig& config);
+// The whole model on one process without a mesh (Python's nibble.models.GPT at tp = 1 outside mpirun): the same
+// parameters as build_model at tp = 1. Throws InvalidArgument when the config's layout is not one rank.
+std::unique_ptr<core::model::Gpt> build_single_rank_model(const TrainConfig& config);
 
 // This cp rank's tokens of int64 [batch, seq] batches (core/model/context_parallel_interface.h's split, along dim 1).
 torch::Tensor context_parallel_part(const torch::Tensor& tokens, const parallel::Mesh& mesh);

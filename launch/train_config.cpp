@@ -275,6 +275,33 @@ std::map<std::string, std::string> TrainConfig::to_map() const {
   return out;
 }
 
+namespace {
+
+// Every key of a parsed TOML document into `c`, checking names and types; `where` names the source in messages.
+void apply_table(TrainConfig& c, const toml::table& root, const std::string& where) {
+  for (const auto& [section, node] : root) {
+    const std::string s(section.str());
+    const toml::table* table = node.as_table();
+    if (!table) unknown_key(s, where);
+    for (const auto& [name, value] : *table) {
+      const std::string key = s + "." + std::string(name.str());
+      auto it = keys().find(key);
+      if (it == keys().end()) unknown_key(key, where);
+      it->second.set(c, node_text(key, value, it->second.kind, where));
+    }
+  }
+}
+
+void apply_overrides(TrainConfig& c, const std::vector<std::pair<std::string, std::string>>& overrides) {
+  for (const auto& [key, text] : overrides) {
+    auto it = keys().find(key);
+    if (it == keys().end()) unknown_key(key, "override --" + key);
+    it->second.set(c, parse_text(key, text, it->second.kind));
+  }
+}
+
+}  // namespace
+
 TrainConfig load_config(const std::string& path, const std::vector<std::pair<std::string, std::string>>& overrides) {
   TrainConfig c;
   if (!path.empty()) {
@@ -287,24 +314,23 @@ TrainConfig load_config(const std::string& path, const std::vector<std::pair<std
           << e.source().begin.line;
       throw InvalidArgument(msg.str());
     }
-    const std::string where = "config '" + path + "'";
-    for (const auto& [section, node] : root) {
-      const std::string s(section.str());
-      const toml::table* table = node.as_table();
-      if (!table) unknown_key(s, where);
-      for (const auto& [name, value] : *table) {
-        const std::string key = s + "." + std::string(name.str());
-        auto it = keys().find(key);
-        if (it == keys().end()) unknown_key(key, where);
-        it->second.set(c, node_text(key, value, it->second.kind, where));
-      }
-    }
+    apply_table(c, root, "config '" + path + "'");
   }
-  for (const auto& [key, text] : overrides) {
-    auto it = keys().find(key);
-    if (it == keys().end()) unknown_key(key, "override --" + key);
-    it->second.set(c, parse_text(key, text, it->second.kind));
+  apply_overrides(c, overrides);
+  return c;
+}
+
+TrainConfig load_config_text(const std::string& toml_text, const std::string& where) {
+  TrainConfig c;
+  toml::table root;
+  try {
+    root = toml::parse(toml_text);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << where << " is not valid TOML: " << e.description() << " at line " << e.source().begin.line;
+    throw InvalidArgument(msg.str());
   }
+  apply_table(c, root, where);
   return c;
 }
 

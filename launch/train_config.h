@@ -73,6 +73,9 @@ struct TrainConfig {
 // Parses the TOML file (if path is not empty) then applies overrides ("section.key" -> text), checking every
 // key and type. Then validate(world_size).
 TrainConfig load_config(const std::string& path, const std::vector<std::pair<std::string, std::string>>& overrides);
+// The same from TOML text (Python's nibble.models writes a dict of keys as TOML, so a dict is checked exactly as a
+// file is); `where` names the source in messages, as "config 'PATH'" does for a file.
+TrainConfig load_config_text(const std::string& toml_text, const std::string& where);
 
 // Every config key with its type ("integer", "number", "string", "boolean", "boolean or string") and default
 // (`nibble-train keys` prints them; tests/python/test_config_rules.py requires a failing case for each).

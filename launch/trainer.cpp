@@ -25,6 +25,7 @@
 #include "launch/grad_sync.h"
 #include "launch/log.h"
 #include "launch/memory_account.h"
+#include "launch/micro_batches.h"
 #include "launch/model_layout.h"
 #include "launch/run_records.h"
 #include "launch/train_optimizer.h"
@@ -96,26 +97,6 @@ core::GemmDevice gemm_device(const torch::Device& device) {
 #endif
   (void)device;
   return core::GemmDevice{};
-}
-
-// This rank's part (dp rows, cp tokens) of every micro-batch of training step `step`, and each one's
-// stochastic-rounding stream: (step, global micro-batch index), the same at any dp layout.
-struct MicroBatches {
-  std::vector<torch::Tensor> tokens, targets;
-  std::vector<uint64_t> streams;
-};
-
-MicroBatches step_batches(const TrainConfig& c, const core::data::BatchSampler& train, const parallel::Mesh& mesh,
-                          int64_t step, const torch::Device& device) {
-  const int64_t per_dp = c.global_batch / c.dp;
-  MicroBatches out;
-  for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
-    core::data::Batch b = train.train_batch(step, mesh.coord().dp * per_dp + first, c.micro_batch);
-    out.tokens.push_back(context_parallel_part(b.tokens, mesh).to(device));
-    out.targets.push_back(context_parallel_part(b.targets, mesh).to(device));
-    out.streams.push_back(static_cast<uint64_t>(step * c.global_batch + mesh.coord().dp * per_dp + first) + 1);
-  }
-  return out;
 }
 
 // The pipeline runtime over the pp group (collective: every rank builds it; pp = 1 needs none). Its forward

@@ -18,6 +18,7 @@ void bind_tensor_parallel(pybind11::module_& m);
 void bind_context_parallel(pybind11::module_& m);
 void bind_data_parallel(pybind11::module_& m);
 void bind_checkpoint(pybind11::module_& m);
+void bind_models(pybind11::module_& m);
 
 // "rne" | "stochastic" (| "toward_zero" where `allow_toward_zero`), aliases "nearest", "sr", "rtz". Unknown names
 // throw InvalidArgument starting with `who` and listing the valid names.

@@ -18,4 +18,5 @@ PYBIND11_MODULE(_C, m) {
   nibble::python::bind_context_parallel(m);
   nibble::python::bind_data_parallel(m);
   nibble::python::bind_checkpoint(m);
+  nibble::python::bind_models(m);
 }

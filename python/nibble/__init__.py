@@ -11,6 +11,7 @@ from . import nn
 from .nn import Recipe, autocast
 from . import optim
 from . import parallel  # MPI is initialised by nibble.parallel.init(), never at import
+from . import models  # nibble-train's GPT, config and batches (nibble.models.GPT)
 from .conversion_report import ConversionReport
 # (the function nibble.convert shadows its module's name; `from nibble.convert import DEFAULT_SKIP` still works)
 from .convert import convert
@@ -21,4 +22,4 @@ recipes = nn.recipes()
 
 __all__ = ["encode", "decode", "format_info", "set_num_threads", "get_num_threads", "quantize", "QuantizedTensor",
            "DelayedScaling", "SCHEMES", "rht", "rht_matrix", "gemm", "gemm_path", "gemm_paths", "nn", "Recipe", "autocast", "recipes",
-           "parallel", "convert", "ConversionReport", "read_safetensors", "write_safetensors", "__version__"]
+           "parallel", "models", "convert", "ConversionReport", "read_safetensors", "write_safetensors", "__version__"]
