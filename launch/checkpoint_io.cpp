@@ -6,6 +6,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <string>
 
 #include "core/checkpoint/checkpoint_dir.h"
 #include "core/checkpoint/checksum.h"
@@ -129,6 +131,33 @@ struct ReadCheckpoint {
   std::string failure;
 };
 
+// A weights-only checkpoint (nibble-train import) records the model keys of the model it came from; the
+// parameter shapes cannot tell every difference (model.heads, model.rope_theta, model.norm_eps change none of
+// them), so each recorded key must equal this job's before any weight is used. Numbers compare as numbers
+// ("1e-06" == "9.9999999999999995e-07"); model.ffn_hidden compares as the width the model builds (0 = default).
+void check_weights_only_model(const core::checkpoint::Manifest& m, const TrainConfig& config) {
+  const std::map<std::string, std::string> mine = config.to_map();
+  for (const auto& [key, saved] : m.config) {
+    if (key.rfind("model.", 0) != 0) continue;
+    auto it = mine.find(key);
+    if (it == mine.end())
+      throw Error("the weights-only checkpoint records " + key + " = " + saved + ", which is not a config key");
+    const std::string now = key == "model.ffn_hidden" ? std::to_string(config.model.ffn()) : it->second;
+    bool same = saved == now;
+    if (!same) {
+      try {
+        size_t a = 0, b = 0;
+        same = std::stod(saved, &a) == std::stod(now, &b) && a == saved.size() && b == now.size();
+      } catch (const std::exception&) {
+        same = false;
+      }
+    }
+    if (!same)
+      throw Error("the weights-only checkpoint holds a model with " + key + " = " + saved + ", this job has " +
+                  now + "; set --" + key + " " + saved + " (nibble-train import prints every model key to set)");
+  }
+}
+
 ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config, const parallel::Mesh& mesh,
                                core::model::Gpt& model) {
   ReadCheckpoint r;
@@ -137,6 +166,7 @@ ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config
     r.manifest = core::checkpoint::read_manifest(dir);  // every field checked (core/checkpoint/manifest.h)
     const core::checkpoint::Manifest& m = r.manifest;
     r.resharded = !same_layout(m, config);
+    if (m.contents == core::checkpoint::kContentsWeights) check_weights_only_model(m, config);
     // Verify every file this rank reads against the manifest before using any of it.
     auto read_verified = [&](size_t index) {
       const core::checkpoint::ManifestShard& shard = m.shards.at(index);
@@ -169,12 +199,22 @@ void apply_checkpoint(const ReadCheckpoint& r, const TrainConfig& config, core::
                   c10::str(p.tensor.sizes()));
     p.tensor.copy_(it->second);
   }
-  std::map<std::string, torch::Tensor> optim_state;
-  for (const auto& [key, t] : r.tensors)
-    if (key.rfind("optim.", 0) == 0) optim_state[key.substr(6)] = t;
-  optimizer.load_state_dict(optim_state);
-  core::checkpoint::restore_linear_states(model.linear_states(), r.tensors, r.source);
   const core::checkpoint::Manifest& m = r.manifest;
+  if (m.contents == core::checkpoint::kContentsWeights) {
+    // Fresh optimizer (an empty state dict: moments start at zero; ZeRO-1 copies the loaded weights into its
+    // shard) and fresh Linear states, as a new run has them.
+    optimizer.load_state_dict({});
+    if (parallel::world().rank() == 0)
+      std::printf("checkpoint %s holds model weights only (manifest contents = \"weights\"): optimizer and "
+                  "Linear states start fresh at step %lld\n",
+                  r.source.c_str(), static_cast<long long>(m.step));
+  } else {
+    std::map<std::string, torch::Tensor> optim_state;
+    for (const auto& [key, t] : r.tensors)
+      if (key.rfind("optim.", 0) == 0) optim_state[key.substr(6)] = t;
+    optimizer.load_state_dict(optim_state);
+    core::checkpoint::restore_linear_states(model.linear_states(), r.tensors, r.source);
+  }
   state = {m.step, m.consecutive_skips, m.skipped_total};
   if (r.resharded && parallel::world().rank() == 0)
     std::printf("checkpoint resharded from %s to tp=%lld cp=%lld dp=%lld pp=%lld\n", saved_layout(m).c_str(),

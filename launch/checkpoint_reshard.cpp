@@ -61,16 +61,18 @@ void check_reshardable(const Manifest& m, const TrainConfig& c) {
     auto it = m.config.find(key);
     return it == m.config.end() ? otherwise : it->second;
   };
+  // A weights-only checkpoint (nibble-train import) has no optimizer states to split: resume starts them fresh.
+  const bool weights_only = m.contents == core::checkpoint::kContentsWeights;
   const std::string saved_zero = saved_value("optim.zero", "0");
-  if (saved_zero != "0" || c.zero != 0)
+  if (!weights_only && (saved_zero != "0" || c.zero != 0))
     throw Error("resharding a checkpoint from " + saved_layout(m) + " with ZeRO-1 optimizer states (optim.zero = " +
                 saved_zero + " saved, " + std::to_string(c.zero) + " now) is not implemented: each dp rank's file "
                 "holds only its shard of the states. Resume at the saved layout with the same optim.zero");
   const std::string state = saved_value("optim.state", "fp32");
-  if (state != c.state)
+  if (!weights_only && state != c.state)
     throw Error("the checkpoint's optimizer states are '" + state + "', this job's optim.state is '" + c.state +
                 "'; resume with optim.state = " + state);
-  if (state != "fp32" && state != "bf16")
+  if (!weights_only && state != "fp32" && state != "bf16")
     throw Error("resharding a checkpoint from " + saved_layout(m) + " to tp=" + std::to_string(c.tp) + " cp=" +
                 std::to_string(c.cp) + " dp=" + std::to_string(c.dp) + " pp=" + std::to_string(c.pp) +
                 " is not possible with optim.state = " + state + ": its per-group scales span the flattened "

@@ -32,7 +32,7 @@ bool same_layout(const Manifest& manifest, const TrainConfig& config);
 std::vector<size_t> reshard_sources(const Manifest& manifest);
 
 // Throws nibble::Error (naming the codec and what would work) when the saved optimizer states cannot be
-// resharded. Called before any file is read.
+// resharded (a weights-only checkpoint has none). Called before any file is read.
 void check_reshardable(const Manifest& manifest, const TrainConfig& config);
 
 // The tensors this rank's own shard would hold ("model.*", "optim.*", "linear.*"), built from the saved

@@ -1,4 +1,5 @@
-// nibble-train: `nibble-train prepare --input corpus.txt --out data/tokens` makes token files;
+// nibble-train: `nibble-train prepare --input corpus.txt --out data/tokens` makes token files; `export` / `import`
+// convert checkpoints to and from Hugging Face Llama directories (docs/HUGGINGFACE.md);
 // `mpirun -np N nibble-train --config job.toml [--section.key value ...] [--resume]` trains.
 // The config is loaded and validated on every rank before MPI starts or anything is allocated (the world
 // size comes from the launcher's environment), so a bad config is one message per rank and exit code 2.
@@ -55,25 +56,26 @@ std::vector<std::pair<std::string, std::string>> parse_overrides(const std::vect
   return out;
 }
 
-// `nibble-train plot ...`: the plots are matplotlib's (python/nibble/plot.py), run by the Python this build was
-// configured with, with the build's package on PYTHONPATH. Returns only if it cannot start.
-int run_plot(const std::vector<std::string>& args) {
+// `nibble-train plot|export|import ...`: subcommands written in Python (python/nibble/plot.py: matplotlib;
+// hf_export.py / hf_import.py: transformers, safetensors, tokenizers), run as `python -m <module>` by the
+// Python this build was configured with, with the build's package on PYTHONPATH. Returns only if it cannot start.
+int run_python_module(const std::string& module, const std::string& subcommand, const std::vector<std::string>& args) {
 #ifdef NIBBLE_PYTHON_EXECUTABLE
   const char* old_path = std::getenv("PYTHONPATH");
   const std::string path = std::string(NIBBLE_PYTHON_PACKAGE_DIR) + (old_path && *old_path ? ":" + std::string(old_path) : "");
   ::setenv("PYTHONPATH", path.c_str(), 1);
-  std::vector<std::string> argv_text = {NIBBLE_PYTHON_EXECUTABLE, "-m", "nibble.plot"};
+  std::vector<std::string> argv_text = {NIBBLE_PYTHON_EXECUTABLE, "-m", module};
   argv_text.insert(argv_text.end(), args.begin(), args.end());
   std::vector<char*> argv_ptrs;
   for (std::string& a : argv_text) argv_ptrs.push_back(a.data());
   argv_ptrs.push_back(nullptr);
   ::execv(NIBBLE_PYTHON_EXECUTABLE, argv_ptrs.data());
-  nibble::launch::log_error(std::string("plot: could not run ") + NIBBLE_PYTHON_EXECUTABLE + ": " +
-                            std::strerror(errno) + " (run scripts/setup.sh, which makes the venv with matplotlib)");
+  nibble::launch::log_error(subcommand + ": could not run " + NIBBLE_PYTHON_EXECUTABLE + ": " + std::strerror(errno) +
+                            " (run scripts/setup.sh, which makes the venv with matplotlib and transformers)");
 #else
   (void)args;
-  nibble::launch::log_error("plot: this build has no Python (configured with NIBBLE_PYTHON=OFF); run "
-                            "`python -m nibble.plot` from a build that has it");
+  nibble::launch::log_error(subcommand + ": this build has no Python (configured with NIBBLE_PYTHON=OFF); run "
+                            "`python -m " + module + "` from a build that has it");
 #endif
   return 2;
 }
@@ -107,6 +109,16 @@ int main(int argc, char** argv) {
                                           "[--reference RUN_DIR] (python -m nibble.plot, matplotlib)");
   plot->allow_extras();
   plot->prefix_command();  // everything after `plot` goes to the plotting module as it is
+  auto* export_cmd = app.add_subcommand(
+      "export", "a checkpoint (any layout) as a Hugging Face Llama directory: nibble-train export --checkpoint DIR "
+                "--format hf --out OUT [--dtype fp32|bf16] (python -m nibble.hf_export; docs/HUGGINGFACE.md)");
+  export_cmd->allow_extras();
+  export_cmd->prefix_command();
+  auto* import_cmd = app.add_subcommand(
+      "import", "a Hugging Face Llama directory as a weights-only nibble checkpoint that --resume fine-tunes from: "
+                "nibble-train import --hf DIR --out CKPT (python -m nibble.hf_import; docs/HUGGINGFACE.md)");
+  import_cmd->allow_extras();
+  import_cmd->prefix_command();
   app.footer("Overrides: --section.key value for any config key, e.g. --train.steps 40 --model.recipe nvfp4; "
              "--resume continues from the latest checkpoint. `nibble-train keys` lists the keys.");
   CLI11_PARSE(app, argc, argv);
@@ -118,7 +130,9 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (*plot) return run_plot(plot->remaining());
+  if (*plot) return run_python_module("nibble.plot", "plot", plot->remaining());
+  if (*export_cmd) return run_python_module("nibble.hf_export", "export", export_cmd->remaining());
+  if (*import_cmd) return run_python_module("nibble.hf_import", "import", import_cmd->remaining());
 
   if (*prepare) {
     try {

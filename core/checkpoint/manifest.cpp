@@ -153,6 +153,12 @@ Manifest read_manifest_fields(const Reader& m) {
   const std::string format = m.at("format").string();
   if (format != kManifestFormat)
     m.fail("format \"" + format.substr(0, 64) + "\" is not \"" + kManifestFormat + "\"");
+  if (m.has("contents")) {
+    out.contents = m.at("contents").string();
+    if (out.contents != kContentsFull && out.contents != kContentsWeights)
+      m.fail("contents = \"" + out.contents.substr(0, 64) + "\" is not \"" + kContentsFull + "\" or \"" +
+             kContentsWeights + "\"");
+  }
   constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
   out.step = m.at("step").integer(0, kMaxCount);
   out.consecutive_skips = m.at("consecutive_skips").integer(0, kMaxCount);
@@ -195,6 +201,7 @@ std::string ManifestLayout::describe() const {
 std::string manifest_json(const Manifest& m) {
   nlohmann::ordered_json j;
   j["format"] = kManifestFormat;
+  j["contents"] = m.contents;
   j["step"] = m.step;
   j["consecutive_skips"] = m.consecutive_skips;
   j["skipped_total"] = m.skipped_total;

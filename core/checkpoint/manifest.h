@@ -15,6 +15,12 @@
 namespace nibble::core::checkpoint {
 
 inline constexpr const char* kManifestFormat = "nibble-checkpoint-1";
+// Manifest::contents: what the shards hold. "full" (what nibble-train writes): parameters, optimizer states
+// and Linear states, resumed as they are. "weights": model parameters only (`nibble-train import` of a Hugging
+// Face model): a resume loads them and starts the optimizer, the Linear states and the step count fresh -- a
+// fine-tuning start, as Megatron's --finetune, never optimizer state made up to look resumable.
+inline constexpr const char* kContentsFull = "full";
+inline constexpr const char* kContentsWeights = "weights";
 
 // The mesh and pipeline split the checkpoint was written at. Fields an older manifest lacks take these
 // defaults (they were added with the features they describe).
@@ -48,6 +54,7 @@ struct ManifestParam {
 };
 
 struct Manifest {
+  std::string contents = kContentsFull;  // kContentsFull or kContentsWeights; absent in older manifests: full
   int64_t step = 0;  // steps completed
   int64_t consecutive_skips = 0, skipped_total = 0;
   std::string recipe;

@@ -65,6 +65,7 @@ TEST(Manifest, ReadsAnOlderManifestWithDefaults) {
     j["layout"].erase(k);
   j.erase("rng");
   j.erase("data");
+  j.erase("contents");
   for (auto& s : j["shards"])
     for (const char* k : {"tp_rank", "cp_rank", "dp_rank", "pp_rank"}) s.erase(k);
   const ck::Manifest m = ck::parse_manifest(j.dump(), "d");
@@ -74,6 +75,18 @@ TEST(Manifest, ReadsAnOlderManifestWithDefaults) {
   EXPECT_EQ(m.shards[3].tp_rank, 1);  // from the mesh order
   EXPECT_EQ(m.shards[3].pp_rank, 1);
   EXPECT_EQ(m.shards[2].tp_rank, 0);
+  EXPECT_EQ(m.contents, "full");  // every older checkpoint holds optimizer and Linear states
+}
+
+TEST(Manifest, RoundTripsAWeightsOnlyCheckpoint) {
+  ck::Manifest m = sample();
+  m.contents = ck::kContentsWeights;
+  EXPECT_EQ(ck::parse_manifest(ck::manifest_json(m), "d").contents, "weights");
+  json j = sample_json();
+  j["contents"] = "optimizer";
+  expect_refused(j, "contents = \"optimizer\" is not \"full\" or \"weights\"");
+  j["contents"] = 1;
+  expect_refused(j, "contents = 1 is not a string");
 }
 
 TEST(Manifest, DescribesTheLayout) {
