@@ -1,7 +1,7 @@
 """Hugging Face out and in (`nibble-train export --format hf`, `nibble-train import --hf`), with transformers as
 the oracle: the exported directory loads with AutoModelForCausalLM and AutoTokenizer, its held-out loss equals
 nibble-train's eval loss, every layout's checkpoint exports the same tensors, transformers' own Llama imports and
-resumes at tp = 1 and tp = 2 with the HF model's loss, and everything nibble cannot represent is refused by name
+resumes at tp = 1, tp = 2 and dp = 2 with ZeRO-1 with the HF model's loss, and everything nibble cannot represent is refused by name
 before anything is written."""
 import json
 import math
@@ -210,11 +210,16 @@ def tiny_llama(path, seed=0, **overrides):
 IMPORTED_KEYS = ["--model.rope_theta", "5000", "--model.norm_eps", "1e-5"]
 
 
-@pytest.mark.parametrize("tp", [1, 2])
-def test_imported_llama_resumes_with_its_transformers_loss(data, saved_llama, tmp_path, tp):
+RESUME_LAYOUTS = {"tp1": (0, {}), "tp2": (2, {"parallel__tp": 2}),
+                  "dp2_zero1": (2, {"parallel__dp": 2, "optim__zero": 1})}  # ZeRO-1 copies the weights into its shard
+
+
+@pytest.mark.parametrize("layout", list(RESUME_LAYOUTS))
+def test_imported_llama_resumes_with_its_transformers_loss(data, saved_llama, tmp_path, layout):
     d, _ = data
     hf = saved_llama
-    if tp == 1:  # the CLI once; in this process otherwise (no new interpreter importing transformers)
+    np_, overrides = RESUME_LAYOUTS[layout]
+    if layout == "tp1":  # the CLI once; in this process otherwise (no new interpreter importing transformers)
         r = run(["import", "--hf", str(hf), "--out", str(tmp_path / "ckpt")])
         assert r.returncode == 0, r.stdout + r.stderr
         assert "--model.rope_theta 5000.0" in r.stdout and "--model.tie_embeddings false" in r.stdout
@@ -223,13 +228,13 @@ def test_imported_llama_resumes_with_its_transformers_loss(data, saved_llama, tm
     manifest = json.load(open(tmp_path / "ckpt" / "step_00000000" / "manifest.json"))
     assert manifest["contents"] == "weights" and manifest["step"] == 0
     # lr 0: the one step changes nothing, so the final eval is the imported model's.
-    r = run(job(d / "byte", tmp_path / "run", checkpoint__dir=tmp_path / "ckpt", optim__lr=0, train__steps=1, optim__warmup=0,
-                parallel__tp=tp) + IMPORTED_KEYS + ["--resume"], np=2 if tp == 2 else 0)
+    r = run(job(d / "byte", tmp_path / "run", checkpoint__dir=tmp_path / "ckpt", optim__lr=0, train__steps=1,
+                optim__warmup=0, **overrides) + IMPORTED_KEYS + ["--resume"], np=np_)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "holds model weights only" in r.stdout and "at step 0" in r.stdout
     nibble_loss = final_eval(tmp_path / "run")
     plain, emulated = hf_loss(hf, d / "byte" / "val.bin"), hf_loss(hf, d / "byte" / "val.bin", emulate_bf16=True)
-    print(f"import tp={tp}: nibble eval {nibble_loss:.9f}, transformers fp32 {plain:.9f} (rel "
+    print(f"import {layout}: nibble eval {nibble_loss:.9f}, transformers fp32 {plain:.9f} (rel "
           f"{rel(plain, nibble_loss):.2e}), with bf16 GEMM operands {emulated:.9f} (rel {rel(emulated, nibble_loss):.2e})")
     assert rel(emulated, nibble_loss) < 1e-5
     assert rel(plain, nibble_loss) < 1e-3
