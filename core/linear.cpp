@@ -33,6 +33,7 @@ std::shared_ptr<QuantizedTensor> quantize_one(const torch::Tensor& t2d, const Op
   const precision::QuantizeOptions o = operand_options(spec, rowwise, columnwise, state, ds, name);
   auto q = std::make_shared<QuantizedTensor>(quantize(t2d, o, name));
   if (spec.delayed) ds->record(q->input_amax);
+  record_operand_stats(state, spec, t2d, *q);
   return q;
 }
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "core/quantization_stats.h"
 #include "core/quantized_tensor.h"
 #include "core/recipe.h"
 #include "precision/delayed_scaling.h"
@@ -38,6 +39,11 @@ struct LinearState {
   // Under backward_hadamard the roles dy_row, w_col, dy_col, x_col hold rowwise copies of the rotated operands,
   // and the sign vectors of the rotations are kept here ("dgrad": along N, "wgrad": along the tokens).
   std::map<std::string, torch::Tensor> captured_rotations;
+  // Quantization statistics (core/quantization_stats.h): while `collect_stats` is set, every copy quantized for
+  // a GEMM is measured against its source and added here under its role name (x_row, ..., dy_col). The trainer
+  // sets it for the steps of train.stats_every and clears `stats` after writing them.
+  bool collect_stats = false;
+  std::map<std::string, QuantizationErrorSums> stats;
 
   // Delayed scaling: fold this step's amaxes into the scales (TE updates once per step).
   void end_step();

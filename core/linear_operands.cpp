@@ -36,6 +36,25 @@ void capture_copies(LinearState& s, const QuantizedCopies& c, const char* row_ro
   if (c.col) s.captured[col_role] = c.col;
 }
 
+void record_operand_stats(LinearState& s, const OperandSpec& spec, const torch::Tensor& source,
+                          const QuantizedTensor& q) {
+  if (!s.collect_stats) return;
+  const Recipe& r = s.recipe;
+  const std::pair<const OperandSpec*, const char*> roles[] = {{&r.x_row, "x_row"},   {&r.x_col, "x_col"},
+                                                              {&r.w_row, "w_row"},   {&r.w_col, "w_col"},
+                                                              {&r.dy_row, "dy_row"}, {&r.dy_col, "dy_col"}};
+  const char* role = nullptr;
+  for (const auto& [candidate, name] : roles)
+    if (candidate == &spec) role = name;
+  if (!role) throw Error(s.name + ": quantization statistics for an operand spec that is not this layer's recipe's");
+  const std::string role_name(role), operand = role_name.substr(0, role_name.find('_'));
+  const bool both = q.rowwise && q.columnwise;
+  if (q.rowwise)
+    s.stats[both ? operand + "_row" : role_name].add(measure_copy(source, *q.rowwise, q.options, false));
+  if (q.columnwise)
+    s.stats[both ? operand + "_col" : role_name].add(measure_copy(source, *q.columnwise, q.options, true));
+}
+
 void refresh_weight_cache(const torch::Tensor& weight, LinearState& s, const QuantizeWeight& quantize) {
   const Recipe& r = s.recipe;
   if (!r.w_row.quantized && (!r.w_col.quantized || r.backward_hadamard)) return;

@@ -39,6 +39,12 @@ void check_no_nan(const torch::Tensor& t, const std::string& what);
 // When the state captures (tests, debugging), keeps the copies under their role names (x_row, w_col, ...).
 void capture_copies(LinearState& s, const QuantizedCopies& c, const char* row_role, const char* col_role);
 
+// When the state collects statistics, measures the copies of `q` (made from `source` under `spec`, one of the
+// state's recipe's operand specs) and adds them under their role names: a one-pass pair as <operand>_row and
+// <operand>_col, a single copy under the spec's role (Quartet's rotated rowwise copy of W for dgrad is w_col).
+void record_operand_stats(LinearState& s, const OperandSpec& spec, const torch::Tensor& source,
+                          const QuantizedTensor& q);
+
 // Makes the weight's copies for `row_spec` and `col_spec` (col_spec may be null).
 using QuantizeWeight = std::function<QuantizedCopies(const torch::Tensor& weight, const OperandSpec* row_spec,
                                                      const OperandSpec* col_spec)>;

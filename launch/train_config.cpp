@@ -97,6 +97,7 @@ const std::map<std::string, Key>& keys() {
       {"train.eval_every", int_key(&TrainConfig::eval_every)},
       {"train.eval_batches", int_key(&TrainConfig::eval_batches)},
       {"train.max_nonfinite", int_key(&TrainConfig::max_nonfinite)},
+      {"train.stats_every", int_key(&TrainConfig::stats_every)},
       {"train.sample_tokens", int_key(&TrainConfig::sample_tokens)},
       {"train.sample_prompt", string_key(&TrainConfig::sample_prompt)},
       {"train.sample_temperature", float_key(&TrainConfig::sample_temperature)},

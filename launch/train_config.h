@@ -25,6 +25,7 @@ struct TrainConfig {
   int64_t steps = 100, global_batch = 16, micro_batch = 16;
   int64_t eval_every = 0, eval_batches = 4;  // eval_every 0: only at the end
   int64_t max_nonfinite = 3;                 // stop after this many consecutive skipped steps
+  int64_t stats_every = 0;  // quantization statistics to <out_dir>/stats.jsonl every N steps; 0: off
   int64_t sample_tokens = 200;
   std::string sample_prompt = "In the beginning";
   double sample_temperature = 0.8;

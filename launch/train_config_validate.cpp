@@ -29,6 +29,8 @@ void validate(const TrainConfig& c, int64_t world_size) {
   require(c.steps >= 1, "train.steps", std::to_string(c.steps), "must be >= 1");
   require(c.global_batch >= 1, "train.global_batch", std::to_string(c.global_batch), "must be >= 1");
   require(c.micro_batch >= 1, "train.micro_batch", std::to_string(c.micro_batch), "must be >= 1");
+  require(c.stats_every >= 0, "train.stats_every", std::to_string(c.stats_every),
+          "must be >= 0 (0 = no quantization statistics)");
   require(c.eval_every >= 0, "train.eval_every", std::to_string(c.eval_every), "must be >= 0 (0 = at the end only)");
   require(c.eval_batches >= 1, "train.eval_batches", std::to_string(c.eval_batches), "must be >= 1");
   require(c.max_nonfinite >= 1, "train.max_nonfinite", std::to_string(c.max_nonfinite), "must be >= 1");

@@ -27,6 +27,7 @@
 #include "launch/memory_account.h"
 #include "launch/micro_batches.h"
 #include "launch/model_layout.h"
+#include "launch/quantization_stats_log.h"
 #include "launch/run_records.h"
 #include "launch/train_optimizer.h"
 #include "optim/clip.h"
@@ -281,6 +282,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
                       static_cast<double>(c.virtual_stages * pipeline->schedule().options.microbatches));
     std::fflush(stdout);
   }
+  QuantizationStatsLog stats_log(c, lead, resumed_from.empty() ? -1 : state.step, resumed_from);
   auto write_metrics = [&](const nlohmann::ordered_json& j) {
     if (metrics) metrics->write(j);
   };
@@ -324,8 +326,11 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     const MicroBatches batches = step_batches(c, train_data, mesh, step, train_device);
     current = &batches;
     parallel::PipelineTiming timing;
+    const bool collect_stats = stats_log.due(step);
+    if (collect_stats) stats_log.begin(model);
     inject_before_forward(faults, model, step + 1);
     const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), timing);
+    if (collect_stats) stats_log.finish(model, step + 1);
     inject_after_backward(faults, model, step + 1);
     current = nullptr;
     model.tensor_parallel().all_reduce_replicated_grads(model.replicated_parameters());

@@ -191,6 +191,7 @@ QuantizedCopies quantize_with_group_amax(const torch::Tensor& t2d, const core::O
     if (group[i].rht_amax >= 0.0f) j.options.group_rht_amax = group[i].rht_amax;
     auto q = std::make_shared<core::QuantizedTensor>(core::quantize(t2d, j.options, name));
     if (j.spec->delayed) ds->record(q->input_amax);
+    core::record_operand_stats(state, *j.spec, t2d, *q);
     if (j.rowwise) out.row = q;
     if (j.columnwise) out.col = q;
   }

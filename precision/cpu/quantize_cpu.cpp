@@ -14,6 +14,7 @@
 
 #include "precision/block_scale.h"
 #include "precision/convert.h"
+#include "precision/copy_decoder.h"
 #include "precision/cpu/huge_pages.h"
 #include "precision/cpu/quantize_tiles.h"
 #include "precision/error.h"
@@ -259,44 +260,12 @@ TensorAmax tensor_amax(const QuantizeInput& in, bool rht, uint64_t rht_seed) {
   return out;
 }
 
-namespace {
-uint32_t code_at(const uint8_t* data, int64_t row_bytes, int64_t r, int64_t c, bool fp4) {
-  if (!fp4) return data[r * row_bytes + c];
-  return (data[r * row_bytes + c / 2] >> ((c % 2) * 4)) & 0xFu;
-}
-}  // namespace
-
 void dequantize(const QuantizedCopy& q, const CopyLayout& L, const QuantizeOptions& o, float* out) {
-  const BlockShape bs = block_shape(o.scheme);
-  const bool fp4 = o.element.bits() <= 4;
-  const float nv_dec = 1.0f / nvfp4_global_encode_scale(*q.global_amax);
+  const CopyDecoder decoder(q, L, o);
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < L.rows; ++r) {
-    for (int64_t c = 0; c < L.cols; ++c) {
-      const float v = decode_scalar(code_at(q.data, L.data_row_bytes, r, c, fp4), o.element);
-      float result;
-      switch (o.scheme) {
-        case Scheme::kFP8Tensor: result = v * static_cast<const float*>(q.scale)[0]; break;
-        case Scheme::kFP8Block128:
-        case Scheme::kFP8Block16:
-          result = v * static_cast<const float*>(q.scale)[r * L.scale_cols + c / bs.cols];
-          break;
-        case Scheme::kFP8Block128x128:
-          result = v * static_cast<const float*>(q.scale)[(r / 128) * L.scale_cols + c / 128];
-          break;
-        case Scheme::kNVFP4:
-        case Scheme::kNVFP4_2D: {
-          const uint32_t s = static_cast<const uint8_t*>(q.scale)[r * L.scale_cols + c / 16];
-          result = v * decode_scalar(s, formats::kE4M3) * nv_dec;
-          break;
-        }
-        default:  // E8M0-scaled schemes
-          result = v * e8m0_decode_multiplier(static_cast<const uint8_t*>(q.scale)[r * L.scale_cols + c / bs.cols]);
-          break;
-      }
-      out[r * L.cols + c] = result;
-    }
-  }
+  for (int64_t r = 0; r < L.rows; ++r)
+    for (int64_t c = 0; c < L.cols; ++c)
+      out[r * L.cols + c] = decoder.value(r, c, o.element);
 }
 
 Scheme parse_scheme(const std::string& name, Format* element) {

@@ -86,6 +86,20 @@ void bind_nn(py::module_& m) {
            })
       .def("__repr__", [](const core::Recipe& r) { return "nibble.Recipe('" + r.name + "')"; });
   m.def("recipe_presets", &core::recipe_preset_names);
+  m.attr("quantization_sum_fields") = core::QuantizationErrorSums::kSumFields;
+  m.attr("quantization_max_fields") = core::QuantizationErrorSums::kMaxFields;
+  m.def(
+      "quantization_figures",
+      [](const std::vector<double>& sums, const std::vector<double>& maxes) {
+        if (sums.size() != core::QuantizationErrorSums::kSumFields ||
+            maxes.size() != core::QuantizationErrorSums::kMaxFields)
+          throw nibble::InvalidArgument("quantization_figures: expected " +
+                                std::to_string(core::QuantizationErrorSums::kSumFields) + " sums and " +
+                                std::to_string(core::QuantizationErrorSums::kMaxFields) + " maxima, got " +
+                                std::to_string(sums.size()) + " and " + std::to_string(maxes.size()));
+        return core::stats_json(core::QuantizationErrorSums::load(sums.data(), maxes.data())).dump();
+      },
+      py::arg("sums"), py::arg("maxes"));
   m.def("layer_seed", &core::layer_seed, py::arg("name"), py::arg("run_seed") = 0);
 
   py::class_<core::LinearState, std::shared_ptr<core::LinearState>>(m, "LinearState")
@@ -114,6 +128,20 @@ void bind_nn(py::module_& m) {
              return d;
            })
       .def("captured_rotations", [](const core::LinearState& s) { return s.captured_rotations; })
+      .def_readwrite("collect_stats", &core::LinearState::collect_stats)
+      .def("stats_sums",
+           [](const core::LinearState& s) {
+             // role -> (sums, maxima) of core::QuantizationErrorSums, to be reduced over ranks (sum, max) and
+             // turned into figures by quantization_figures.
+             py::dict d;
+             for (const auto& [role, sums] : s.stats) {
+               std::vector<double> a(core::QuantizationErrorSums::kSumFields), b(core::QuantizationErrorSums::kMaxFields);
+               sums.store(a.data(), b.data());
+               d[py::str(role)] = py::make_tuple(a, b);
+             }
+             return d;
+           })
+      .def("clear_stats", [](core::LinearState& s) { s.stats.clear(); })
       .def("delayed_scales", [](const core::LinearState& s) {
         py::dict d;
         if (s.ds_x) d["input"] = s.ds_x->scale();

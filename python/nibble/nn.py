@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import threading
 from typing import Iterator, Optional, Union
@@ -95,7 +96,9 @@ class _LinearStates(_RecipeModule):
         key = (recipe.name, recipe.reproducible_sums)
         if key not in self._states:
             self._states[key] = _C.LinearState(recipe, self.layer_name, self.seed)
-        return self._states[key]
+        state = self._states[key]
+        state.collect_stats = getattr(self, "_collect_stats", False)  # a state first made inside quantization_stats
+        return state
 
     def end_step(self) -> None:
         """Fold this step's amaxes into the delayed-scaling scales (fp8_delayed); call once per step."""
@@ -168,3 +171,67 @@ def measure_saved_bytes() -> Iterator[SavedBytes]:
         yield result
     finally:
         result.bytes = _C.saved_bytes() - before
+
+
+# The quantized copies of a Linear's GEMM operands, in record order (as nibble-train's stats.jsonl).
+STAT_ROLES = ("x_row", "w_row", "x_col", "w_col", "dy_row", "dy_col")
+
+
+class QuantizationStats:
+    """What a ``quantization_stats`` block measured: ``layers[name][role]`` is a dict of figures (``amax``,
+    ``scale_log2`` [min, max], ``flushed``, ``clamped``, ``snr_db`` and, for stochastically rounded copies,
+    ``bias``) -- the same figures, from the same C++ code, as nibble-train's stats.jsonl (docs/STATS.md)."""
+
+    def __init__(self):
+        self.layers: dict = {}
+
+    def __repr__(self) -> str:
+        return f"QuantizationStats({len(self.layers)} layers)"
+
+
+@contextlib.contextmanager
+def quantization_stats(module: torch.nn.Module, group=None) -> Iterator[QuantizationStats]:
+    """Measures every quantized GEMM operand copy of every nibble Linear in ``module`` (forwards and backwards
+    run inside the block) against the high-precision tensor it was made from; the figures fill the yielded
+    object when the block ends. ``group``: a nibble.parallel group whose ranks hold the module's shards or
+    replicas (tp, dp): the sums are reduced over it first, so every rank gets the figures of the whole tensor.
+    All of the group's ranks must then run the block, with the same layers."""
+    linears = [m for m in module.modules() if isinstance(m, _LinearStates)]
+    result = QuantizationStats()
+    for m in linears:
+        m._collect_stats = True
+        for state in m._states.values():
+            state.clear_stats()
+            state.collect_stats = True
+    try:
+        yield result
+    finally:
+        for m in linears:
+            m._collect_stats = False
+            for state in m._states.values():
+                state.collect_stats = False
+    # Per layer and role, the sums over the layer's states (one per recipe it ran with), zeros where none.
+    names = [m.layer_name for m in linears]
+    # (the C++ QuantizationErrorSums layout: maxima are amax, log2 scale max, -log2 scale min, stochastic flag)
+    sums = torch.zeros(len(linears), len(STAT_ROLES), _C.quantization_sum_fields, dtype=torch.float64)
+    maxes = torch.full((len(linears), len(STAT_ROLES), _C.quantization_max_fields), float("-inf"),
+                       dtype=torch.float64)
+    maxes[..., 0] = 0.0
+    maxes[..., 3] = 0.0
+    for i, m in enumerate(linears):
+        for state in m._states.values():
+            for role, (s, x) in state.stats_sums().items():
+                j = STAT_ROLES.index(role)
+                sums[i, j] += torch.tensor(s, dtype=torch.float64)
+                maxes[i, j] = torch.maximum(maxes[i, j], torch.tensor(x, dtype=torch.float64))
+            state.clear_stats()
+    if group is not None:
+        group.all_reduce(sums, "sum")
+        group.all_reduce(maxes, "max")
+    for i, name in enumerate(names):
+        figures = {}
+        for j, role in enumerate(STAT_ROLES):
+            if sums[i, j, 0] > 0:  # elements measured
+                figures[role] = json.loads(_C.quantization_figures(sums[i, j].tolist(), maxes[i, j].tolist()))
+        if figures:
+            result.layers[name] = figures

@@ -4,7 +4,8 @@
     loss_gap.png     each run's train loss relative to the reference run's at the same step, in %
     throughput.png   tokens/s per step
     memory.png       each run's memory account (launch/memory_account.h): persistent categories and the peak
-    (per-layer SNR heat maps need the per-layer statistics of issue 18 item 1, not recorded yet)
+    snr_<run>.png    per run with quantization statistics (train.stats_every, <run>/stats.jsonl): the SNR in dB
+                     of every quantized operand copy of every Linear (rows) over the steps (columns)
 
 Each run is labelled with its directory name and, when it has a checkpoint, the recipe, optimizer states and
 layout its manifest records. Reads only <run>/metrics.jsonl and <run>/checkpoints/*/manifest.json.
@@ -36,6 +37,35 @@ def label_of(run_dir: str) -> str:
     c, layout = m.get("config", {}), m.get("layout", {})
     dims = " ".join(f"{k}={layout[k]}" for k in ("tp", "cp", "dp", "pp") if layout.get(k, 1) != 1) or "1 rank"
     return f"{name}: {c.get('model.recipe', '?')}, {c.get('optim.state', 'fp32')} states, {dims}"
+
+
+def read_stats(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "stats.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def snr_table(stats: list[dict]) -> tuple[list[str], list[int], list[list[float]]]:
+    """Rows "layer operand" in the model's order, columns the steps, cells the SNR in dB (NaN: no record or an
+    exact copy). The last record of a (step, layer) wins, as for the losses."""
+    by_key = {(r["step"], r["layer"]): r["operands"] for r in stats}
+    steps = sorted({step for step, _ in by_key})
+    rows = []
+    for r in stats:
+        for role in r["operands"]:
+            if f"{r['layer']} {role}" not in rows:
+                rows.append(f"{r['layer']} {role}")
+    cells = []
+    for row in rows:
+        layer, role = row.split(" ")
+        line = []
+        for step in steps:
+            fig = by_key.get((step, layer), {}).get(role)
+            line.append(float("nan") if not fig or fig.get("snr_db") is None else fig["snr_db"])
+        cells.append(line)
+    return rows, steps, cells
 
 
 def curve(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -123,6 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         ax.set(xlabel="MiB (rank 0; the bar's end is the allocator's peak)", title="memory account")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         save(fig, "memory.png")
+
+    for d, label, _ in runs:
+        rows, steps, cells = snr_table(read_stats(d))
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(3.5 + 0.35 * min(len(steps), 40), 1.5 + 0.16 * len(rows)))
+        image = ax.imshow(cells, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_yticks(range(len(rows)), rows, fontsize=6)
+        ax.set_xticks(range(len(steps)), [str(s) for s in steps], fontsize=7, rotation=90)
+        ax.set(xlabel="step", title=f"quantization SNR (dB) per operand copy: {label}")
+        fig.colorbar(image, ax=ax, label="SNR (dB)")
+        save(fig, f"snr_{os.path.basename(os.path.normpath(d))}.png")
 
     for path in written:
         print(path)

@@ -51,6 +51,7 @@ RULES = {
     "train.eval_every": [("-1", "train.eval_every = -1 is invalid: must be >= 0")],
     "train.eval_batches": [("0", "train.eval_batches = 0 is invalid: must be >= 1")],
     "train.max_nonfinite": [("0", "train.max_nonfinite = 0 is invalid: must be >= 1")],
+    "train.stats_every": [("-5", "train.stats_every = -5 is invalid: must be >= 0 (0 = no quantization statistics)")],
     "train.sample_tokens": [("-1", "train.sample_tokens = -1 is invalid: must be >= 0")],
     "train.sample_temperature": [("0", "train.sample_temperature = 0.000000 is invalid: must be > 0")],
     "train.threads": [("-1", "train.threads = -1 is invalid: must be >= 0")],

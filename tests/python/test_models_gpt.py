@@ -234,6 +234,6 @@ def test_tp2_loss_and_gradients_match_tp1():
             raise SystemExit("pp = 2 was accepted")
         except ValueError as e:
             assert "pipeline and context parallel training is nibble-train's" in str(e), e
-        print("OK rank", rt.rank)
+        print(f"OK rank {{rt.rank}}", flush=True)
     """
     check(run_ranks(script, np=2, timeout=180))

@@ -1,4 +1,4 @@
-"""`nibble-train plot` (issue 18 item 2, python/nibble/plot.py) on real runs' files: every PNG is written, is an
+"""`nibble-train plot` (issue 18 items 1 and 2, python/nibble/plot.py) on real runs' files: every PNG is written, is an
 image, and is not blank; a directory that is not a run is named."""
 import os
 import subprocess
@@ -14,7 +14,8 @@ def test_plots_from_two_runs(tokens, tmp_path):
     for recipe in ("bf16", "nvfp4"):
         out = tmp_path / recipe
         r = run(tiny_args(tokens, out, model__recipe=recipe, train__steps=12, train__eval_every=6,
-                          train__sample_tokens=0, train__eval_batches=1, checkpoint__every=12))
+                          train__sample_tokens=0, train__eval_batches=1, checkpoint__every=12,
+                          train__stats_every=3))
         assert r.returncode == 0, r.stdout + r.stderr
         runs.append(str(out))
     png = tmp_path / "png"
@@ -22,7 +23,8 @@ def test_plots_from_two_runs(tokens, tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     names = sorted(os.path.basename(line) for line in r.stdout.split())
-    assert names == ["loss.png", "loss_gap.png", "memory.png", "throughput.png"], r.stdout
+    # (the bf16 run quantizes nothing: no statistics, no heat map)
+    assert names == ["loss.png", "loss_gap.png", "memory.png", "snr_nvfp4.png", "throughput.png"], r.stdout
     for name in names:
         image = matplotlib.image.imread(png / name)
         assert image.shape[0] > 200 and image.shape[1] > 400, (name, image.shape)
