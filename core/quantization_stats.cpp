@@ -63,11 +63,13 @@ void QuantizationErrorSums::add(const QuantizationErrorSums& o) {
   log2_scale_max = std::max(log2_scale_max, o.log2_scale_max);
   neg_log2_scale_min = std::max(neg_log2_scale_min, o.neg_log2_scale_min);
   stochastic = stochastic || o.stochastic;
+  scales_known = scales_known || o.scales_known;
 }
 
 void QuantizationErrorSums::store(double* sums, double* maxes) const {
   const double s[kSumFields] = {elements, nonzero, flushed, clamped, signal, noise, error, magnitude};
-  const double m[kMaxFields] = {amax, log2_scale_max, neg_log2_scale_min, stochastic ? 1.0 : 0.0};
+  const double m[kMaxFields] = {amax, log2_scale_max, neg_log2_scale_min, stochastic ? 1.0 : 0.0,
+                                scales_known ? 1.0 : 0.0};
   std::copy(s, s + kSumFields, sums);
   std::copy(m, m + kMaxFields, maxes);
 }
@@ -77,6 +79,7 @@ QuantizationErrorSums QuantizationErrorSums::load(const double* s, const double*
   r.elements = s[0], r.nonzero = s[1], r.flushed = s[2], r.clamped = s[3];
   r.signal = s[4], r.noise = s[5], r.error = s[6], r.magnitude = s[7];
   r.amax = m[0], r.log2_scale_max = m[1], r.neg_log2_scale_min = m[2], r.stochastic = m[3] > 0.0;
+  r.scales_known = m[4] > 0.0;
   return r;
 }
 
@@ -158,6 +161,7 @@ QuantizationErrorSums measure_on_host(const torch::Tensor& ref, const QuantizedC
   });
   QuantizationErrorSums s;
   s.stochastic = o.rounding == precision::Rounding::kStochastic;
+  s.scales_known = true;
   s.elements = static_cast<double>(rows * cols);
   double scale_min = std::numeric_limits<double>::infinity(), scale_max = 0.0;
   for (const Partial& p : partials) {
@@ -191,6 +195,7 @@ QuantizationErrorSums measure_copy_reference(const torch::Tensor& source, const 
   const torch::Tensor q = dequantize(copy, options).to(torch::kFloat64);
   QuantizationErrorSums s;
   s.stochastic = options.rounding == precision::Rounding::kStochastic;
+  s.scales_known = true;
   s.elements = static_cast<double>(ref.numel());
   if (ref.numel() == 0) return s;
   // Every element's reach: the copy with every code at the format's largest magnitude, decoded with the copy's
@@ -220,16 +225,37 @@ QuantizationErrorSums measure_copy_reference(const torch::Tensor& source, const 
   return s;
 }
 
+QuantizationErrorSums measure_values(const float* x, const float* q, int64_t n, bool stochastic) {
+  QuantizationErrorSums s;
+  s.stochastic = stochastic;
+  s.elements = static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double xv = x[i], err = static_cast<double>(q[i]) - xv, magnitude = std::abs(xv);
+    s.signal += xv * xv;
+    s.noise += err * err;
+    s.error += err;
+    s.magnitude += magnitude;
+    s.amax = std::max(s.amax, magnitude);
+    if (magnitude > 0) {
+      s.nonzero += 1;
+      if (q[i] == 0) s.flushed += 1;
+    }
+  }
+  return s;
+}
+
 nlohmann::ordered_json stats_json(const QuantizationErrorSums& s) {
   if (s.elements == 0) return nullptr;
   nlohmann::ordered_json j;
   j["amax"] = s.amax;
-  if (std::isfinite(s.log2_scale_max) && std::isfinite(s.neg_log2_scale_min))
-    j["scale_log2"] = {-s.neg_log2_scale_min, s.log2_scale_max};
-  else
-    j["scale_log2"] = nullptr;  // no block holds a non-zero element
+  if (s.scales_known) {
+    if (std::isfinite(s.log2_scale_max) && std::isfinite(s.neg_log2_scale_min))
+      j["scale_log2"] = {-s.neg_log2_scale_min, s.log2_scale_max};
+    else
+      j["scale_log2"] = nullptr;  // no block holds a non-zero element
+  }
   j["flushed"] = s.nonzero > 0 ? s.flushed / s.nonzero : 0.0;
-  j["clamped"] = s.clamped / s.elements;
+  if (s.scales_known) j["clamped"] = s.clamped / s.elements;
   j["snr_db"] = s.noise > 0 ? nlohmann::ordered_json(10.0 * std::log10(s.signal / s.noise))
                             : nlohmann::ordered_json(nullptr);  // exact
   if (s.stochastic) j["bias"] = s.magnitude > 0 ? s.error / s.magnitude : 0.0;

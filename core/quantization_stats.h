@@ -32,12 +32,13 @@ struct QuantizationErrorSums {
   double amax = 0;
   double log2_scale_max = -std::numeric_limits<double>::infinity();
   double neg_log2_scale_min = -std::numeric_limits<double>::infinity();
-  bool stochastic = false;  // the copy was stochastically rounded (the bias is reported for these)
+  bool stochastic = false;    // the copy was stochastically rounded (the bias is reported for these)
+  bool scales_known = false;  // the scale range and clamping were measured (GEMM operand copies, not states)
 
   void add(const QuantizationErrorSums& other);
-  // For reductions over ranks: the sums and the maxima (with `stochastic` as 0/1) as flat arrays, to be reduced
+  // For reductions over ranks: the sums and the maxima (with the flags as 0/1) as flat arrays, to be reduced
   // with sum and max respectively. A rank without the operand stores QuantizationErrorSums{}, which adds nothing.
-  static constexpr int kSumFields = 8, kMaxFields = 4;
+  static constexpr int kSumFields = 8, kMaxFields = 5;
   void store(double* sums, double* maxes) const;
   static QuantizationErrorSums load(const double* sums, const double* maxes);
 };
@@ -56,9 +57,14 @@ QuantizationErrorSums measure_copy(const torch::Tensor& source, const QuantizedC
 QuantizationErrorSums measure_copy_reference(const torch::Tensor& source, const QuantizedCopyTensor& copy,
                                              const precision::QuantizeOptions& options, bool columnwise);
 
+// The figures of decoded values `q` against the values `x` they encode (n each), where no block scales are at
+// hand (compressed optimizer states, optim/state_codec.h): everything but the scale range and clamping.
+QuantizationErrorSums measure_values(const float* x, const float* q, int64_t n, bool stochastic);
+
 // The figures a record shows: {"amax", "scale_log2": [min, max], "flushed", "clamped", "snr_db", "bias"} -- the
 // fractions of non-zero elements flushed and of all elements clamped, the SNR in dB (null when the copy is exact),
-// and the bias sum(q - x) / sum|x| for a stochastically rounded copy only. Null for a copy of zero elements.
+// and the bias sum(q - x) / sum|x| for a stochastically rounded copy only (scale_log2 and clamped only where the
+// scales were known). Null for a copy of zero elements.
 nlohmann::ordered_json stats_json(const QuantizationErrorSums& s);
 
 }  // namespace nibble::core

@@ -15,6 +15,12 @@ constexpr const char* kRoles[] = {"x_row", "w_row", "x_col", "w_col", "dy_row", 
 constexpr size_t kRoleCount = sizeof(kRoles) / sizeof(kRoles[0]);
 constexpr int kSums = core::QuantizationErrorSums::kSumFields, kMaxes = core::QuantizationErrorSums::kMaxFields;
 
+// Reduces per-slot sums over the world (sum and max), in place.
+void reduce_over_world(std::vector<double>& sums, std::vector<double>& maxes) {
+  parallel::world().all_reduce<double>(std::span<double>(sums), parallel::ReduceOp::kSum);
+  parallel::world().all_reduce<double>(std::span<double>(maxes), parallel::ReduceOp::kMax);
+}
+
 }  // namespace
 
 QuantizationStatsLog::QuantizationStatsLog(const TrainConfig& c, bool lead, int64_t resumed_step,
@@ -28,6 +34,14 @@ QuantizationStatsLog::QuantizationStatsLog(const TrainConfig& c, bool lead, int6
     for (const char* l : linears)
       layers_.push_back({"layers." + std::to_string(i) + "." + l, core::model::layer_recipe_name(c.model, i)});
   layers_.push_back({"lm_head", c.model.lm_head_recipe});
+  // (core/model/gpt.cpp's names; a tied LM head is embedding.weight)
+  parameters_.push_back("embedding.weight");
+  const char* weights[] = {"attn_norm", "qkv", "out", "mlp_norm", "gate", "up", "down"};
+  for (int64_t i = 0; i < c.model.layers; ++i)
+    for (const char* w : weights) parameters_.push_back("layers." + std::to_string(i) + "." + w + ".weight");
+  parameters_.push_back("final_norm.weight");
+  if (!c.model.tie_embeddings) parameters_.push_back("lm_head.weight");
+  state_codec_ = c.state;
   if (lead) records_ = std::make_unique<RunRecords>(c.out_dir + "/stats.jsonl", resumed_step, resumed_from);
 }
 
@@ -58,8 +72,7 @@ void QuantizationStatsLog::finish(core::model::Gpt& model, int64_t step_number) 
     }
   }
   for (auto& [name, state] : mine) state->stats.clear();
-  parallel::world().all_reduce<double>(std::span<double>(sums), parallel::ReduceOp::kSum);
-  parallel::world().all_reduce<double>(std::span<double>(maxes), parallel::ReduceOp::kMax);
+  reduce_over_world(sums, maxes);
   if (!records_) return;
   for (size_t l = 0; l < layers_.size(); ++l) {
     nlohmann::ordered_json operands = nlohmann::ordered_json::object();
@@ -71,6 +84,38 @@ void QuantizationStatsLog::finish(core::model::Gpt& model, int64_t step_number) 
     if (operands.empty()) continue;  // a layer whose recipe quantizes nothing (bf16)
     records_->write({{"step", step_number}, {"layer", layers_[l].name}, {"recipe", layers_[l].recipe},
                      {"operands", operands}});
+  }
+}
+
+void QuantizationStatsLog::finish_states(
+    const std::map<std::string, std::map<std::string, core::QuantizationErrorSums>>& states, int64_t step_number) {
+  const char* moments[] = {"exp_avg", "exp_avg_sq"};
+  const size_t slots = parameters_.size() * 2;
+  std::vector<double> sums(slots * kSums, 0.0), maxes(slots * kMaxes, 0.0);
+  const core::QuantizationErrorSums none;
+  for (size_t p = 0; p < parameters_.size(); ++p) {
+    const auto it = states.find(parameters_[p]);
+    for (size_t m = 0; m < 2; ++m) {
+      const size_t slot = p * 2 + m;
+      const core::QuantizationErrorSums* s = &none;
+      if (it != states.end() && it->second.count(moments[m])) s = &it->second.at(moments[m]);
+      s->store(&sums[slot * kSums], &maxes[slot * kMaxes]);
+    }
+  }
+  reduce_over_world(sums, maxes);
+  if (!records_) return;
+  for (size_t p = 0; p < parameters_.size(); ++p) {
+    nlohmann::ordered_json record = {{"step", step_number}, {"optimizer_state", parameters_[p]},
+                                     {"codec", state_codec_}};
+    bool any = false;
+    for (size_t m = 0; m < 2; ++m) {
+      const size_t slot = p * 2 + m;
+      const auto s = core::QuantizationErrorSums::load(&sums[slot * kSums], &maxes[slot * kMaxes]);
+      if (s.elements == 0) continue;
+      record[moments[m]] = core::stats_json(s);
+      any = true;
+    }
+    if (any) records_->write(record);
   }
 }
 

@@ -3,10 +3,15 @@
 // quantization statistics of each of its GEMM operands' copies (core/quantization_stats.h; docs/STATS.md):
 //   {"step": 50, "layer": "layers.0.qkv", "recipe": "nvfp4",
 //    "operands": {"x_row": {"amax": .., "scale_log2": [lo, hi], "flushed": .., "clamped": .., "snr_db": ..}, ...}}
+// and, with compressed AdamW states, one record per parameter with its moments' error in that step's update
+// (launch/optimizer_state_stats.h):
+//   {"step": 50, "optimizer_state": "layers.0.qkv.weight", "codec": "fp8",
+//    "exp_avg": {"amax": .., "flushed": .., "snr_db": ..}, "exp_avg_sq": {...}}
 // The figures of every rank (tp/sp shards, cp and dp token slices, pp stages, all micro-batches of the step) are
 // reduced over the world before the lead rank writes, so a record describes the whole tensor of the whole step
 // whatever the layout.
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +36,10 @@ class QuantizationStatsLog {
   // After the step's backwards (collective over the world: every rank calls it on the same steps): stops the
   // measuring, reduces, writes the records of step `step_number` (1-based) and clears the layers' sums.
   void finish(core::model::Gpt& model, int64_t step_number);
+  // After the step's optimizer update (collective over the world, on the same steps as finish; a rank whose
+  // step was skipped or that measures nothing passes an empty map): the states' records.
+  void finish_states(const std::map<std::string, std::map<std::string, core::QuantizationErrorSums>>& states,
+                     int64_t step_number);
 
  private:
   struct Layer {
@@ -38,6 +47,8 @@ class QuantizationStatsLog {
   };
   int64_t every_ = 0;
   std::vector<Layer> layers_;  // every Linear of the whole model, in the same order on every rank
+  std::vector<std::string> parameters_;  // every parameter of the whole model, likewise
+  std::string state_codec_;
   std::unique_ptr<RunRecords> records_;
 };
 

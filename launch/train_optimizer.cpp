@@ -58,6 +58,10 @@ void TrainOptimizer::step(double lr_factor, float grad_scale) {
     throw Error("the optimizer skipped a step every rank agreed to take (non-finite '" + r.nonfinite_param + "')");
 }
 
+std::unique_ptr<OptimizerStateProbe> TrainOptimizer::probe_states(float grad_scale) const {
+  return plain_ ? std::make_unique<OptimizerStateProbe>(*plain_, grad_scale) : nullptr;
+}
+
 std::map<std::string, torch::Tensor> TrainOptimizer::state_dict() const {
   return plain_ ? plain_->state_dict() : zero_->state_dict();
 }

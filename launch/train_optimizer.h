@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/model/gpt.h"
+#include "launch/optimizer_state_stats.h"
 #include "launch/train_config.h"
 #include "optim/torch/optimizer.h"
 #include "parallel/mesh.h"
@@ -37,6 +38,9 @@ class TrainOptimizer {
   double grad_norm() const;
   // One step (every rank must agree to step); ZeRO-1 all-gathers the parameters after it.
   void step(double lr_factor, float grad_scale);
+  // Before step(): a probe of the compressed states' error in that step (launch/optimizer_state_stats.h); null
+  // for ZeRO-1's sharded states, which it does not measure.
+  std::unique_ptr<OptimizerStateProbe> probe_states(float grad_scale) const;
 
   // This rank's states ("<param>.<field>"; ZeRO-1: the pieces of its shard) and their restore (ZeRO-1: the
   // shard's parameters are re-read from the loaded model).

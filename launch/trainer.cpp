@@ -342,6 +342,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     int32_t bad = bad_param.empty() ? 0 : 1;
     parallel::world().all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
     const double lr_factor = optim::lr_factor(schedule, step);
+    std::map<std::string, std::map<std::string, core::QuantizationErrorSums>> state_stats;  // stats steps only
     double grad_norm = NAN;
     bool applied = false;
     if (bad) {
@@ -353,12 +354,16 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     } else {
       optimizer.reduce_gradients();  // averaged over dp x cp (ZeRO-1: reduce-scattered to the shards)
       grad_norm = optimizer.grad_norm();
-      optimizer.step(lr_factor, optim::clip_coefficient(grad_norm, c.grad_clip));  // grad_clip 0: off
+      const float grad_scale = optim::clip_coefficient(grad_norm, c.grad_clip);  // grad_clip 0: off
+      const auto state_probe = collect_stats ? optimizer.probe_states(grad_scale) : nullptr;
+      optimizer.step(lr_factor, grad_scale);
+      if (state_probe) state_stats = state_probe->measure();
       applied = true;
       reduce_delayed_amaxes(model, mesh);
       model.end_step();
       state.consecutive_skips = 0;
     }
+    if (collect_stats) stats_log.finish_states(state_stats, step + 1);  // (every rank, applied or not)
     ++state.step;
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (account_memory) {

@@ -212,12 +212,12 @@ def quantization_stats(module: torch.nn.Module, group=None) -> Iterator[Quantiza
                 state.collect_stats = False
     # Per layer and role, the sums over the layer's states (one per recipe it ran with), zeros where none.
     names = [m.layer_name for m in linears]
-    # (the C++ QuantizationErrorSums layout: maxima are amax, log2 scale max, -log2 scale min, stochastic flag)
+    # (the C++ QuantizationErrorSums layout: maxima are amax, log2 scale max, -log2 scale min, and two flags)
     sums = torch.zeros(len(linears), len(STAT_ROLES), _C.quantization_sum_fields, dtype=torch.float64)
     maxes = torch.full((len(linears), len(STAT_ROLES), _C.quantization_max_fields), float("-inf"),
                        dtype=torch.float64)
     maxes[..., 0] = 0.0
-    maxes[..., 3] = 0.0
+    maxes[..., 3:] = 0.0
     for i, m in enumerate(linears):
         for state in m._states.values():
             for role, (s, x) in state.stats_sums().items():

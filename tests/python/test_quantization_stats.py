@@ -50,7 +50,7 @@ def _records(out):
 
 
 def _by_key(records):
-    return {(r["step"], r["layer"]): r for r in records}
+    return {(r["step"], r["layer"]): r for r in records if "layer" in r}
 
 
 @pytest.mark.parametrize("recipe", ["nvfp4", "fp8_current"])
@@ -79,12 +79,38 @@ def test_bf16_layers_have_no_records_and_steps_follow_stats_every(tokens, tmp_pa
                       train__stats_every=2, train__global_batch=2, train__micro_batch=1, train__sample_tokens=0))
     assert r.returncode == 0, r.stdout + r.stderr
     records = _records(tmp_path)
+    assert not any("optimizer_state" in rec for rec in records)  # fp32 states: exact, not measured
     assert {rec["step"] for rec in records} == {2, 4}
     assert {rec["layer"] for rec in records} == {f"layers.1.{n}" for n in ("qkv", "out", "gate", "up", "down")}
     assert all(rec["recipe"] == "mxfp8" for rec in records)
     for rec in records:
         for fig in rec["operands"].values():
             assert 10 < fig["snr_db"] < 60 and 0 <= fig["flushed"] < 1 and 0 <= fig["clamped"] < 1
+
+
+@pytest.mark.parametrize("codec, low, high", [("bf16", 45, 60), ("fp8", 25, 50), ("int8", 25, 55)])
+def test_compressed_optimizer_states_error(tokens, tmp_path, codec, low, high):
+    # Clipping on every step (grad_clip far below the norm), so the probe's expected moments must apply the same
+    # coefficient the optimizer does: a probe that got the update wrong would see noise near the signal's size.
+    # bf16 is written with stochastic rounding: a relative error of at most one ulp (2^-8 of the value at
+    # worst, 2^-7 on a power of two) puts the SNR near 50 dB, and its bias near 0.
+    r = run(tiny_args(tokens, tmp_path, model__recipe="bf16", optim__state=codec, optim__grad_clip=0.01,
+                      optim__warmup=0, train__steps=3, train__stats_every=3, train__global_batch=2,
+                      train__micro_batch=1, train__sample_tokens=0))
+    assert r.returncode == 0, r.stdout + r.stderr
+    states = {rec["optimizer_state"]: rec for rec in _records(tmp_path) if "optimizer_state" in rec}
+    assert "layers.0.qkv.weight" in states and "lm_head.weight" in states
+    if codec == "int8":  # tensors under 4096 elements keep FP32 states (bitsandbytes' rule): none measured
+        assert "layers.0.attn_norm.weight" not in states
+    for name, rec in states.items():
+        assert rec["codec"] == codec and rec["step"] == 3
+        for moment in ("exp_avg", "exp_avg_sq"):
+            fig = rec[moment]
+            assert low < fig["snr_db"] < high, (name, moment, fig)
+            assert "clamped" not in fig and "scale_log2" not in fig  # no block scales to measure against
+            assert ("bias" in fig) == (codec == "bf16")
+            if codec == "bf16" and "norm" not in name:  # (a norm's 64 elements average too little noise away)
+                assert abs(fig["bias"]) < 1e-3, (name, moment, fig)
 
 
 @needs_mpirun
