@@ -174,6 +174,8 @@ void bind_models(py::module_& m) {
       .def("set_rounding_stream", [](GptModel& g, uint64_t stream, int chunk) { g.model->set_rounding_stream(stream, chunk); },
            py::arg("stream"), py::arg("chunk") = -1)
       .def("end_step", [](GptModel& g) { g.model->end_step(); })
+      // Every Linear's state (weight cache, delayed scaling, quantization statistics: nibble.nn.quantization_stats).
+      .def("linear_states", [](const GptModel& g) { return g.model->linear_states(); })
       .def("zero_grad", [](GptModel& g) { g.model->zero_grad(); })
       .def_property_readonly("config", [](const GptModel& g) { return g.config; })
       .def_property_readonly("tp_rank", [](const GptModel& g) { return g.model->tensor_parallel().rank(); })

@@ -146,6 +146,11 @@ class GPT(torch.nn.Module):
         """Once per optimizer step: delayed scaling folds the step's amaxes into its histories."""
         self._impl.end_step()
 
+    def linear_states(self) -> list:
+        """Every Linear's C++ state (named "layers.0.qkv", ..., "lm_head"): what nibble.nn.quantization_stats
+        measures through."""
+        return list(self._impl.linear_states())
+
     # ---- parameters ----------------------------------------------------------------------------------------
     def named_parameters(self, prefix: str = "", recurse: bool = True,
                          remove_duplicate: bool = True) -> Iterator[tuple]:

@@ -193,14 +193,24 @@ class QuantizationStats:
 def quantization_stats(module: torch.nn.Module, group=None) -> Iterator[QuantizationStats]:
     """Measures every quantized GEMM operand copy of every nibble Linear in ``module`` (forwards and backwards
     run inside the block) against the high-precision tensor it was made from; the figures fill the yielded
-    object when the block ends. ``group``: a nibble.parallel group whose ranks hold the module's shards or
+    object when the block ends. The Linears are nibble.nn's and nibble.tensor_parallel's modules and the C++
+    Linears of a nibble.models.GPT. ``group``: a nibble.parallel group whose ranks hold the module's shards or
     replicas (tp, dp): the sums are reduced over it first, so every rank gets the figures of the whole tensor.
     All of the group's ranks must then run the block, with the same layers."""
     linears = [m for m in module.modules() if isinstance(m, _LinearStates)]
+    # (name, the layer's C++ states) in a fixed order; Python Linears may make a state inside the block.
+    def layers() -> list:
+        out = [(m.layer_name, list(m._states.values())) for m in linears]
+        for m in module.modules():
+            if not isinstance(m, _LinearStates) and callable(getattr(m, "linear_states", None)):
+                out += [(s.name, [s]) for s in m.linear_states()]
+        return out
+
     result = QuantizationStats()
     for m in linears:
         m._collect_stats = True
-        for state in m._states.values():
+    for _, states in layers():
+        for state in states:
             state.clear_stats()
             state.collect_stats = True
     try:
@@ -208,18 +218,19 @@ def quantization_stats(module: torch.nn.Module, group=None) -> Iterator[Quantiza
     finally:
         for m in linears:
             m._collect_stats = False
-            for state in m._states.values():
+        for _, states in layers():
+            for state in states:
                 state.collect_stats = False
     # Per layer and role, the sums over the layer's states (one per recipe it ran with), zeros where none.
-    names = [m.layer_name for m in linears]
     # (the C++ QuantizationErrorSums layout: maxima are amax, log2 scale max, -log2 scale min, and two flags)
-    sums = torch.zeros(len(linears), len(STAT_ROLES), _C.quantization_sum_fields, dtype=torch.float64)
-    maxes = torch.full((len(linears), len(STAT_ROLES), _C.quantization_max_fields), float("-inf"),
+    entries = layers()
+    sums = torch.zeros(len(entries), len(STAT_ROLES), _C.quantization_sum_fields, dtype=torch.float64)
+    maxes = torch.full((len(entries), len(STAT_ROLES), _C.quantization_max_fields), float("-inf"),
                        dtype=torch.float64)
     maxes[..., 0] = 0.0
     maxes[..., 3:] = 0.0
-    for i, m in enumerate(linears):
-        for state in m._states.values():
+    for i, (_, states) in enumerate(entries):
+        for state in states:
             for role, (s, x) in state.stats_sums().items():
                 j = STAT_ROLES.index(role)
                 sums[i, j] += torch.tensor(s, dtype=torch.float64)
@@ -228,7 +239,7 @@ def quantization_stats(module: torch.nn.Module, group=None) -> Iterator[Quantiza
     if group is not None:
         group.all_reduce(sums, "sum")
         group.all_reduce(maxes, "max")
-    for i, name in enumerate(names):
+    for i, (name, _) in enumerate(entries):
         figures = {}
         for j, role in enumerate(STAT_ROLES):
             if sums[i, j, 0] > 0:  # elements measured

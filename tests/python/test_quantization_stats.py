@@ -14,7 +14,7 @@ import torch
 
 import nibble
 from mpi_run import check, needs_mpirun, run_ranks
-from test_train_cli import BINARY, run, tiny_args, tokens  # noqa: F401
+from test_train_cli import BINARY, TINY, run, tiny_args, tokens  # noqa: F401
 
 
 def snr_db(x: np.ndarray, q: np.ndarray) -> float:
@@ -111,6 +111,44 @@ def test_compressed_optimizer_states_error(tokens, tmp_path, codec, low, high):
             assert ("bias" in fig) == (codec == "bf16")
             if codec == "bf16" and "norm" not in name:  # (a norm's 64 elements average too little noise away)
                 assert abs(fig["bias"]) < 1e-3, (name, moment, fig)
+
+
+@needs_mpirun
+def test_models_gpt_block_equals_nibble_train_records(tokens, tmp_path):
+    # nibble-train's first step with statistics, and the same step from Python: nibble.models.GPT (the same C++
+    # model, init and batches) under the context manager. The same tensors are measured by the same code.
+    overrides = dict(model__recipe="nvfp4", train__steps=1, train__stats_every=1, optim__warmup=0,
+                     train__global_batch=2, train__micro_batch=1, train__sample_tokens=0)
+    r = run(tiny_args(tokens, tmp_path, **overrides))
+    assert r.returncode == 0, r.stdout + r.stderr
+    expected = {rec["layer"]: rec["operands"] for rec in _records(tmp_path) if "layer" in rec}
+    args = tiny_args(tokens, tmp_path / "py", **overrides)[2:]  # (--config TINY dropped)
+    script = f"""
+        import json, torch, nibble
+        torch.set_num_threads(1)
+        rt = nibble.parallel.init()
+        config = nibble.models.load_config({TINY!r}, {dict((k[2:], v) for k, v in zip(args[::2], args[1::2]))!r})
+        model = nibble.models.GPT(config)
+        batches = nibble.models.TrainBatches(config, nibble.parallel.Mesh()).step(0)
+        with nibble.nn.quantization_stats(model) as stats:
+            for tokens, targets, stream in batches:
+                model.set_rounding_stream(stream)
+                (model(tokens, targets) / len(batches)).backward()
+        with open({str(tmp_path / "py.json")!r}, "w") as f:
+            json.dump(stats.layers, f)
+        print(f"OK rank {{rt.rank}}", flush=True)
+        nibble.parallel.shutdown()
+    """
+    check(run_ranks(script, np=1), np=1)
+    with open(tmp_path / "py.json") as f:
+        measured = json.load(f)
+    assert set(measured) == set(expected) and len(expected) == 10
+    for layer, operands in expected.items():
+        assert set(measured[layer]) == set(operands), layer
+        for role, figures in operands.items():
+            assert set(measured[layer][role]) == set(figures), (layer, role)
+            for name, value in figures.items():
+                assert measured[layer][role][name] == pytest.approx(value, rel=1e-12), (layer, role, name)
 
 
 @needs_mpirun
