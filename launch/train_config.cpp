@@ -87,6 +87,7 @@ const std::map<std::string, Key>& keys() {
       {"model.layer_recipes", model_string(&core::model::GptConfig::layer_recipes)},
       {"model.tie_embeddings", model_bool(&core::model::GptConfig::tie_embeddings)},
       {"model.compress_activations", model_string(&core::model::GptConfig::compress_activations)},
+      {"model.recompute", model_string(&core::model::GptConfig::recompute)},
       {"model.seed", model_int(&core::model::GptConfig::seed)},
       {"data.train", string_key(&TrainConfig::train_path)},
       {"data.val", string_key(&TrainConfig::val_path)},

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/activations.h"
+#include "core/model/recompute.h"
 #include "core/model/rope.h"
 #include "core/recipe.h"
 #include "precision/error.h"
@@ -127,7 +128,16 @@ torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t bat
   const torch::Tensor at = pos.to(rope_cos_.device());
   const torch::Tensor cos = rope_cos_.index_select(0, at), sin = rope_sin_.index_select(0, at);
   torch::Tensor q = apply_rope(qkv[0], cos, sin), k = apply_rope(qkv[1], cos, sin);
-  torch::Tensor a = cp_->causal_attention(q, k, qkv[2]);
+  torch::Tensor a;
+  if (config_.recompute == "selective") {
+    // (The node outlives this call: capture the model, not the locals.)
+    a = recomputed(
+        l.name + ".attention_core",
+        [this](const std::vector<torch::Tensor>& in) { return cp_->causal_attention(in[0], in[1], in[2]); },
+        {q, k, qkv[2]}, {});
+  } else {
+    a = cp_->causal_attention(q, k, qkv[2]);
+  }
   a = a.transpose(1, 2).reshape({batch * seq, heads * hd});
   return tp_->row_linear(a, l.out, std::nullopt, l.s_out);
 }
@@ -153,7 +163,6 @@ torch::Tensor Gpt::forward_chunk(size_t chunk, const torch::Tensor& input, int64
     throw InvalidArgument("Gpt: sequence length " + std::to_string(seq) + " per rank must be in [1, model.seq_len / cp = " +
                           std::to_string(max_seq) + "]");
   const GptChunk& k = chunks_[chunk];
-  const double eps = config_.norm_eps;
   torch::Tensor h;
   if (k.embedding) {
     check_tokens(input);
@@ -171,15 +180,29 @@ torch::Tensor Gpt::forward_chunk(size_t chunk, const torch::Tensor& input, int64
   }
   for (size_t i : chunk_layers_[chunk]) {
     const Layer& l = layers_[i];
-    torch::Tensor n = rms_norm(h, l.attn_norm, eps, l.compress, l.name + ".attn_norm");
-    h = h + attention(l, n, batch, seq);
-    n = rms_norm(h, l.mlp_norm, eps, l.compress, l.name + ".mlp_norm");
-    torch::Tensor g = tp_->column_linear(n, l.gate, std::nullopt, l.s_gate);
-    torch::Tensor u = tp_->column_linear(n, l.up, std::nullopt, l.s_up);
-    h = h + tp_->row_linear(swiglu(g, u, l.compress, l.name + ".swiglu"), l.down, std::nullopt, l.s_down);
+    if (config_.recompute != "full") {
+      h = layer_forward(l, h, batch, seq);
+      continue;
+    }
+    h = recomputed(
+        l.name, [this, i, batch, seq](const std::vector<torch::Tensor>& in) {
+          return layer_forward(layers_[i], in[0], batch, seq);
+        },
+        {h}, {l.attn_norm, l.qkv, l.out, l.mlp_norm, l.gate, l.up, l.down},
+        {l.s_qkv, l.s_out, l.s_gate, l.s_up, l.s_down});
   }
-  if (k.head) h = rms_norm(h, final_norm_, eps, false, "final_norm");
+  if (k.head) h = rms_norm(h, final_norm_, config_.norm_eps, false, "final_norm");
   return h;
+}
+
+torch::Tensor Gpt::layer_forward(const Layer& l, const torch::Tensor& x, int64_t batch, int64_t seq) {
+  const double eps = config_.norm_eps;
+  torch::Tensor n = rms_norm(x, l.attn_norm, eps, l.compress, l.name + ".attn_norm");
+  torch::Tensor h = x + attention(l, n, batch, seq);
+  n = rms_norm(h, l.mlp_norm, eps, l.compress, l.name + ".mlp_norm");
+  torch::Tensor g = tp_->column_linear(n, l.gate, std::nullopt, l.s_gate);
+  torch::Tensor u = tp_->column_linear(n, l.up, std::nullopt, l.s_up);
+  return h + tp_->row_linear(swiglu(g, u, l.compress, l.name + ".swiglu"), l.down, std::nullopt, l.s_down);
 }
 
 torch::Tensor Gpt::head_logits(const torch::Tensor& hidden) {

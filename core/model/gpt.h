@@ -108,6 +108,8 @@ class Gpt {
   void check_tokens(const torch::Tensor& tokens) const;
   void require_whole_model(const char* what) const;
   torch::Tensor attention(const Layer& l, const torch::Tensor& x, int64_t batch, int64_t seq);
+  // One transformer layer on its input (also what model.recompute = "full" runs again in backward).
+  torch::Tensor layer_forward(const Layer& l, const torch::Tensor& x, int64_t batch, int64_t seq);
 
   GptConfig config_;
   std::shared_ptr<TensorParallel> tp_;

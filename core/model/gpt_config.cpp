@@ -34,6 +34,9 @@ void GptConfig::validate() const {
   require(compress_activations == "auto" || compress_activations == "true" || compress_activations == "false",
           "compress_activations", "\"" + compress_activations + "\"",
           "valid: \"auto\" (as each layer's recipe says), \"true\", \"false\"");
+  require(recompute == "none" || recompute == "selective" || recompute == "full", "recompute",
+          "\"" + recompute + "\"",
+          "valid: \"none\", \"selective\" (the attention core), \"full\" (every transformer layer)");
   std::vector<std::string> per_layer;
   try {
     per_layer = parse_layer_recipes(layer_recipes, layers);

@@ -29,6 +29,10 @@ struct GptConfig {
   // layer's recipe says (every quantized preset does, bf16 does not), "true" in every layer, "false" in none.
   std::string compress_activations = "auto";
   bool tie_embeddings = false;   // the LM head reuses embedding.weight (GPT-2); off: untied (Llama)
+  // Activation recomputation (core/model/recompute.h): "none"; "selective", the attention core (softmax(QKᵀ)V,
+  // whose s² probabilities are the largest activation: Megatron's selective recomputation); "full", every
+  // transformer layer keeps only its input and runs again in backward. Same gradients, bit for bit.
+  std::string recompute = "none";
   uint64_t seed = 0;             // parameter init and stochastic-rounding keys
   // Every Linear's recipe gets reproducible_sums (FP64 GEMM sums, tp partial sums added in FP64) and the
   // cross-entropy sums in FP64: a tp/sp split of the model then rounds as one rank does (core/recipe.h).

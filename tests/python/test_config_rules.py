@@ -40,6 +40,9 @@ RULES = {
     "model.compress_activations": [
         ("yes", 'model.compress_activations = "yes" is invalid: valid: "auto" (as each layer\'s recipe says), '
                 '"true", "false"')],
+    "model.recompute": [
+        ("attention", 'model.recompute = "attention" is invalid: valid: "none", "selective" (the attention core), '
+                      '"full" (every transformer layer)')],
     "model.seed": [("x", "model.seed = 'x' has the wrong type; expected an integer")],
     "data.train": [("/nonexistent/train.bin", "data.train = '/nonexistent/train.bin' is invalid: the token file cannot be opened")],
     "data.val": [("/nonexistent/val.bin", "data.val = '/nonexistent/val.bin' is invalid: the token file cannot be opened")],
