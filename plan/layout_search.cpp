@@ -96,9 +96,9 @@ std::string parallel_toml_section(const Layout& layout, const TrainingSpec& trai
   if (layout.mesh.pp > 1 && training.pp_schedule == "interleaved")
     o << "virtual_stages = " << training.virtual_stages << "\n";
   o << "\n[train]\nmicro_batch = " << layout.micro_batch << "  # global_batch = " << training.global_batch << "\n";
+  // (nibble-train's model.recompute takes the plan's names: none, selective, full)
   if (layout.recompute != Recompute::kNone)
-    o << "# needs " << recompute_name(layout.recompute)
-      << " activation recomputation, which nibble-train does not have yet (it fits only with it)\n";
+    o << "\n[model]\nrecompute = \"" << recompute_name(layout.recompute) << "\"  # the layout fits only with it\n";
   return o.str();
 }
 

@@ -87,5 +87,16 @@ TEST(PlanLayouts, ParallelSectionReadsBackAsTheLayout) {
   EXPECT_EQ(t["train"]["micro_batch"].value_or(0), 2);
 }
 
+TEST(PlanLayouts, RecomputationIsTheTrainerKey) {
+  PlanInput in = llama_like(32, 4096, 32, 4096, 256);
+  const Layout none{parallel::MeshShape{4, 2, 4, 2}, 2, true, Recompute::kNone};
+  EXPECT_FALSE(toml::parse(parallel_toml_section(none, in.training))["model"]);
+  for (Recompute r : {Recompute::kSelective, Recompute::kFull}) {
+    const Layout l{parallel::MeshShape{4, 2, 4, 2}, 2, true, r};
+    const toml::table t = toml::parse(parallel_toml_section(l, in.training));
+    EXPECT_EQ(t["model"]["recompute"].value_or(std::string()), recompute_name(r));  // nibble-train's model.recompute
+  }
+}
+
 }  // namespace
 }  // namespace nibble::plan
