@@ -8,8 +8,10 @@ against the manifest first, as nibble-train's resume does.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import zlib
 
 import torch
@@ -93,17 +95,32 @@ def read_full_params(step_dir: str) -> tuple[dict, dict[str, torch.Tensor]]:
     return m, full
 
 
+@contextlib.contextmanager
+def staged_directory(dest: str):
+    """A temporary sibling of `dest` to write into: renamed to `dest` when the block ends (replacing an empty
+    directory there), removed with everything in it when the block raises -- so a failure leaves nothing."""
+    parent = os.path.dirname(os.path.abspath(dest)) or "."
+    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(dest))}.tmp-{os.getpid()}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(dest):
+            os.rmdir(dest)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_weights_only(root: str, params: dict[str, torch.Tensor], model_keys: dict[str, str], source: dict) -> None:
     """A one-rank checkpoint at step 0 holding only parameters, marked contents = "weights" (manifest.h): a
     resume at any layout loads them and starts the optimizer and Linear states fresh. `root` must not exist yet:
     everything is written under a temporary sibling that is renamed into place last, so a failure leaves nothing."""
     from safetensors.torch import save_file
 
-    parent = os.path.dirname(os.path.abspath(root)) or "."
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(root))}.tmp-{os.getpid()}")
-    step = os.path.join(tmp, "step_00000000")
-    os.makedirs(step)
-    try:
+    with staged_directory(root) as tmp:
+        step = os.path.join(tmp, "step_00000000")
+        os.makedirs(step)
         shard = os.path.join(step, "rank_00000.safetensors")
         save_file({"model." + n: t.float().contiguous() for n, t in params.items()}, shard,
                   metadata={"format": FORMAT, "step": "0", "rank": "0", "tp_rank": "0", "cp_rank": "0",
@@ -128,9 +145,3 @@ def write_weights_only(root: str, params: dict[str, torch.Tensor], model_keys: d
             f.write(json.dumps(manifest, indent=2) + "\n")
         with open(os.path.join(tmp, "latest"), "w") as f:
             f.write("step_00000000\n")
-        os.rename(tmp, root)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

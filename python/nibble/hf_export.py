@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 
 import torch
 
 from . import hf_layout, hf_tokenizer
-from .checkpoint_files import CheckpointError, read_full_params, step_dir_of
+from .checkpoint_files import CheckpointError, read_full_params, staged_directory, step_dir_of
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -96,10 +95,7 @@ def export(checkpoint: str, out: str, dtype: str = "fp32", tokens: str | None = 
     state = {n: t.to(_DTYPES[dtype]).contiguous()
              for n, t in hf_layout.nibble_to_hf(params, k["layers"], k["heads"], k["tied"]).items()}
 
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp-{os.getpid()}")
-    os.makedirs(tmp)
-    try:
+    with staged_directory(out) as tmp:  # (an empty OUT, checked above, is replaced)
         llama_config(k, _DTYPES[dtype]).save_pretrained(tmp)
         save_file(state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         GenerationConfig(do_sample=True, temperature=k["temperature"], max_length=k["seq_len"]).save_pretrained(tmp)
@@ -108,12 +104,6 @@ def export(checkpoint: str, out: str, dtype: str = "fp32", tokens: str | None = 
             json.dump({"checkpoint": os.path.abspath(step_dir), "step": manifest["step"],
                        "recipe": manifest.get("recipe", ""), "layout": manifest["layout"], "tokenizer": kind,
                        "dtype": dtype}, f, indent=2)
-        if os.path.isdir(out):
-            os.rmdir(out)  # the empty directory checked above
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return step_dir
 
 
