@@ -29,18 +29,19 @@ std::vector<float> decode_moment(const std::map<std::string, torch::Tensor>& sta
 
 OptimizerStateProbe::OptimizerStateProbe(const optim::Optimizer& optimizer, float grad_scale) : optimizer_(optimizer) {
   const auto& params = optimizer.params();
+  const optim::OptimizerConfig& config = optimizer.group_config(0);  // (the trainer's one parameter group)
+  if (config.kind != "adamw") return;
+  optim::AdamWHyper hyper;
+  hyper.beta1 = config.beta1;
+  hyper.beta2 = config.beta2;
+  const optim::AdamWScalars scalars = optim::adamw_scalars(hyper, 1, 1.0);  // (m and v need only the betas)
   for (size_t i = 0; i < params.size(); ++i) {
-    const optim::OptimizerConfig& config = optimizer.group_config(0);
     const torch::Tensor& p = params[i].second;
     const int64_t n = p.numel();
     const optim::StateCodec codec = optim::effective_codec(optim::parse_state_codec(config.state), n);
-    if (config.kind != "adamw" || codec == optim::StateCodec::kFP32 || !p.grad().defined() || !p.is_cpu()) continue;
+    if (codec == optim::StateCodec::kFP32 || !p.grad().defined() || !p.is_cpu()) continue;
     const auto& state = optimizer.param_state(i);
-    Expected e{i, decode_moment(state, "exp_avg", codec, n), decode_moment(state, "exp_avg_sq", codec, n)};
-    optim::AdamWHyper hyper;
-    hyper.beta1 = config.beta1;
-    hyper.beta2 = config.beta2;
-    const optim::AdamWScalars scalars = optim::adamw_scalars(hyper, 1, 1.0);
+    Expected e{i, codec, decode_moment(state, "exp_avg", codec, n), decode_moment(state, "exp_avg_sq", codec, n)};
     const torch::Tensor g = p.grad().to(torch::kFloat32).contiguous();
     const float* gp = g.data_ptr<float>();
     for (int64_t k = 0; k < n; ++k) {
@@ -56,14 +57,12 @@ std::map<std::string, std::map<std::string, core::QuantizationErrorSums>> Optimi
   for (const Expected& e : expected_) {
     const auto& [name, p] = optimizer_.params()[e.index];
     const int64_t n = p.numel();
-    const optim::StateCodec codec =
-        optim::effective_codec(optim::parse_state_codec(optimizer_.group_config(0).state), n);
     const auto& state = optimizer_.param_state(e.index);
     for (const char* key : kMoments) {
-      const std::vector<float> stored = decode_moment(state, key, codec, n);
+      const std::vector<float> stored = decode_moment(state, key, e.codec, n);
       const std::vector<float>& exact = std::string(key) == "exp_avg" ? e.exp_avg : e.exp_avg_sq;
       // bf16 states are written with stochastic rounding (optim/fused_step.h).
-      out[name][key] = core::measure_values(exact.data(), stored.data(), n, codec == optim::StateCodec::kBF16);
+      out[name][key] = core::measure_values(exact.data(), stored.data(), n, e.codec == optim::StateCodec::kBF16);
     }
   }
   return out;

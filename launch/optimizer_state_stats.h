@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/quantization_stats.h"
+#include "optim/state_codec.h"
 #include "optim/torch/optimizer.h"
 
 namespace nibble::launch {
@@ -26,6 +27,7 @@ class OptimizerStateProbe {
  private:
   struct Expected {
     size_t index;
+    optim::StateCodec codec;                 // the tensor's effective codec
     std::vector<float> exp_avg, exp_avg_sq;  // the FP32 moments the step computed
   };
   const optim::Optimizer& optimizer_;

@@ -1,6 +1,5 @@
 #include "launch/quantization_stats_log.h"
 
-#include <limits>
 #include <map>
 #include <span>
 
@@ -12,13 +11,36 @@ namespace {
 
 // The roles in record order: the forward's copies, then the backward's.
 constexpr const char* kRoles[] = {"x_row", "w_row", "x_col", "w_col", "dy_row", "dy_col"};
-constexpr size_t kRoleCount = sizeof(kRoles) / sizeof(kRoles[0]);
 constexpr int kSums = core::QuantizationErrorSums::kSumFields, kMaxes = core::QuantizationErrorSums::kMaxFields;
 
-// Reduces per-slot sums over the world (sum and max), in place.
-void reduce_over_world(std::vector<double>& sums, std::vector<double>& maxes) {
+using Measured = QuantizationStatsLog::Measured;
+
+// Every rank's `mine` reduced over the world (collective: every rank passes the same names and keys), as one
+// JSON object per name of its keys' figures (core::stats_json); a key no rank measured is left out.
+std::vector<nlohmann::ordered_json> reduce_figures(const std::vector<std::string>& names,
+                                                   const std::vector<const char*>& keys, const Measured& mine) {
+  const size_t slots = names.size() * keys.size();
+  std::vector<double> sums(slots * kSums, 0.0), maxes(slots * kMaxes, 0.0);
+  const core::QuantizationErrorSums none;
+  for (size_t n = 0; n < names.size(); ++n) {
+    const auto it = mine.find(names[n]);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const size_t slot = n * keys.size() + k;
+      const core::QuantizationErrorSums* s = &none;
+      if (it != mine.end() && it->second.count(keys[k])) s = &it->second.at(keys[k]);
+      s->store(&sums[slot * kSums], &maxes[slot * kMaxes]);
+    }
+  }
   parallel::world().all_reduce<double>(std::span<double>(sums), parallel::ReduceOp::kSum);
   parallel::world().all_reduce<double>(std::span<double>(maxes), parallel::ReduceOp::kMax);
+  std::vector<nlohmann::ordered_json> out(names.size(), nlohmann::ordered_json::object());
+  for (size_t n = 0; n < names.size(); ++n)
+    for (size_t k = 0; k < keys.size(); ++k) {
+      const size_t slot = n * keys.size() + k;
+      const auto s = core::QuantizationErrorSums::load(&sums[slot * kSums], &maxes[slot * kMaxes]);
+      if (s.elements > 0) out[n][keys[k]] = core::stats_json(s);
+    }
+  return out;
 }
 
 }  // namespace
@@ -50,72 +72,33 @@ void QuantizationStatsLog::begin(core::model::Gpt& model) const {
 }
 
 void QuantizationStatsLog::finish(core::model::Gpt& model, int64_t step_number) {
-  std::map<std::string, core::LinearState*> mine;
+  Measured mine;
   for (const auto& s : model.linear_states()) {
     s->collect_stats = false;
-    mine[s->name] = s.get();
+    mine[s->name] = std::move(s->stats);
+    s->stats.clear();
   }
-  const size_t slots = layers_.size() * kRoleCount;
-  std::vector<double> sums(slots * kSums, 0.0);
-  std::vector<double> maxes(slots * kMaxes, 0.0);
-  const core::QuantizationErrorSums none;
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    const auto it = mine.find(layers_[l].name);
-    for (size_t r = 0; r < kRoleCount; ++r) {
-      const size_t slot = l * kRoleCount + r;
-      const core::QuantizationErrorSums* s = &none;
-      if (it != mine.end()) {
-        const auto found = it->second->stats.find(kRoles[r]);
-        if (found != it->second->stats.end()) s = &found->second;
-      }
-      s->store(&sums[slot * kSums], &maxes[slot * kMaxes]);
-    }
-  }
-  for (auto& [name, state] : mine) state->stats.clear();
-  reduce_over_world(sums, maxes);
+  std::vector<std::string> names;
+  for (const Layer& l : layers_) names.push_back(l.name);
+  const std::vector<nlohmann::ordered_json> figures =
+      reduce_figures(names, std::vector<const char*>(std::begin(kRoles), std::end(kRoles)), mine);
   if (!records_) return;
   for (size_t l = 0; l < layers_.size(); ++l) {
-    nlohmann::ordered_json operands = nlohmann::ordered_json::object();
-    for (size_t r = 0; r < kRoleCount; ++r) {
-      const size_t slot = l * kRoleCount + r;
-      const auto s = core::QuantizationErrorSums::load(&sums[slot * kSums], &maxes[slot * kMaxes]);
-      if (s.elements > 0) operands[kRoles[r]] = core::stats_json(s);
-    }
-    if (operands.empty()) continue;  // a layer whose recipe quantizes nothing (bf16)
+    if (figures[l].empty()) continue;  // a layer whose recipe quantizes nothing (bf16)
     records_->write({{"step", step_number}, {"layer", layers_[l].name}, {"recipe", layers_[l].recipe},
-                     {"operands", operands}});
+                     {"operands", figures[l]}});
   }
 }
 
-void QuantizationStatsLog::finish_states(
-    const std::map<std::string, std::map<std::string, core::QuantizationErrorSums>>& states, int64_t step_number) {
-  const char* moments[] = {"exp_avg", "exp_avg_sq"};
-  const size_t slots = parameters_.size() * 2;
-  std::vector<double> sums(slots * kSums, 0.0), maxes(slots * kMaxes, 0.0);
-  const core::QuantizationErrorSums none;
-  for (size_t p = 0; p < parameters_.size(); ++p) {
-    const auto it = states.find(parameters_[p]);
-    for (size_t m = 0; m < 2; ++m) {
-      const size_t slot = p * 2 + m;
-      const core::QuantizationErrorSums* s = &none;
-      if (it != states.end() && it->second.count(moments[m])) s = &it->second.at(moments[m]);
-      s->store(&sums[slot * kSums], &maxes[slot * kMaxes]);
-    }
-  }
-  reduce_over_world(sums, maxes);
+void QuantizationStatsLog::finish_states(const Measured& states, int64_t step_number) {
+  const std::vector<nlohmann::ordered_json> figures = reduce_figures(parameters_, {"exp_avg", "exp_avg_sq"}, states);
   if (!records_) return;
   for (size_t p = 0; p < parameters_.size(); ++p) {
+    if (figures[p].empty()) continue;  // fp32 states, or a small int8 tensor kept in FP32
     nlohmann::ordered_json record = {{"step", step_number}, {"optimizer_state", parameters_[p]},
                                      {"codec", state_codec_}};
-    bool any = false;
-    for (size_t m = 0; m < 2; ++m) {
-      const size_t slot = p * 2 + m;
-      const auto s = core::QuantizationErrorSums::load(&sums[slot * kSums], &maxes[slot * kMaxes]);
-      if (s.elements == 0) continue;
-      record[moments[m]] = core::stats_json(s);
-      any = true;
-    }
-    if (any) records_->write(record);
+    record.update(figures[p]);
+    records_->write(record);
   }
 }
 

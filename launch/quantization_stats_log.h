@@ -24,6 +24,9 @@ namespace nibble::launch {
 
 class QuantizationStatsLog {
  public:
+  // The figures one rank measured per (name, key): a Linear's roles, a parameter's moments.
+  using Measured = std::map<std::string, std::map<std::string, core::QuantizationErrorSums>>;
+
   // Collective over the world only in finish(). `lead` writes the file (RunRecords: a resumed run keeps the
   // records up to its checkpoint's step).
   QuantizationStatsLog(const TrainConfig& c, bool lead, int64_t resumed_step, const std::string& resumed_from);
@@ -38,8 +41,7 @@ class QuantizationStatsLog {
   void finish(core::model::Gpt& model, int64_t step_number);
   // After the step's optimizer update (collective over the world, on the same steps as finish; a rank whose
   // step was skipped or that measures nothing passes an empty map): the states' records.
-  void finish_states(const std::map<std::string, std::map<std::string, core::QuantizationErrorSums>>& states,
-                     int64_t step_number);
+  void finish_states(const Measured& states, int64_t step_number);
 
  private:
   struct Layer {
