@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -24,10 +25,16 @@ def tokens_dir(binary: str, work: str) -> str:
     return d
 
 
+# Open MPI as root, shared memory only, ranks that yield while they wait (more ranks than cores here).
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_pml="ob1",
+               OMPI_MCA_mpi_yield_when_idle="1", OMP_NUM_THREADS="1")
+
+
 def run_nibble_train(binary: str, tokens: str, out: str, size: str, steps: int, threads: int,
-                     overrides: list[str]) -> list[dict]:
-    """`steps` steps of the tiny config resized to SIZES[size], one micro-batch per step, no eval or sample;
-    returns metrics.jsonl's records (exits naming the failure if nibble-train fails)."""
+                     overrides: list[str], ranks: int = 1) -> list[dict]:
+    """`steps` steps of the tiny config resized to SIZES[size], one micro-batch per step (overrides may say
+    otherwise: they come last), no eval or sample; `ranks` > 1 runs it under mpirun. Returns rank 0's
+    metrics.jsonl records (exits naming the failure if nibble-train fails)."""
     hidden, layers, heads, ffn = SIZES[size]
     cmd = [binary, "--config", os.path.join(ROOT, "examples", "configs", "tiny.toml"),
            "--data.train", os.path.join(tokens, "train.bin"), "--data.val", os.path.join(tokens, "val.bin"),
@@ -37,7 +44,9 @@ def run_nibble_train(binary: str, tokens: str, out: str, size: str, steps: int, 
            "--train.micro_batch", str(BATCH), "--train.steps", str(steps), "--optim.warmup", "0",
            "--train.sample_tokens", "0", "--train.eval_batches", "1", "--train.eval_every", "0",
            "--checkpoint.every", "0"] + overrides
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    if ranks > 1:
+        cmd = [shutil.which("mpirun") or "mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True, env=MPI_ENV if ranks > 1 else None)
     if r.returncode != 0:
         sys.exit(f"nibble-train failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     with open(os.path.join(out, "metrics.jsonl")) as f:

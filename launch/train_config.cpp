@@ -131,6 +131,8 @@ const std::map<std::string, Key>& keys() {
       {"parallel.pp_embedding_as_layer", bool_key(&TrainConfig::pp_embedding_as_layer)},
       {"parallel.pp_head_as_layer", bool_key(&TrainConfig::pp_head_as_layer)},
       {"parallel.cp_method", string_key(&TrainConfig::cp_method)},
+      {"parallel.overlap_grad_reduce", bool_key(&TrainConfig::overlap_grad_reduce)},
+      {"parallel.grad_bucket_mb", float_key(&TrainConfig::grad_bucket_mb)},
       {"checkpoint.dir", string_key(&TrainConfig::checkpoint_dir)},
       {"checkpoint.every", int_key(&TrainConfig::checkpoint_every)},
       {"checkpoint.resume", Key{Kind::kSwitch, [](TrainConfig& c, const std::string& v) { c.resume = v; },

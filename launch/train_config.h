@@ -54,6 +54,10 @@ struct TrainConfig {
   // account_for_{embedding,loss}_in_pipeline_split).
   bool pp_embedding_as_layer = false, pp_head_as_layer = false;
   std::string cp_method = "ring";    // ring | ulysses
+  // The dp x cp gradient reduction in buckets started from backward (launch/grad_overlap.h) instead of one
+  // all-reduce after it; grad_bucket_mb is the buckets' size (MB of FP32 gradient), ZeRO-1's included.
+  bool overlap_grad_reduce = true;
+  double grad_bucket_mb = 25.0;
   // [checkpoint]
   std::string checkpoint_dir;  // "" = <out_dir>/checkpoints
   int64_t checkpoint_every = 0;  // 0: only at the end

@@ -60,6 +60,9 @@ void validate(const TrainConfig& c, int64_t world_size) {
   require(c.virtual_stages >= 1, "parallel.virtual_stages", std::to_string(c.virtual_stages), "must be >= 1");
   require(c.cp_method == "ring" || c.cp_method == "ulysses", "parallel.cp_method", "'" + c.cp_method + "'",
           "must be ring or ulysses");
+  // NaN fails the comparison too. The upper end only catches a unit mistake (bytes given as MB).
+  require(c.grad_bucket_mb > 0 && c.grad_bucket_mb <= 65536, "parallel.grad_bucket_mb", std::to_string(c.grad_bucket_mb),
+          "must be in (0, 65536] (MB of FP32 gradient per bucket of the dp x cp reduction)");
   try {
     (void)optim::make_lr_schedule(c.schedule, c.warmup, c.steps, c.min_lr_ratio);
   } catch (const std::exception& e) {

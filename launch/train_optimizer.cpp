@@ -4,6 +4,7 @@
 
 #include "launch/grad_sync.h"
 #include "optim/torch/grad_norm.h"
+#include "parallel/nn/grad_buckets.h"
 #include "parallel/nn/zero_optimizer.h"
 #include "precision/error.h"
 
@@ -14,11 +15,23 @@ TrainOptimizer::TrainOptimizer(const TrainConfig& c, core::model::Gpt& model, co
   if (c.zero == 1) {
     parallel::nn::ZeroOptions zo;
     zo.fp8_all_gather = c.zero_fp8_all_gather;
+    zo.bucket_mb = c.grad_bucket_mb;
     zero_ =
         std::make_unique<parallel::nn::ZeroOptimizer>(model.named_parameters(), optimizer_config(c), mesh.dp_cp(), zo);
   } else {
     plain_ = std::make_unique<optim::Optimizer>(model.named_parameters(), optimizer_config(c));
   }
+  if (!c.overlap_grad_reduce || mesh.dp_cp().size() == 1 || !model.device().is_cpu()) return;
+  if (plain_)
+    plain_buckets_ = std::make_unique<parallel::nn::GradBuckets>(
+        model.named_parameters(), mesh.dp_cp(),
+        parallel::nn::GradBucketOptions{c.grad_bucket_mb, parallel::nn::BucketMode::kAllReduce});
+  parallel::nn::GradBuckets& buckets = plain_buckets_ ? *plain_buckets_ : zero_->buckets();
+  // One backward per micro-batch of this rank (launch/micro_batches.h), under every pipeline schedule too.
+  const int64_t micro_batches = c.global_batch / c.dp / c.micro_batch;
+  overlap_ = std::make_unique<GradReduceOverlap>(
+      model, buckets, micro_batches,
+      grads_fixed_up_after_backward(model, c.sequence_parallel, mesh.tp().size(), mesh.pp().size()));
 }
 
 TrainOptimizer::~TrainOptimizer() = default;
@@ -34,15 +47,30 @@ std::string TrainOptimizer::find_nonfinite_grad() const {
 }
 
 void TrainOptimizer::reduce_gradients() {
-  if (plain_) {
-    average_gradients(model_, mesh_);
-    return;
+  launched_in_backward_ = 0;
+  if (overlap_) {
+    launched_in_backward_ = (plain_buckets_ ? *plain_buckets_ : zero_->buckets()).launched();
+    overlap_->next_step();
   }
-  zero_->finish_gradients();
+  if (plain_buckets_) {
+    plain_buckets_->finish();  // the deferred parameters (fixed up by now), the wait, averaged grads into .grad
+  } else if (plain_) {
+    average_gradients(model_, mesh_);
+  } else {
+    zero_->finish_gradients();
+  }
 }
 
 void TrainOptimizer::discard_gradients() {
-  if (zero_) zero_->buckets().reset();
+  if (overlap_) overlap_->next_step();
+  // discard() waits for buckets backward launched (every rank launched the same ones); reset() expects none.
+  if (plain_buckets_) plain_buckets_->discard();
+  if (zero_) zero_->buckets().discard();
+}
+
+size_t TrainOptimizer::num_buckets() const {
+  if (plain_buckets_) return plain_buckets_->num_buckets();
+  return zero_ ? zero_->buckets().num_buckets() : 1;
 }
 
 double TrainOptimizer::grad_norm() const {

@@ -271,6 +271,13 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     std::printf(
         "device: %s; GEMMs (%s): %s\n", device.why.c_str(), c.model.recipe.c_str(),
         describe_gemm_paths(core::recipe_preset(c.model.recipe), gemm_device(train_device)).c_str());
+    if (optimizer.overlapped())
+      std::printf("gradient reduction over dp x cp: overlapped with backward, %zu bucket(s) of up to %g MB\n",
+                  optimizer.num_buckets(), c.grad_bucket_mb);
+    else if (mesh.dp_cp().size() > 1)
+      std::printf("gradient reduction over dp x cp: after backward (%s)\n",
+                  c.overlap_grad_reduce ? "the parameters are on a GPU: launch/train_optimizer.h"
+                                        : "parallel.overlap_grad_reduce = false");
     if (device.cuda && info.world_size > 1)
       std::printf("collectives of CUDA tensors: %s\n", describe_device_groups(mesh).c_str());
     if (pipeline)
@@ -343,7 +350,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     parallel::world().all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
     const double lr_factor = optim::lr_factor(schedule, step);
     std::map<std::string, std::map<std::string, core::QuantizationErrorSums>> state_stats;  // stats steps only
-    double grad_norm = NAN;
+    double grad_norm = NAN, reduce_ms = NAN;  // reduce_ms: the dp x cp reduction's time not hidden by backward
     bool applied = false;
     if (bad) {
       optimizer.discard_gradients();
@@ -352,7 +359,9 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
       if (!bad_param.empty())
         log_warning("step " + std::to_string(step + 1) + " skipped: non-finite gradient in " + bad_param);
     } else {
+      const auto reduce_start = Clock::now();
       optimizer.reduce_gradients();  // averaged over dp x cp (ZeRO-1: reduce-scattered to the shards)
+      reduce_ms = 1e3 * std::chrono::duration<double>(Clock::now() - reduce_start).count();
       grad_norm = optimizer.grad_norm();
       const float grad_scale = optim::clip_coefficient(grad_norm, c.grad_clip);  // grad_clip 0: off
       const auto state_probe = collect_stats ? optimizer.probe_states(grad_scale) : nullptr;
@@ -405,7 +414,10 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
                    {"bubble", pipeline ? nlohmann::ordered_json(timing.bubble) : nlohmann::ordered_json(nullptr)},
                    {"stage_imbalance",
                     pipeline ? nlohmann::ordered_json(timing.imbalance) : nlohmann::ordered_json(nullptr)},
-                   {"skipped", !applied}});
+                   {"skipped", !applied},
+                   {"grad_reduce_exposed_ms", std::isnan(reduce_ms) ? nlohmann::ordered_json(nullptr)
+                                                                    : nlohmann::ordered_json(reduce_ms)},
+                   {"grad_buckets_in_backward", optimizer.buckets_launched_in_backward()}});
     if (pipeline) timings.push_back(timing);
     if (state.consecutive_skips >= c.max_nonfinite) {
       if (lead)

@@ -162,4 +162,15 @@ void GradBuckets::reset() {
   next_launch_ = 0;
 }
 
+void GradBuckets::discard() {
+  for (Work& w : work_)
+    if (w.pending()) w.wait();
+  reset();
+}
+
+void GradBuckets::progress() {
+  for (size_t b = 0; b < next_launch_; ++b)
+    if (work_[b].pending()) work_[b].test();
+}
+
 }  // namespace nibble::parallel::nn

@@ -72,6 +72,16 @@ class GradBuckets {
   // Forgets this step's marks and pending state without communicating (only valid before any bucket launched,
   // e.g. after a skipped step); throws if a reduction is in flight.
   void reset();
+  // A skipped step whose buckets may already be in flight (launched from backward's hooks): waits for the launched
+  // reductions -- every rank of the group launched the same ones, so they must complete everywhere -- then reset().
+  // The parameters' .grad are left as they were (nothing is copied back).
+  void discard();
+  // Polls the launched reductions once without blocking. MPI moves a nonblocking collective only while some MPI
+  // call runs on this process (no progress thread), so a caller that wants the reduction to advance during
+  // backward calls this between pieces of work (e.g. from each post-accumulate-grad hook).
+  void progress();
+  // Buckets whose reduction has been launched this step (launches go in bucket order: buckets 0 .. launched()-1).
+  size_t launched() const { return next_launch_; }
 
   const FlatLayout& layout() const { return layout_; }
   size_t num_buckets() const { return bucket_begin_.size(); }
