@@ -3,16 +3,24 @@ backward's hooks gives the same per-step losses and gradient norms, bit for bit,
 (overlap_grad_reduce = false, the trainer's path before overlap existed) -- plain and ZeRO-1 at dp = 2 with two
 micro-batches per rank (hooks must wait for the last one) and a step skipped for a non-finite gradient (the
 buckets launched in its backward are drained), and under a 1F1B pipeline with tied embeddings (whose gradient
-is summed over pp after backward, so its bucket waits). The metrics say how many buckets backward launched, and
-the start-up line how many there are: the hooks really started them. (Timing: benchmarks/bench_dp_overlap.py.)"""
+is summed over pp after backward, so its bucket waits) and with tp + sequence parallelism (the norm weights wait
+for their tp sum). The metrics say how many buckets backward launched, and the start-up line how many there are:
+the hooks really started them. (Timing: benchmarks/bench_dp_overlap.py.)"""
 import json
 import os
 import re
+import shutil
 import subprocess
 
-from test_train_cli import BINARY, ENV, MPIRUN, needs_mpirun, tiny_args, tokens  # noqa: F401
+import pytest
 
-pytestmark = needs_mpirun
+from test_train_cli import BINARY, tiny_args, tokens  # noqa: F401
+
+MPIRUN = shutil.which("mpirun")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_pml="ob1",
+           OMPI_MCA_mpi_yield_when_idle="1", OMP_NUM_THREADS="1")
+pytestmark = [pytest.mark.skipif(MPIRUN is None, reason="mpirun (Open MPI) not found"),
+              pytest.mark.skipif(not os.path.isfile(BINARY), reason=f"{BINARY} not built")]
 
 # Two micro-batches per dp rank; buckets of 0.05 MB (~12.5k FP32 elements) cut the tiny model into several.
 STEPS = dict(train__steps=4, optim__warmup=0, train__global_batch=4, train__micro_batch=1, train__sample_tokens=0,
@@ -78,3 +86,19 @@ def test_overlap_under_a_pipeline_with_tied_embeddings(tokens, tmp_path):
     # after backward, so backward launches every bucket but the last.
     n = buckets_in_startup_line(runs["true"][0])
     assert all(rec["grad_buckets_in_backward"] == n - 1 for rec in runs["true"][1].values()), runs["true"][1]
+
+
+def test_overlap_with_sequence_parallel_defers_the_norm_weights(tokens, tmp_path):
+    # Under tp + SP the norm weights' gradients are summed over tp after backward; the final norm sits in the
+    # first bucket, so that bucket and, in order, every later one wait until then -- same losses, nothing started
+    # in backward (docs/PARALLEL.md "In the trainer").
+    layout = dict(parallel__tp=2, parallel__sequence_parallel="true", parallel__dp=2)
+    runs = {}
+    for overlap in ("false", "true"):
+        out = tmp_path / overlap
+        r = run(tiny_args(tokens, out, model__recipe="nvfp4", parallel__overlap_grad_reduce=overlap, **layout,
+                          **STEPS), np=4)
+        runs[overlap] = (r.stdout, records(out))
+    assert curve(runs["true"][1]) == curve(runs["false"][1]) and len(runs["true"][1]) == 4
+    assert buckets_in_startup_line(runs["true"][0]) > 1
+    assert all(rec["grad_buckets_in_backward"] == 0 for rec in runs["true"][1].values()), runs["true"][1]
