@@ -50,17 +50,23 @@ def buckets_in_startup_line(stdout):
     return int(m.group(1))
 
 
+def off_and_on(tokens, out, np, env=None, **overrides):
+    """The same job with overlap_grad_reduce false and true: {"false"|"true": (stdout, records)}."""
+    runs = {}
+    for overlap in ("false", "true"):
+        r = run(tiny_args(tokens, out / overlap, parallel__overlap_grad_reduce=overlap, **overrides, **STEPS), np=np,
+                env=env)
+        runs[overlap] = (r.stdout, records(out / overlap))
+    return runs
+
+
 def test_overlap_matches_the_reduction_after_backward_plain_and_zero1(tokens, tmp_path):
     # Step 2's gradient of layers.0.up.weight becomes NaN on every rank: that step is skipped after its backward
     # launched buckets, which must complete (and be forgotten) before step 3.
     fault = {"NIBBLE_FAULT": "nan_grad:layers.0.up.weight:2:1"}
     for zero in (0, 1):
-        runs = {}
-        for overlap in ("false", "true"):
-            out = tmp_path / f"zero{zero}_{overlap}"
-            r = run(tiny_args(tokens, out, model__recipe="nvfp4", parallel__dp=2, optim__zero=zero,
-                              parallel__overlap_grad_reduce=overlap, **STEPS), np=2, env=fault)
-            runs[overlap] = (r.stdout, records(out))
+        runs = off_and_on(tokens, tmp_path / f"zero{zero}", 2, fault, model__recipe="nvfp4", parallel__dp=2,
+                          optim__zero=zero)
         off, on = runs["false"][1], runs["true"][1]
         assert sorted(on) == [1, 2, 3, 4] and on[2]["skipped"] and not on[3]["skipped"], on
         assert curve(on) == curve(off), (zero, curve(on), curve(off))
@@ -74,13 +80,8 @@ def test_overlap_matches_the_reduction_after_backward_plain_and_zero1(tokens, tm
 
 
 def test_overlap_under_a_pipeline_with_tied_embeddings(tokens, tmp_path):
-    layout = dict(parallel__pp=2, parallel__dp=2, parallel__pp_schedule="1f1b", model__tie_embeddings="true")
-    runs = {}
-    for overlap in ("false", "true"):
-        out = tmp_path / overlap
-        r = run(tiny_args(tokens, out, model__recipe="bf16", parallel__overlap_grad_reduce=overlap, **layout,
-                          **STEPS), np=4)
-        runs[overlap] = (r.stdout, records(out))
+    runs = off_and_on(tokens, tmp_path, 4, model__recipe="bf16", parallel__pp=2, parallel__dp=2,
+                      parallel__pp_schedule="1f1b", model__tie_embeddings="true")
     assert curve(runs["true"][1]) == curve(runs["false"][1]) and len(runs["true"][1]) == 4
     # Rank 0 is the first stage: its embedding.weight (last in the buffer) is summed with the last stage's copy
     # after backward, so backward launches every bucket but the last.
@@ -92,13 +93,8 @@ def test_overlap_with_sequence_parallel_defers_the_norm_weights(tokens, tmp_path
     # Under tp + SP the norm weights' gradients are summed over tp after backward; the final norm sits in the
     # first bucket, so that bucket and, in order, every later one wait until then -- same losses, nothing started
     # in backward (docs/PARALLEL.md "In the trainer").
-    layout = dict(parallel__tp=2, parallel__sequence_parallel="true", parallel__dp=2)
-    runs = {}
-    for overlap in ("false", "true"):
-        out = tmp_path / overlap
-        r = run(tiny_args(tokens, out, model__recipe="nvfp4", parallel__overlap_grad_reduce=overlap, **layout,
-                          **STEPS), np=4)
-        runs[overlap] = (r.stdout, records(out))
+    runs = off_and_on(tokens, tmp_path, 4, model__recipe="nvfp4", parallel__tp=2,
+                      parallel__sequence_parallel="true", parallel__dp=2)
     assert curve(runs["true"][1]) == curve(runs["false"][1]) and len(runs["true"][1]) == 4
     assert buckets_in_startup_line(runs["true"][0]) > 1
     assert all(rec["grad_buckets_in_backward"] == 0 for rec in runs["true"][1].values()), runs["true"][1]
