@@ -176,6 +176,23 @@ void BackwardCounters::check() const {
 
 LinearState::LinearState(Recipe r, std::string n, uint64_t s) : recipe(std::move(r)), name(std::move(n)), seed(s) {
   recipe.validate();
+  make_delayed_states();
+}
+
+void LinearState::set_recipe(Recipe r) {
+  r.validate();
+  recipe = std::move(r);
+  make_delayed_states();
+  cache_ptr = nullptr;
+  cache_version = -1;
+  w_row.reset();
+  w_col.reset();
+}
+
+void LinearState::make_delayed_states() {
+  ds_x.reset();
+  ds_w.reset();
+  ds_dy.reset();
   const bool fwd_delayed = recipe.x_row.delayed || recipe.x_col.delayed || recipe.w_row.delayed || recipe.w_col.delayed;
   auto make = [&](precision::Format f) {
     return std::make_unique<precision::DelayedScaling>(recipe.amax_history_len, recipe.amax_algo, recipe.margin, f);

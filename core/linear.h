@@ -47,6 +47,13 @@ struct LinearState {
 
   // Delayed scaling: fold this step's amaxes into the scales (TE updates once per step).
   void end_step();
+  // Another recipe from the next forward on (model.precision_policy = "adaptive" raising a layer's precision):
+  // delayed-scaling histories start anew for it and the cached weight copies are dropped; the name, seed and
+  // stochastic-rounding counter stay, so the layer keeps drawing its own stream.
+  void set_recipe(Recipe r);
+
+ private:
+  void make_delayed_states();
 };
 
 // The stochastic-rounding counter values of one backward are reserved by its forward (the node keeps the

@@ -126,20 +126,25 @@ Recipe apply_recipe_overrides(Recipe recipe, const std::vector<RecipeOverride>& 
   return recipe;
 }
 
-std::vector<std::string> parse_layer_recipes(const std::string& text, int64_t layers) {
+std::vector<std::string> parse_recipe_names(const std::string& text, const std::string& entry) {
   if (trim(text).empty()) return {};
   std::vector<std::string> names = split_commas(text);
-  if (static_cast<int64_t>(names.size()) != layers)
-    throw InvalidArgument("lists " + std::to_string(names.size()) + " recipes for model.layers = " +
-                          std::to_string(layers) + "; give one per layer (or none)");
   for (size_t i = 0; i < names.size(); ++i) {
     try {
       recipe_preset(names[i]).validate();
     } catch (const std::exception& e) {
-      throw InvalidArgument("layer " + std::to_string(i) + ": '" + names[i] + "': " + e.what());
+      throw InvalidArgument(entry + " " + std::to_string(i) + ": '" + names[i] + "': " + e.what());
     }
   }
   return names;
+}
+
+std::vector<std::string> parse_layer_recipes(const std::string& text, int64_t layers) {
+  if (trim(text).empty()) return {};
+  if (const size_t n = split_commas(text).size(); static_cast<int64_t>(n) != layers)
+    throw InvalidArgument("lists " + std::to_string(n) + " recipes for model.layers = " + std::to_string(layers) +
+                          "; give one per layer (or none)");
+  return parse_recipe_names(text, "layer");
 }
 
 }  // namespace nibble::core

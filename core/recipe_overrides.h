@@ -33,6 +33,10 @@ std::vector<RecipeOverride> parse_recipe_overrides(const std::string& text);
 // the item that cannot apply to this recipe (e.g. scaling_2d on an MXFP8 copy).
 Recipe apply_recipe_overrides(Recipe recipe, const std::vector<RecipeOverride>& overrides);
 
+// Comma-separated preset names (spaces around each ignored; "" = none), each checked with recipe_preset. Throws
+// InvalidArgument "<entry> <index>: '<name>': <why>".
+std::vector<std::string> parse_recipe_names(const std::string& text, const std::string& entry);
+
 // The per-layer list: `layers` preset names (each checked with recipe_preset), or empty for "".
 std::vector<std::string> parse_layer_recipes(const std::string& text, int64_t layers);
 

@@ -17,6 +17,7 @@
 #include "launch/checkpoint_reshard.h"
 #include "launch/log.h"
 #include "parallel/runtime.h"
+#include "launch/precision_policy.h"
 #include "precision/error.h"
 
 namespace nibble::launch {
@@ -46,7 +47,7 @@ void agree_or_throw(parallel::Communicator& world, const std::string& failure, c
 }  // namespace
 
 void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
-                     TrainOptimizer& optimizer, const TrainingState& state) {
+                     TrainOptimizer& optimizer, const TrainingState& state, const PrecisionPolicy* policy) {
   parallel::Communicator& world = parallel::world();
   const std::string root = config.checkpoints();
   std::string failure;
@@ -64,6 +65,7 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core
   for (const auto& [key, t] : optimizer.state_dict()) tensors.emplace_back("optim." + key, t);
   core::checkpoint::append_linear_states(model.linear_states(), tensors);
   const std::string shard =
+  if (policy) policy->append(tensors);
       core::checkpoint::temp_step_dir(root, state.step) + "/" + core::checkpoint::shard_name(world.rank());
   int64_t mine[2] = {0, 0};
   try {
@@ -190,7 +192,7 @@ ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config
 }
 
 void apply_checkpoint(const ReadCheckpoint& r, const TrainConfig& config, core::model::Gpt& model,
-                      TrainOptimizer& optimizer, TrainingState& state) {
+                      TrainOptimizer& optimizer, TrainingState& state, PrecisionPolicy* policy) {
   torch::NoGradGuard no_grad;
   for (const auto& p : model.params()) {
     auto it = r.tensors.find("model." + p.name);
@@ -225,7 +227,7 @@ void apply_checkpoint(const ReadCheckpoint& r, const TrainConfig& config, core::
 }  // namespace
 
 std::string load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
-                            TrainOptimizer& optimizer, TrainingState& state) {
+                            TrainOptimizer& optimizer, TrainingState& state, PrecisionPolicy* policy) {
   parallel::Communicator& world = parallel::world();
   const bool fall_back = config.resume == "latest_valid";
   // Candidates in order: what `latest` names, then (latest_valid) every committed step, newest first.
@@ -236,13 +238,14 @@ std::string load_checkpoint(const TrainConfig& config, const parallel::Mesh& mes
     for (const std::string& dir : core::checkpoint::committed_checkpoints(config.checkpoints()))
       if (std::find(candidates.begin(), candidates.end(), dir) == candidates.end()) candidates.push_back(dir);
   std::vector<std::string> skipped;
+    if (policy) policy->restore(r.tensors, r.source, model);  // the recipes first: their states follow
   for (const std::string& dir : candidates) {
     const ReadCheckpoint r = read_checkpoint(dir, config, mesh, model);
     // Agree before touching anything: one bad shard rejects the checkpoint on every rank.
     int32_t bad = r.failure.empty() ? 0 : 1;
     world.all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
     if (!bad) {
-      apply_checkpoint(r, config, model, optimizer, state);
+      apply_checkpoint(r, config, model, optimizer, state, policy);
       if (!skipped.empty() && world.rank() == 0)
         log_warning("checkpoint.resume = \"latest_valid\": resuming from " + dir + "; newer checkpoint(s) failed "
                     "verification and were skipped: " + join(skipped, ", "));

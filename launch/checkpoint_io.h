@@ -16,6 +16,8 @@
 
 namespace nibble::launch {
 
+class PrecisionPolicy;  // launch/precision_policy.h
+
 struct TrainingState {
   int64_t step = 0;                // steps completed
   int64_t consecutive_skips = 0;   // NaN/Inf policy counter
@@ -35,13 +37,15 @@ class CheckpointWriteError : public Error {
   bool here_;
 };
 
+// `policy` (may be null): the adaptive precision rungs go into every shard and are restored, into the model's
+// Linears, before the Linear states (launch/precision_policy.h).
 void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
-                     TrainOptimizer& optimizer, const TrainingState& state);
+                     TrainOptimizer& optimizer, const TrainingState& state, const PrecisionPolicy* policy = nullptr);
 // Loads a checkpoint under config.checkpoints() and returns its directory ("" when there is none):
 // checkpoint.resume = true / "latest" takes the one `latest` names (a shard that fails verification stops the
 // job, naming it); "latest_valid" takes the newest that verifies on every rank, after saying on stderr which
 // newer ones failed and why.
 std::string load_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core::model::Gpt& model,
-                            TrainOptimizer& optimizer, TrainingState& state);
+                            TrainOptimizer& optimizer, TrainingState& state, PrecisionPolicy* policy = nullptr);
 
 }  // namespace nibble::launch

@@ -105,11 +105,12 @@ std::map<std::string, torch::Tensor> reshard(const Manifest& m,
     }
   }
   // Linear states from saved tp rank 0 (equal on every tp rank); each layer's name is unique, so the pp stage
-  // that held it does not matter.
+  // that held it does not matter. The adaptive precision rungs are in every shard (launch/precision_policy.h).
   for (const auto& [index, tensors] : files) {
     if (m.shards.at(index).tp_rank != 0) continue;
-    for (auto it = tensors.lower_bound("linear."); it != tensors.end() && it->first.rfind("linear.", 0) == 0; ++it)
-      out.emplace(it->first, it->second);
+    for (const std::string prefix : {"linear.", "precision_policy."})
+      for (auto it = tensors.lower_bound(prefix); it != tensors.end() && it->first.rfind(prefix, 0) == 0; ++it)
+        out.emplace(it->first, it->second);
   }
   return out;
 }

@@ -71,7 +71,8 @@ void QuantizationStatsLog::begin(core::model::Gpt& model) const {
   for (const auto& s : model.linear_states()) s->collect_stats = true;
 }
 
-void QuantizationStatsLog::finish(core::model::Gpt& model, int64_t step_number) {
+std::map<std::string, nlohmann::ordered_json> QuantizationStatsLog::finish(core::model::Gpt& model,
+                                                                          int64_t step_number) {
   Measured mine;
   for (const auto& s : model.linear_states()) {
     s->collect_stats = false;
@@ -82,12 +83,20 @@ void QuantizationStatsLog::finish(core::model::Gpt& model, int64_t step_number) 
   for (const Layer& l : layers_) names.push_back(l.name);
   const std::vector<nlohmann::ordered_json> figures =
       reduce_figures(names, std::vector<const char*>(std::begin(kRoles), std::end(kRoles)), mine);
-  if (!records_) return;
+  std::map<std::string, nlohmann::ordered_json> measured;
   for (size_t l = 0; l < layers_.size(); ++l) {
     if (figures[l].empty()) continue;  // a layer whose recipe quantizes nothing (bf16)
-    records_->write({{"step", step_number}, {"layer", layers_[l].name}, {"recipe", layers_[l].recipe},
-                     {"operands", figures[l]}});
+    measured[layers_[l].name] = figures[l];
+    if (records_)
+      records_->write({{"step", step_number}, {"layer", layers_[l].name}, {"recipe", layers_[l].recipe},
+                       {"operands", figures[l]}});
   }
+  return measured;
+}
+
+void QuantizationStatsLog::set_recipe(const std::string& linear, const std::string& recipe) {
+  for (Layer& l : layers_)
+    if (l.name == linear) l.recipe = recipe;
 }
 
 void QuantizationStatsLog::finish_states(const Measured& states, int64_t step_number) {

@@ -37,11 +37,14 @@ class QuantizationStatsLog {
   // Before the step's forwards: every Linear this rank holds measures its quantized copies.
   void begin(core::model::Gpt& model) const;
   // After the step's backwards (collective over the world: every rank calls it on the same steps): stops the
-  // measuring, reduces, writes the records of step `step_number` (1-based) and clears the layers' sums.
-  void finish(core::model::Gpt& model, int64_t step_number);
+  // measuring, reduces, writes the records of step `step_number` (1-based) and clears the layers' sums. Returns
+  // the reduced figures, on every rank: Linear name -> {role -> core::stats_json}, for each Linear measured.
+  std::map<std::string, nlohmann::ordered_json> finish(core::model::Gpt& model, int64_t step_number);
   // After the step's optimizer update (collective over the world, on the same steps as finish; a rank whose
   // step was skipped or that measures nothing passes an empty map): the states' records.
   void finish_states(const Measured& states, int64_t step_number);
+  // The recipe the records name for Linear `linear` from now on (launch/precision_policy.h changes recipes).
+  void set_recipe(const std::string& linear, const std::string& recipe);
 
  private:
   struct Layer {

@@ -31,6 +31,11 @@ void validate(const TrainConfig& c, int64_t world_size) {
   require(c.micro_batch >= 1, "train.micro_batch", std::to_string(c.micro_batch), "must be >= 1");
   require(c.stats_every >= 0, "train.stats_every", std::to_string(c.stats_every),
           "must be >= 0 (0 = no quantization statistics)");
+  // The adaptive policy decides from those statistics: without them it could react to non-finite gradients only.
+  require(c.model.precision_policy != "adaptive" || c.stats_every > 0, "train.stats_every",
+          std::to_string(c.stats_every),
+          "must be > 0 with model.precision_policy = \"adaptive\" (it decides from the statistics measured every "
+          "train.stats_every steps)");
   require(c.eval_every >= 0, "train.eval_every", std::to_string(c.eval_every), "must be >= 0 (0 = at the end only)");
   require(c.eval_batches >= 1, "train.eval_batches", std::to_string(c.eval_batches), "must be >= 1");
   require(c.max_nonfinite >= 1, "train.max_nonfinite", std::to_string(c.max_nonfinite), "must be >= 1");

@@ -27,6 +27,7 @@
 #include "launch/memory_account.h"
 #include "launch/micro_batches.h"
 #include "launch/model_layout.h"
+#include "launch/precision_policy.h"
 #include "launch/quantization_stats_log.h"
 #include "launch/run_records.h"
 #include "launch/train_optimizer.h"
@@ -227,7 +228,8 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
   const FaultPlan faults = read_fault_plan(model);  // test-only (launch/fault_injection.h); none in real runs
   TrainingState state;
   std::string resumed_from;
-  if (c.resuming()) resumed_from = load_checkpoint(c, mesh, model, optimizer, state);
+  PrecisionPolicy policy(model.config(), lead);  // model.precision_policy (its rungs come back with a checkpoint)
+  if (c.resuming()) resumed_from = load_checkpoint(c, mesh, model, optimizer, state, &policy);
   if (!resumed_from.empty() && lead)
     std::printf("resumed from %s at step %lld\n", resumed_from.c_str(), static_cast<long long>(state.step));
 
@@ -290,6 +292,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     std::fflush(stdout);
   }
   QuantizationStatsLog stats_log(c, lead, resumed_from.empty() ? -1 : state.step, resumed_from);
+  policy.label(stats_log);
   auto write_metrics = [&](const nlohmann::ordered_json& j) {
     if (metrics) metrics->write(j);
   };
@@ -297,7 +300,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
   // means stop. The previous checkpoint and `latest` are untouched either way (checkpoint_io.h).
   auto checkpoint = [&]() -> bool {
     try {
-      save_checkpoint(c, mesh, model, optimizer, state);
+      save_checkpoint(c, mesh, model, optimizer, state, &policy);
     } catch (const CheckpointWriteError& e) {
       const bool go_on = c.checkpoint_on_error == "continue";
       if (lead || e.here())
@@ -337,7 +340,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     if (collect_stats) stats_log.begin(model);
     inject_before_forward(faults, model, step + 1);
     const double local_loss = forward_backward(model, mesh, batches, pipeline.get(), timing);
-    if (collect_stats) stats_log.finish(model, step + 1);
+    if (collect_stats) policy.measured(stats_log.finish(model, step + 1));
     inject_after_backward(faults, model, step + 1);
     current = nullptr;
     model.tensor_parallel().all_reduce_replicated_grads(model.replicated_parameters());
@@ -348,6 +351,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     const std::string bad_param = optimizer.find_nonfinite_grad();
     int32_t bad = bad_param.empty() ? 0 : 1;
     parallel::world().all_reduce<int32_t>(std::span<int32_t>(&bad, 1), parallel::ReduceOp::kMax);
+    if (bad) policy.nonfinite(model);  // (before the gradients are discarded)
     const double lr_factor = optim::lr_factor(schedule, step);
     std::map<std::string, std::map<std::string, core::QuantizationErrorSums>> state_stats;  // stats steps only
     double grad_norm = NAN, reduce_ms = NAN;  // reduce_ms: the dp x cp reduction's time not hidden by backward
@@ -374,6 +378,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     }
     if (collect_stats) stats_log.finish_states(state_stats, step + 1);  // (every rank, applied or not)
     ++state.step;
+    for (const auto& record : policy.end_step(model, stats_log, state.step)) write_metrics(record);  // the boundary
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (account_memory) {
       const auto [peak, source] = allocator_peak(train_device);
@@ -437,6 +442,10 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     }
   }
   if (last_saved != state.step && !checkpoint()) return 4;
+  if (policy.adaptive()) {
+    write_metrics(policy.summary_record(state.step));
+    if (lead) std::printf("%s\n", policy.summary().c_str());
+  }
   eval_loss = evaluate(c, model, val_data, mesh);
   write_metrics({{"step", state.step}, {"eval_loss", eval_loss}, {"final", true}});
   const std::string text =

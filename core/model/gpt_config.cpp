@@ -1,5 +1,8 @@
 #include "core/model/gpt_config.h"
 
+#include <cmath>
+
+#include "core/precision_ladder.h"
 #include "core/recipe.h"
 #include "core/recipe_overrides.h"
 #include "precision/error.h"
@@ -56,6 +59,17 @@ void GptConfig::validate() const {
   } catch (const std::exception& e) {
     throw InvalidArgument("model.recipe_overrides = \"" + recipe_overrides + "\" is invalid: " + e.what());
   }
+  require(precision_policy == "fixed" || precision_policy == "adaptive", "precision_policy",
+          "\"" + precision_policy + "\"",
+          "valid: \"fixed\", \"adaptive\" (raise a Linear's precision from its statistics)");
+  try {
+    parse_precision_ladder(adaptive_ladder);
+  } catch (const std::exception& e) {
+    throw InvalidArgument("model.adaptive_ladder = \"" + adaptive_ladder + "\" is invalid: " + e.what());
+  }
+  require(std::isfinite(adaptive_snr_db), "adaptive_snr_db", std::to_string(adaptive_snr_db), "must be finite (dB)");
+  require(adaptive_patience >= 1, "adaptive_patience", std::to_string(adaptive_patience),
+          "must be >= 1 (measurements in a row below model.adaptive_snr_db)");
   for (const auto& [key, name] : {std::pair{"recipe", recipe}, std::pair{"lm_head_recipe", lm_head_recipe}}) {
     try {
       recipe_preset(name).validate();

@@ -25,6 +25,14 @@ struct GptConfig {
   std::string recipe_overrides;
   std::string layer_recipes;
   std::string lm_head_recipe = "bf16";
+  // Adaptive precision (launch/precision_policy.h): "fixed" keeps every Linear at its recipe; "adaptive" raises a
+  // Linear one rung along adaptive_ladder (core/precision_ladder.h) when the worst SNR of its quantized copies
+  // (train.stats_every's reduced statistics) is below adaptive_snr_db for adaptive_patience measurements in a
+  // row, or at once when its weight gradient is non-finite.
+  std::string precision_policy = "fixed";
+  std::string adaptive_ladder = "mxfp8, bf16";
+  double adaptive_snr_db = 15.0;
+  int64_t adaptive_patience = 2;
   // Whether the norms and SwiGLU save their inputs for backward as FP8 1x16 groups (COAT): "auto" as the
   // layer's recipe says (every quantized preset does, bf16 does not), "true" in every layer, "false" in none.
   std::string compress_activations = "auto";

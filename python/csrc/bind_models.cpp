@@ -52,6 +52,11 @@ struct GptModel {
       throw InvalidArgument("nibble.models.GPT runs the whole model and whole sequences on every rank: the mesh has "
                             "pp = " + std::to_string(config.pp) + ", cp = " + std::to_string(config.cp) +
                             "; pipeline and context parallel training is nibble-train's (use a mesh with pp = cp = 1)");
+    // The adaptive policy lives in nibble-train's step loop (launch/precision_policy.h); here it would do nothing.
+    if (config.model.precision_policy != "fixed")
+      throw InvalidArgument("nibble.models.GPT: model.precision_policy = \"" + config.model.precision_policy +
+                            "\" is nibble-train's (it raises Linears' recipes between its steps); this model keeps "
+                            "its configured recipes: use \"fixed\"");
     model = mesh ? launch::build_model(config, *mesh) : launch::build_single_rank_model(config);
   }
 

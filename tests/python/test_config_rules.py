@@ -27,6 +27,18 @@ RULES = {
     "model.bf16_first": [("3", "model.bf16_first = 3 is invalid: must be in [0, model.layers = 2]")],
     "model.bf16_last": [("-1", "model.bf16_last = -1 is invalid: must be in [0, model.layers = 2]")],
     "model.lm_head_recipe": [("int3", 'model.lm_head_recipe = "int3" is invalid')],
+    "model.precision_policy": [
+        ("auto", 'model.precision_policy = "auto" is invalid: valid: "fixed", "adaptive" (raise a Linear\'s precision '
+                 'from its statistics)')],
+    "model.adaptive_ladder": [
+        ("bf16, mxfp8", 'model.adaptive_ladder = "bf16, mxfp8" is invalid: entry 1: \'mxfp8\' is not more precise '
+                        "than 'bf16' before it"),
+        ("mxfp8, fp7", "entry 1: 'fp7'"),
+        ("", "the ladder is empty")],
+    "model.adaptive_snr_db": [("nan", "model.adaptive_snr_db = nan is invalid: must be finite (dB)")],
+    "model.adaptive_patience": [
+        ("0", "model.adaptive_patience = 0 is invalid: must be >= 1 (measurements in a row below "
+              "model.adaptive_snr_db)")],
     "model.recipe_overrides": [
         ("dy.rounding=up", 'model.recipe_overrides = "dy.rounding=up" is invalid: \'dy.rounding=up\': rounding takes '
                            "nearest or stochastic, not 'up'"),

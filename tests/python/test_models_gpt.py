@@ -163,6 +163,8 @@ def test_other_refusals():
         nibble.models.GPT({"hidden": 64, "parallel": {"tp": 1}})
     with pytest.raises(ValueError, match="does not exist"):
         nibble.models.GPT("/nonexistent/config.toml")
+    with pytest.raises(ValueError, match=r'model.precision_policy = "adaptive" is nibble-train\'s'):
+        nibble.models.GPT({"model": dict(MODEL, precision_policy="adaptive"), "train": {"stats_every": 5}})
     with pytest.raises(TypeError, match="config must be"):
         nibble.models.GPT(42)
     with pytest.raises(ValueError, match=r"whole model on one rank; the config asks for parallel.tp = 2"):
