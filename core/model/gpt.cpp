@@ -1,12 +1,11 @@
 #include "core/model/gpt.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <cmath>
 
 #include "core/activations.h"
 #include "core/model/recompute.h"
 #include "core/model/rope.h"
+#include "core/model/sharded_init.h"
 #include "core/recipe.h"
 #include "precision/error.h"
 
@@ -92,19 +91,17 @@ Gpt::Gpt(GptConfig config, std::shared_ptr<TensorParallel> tp, std::shared_ptr<C
 torch::Tensor Gpt::add_param(const std::string& name, std::vector<int64_t> full_shape, int shard_dim, double std,
                              bool tied_copy) {
   torch::NoGradGuard no_grad;
-  torch::Tensor full;
+  // Only this rank's shard is made (core/model/sharded_init.h): the values of slicing the full tensor.
+  const int64_t parts = shard_dim >= 0 ? tp_->size() : 1, index = shard_dim >= 0 ? tp_->rank() : 0;
+  torch::Tensor shard;
   if (std == 0.0) {
-    full = torch::ones(full_shape, torch::kFloat32);  // norm weights
+    std::vector<int64_t> shape = full_shape;
+    if (shard_dim >= 0) shape[static_cast<size_t>(shard_dim)] /= parts;
+    shard = torch::ones(shape, torch::kFloat32);  // norm weights
   } else {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(layer_seed(name, config_.seed));
-    full = at::normal(0.0, std, full_shape, gen, torch::TensorOptions().dtype(torch::kFloat32));
+    shard = sharded_normal(layer_seed(name, config_.seed), std, full_shape, shard_dim, parts, index);
   }
-  torch::Tensor shard = full;
-  if (shard_dim >= 0) {
-    const int64_t part = full_shape[static_cast<size_t>(shard_dim)] / tp_->size();
-    shard = full.narrow(shard_dim, tp_->rank() * part, part);
-  }
-  shard = shard.contiguous().clone().set_requires_grad(true);
+  shard = shard.contiguous().set_requires_grad(true);
   params_.push_back({name, shard, shard_dim, full_shape, tied_copy});
   return shard;
 }
