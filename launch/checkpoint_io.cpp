@@ -14,6 +14,7 @@
 #include "core/checkpoint/linear_state_io.h"
 #include "core/checkpoint/manifest.h"
 #include "core/checkpoint/safetensors.h"
+#include "core/checkpoint/safetensors_index.h"
 #include "launch/checkpoint_reshard.h"
 #include "launch/log.h"
 #include "parallel/runtime.h"
@@ -180,10 +181,32 @@ ReadCheckpoint read_checkpoint(const std::string& dir, const TrainConfig& config
       r.tensors = read_verified(static_cast<size_t>(parallel::world().rank()));
     } else {
       check_reshardable(m, config);
-      std::map<size_t, std::map<std::string, torch::Tensor>> files;
-      for (size_t i : reshard_sources(m)) files[i] = read_verified(i);
+      // Each file a rank reads from is verified whole (size, CRC-32) by one rank, file k by rank k mod world:
+      // the job reads each file once for that, where every rank used to read every dp-0 file. load_checkpoint
+      // agrees on the verdicts before anything read here is used. Each rank then reads only the byte ranges
+      // it needs (checkpoint_reshard.h).
+      const std::vector<size_t> sources = reshard_sources(m);
+      const int world_rank = parallel::world().rank(), world_size = parallel::world().size();
+      for (size_t k = static_cast<size_t>(world_rank); k < sources.size(); k += static_cast<size_t>(world_size)) {
+        const core::checkpoint::ManifestShard& shard = m.shards.at(sources[k]);
+        core::checkpoint::verify_shard(dir + "/" + shard.file, shard.bytes, shard.crc32);
+      }
+      SavedShards saved;
+      for (size_t i : sources) saved.emplace(i, core::checkpoint::SafetensorsIndex(dir + "/" + m.shards.at(i).file));
       r.source = dir + " (resharded from " + saved_layout(m) + ")";
-      r.tensors = reshard(m, files, model, mesh);
+      Resharded resharded = reshard(m, saved, model, mesh, config);
+      r.tensors = std::move(resharded.tensors);
+      for (const std::string& why : resharded.inexact)
+        log_warning("checkpoint: rank " + std::to_string(world_rank) + " resharded the optimizer state of " + why);
+      if (world_rank == 0) {
+        uint64_t read = 0, total = 0;
+        for (const auto& [index, f] : saved) {
+          read += f.bytes_read();
+          total += f.data_bytes();
+        }
+        std::printf("checkpoint: resharding read %llu of the %llu bytes in %zu saved shard files on rank 0\n",
+                    static_cast<unsigned long long>(read), static_cast<unsigned long long>(total), saved.size());
+      }
     }
   } catch (const std::exception& e) {
     r.failure = e.what();

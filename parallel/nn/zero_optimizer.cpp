@@ -5,6 +5,7 @@
 #include "optim/fused_step.h"
 #include "optim/state_codec.h"
 #include "optim/torch/grad_norm.h"
+#include "parallel/nn/state_fields.h"
 #include "precision/error.h"
 
 namespace nibble::parallel::nn {
@@ -190,58 +191,6 @@ const optim::OptimizerConfig& ZeroOptimizer::config() const { return impl_->conf
 // ---- resharding ----------------------------------------------------------------------------------------
 namespace {
 
-const char* const kSides[] = {"_scale", "_k", "_centre"};
-
-bool has_side(const optim::MomentLayout& L, int s) {
-  return s == 0 ? L.has_scale : s == 1 ? L.has_expansion : L.has_centre;
-}
-
-optim::MomentView moment_view(std::map<std::string, torch::Tensor>& fields, const std::string& key,
-                              const optim::MomentLayout& L) {
-  optim::MomentView v;
-  v.values = fields.at(key).data_ptr();
-  if (L.has_scale) v.scale = fields.at(key + "_scale").data_ptr<float>();
-  if (L.has_expansion) v.expansion = fields.at(key + "_k").data_ptr<float>();
-  if (L.has_centre) v.centre = fields.at(key + "_centre").data_ptr<float>();
-  return v;
-}
-
-torch::ScalarType value_dtype(optim::StateCodec c) {
-  return c == optim::StateCodec::kFP32 ? torch::kFloat32 : c == optim::StateCodec::kBF16 ? torch::kBFloat16
-                                                                                          : torch::kUInt8;
-}
-
-// A moment's fields (values + side data) for `n` elements of `codec`, freshly encoded from float32 `x`.
-void encode_fields(optim::StateCodec codec, const torch::Tensor& x, bool is_signed, const std::string& key,
-                   std::map<std::string, torch::Tensor>& out) {
-  const int64_t n = x.numel();
-  const optim::MomentLayout L = optim::moment_layout(codec, n);
-  out[key] = torch::empty({n}, torch::TensorOptions().dtype(value_dtype(L.codec)));
-  for (int s = 0; s < 3; ++s)
-    if (has_side(L, s)) out[key + kSides[s]] = torch::empty({L.groups}, torch::kFloat32);
-  const torch::Tensor xc = x.to(torch::kFloat32).contiguous();
-  optim::encode_state(codec, xc.data_ptr<float>(), n, moment_view(out, key, L), is_signed);
-}
-
-torch::Tensor decode_fields(optim::StateCodec codec, std::map<std::string, torch::Tensor>& fields, int64_t n,
-                            bool is_signed, const std::string& key) {
-  torch::Tensor out = torch::empty({n}, torch::kFloat32);
-  optim::decode_state(codec, moment_view(fields, key, optim::moment_layout(codec, n)), n, is_signed,
-                      out.data_ptr<float>());
-  return out;
-}
-
-std::map<std::string, torch::Tensor> fields_of(const std::map<std::string, torch::Tensor>& dict,
-                                               const std::string& name) {
-  std::map<std::string, torch::Tensor> f;
-  const std::string prefix = name + ".";
-  for (auto it = dict.lower_bound(prefix); it != dict.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
-    const std::string field = it->first.substr(prefix.size());
-    if (field.find('.') == std::string::npos) f[field] = it->second.contiguous();
-  }
-  return f;
-}
-
 std::vector<int64_t> numels_of(const ParamShapes& params) {
   std::vector<int64_t> n;
   for (const auto& [name, shape] : params) {
@@ -302,12 +251,12 @@ std::map<std::string, torch::Tensor> gather_zero_state(const std::vector<std::ma
       if (same) {
         std::vector<torch::Tensor> v;
         for (auto& p : parts) v.push_back(p.second.at(key).reshape({-1}));
-        full[name + "." + key] = torch::cat(v).reshape(value_shape(value_dtype(FL.codec), shape, n));
+        full[name + "." + key] = torch::cat(v).reshape(value_shape(state_value_dtype(FL.codec), shape, n));
         for (int s = 0; s < 3; ++s) {
           if (!has_side(FL, s)) continue;
           std::vector<torch::Tensor> side;
-          for (auto& p : parts) side.push_back(p.second.at(key + kSides[s]));
-          full[name + "." + key + kSides[s]] = torch::cat(side);
+          for (auto& p : parts) side.push_back(p.second.at(key + kStateSides[s]));
+          full[name + "." + key + kStateSides[s]] = torch::cat(side);
         }
       } else {  // int8 pieces under 4096 elements hold fp32: re-encode the whole tensor
         std::vector<torch::Tensor> x;
@@ -315,7 +264,7 @@ std::map<std::string, torch::Tensor> gather_zero_state(const std::vector<std::ma
         std::map<std::string, torch::Tensor> enc;
         encode_fields(codec, torch::cat(x), is_signed, key, enc);
         for (auto& [f, t] : enc)
-          full[name + "." + f] = f == key ? t.reshape(value_shape(value_dtype(FL.codec), shape, n)) : t;
+          full[name + "." + f] = f == key ? t.reshape(value_shape(state_value_dtype(FL.codec), shape, n)) : t;
       }
     }
   }
@@ -351,7 +300,7 @@ std::map<std::string, torch::Tensor> split_zero_state(const std::map<std::string
         const int group = optim::codec_group_size(FL.codec);
         for (int s = 0; s < 3; ++s)
           if (has_side(FL, s))
-            out[name + "." + key + kSides[s]] = f.at(key + kSides[s]).narrow(0, b / group, PL.groups).clone();
+            out[name + "." + key + kStateSides[s]] = f.at(key + kStateSides[s]).narrow(0, b / group, PL.groups).clone();
       } else {
         const torch::Tensor x = decode_fields(codec, f, n, k == 0, key).narrow(0, b, len);
         std::map<std::string, torch::Tensor> enc;
