@@ -4,8 +4,8 @@ model.precision_policy = "adaptive" at a few SNR thresholds. Prints one markdown
 loss, the share of the NVFP4-to-bf16 gap it recovers, and how many Linears (and what share of their weights) end in
 4 bits.
 
-    PYTHONPATH=build/python_package python benchmarks/bench_adaptive.py [--binary build/nibble-train]
-        [--steps 300] [--thresholds 16.8,16.9,17.0] [--parallel 2] [--out runs/bench_adaptive]
+    python benchmarks/bench_adaptive.py [--binary build/nibble-train] [--steps 300] [--seed 0]
+        [--thresholds 16.8,16.9,17.0] [--parallel 2] [--out runs/bench_adaptive]
 
 One rank per run with one thread each; --parallel runs that many at once (this machine: 2 cores, ~3 min a run)."""
 from __future__ import annotations
@@ -36,12 +36,12 @@ def runs(thresholds: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def train(binary: str, tokens: str, out: str, steps: int, lr: str, extra: list[str]) -> dict:
+def train(binary: str, tokens: str, out: str, steps: int, lr: str, seed: int, extra: list[str]) -> dict:
     cmd = [binary, "--config", os.path.join(ROOT, "examples", "configs", "default.toml"), "--parallel.dp", "1",
            "--data.train", os.path.join(tokens, "train.bin"), "--data.val", os.path.join(tokens, "val.bin"),
            "--train.out_dir", out, "--train.threads", "1", "--train.steps", str(steps), "--optim.lr", lr,
            "--train.stats_every", "25", "--train.eval_every", "100", "--train.sample_tokens", "0",
-           "--checkpoint.every", "0"] + ALL_LAYERS + extra
+           "--checkpoint.every", "0", "--model.seed", str(seed)] + ALL_LAYERS + extra
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"nibble-train failed ({out}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "nibble-train"))
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", default="1e-2")
+    ap.add_argument("--seed", type=int, default=0, help="model.seed (initial weights, stochastic rounding)")
     ap.add_argument("--thresholds", default="16.8,16.9,17.0")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "bench_adaptive"))
@@ -64,11 +65,12 @@ def main() -> None:
     tokens = tokens_dir(a.binary, a.out)
     plan = runs(a.thresholds.split(","))
     with ThreadPoolExecutor(a.parallel) as pool:
-        futures = {name: pool.submit(train, a.binary, tokens, os.path.join(a.out, str(i)), a.steps, a.lr, extra)
+        futures = {name: pool.submit(train, a.binary, tokens, os.path.join(a.out, str(i)), a.steps, a.lr, a.seed,
+                                     extra)
                    for i, (name, extra) in enumerate(plan.items())}
         results = {name: f.result() for name, f in futures.items()}
     bf16, nvfp4 = results["bf16"]["eval"], results["nvfp4 (fixed)"]["eval"]
-    print(f"| run (lr {a.lr}, {a.steps} steps) | held-out loss | gap to bf16 | of the nvfp4 gap recovered | "
+    print(f"| run (lr {a.lr}, {a.steps} steps, seed {a.seed}) | held-out loss | gap to bf16 | of the nvfp4 gap recovered | "
           "Linears in 4 bits |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
