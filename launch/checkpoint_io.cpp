@@ -17,8 +17,8 @@
 #include "core/checkpoint/safetensors_index.h"
 #include "launch/checkpoint_reshard.h"
 #include "launch/log.h"
-#include "parallel/runtime.h"
 #include "launch/precision_policy.h"
+#include "parallel/runtime.h"
 #include "precision/error.h"
 
 namespace nibble::launch {
@@ -65,8 +65,8 @@ void save_checkpoint(const TrainConfig& config, const parallel::Mesh& mesh, core
   for (const auto& p : model.params()) tensors.emplace_back("model." + p.name, p.tensor.detach());
   for (const auto& [key, t] : optimizer.state_dict()) tensors.emplace_back("optim." + key, t);
   core::checkpoint::append_linear_states(model.linear_states(), tensors);
-  const std::string shard =
   if (policy) policy->append(tensors);
+  const std::string shard =
       core::checkpoint::temp_step_dir(root, state.step) + "/" + core::checkpoint::shard_name(world.rank());
   int64_t mine[2] = {0, 0};
   try {
@@ -238,6 +238,7 @@ void apply_checkpoint(const ReadCheckpoint& r, const TrainConfig& config, core::
     for (const auto& [key, t] : r.tensors)
       if (key.rfind("optim.", 0) == 0) optim_state[key.substr(6)] = t;
     optimizer.load_state_dict(optim_state);
+    if (policy) policy->restore(r.tensors, r.source, model);  // the recipes first: their states follow
     core::checkpoint::restore_linear_states(model.linear_states(), r.tensors, r.source);
   }
   state = {m.step, m.consecutive_skips, m.skipped_total};
@@ -261,7 +262,6 @@ std::string load_checkpoint(const TrainConfig& config, const parallel::Mesh& mes
     for (const std::string& dir : core::checkpoint::committed_checkpoints(config.checkpoints()))
       if (std::find(candidates.begin(), candidates.end(), dir) == candidates.end()) candidates.push_back(dir);
   std::vector<std::string> skipped;
-    if (policy) policy->restore(r.tensors, r.source, model);  // the recipes first: their states follow
   for (const std::string& dir : candidates) {
     const ReadCheckpoint r = read_checkpoint(dir, config, mesh, model);
     // Agree before touching anything: one bad shard rejects the checkpoint on every rank.
