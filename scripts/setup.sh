@@ -9,7 +9,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config
   openmpi-bin libopenmpi-dev
   libcli11-dev libtomlplusplus-dev libspdlog-dev nlohmann-json3-dev zlib1g-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libhwy-dev
   clang libclang-rt-14-dev
   bible-kjv bible-kjv-text
 )

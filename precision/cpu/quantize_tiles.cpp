@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #endif
 
+#include "precision/cpu/encode_rne_lanes.h"
 #include "precision/cpu/encode_span.h"
 #include "precision/cpu/quantize_hadamard.h"
 #include "precision/cpu/quantize_quest_lanes.h"
@@ -230,7 +231,9 @@ void multiply_blocks(const float* __restrict x, int64_t n, int64_t width, const 
 // Orders this thread's non-temporal stores (encode_span_rows' stream) before what follows (the end of the
 // parallel region, after which other threads read the codes).
 inline void store_fence() {
-#if defined(__AVX__)
+#if NIBBLE_HAVE_RNE_LANES
+  stream_fence();  // the dispatched lanes may stream on any target, whatever this file's -march
+#elif defined(__AVX__)
   _mm_sfence();
 #endif
 }

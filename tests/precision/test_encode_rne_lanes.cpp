@@ -1,8 +1,9 @@
-// The AVX-512 round-to-nearest encoder of the quantizers (precision/cpu/encode_rne_lanes.h) against
-// format.h's encode_scalar, the reference every quantizer is bit-exact to: a strided sweep over all 2^32
-// float32 bit patterns (every 61st: ~70 M inputs per format, all exponents and most mantissa patterns, NaN
-// and Inf included), with masked tails and the streaming (non-temporal) variant. The exhaustive sweep was
-// run once when the encoder was written (0 mismatches); this keeps a fast subset of it in the suite.
+// The round-to-nearest encoder of the quantizers (precision/cpu/encode_rne_lanes.h, Highway with run-time
+// dispatch) against format.h's encode_scalar, the reference every quantizer is bit-exact to: a strided sweep
+// over all 2^32 float32 bit patterns (every 61st: ~70 M inputs per format, all exponents and most mantissa
+// patterns, NaN and Inf included), with partial-vector tails and the streaming (non-temporal) variant, on the
+// target dispatch picks and then on every other compiled target this CPU runs (forced one at a time). The
+// exhaustive sweep was run once when the encoder was written (0 mismatches); this keeps a subset of it.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -11,10 +12,14 @@
 
 #include "precision/cpu/encode_rne_lanes.h"
 
+#if NIBBLE_HAVE_RNE_LANES
+#include "precision/cpu/simd_targets.h"
+#endif
+
 namespace nibble::precision {
 namespace {
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if NIBBLE_HAVE_RNE_LANES
 template <const Format& F, bool Stream>
 int64_t mismatches(float scale, uint32_t stride) {
   constexpr size_t kChunk = 4096;
@@ -28,10 +33,10 @@ int64_t mismatches(float scale, uint32_t stride) {
       const auto u = static_cast<uint32_t>(bits);
       std::memcpy(&x[n], &u, sizeof u);
     }
-    // Streaming needs whole cache lines; otherwise exercise a masked tail every other round.
+    // Streaming needs whole cache lines; otherwise exercise a partial-vector tail every other round.
     const size_t len = Stream ? n / 64 * 64 : (round % 2 ? n - 3 : n);
     encode_rne_lanes<F, Stream>(x, len, scale, codes);
-    if (Stream) _mm_sfence();
+    if (Stream) stream_fence();
     for (size_t i = 0; i < len; ++i)
       if (codes[i] != encode_scalar(x[i] * scale, F, Rounding::kNearestEven)) ++bad;
     checked += len;
@@ -48,9 +53,27 @@ TEST(EncodeRneLanes, EqualsEncodeScalarOnAStridedSweepOfEveryBitPattern) {
   EXPECT_EQ((mismatches<formats::kE2M1, false>(0.3f, 997)), 0);  // a scale that is not a power of two
   EXPECT_EQ((mismatches<formats::kE4M3, true>(1.0f, 997)), 0);
 }
+
+// Each compiled target the CPU supports, forced through Highway's target selection: an AVX2-only or SSE4
+// machine (or one where AVX-512 is disabled) runs these, and they must give the same bits as the best one.
+TEST(EncodeRneLanes, EveryCompiledTargetEqualsEncodeScalar) {
+  const std::vector<int64_t> targets = simd::runnable_targets();
+  for (const int64_t target : targets) {
+    simd::force_target(target);
+    ASSERT_EQ(simd::current_target(), target);
+    SCOPED_TRACE(simd::target_name(target));
+    EXPECT_EQ((mismatches<formats::kE4M3, false>(1.0f, 1021)), 0);
+    EXPECT_EQ((mismatches<formats::kE5M2, false>(1.0f, 1021)), 0);
+    EXPECT_EQ((mismatches<formats::kE2M1, false>(0.3f, 1021)), 0);
+    EXPECT_EQ((mismatches<formats::kE2M1, true>(1.0f, 4093)), 0);
+  }
+  simd::force_target(0);
+  // x86 compiles SSSE3, SSE4, AVX2, AVX-512 and a scalar fallback; every x86-64 CPU runs at least three.
+  EXPECT_GE(targets.size(), 2u) << "targets compiled: " << simd::compiled_targets();
+}
 #else
 TEST(EncodeRneLanes, EqualsEncodeScalarOnAStridedSweepOfEveryBitPattern) {
-  GTEST_SKIP() << "encode_rne_lanes is the AVX-512 path; this build has no AVX-512";
+  GTEST_SKIP() << "this build has no Highway (NIBBLE_HAVE_HWY): no encode_rne_lanes";
 }
 #endif
 
