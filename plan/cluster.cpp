@@ -57,6 +57,7 @@ ClusterSpec parse_cluster(const std::string& toml_text, const std::string& sourc
   if (!gpn || *gpn < 1) throw InvalidArgument(source + ": gpus_per_node must be an integer >= 1");
   c.gpus_per_node = static_cast<int>(*gpn);
   c.cuda_sm = static_cast<int>(t["cuda_sm"].value_or(int64_t{0}));
+  if (t.contains("cores_per_node")) c.cores_per_node = positive(t, "cores_per_node", source, true);
   for (GemmFormat f : kAllGemmFormats)
     c.dense_tflops[static_cast<size_t>(f)] =
         positive(t, std::string("dense_tflops.") + gemm_format_name(f), source, f != GemmFormat::kBF16);

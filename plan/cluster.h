@@ -30,6 +30,19 @@ struct ClusterSpec {
   double hbm_gbps = 0;
   LinkSpec intra_node;
   LinkSpec inter_node;
+  // A CPU machine (a calibrated description, plan/calibrate.py): the cores its ranks share, as measured: the
+  // throughput of one single-threaded process per core running together, in units of one running alone (a
+  // shared machine gives fewer than it has). 0 for GPUs, where every rank owns its device. Rates above are then
+  // one core's (one rank, one thread), and a job of n ranks on a node of c cores gives each rank min(1, c / n)
+  // of that: with more ranks than cores they time-share.
+  double cores_per_node = 0;
+
+  // The fraction of the per-core (per-GPU) rates that one rank of a `ranks`-rank job gets.
+  double rank_share(int64_t ranks) const {
+    if (cores_per_node <= 0) return 1.0;
+    const int64_t on_node = ranks < gpus_per_node ? ranks : gpus_per_node;
+    return static_cast<double>(on_node) <= cores_per_node ? 1.0 : cores_per_node / static_cast<double>(on_node);
+  }
 
   double peak_flops(GemmFormat format) const { return dense_tflops[static_cast<size_t>(format)] * 1e12; }
 };

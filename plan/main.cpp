@@ -4,13 +4,18 @@
 //   nibble-plan --cluster h100 --gpus 64 --config examples/configs/default.toml [--hidden 8192 ...]
 //   nibble-plan validate   # the published runs: predicted vs published, error per row
 //   nibble-plan fit        # re-fit the efficiencies of plan/efficiency.h against those runs
+//   nibble-plan --cluster plan/clusters/this_machine.toml --config c.toml predict --tp 2 --dp 2
+//                          # one layout's ms/step as JSON (a calibrated CPU description: plan/calibrate.py)
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <optional>
+#include <vector>
 
+#include "parallel/mesh.h"
 #include "plan/cluster.h"
 #include "plan/layout_search.h"
+#include "plan/predict.h"
 #include "plan/recipe_costs.h"
 #include "plan/report.h"
 #include "plan/train_config_reader.h"
@@ -70,9 +75,10 @@ int run_plan(const std::string& cluster_name, int gpus, const std::string& confi
   std::printf("training: global batch %lld, recipe %s (fprop on %s), optimizer %s with %s states%s\n",
               static_cast<long long>(in.training.global_batch), in.training.recipe.c_str(), costs.fprop_path.c_str(),
               in.training.optimizer.c_str(), in.training.optimizer_state.c_str(), in.training.zero1 ? ", ZeRO-1" : "");
-  std::printf("%s", efficiency_text(kFittedEfficiency).c_str());
+  std::printf("%s", efficiency_text(default_efficiency(cluster)).c_str());
 
-  const std::vector<RankedLayout> ranked = rank_layouts(in.model, in.training, cluster, options);
+  const std::vector<RankedLayout> ranked =
+      rank_layouts(in.model, in.training, cluster, options, default_efficiency(cluster));
   if (ranked.empty()) {
     std::printf("\nno layout of %d GPUs passes nibble's rules for this model and batch\n", gpus);
     return 2;
@@ -84,6 +90,23 @@ int run_plan(const std::string& cluster_name, int gpus, const std::string& confi
               step_breakdown_text(best.time).c_str());
   if (!best.memory.fits()) std::printf("no layout fits in memory: the best shown is the fastest of those that do not\n\n");
   std::printf("as nibble-train config:\n\n%s", parallel_toml_section(best.layout, in.training).c_str());
+  return 0;
+}
+
+int run_predict(const std::string& cluster_name, const std::string& config, const ModelFlags& flags,
+                const nibble::parallel::MeshShape& mesh, const std::vector<double>& efficiency,
+                std::optional<double> cores) {
+  PlanInput in = config.empty() ? nibble_defaults() : read_train_config(config);
+  apply(flags, in);
+  in.model.validate();
+  in.training.validate();
+  ClusterSpec cluster = load_cluster(cluster_name);
+  if (cores) cluster.cores_per_node = *cores;
+  const Efficiency e =
+      efficiency.empty() ? default_efficiency(cluster) : Efficiency{efficiency[0], efficiency[1], efficiency[2]};
+  const Layout layout = layout_of(in.training, mesh);
+  const StepTime t = predict_step(in.model, in.training, layout, cluster, e);
+  std::printf("%s\n", prediction_json(in.model, in.training, layout, cluster, t).c_str());
   return 0;
 }
 
@@ -119,8 +142,24 @@ int main(int argc, char** argv) {
 
   CLI::App* validate = app.add_subcommand("validate", "predict the published runs (docs/PLAN.md) and print the errors");
   CLI::App* fit = app.add_subcommand("fit", "grid-search the efficiencies against the published runs");
+  CLI::App* predict = app.add_subcommand("predict", "one layout's predicted step as JSON (the options above set "
+                                                     "the cluster, config and model)");
+  nibble::parallel::MeshShape mesh;
+  std::vector<double> efficiency;
+  predict->add_option("--tp", mesh.tp, "tensor parallel")->capture_default_str()->check(CLI::PositiveNumber);
+  predict->add_option("--cp", mesh.cp, "context parallel")->capture_default_str()->check(CLI::PositiveNumber);
+  predict->add_option("--dp", mesh.dp, "data parallel")->capture_default_str()->check(CLI::PositiveNumber);
+  predict->add_option("--pp", mesh.pp, "pipeline parallel")->capture_default_str()->check(CLI::PositiveNumber);
+  predict->add_option("--efficiency", efficiency, "gemm hbm network fractions (default: 1 1 1 on a calibrated CPU "
+                                                  "description, plan/efficiency.h's on a GPU cluster)")
+      ->expected(3);
+  std::optional<double> cores;
+  predict->add_option("--cores", cores, "override the description's cores_per_node (a CPU machine's shared cores)")
+      ->check(CLI::PositiveNumber);
+  app.fallthrough();
   CLI11_PARSE(app, argc, argv);
   try {
+    if (predict->parsed()) return run_predict(cluster, config, flags, mesh, efficiency, cores);
     if (validate->parsed() || fit->parsed()) {
       const ClusterSpec a100 = load_cluster("a100");
       const Efficiency e = fit->parsed() ? fit_efficiency(a100) : kFittedEfficiency;

@@ -37,6 +37,29 @@ GemmFormat format_of(core::GemmPath path) {
   return GemmFormat::kBF16;
 }
 
+// nibble's CPU emulation decodes every format to BF16 values, so its speed is not BF16's: quantizing and
+// decoding cost per element, differently per format. A calibrated CPU description (plan/calibrate.py) holds,
+// in each format's slot, a measured Linear's rate in that format, quantization included; this picks the slot.
+GemmFormat cpu_slot(const core::OperandSpec& spec) {
+  if (!spec.quantized) return GemmFormat::kBF16;
+  switch (spec.options.scheme) {
+    case precision::Scheme::kFP8Tensor:
+    case precision::Scheme::kFP8Block128:
+    case precision::Scheme::kFP8Block16:
+    case precision::Scheme::kFP8Block128x128:
+      return GemmFormat::kFP8;
+    case precision::Scheme::kMXFP8:
+      return GemmFormat::kMXFP8;
+    case precision::Scheme::kNVFP4:
+    case precision::Scheme::kNVFP4_2D:
+      return GemmFormat::kNVFP4;
+    case precision::Scheme::kMXFP4:
+    case precision::Scheme::kMXFP4Quest:
+      return GemmFormat::kMXFP4;
+  }
+  return GemmFormat::kBF16;
+}
+
 }  // namespace
 
 RecipeCosts recipe_costs(const std::string& recipe, int cuda_sm) {
@@ -48,6 +71,11 @@ RecipeCosts recipe_costs(const std::string& recipe, int cuda_sm) {
   c.dgrad = format_of(paths.dgrad);
   c.wgrad = format_of(paths.wgrad);
   c.fprop_path = core::gemm_path_name(paths.fprop);
+  if (cuda_sm == 0) {
+    c.fprop = cpu_slot(r.x_row);
+    c.dgrad = cpu_slot(r.dy_row);
+    c.wgrad = cpu_slot(r.dy_col);
+  }
   c.x_row = copy_bytes(r.x_row);
   c.w_row = copy_bytes(r.w_row);
   c.dy_row = copy_bytes(r.dy_row);
@@ -59,6 +87,7 @@ RecipeCosts recipe_costs(const std::string& recipe, int cuda_sm) {
   c.dequantized = c.quantized && cuda_sm > 0 &&
                   (paths.fprop == core::GemmPath::kDequantizeBf16 || paths.dgrad == core::GemmPath::kDequantizeBf16 ||
                    paths.wgrad == core::GemmPath::kDequantizeBf16);
+  c.quantize_in_gemm_rate = c.quantized && cuda_sm == 0;
   c.compress_activations = r.compress_activations;
   if (c.compress_activations) {
     core::OperandSpec coat;

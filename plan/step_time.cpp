@@ -70,7 +70,7 @@ LayerPasses layer_passes(const ModelSpec& model, const RecipeCosts& costs, const
   const double elementwise = 2.0 * (act.replicated + act.tensor_parallel) / r.hbm();
   fw.memory_bound = elementwise;
   bw.memory_bound = 2.0 * elementwise;
-  if (costs.quantized) {
+  if (costs.quantized && !costs.quantize_in_gemm_rate) {
     // Linear inputs (x) and output gradients (dy) per layer, in elements: QKV and MLP-in read the full (gathered)
     // activation, output projection and MLP-out their tp slice; dy the other way round.
     const double x = tokens * (h + h / t + h + f / t);
@@ -130,7 +130,7 @@ LayerPasses layer_passes(const ModelSpec& model, const RecipeCosts& costs, const
 
 StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
                             const ClusterSpec& cluster, const Efficiency& efficiency) {
-  const Rates r{cluster, efficiency};
+  const Rates r{cluster, efficiency};  // a rank's own device (or core); shared CPU cores are applied below
   const RecipeCosts costs = recipe_costs(training.recipe, cluster.cuda_sm);
   const RecipeCosts bf16 = recipe_costs("bf16", cluster.cuda_sm);
   const RecipeCosts head = recipe_costs(training.lm_head_recipe, cluster.cuda_sm);
@@ -183,7 +183,16 @@ StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training
   per_mb += stage_bw[slowest];
   const double t_max = per_mb.total();
   const double v = training.pp_schedule == "interleaved" ? std::max(1, training.virtual_stages) : 1;
-  const double pipeline = m * t_max + (sum - t_max) / v;
+  double pipeline = m * t_max + (sum - t_max) / v;
+  // Ranks that time-share fewer cores than they are (a calibrated CPU machine, ClusterSpec::rank_share): the
+  // cores run every rank's work in turn, so the step is at least all of it over the cores -- and a stage idle
+  // in the bubble hands its core to the others, so the pipeline term above is only the other bound.
+  const double share = cluster.rank_share(layout.gpus());
+  const double dedicated = pipeline;
+  if (share < 1.0) {
+    const double ranks_per_stage = static_cast<double>(layout.gpus()) / p;
+    pipeline = std::max(pipeline, ranks_per_stage * m * sum / cluster.cores_per_node);
+  }
 
   StepTime st;
   st.stage_seconds_max = t_max;
@@ -194,7 +203,8 @@ StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training
   st.cp_comm = m * per_mb.cp_comm;
   st.pp_comm = m * per_mb.pp_comm;
   st.recompute = m * per_mb.recompute;
-  st.bubble = std::max(0.0, pipeline - m * t_max);
+  st.bubble = std::max(0.0, dedicated - m * t_max);
+  st.shared_cores = pipeline - dedicated;
 
   // Per step, on the slowest stage's parameters.
   double params = 0;
@@ -217,8 +227,10 @@ StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training
   const double states = states_per_parameter(training.optimizer) * state_bytes_per_element(training.optimizer_state);
   // Read and write master weights and moments, read the gradient, write the BF16 weights.
   st.optimizer = params / shard * (8.0 + 2.0 * states + training.gradient_bytes + 2.0) / r.hbm();
-  if (costs.quantized) st.optimizer += params * (2.0 + costs.w_row + costs.w_col) / r.hbm();  // weight copies
+  // The weights' copies, once per step (a calibrated CPU Linear's rate does not hold them: it reuses its cache).
+  if (costs.quantized) st.optimizer += params * (2.0 + costs.w_row + costs.w_col) / r.hbm();
 
+  st.optimizer /= share;  // every rank steps its optimizer at once
   st.total = pipeline + st.dp_comm + st.optimizer;
   const double gpus = static_cast<double>(layout.gpus());
   st.tokens_per_second = static_cast<double>(training.global_batch * model.seq_len) / st.total;

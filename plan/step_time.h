@@ -18,7 +18,8 @@
 //  - recomputation: selective re-runs the attention core; full the whole layer forward (collectives included).
 // The pipeline: stage k's micro-batch time t_k (its layers, the embedding on stage 0, logits and cross-entropy
 // on the last, one activation send and one gradient send), step = m max(t_k) + (sum(t_k) - max(t_k)) / v, i.e.
-// (m + p - 1) t for equal stages: the bubble (p-1)/(v m). Then per step: the data-parallel gradient reduction
+// (m + p - 1) t for equal stages: the bubble (p-1)/(v m). On a calibrated CPU machine whose ranks outnumber its
+// cores the step is at least every rank's work over the cores (ClusterSpec::rank_share). Then per step: the data-parallel gradient reduction
 // over dp x cp (all-reduce, or reduce-scatter + parameter all-gather under ZeRO-1; with overlap only what
 // outlasts one micro-batch's backward shows), the optimizer (memory-bound: master weights, moments, gradient)
 // and the weights' quantization.
@@ -43,6 +44,7 @@ struct StepTime {
   double bubble = 0;          // pipeline fill and drain
   double dp_comm = 0;         // exposed data-parallel reduction (and ZeRO-1 all-gather)
   double optimizer = 0;
+  double shared_cores = 0;    // ranks time-sharing a CPU machine's fewer cores: the step beyond the pipeline's
   double total = 0;
   double stage_seconds_max = 0;  // slowest stage, per micro-batch
   double tokens_per_second = 0;

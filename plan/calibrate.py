@@ -1,0 +1,257 @@
+"""Calibrates nibble-plan on this CPU machine: writes a cluster description (the format of plan/clusters/*.toml)
+whose rates are measured here as nibble achieves them, so `nibble-plan predict` can be checked against
+nibble-train's own step (benchmarks/bench_plan_calibration.py, docs/PLAN.md "Calibration on this machine").
+
+    PYTHONPATH=build/python_package .venv/bin/python plan/calibrate.py --out plan/clusters/this_machine.toml
+
+Why Python and not a nibble-plan subcommand: nibble-plan is torch-free (it plans clusters from a laptop), and
+the GEMM rate that matters here is nibble's own CPU GEMM path per recipe, which needs torch; the Python package
+runs that path (nibble.nn.Linear) and nibble's Communicator (nibble.parallel) with no new binary.
+
+What it measures, each with one thread in one process (a rank of nibble-train with --train.threads 1):
+  - dense_tflops.<format>: nibble.nn.Linear forward + backward (fprop, dgrad, wgrad: 6 T K N FLOPs) at the
+    shapes of a model's Linears (--gemm; summed FLOPs over summed median times) in the recipe of that format
+    (fp8: fp8_current), quantizing its activation operands included (its weights' copies are cached after the
+    warm-up) -- on a CPU every format is decoded to BF16, so the rate per format is the emulation's and not a
+    tensor-core peak;
+  - memory.bandwidth_gbps: the bytes per second torch's element-wise CPU kernels move (a BF16 add, 3 x 2 bytes per
+    element), what the planner's memory-bound terms (norms, activations, the optimizer) are charged at;
+  - intra_node: nibble.parallel all-reduce, all-gather and send/recv over --mpi-ranks processes under mpirun at
+    several sizes, one latency and one bandwidth fitted to the planner's ring model (plan/collectives.cpp: e.g.
+    all-reduce t = 2(n-1) latency + 2(n-1)/n bytes / bandwidth) by least relative error; each printed beside it.
+  - cores_per_node: the same BF16 Linear in one process per core at once, their rates summed over one
+    process's alone: the cores this machine gives a job now (fewer than it has while others load it).
+    nibble-plan gives each of n ranks min(1, cores_per_node / n) of one core's rates: more ranks than cores
+    time-share (docs/PLAN.md says where that is too simple).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# The format slots of a cluster description and the recipe whose Linear measures each (plan/recipe_costs.cpp
+# cpu_slot maps a recipe's operands back to these slots).
+SLOTS = [("bf16", "bf16"), ("fp8", "fp8_current"), ("mxfp8", "mxfp8"), ("nvfp4", "nvfp4"), ("mxfp4", "mxfp4")]
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_pml="ob1",
+               OMPI_MCA_mpi_yield_when_idle="1", OMP_NUM_THREADS="1")
+
+
+def median_seconds(step, repeats: int) -> float:
+    step()  # warm-up: allocator, weight quantization cache
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def linear_tflops(recipe: str, shapes: list[tuple[int, int, int]], repeats: int) -> float:
+    """fwd+bwd FLOPs of every (tokens, in, out) Linear over their summed median times: one rate for the mix."""
+    import torch
+    import nibble
+    flops = seconds = 0.0
+    for tokens, k, n in shapes:
+        lin = nibble.nn.Linear(k, n, recipe=recipe)
+        x = torch.randn(tokens, k).requires_grad_()
+        dy = torch.randn(tokens, n)
+
+        def step():
+            lin.zero_grad(set_to_none=True)
+            x.grad = None
+            lin(x).backward(dy)
+        flops += 6.0 * tokens * k * n
+        seconds += median_seconds(step, repeats)
+    return flops / seconds / 1e12
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    try:
+        shapes = [tuple(int(v) for v in item.split(",")) for item in text.split(";")]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 3 or min(s) < 1 for s in shapes):
+        raise SystemExit(f"calibrate: --gemm '{text}' must be tokens,in,out[;tokens,in,out...] of positive integers")
+    return shapes
+
+
+def elementwise_gbps(elements: int, repeats: int) -> float:
+    import torch
+    a = torch.randn(elements).to(torch.bfloat16)
+    b = torch.randn(elements).to(torch.bfloat16)
+    c = torch.empty_like(a)
+    return 3 * 2 * elements / median_seconds(lambda: torch.add(a, b, out=c), repeats) / 1e9
+
+
+def mpi_worker(out: str, sizes: list[int], repeats: int, shapes: list[tuple[int, int, int]]) -> None:
+    """Run under mpirun: times nibble.parallel collectives (the slowest rank's median), rank 0 writes JSON."""
+    import torch
+    import nibble
+    torch.set_num_threads(1)
+    nibble.set_num_threads(1)
+    rt = nibble.parallel.init(select_device=False)
+    world = nibble.parallel.world()
+    rank, n = rt.rank, rt.world_size
+    results = {"ranks": n, "all_reduce": [], "all_gather": [], "send_recv": []}
+    for size in sizes:
+        elems = size // 4
+        full = torch.ones(elems)
+        part = torch.ones(elems // n)
+        recv = torch.empty(elems)
+        ops = {"all_reduce": lambda: world.all_reduce(full),
+               "all_gather": lambda: world.all_gather(part),
+               # every rank sends to its right neighbour and receives from its left: one ring step
+               "send_recv": lambda: world.send_recv(full, (rank + 1) % n, recv, (rank - 1) % n)}
+        for name, op in ops.items():
+            times = []
+            for _ in range(repeats + 1):
+                world.barrier()
+                t0 = time.perf_counter()
+                op()
+                t = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+                times.append(float(world.all_reduce(t, op="max")))
+            results[name].append([size, statistics.median(times[1:])])
+    # Every rank runs the BF16 Linear at once: their rates summed, over one process's alone, are the cores
+    # this machine gives a job now (fewer than it has when others share it).
+    rate = linear_tflops("bf16", shapes, repeats)
+    results["concurrent_tflops"] = float(world.all_reduce(torch.tensor([rate], dtype=torch.float64)))
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(results, f)
+    nibble.parallel.shutdown()
+
+
+def ring_terms(name: str, n: int, size: float) -> tuple[float, float]:
+    """(latencies, bytes over the link) of one collective in plan/collectives.cpp's ring model."""
+    if name == "all_reduce":
+        return 2.0 * (n - 1), 2.0 * (n - 1) / n * size
+    if name == "all_gather":
+        return n - 1.0, (n - 1.0) / n * size
+    return 1.0, float(size)  # send_recv: one ring step
+
+
+def fit_alpha_beta(mpi: dict) -> tuple[float, float]:
+    """Latency (s) and seconds per byte minimising the relative error over every measured collective and size:
+    least squares on t_i = L_i alpha + B_i beta, each row divided by t_i (so 4 KiB counts as much as 4 MiB)."""
+    n = mpi["ranks"]
+    rows = [(*ring_terms(name, n, size), t) for name in ("all_reduce", "all_gather", "send_recv")
+            for size, t in mpi[name]]
+    s11 = sum((l / t) ** 2 for l, _, t in rows)
+    s12 = sum((l / t) * (b / t) for l, b, t in rows)
+    s22 = sum((b / t) ** 2 for _, b, t in rows)
+    r1 = sum(l / t for l, _, t in rows)
+    r2 = sum(b / t for _, b, t in rows)
+    det = s11 * s22 - s12 * s12
+    alpha, beta = (r1 * s22 - r2 * s12) / det, (s11 * r2 - s12 * r1) / det
+    if alpha < 0:  # latency not resolvable at these sizes: bandwidth alone
+        alpha, beta = 0.0, r2 / s22
+    if beta <= 0:
+        raise SystemExit("calibrate: the collective times do not grow with size; measure larger --sizes")
+    return alpha, beta
+
+
+def measure_mpi(ranks: int, sizes: list[int], repeats: int, gemm: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "mpi.json")
+        cmd = [shutil.which("mpirun") or "mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none",
+               sys.executable, os.path.abspath(__file__), "--mpi-worker", out, "--sizes",
+               ",".join(map(str, sizes)), "--repeats", str(repeats), "--gemm", gemm]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=MPI_ENV)
+        if r.returncode != 0 or not os.path.exists(out):
+            sys.exit(f"calibrate: the MPI measurement failed ({' '.join(cmd)}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="plan/clusters/this_machine.toml")
+    ap.add_argument("--name", default="this_machine")
+    ap.add_argument("--ranks", type=int, default=4, help="ranks a job may run on this machine (gpus_per_node)")
+    ap.add_argument("--mpi-ranks", type=int, default=0,
+                    help="processes for the collective and concurrency measurement (0: one per core)")
+    ap.add_argument("--gemm", default="512,256,768;512,256,256;512,256,688;512,688,256",
+                    help="the Linears measured, tokens,in,out;...: a model's QKV, output, MLP in and out")
+    ap.add_argument("--elements", type=int, default=1 << 22, help="elements of the element-wise bandwidth test")
+    ap.add_argument("--sizes", default="4096,65536,1048576,4194304", help="collective sizes in bytes")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (tests): rates are rough")
+    ap.add_argument("--mpi-worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.mpi_worker:
+        mpi_worker(args.mpi_worker, sizes, args.repeats, parse_shapes(args.gemm))
+        return
+    if args.quick:
+        args.gemm, args.elements, sizes, args.repeats = "64,64,128", 1 << 16, [4096, 1 << 20], 2
+
+    import torch
+    import nibble
+    torch.set_num_threads(1)
+    nibble.set_num_threads(1)
+    shapes = parse_shapes(args.gemm)
+    tflops = {slot: linear_tflops(recipe, shapes, args.repeats) for slot, recipe in SLOTS}
+    gbps = elementwise_gbps(args.elements, args.repeats)
+    cores = len(os.sched_getaffinity(0))
+    mpi = measure_mpi(args.mpi_ranks or cores, sizes, args.repeats, args.gemm)
+    # Cores a job gets: concurrent throughput over one process's, at most the cores there are.
+    effective_cores = min(float(cores), mpi["concurrent_tflops"] / tflops["bf16"])
+    alpha, beta = fit_alpha_beta(mpi)
+    latency_us, bandwidth_gbps = alpha * 1e6, 1.0 / beta / 1e9
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    load = os.getloadavg()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    print(f"calibrating {args.name}: {cores} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    for slot, recipe in SLOTS:
+        print(f"  Linears {args.gemm} fwd+bwd, {recipe:>11}: {tflops[slot] * 1e3:8.2f} GFLOP/s (one thread)")
+    print(f"  element-wise BF16 add: {gbps:.2f} GB/s")
+    print(f"  {mpi['ranks']} processes at once: {mpi['concurrent_tflops'] * 1e3:.2f} GFLOP/s together = "
+          f"{effective_cores:.2f} cores of {cores}")
+    print(f"  collectives over {mpi['ranks']} ranks: latency {latency_us:.1f} us, bandwidth {bandwidth_gbps:.2f} GB/s")
+    for name in ("all_reduce", "all_gather", "send_recv"):
+        for size, t in mpi[name]:
+            lat, moved = ring_terms(name, mpi["ranks"], size)
+            model = lat * alpha + moved * beta
+            print(f"    {name:>10} {size:>9} B: {t * 1e6:9.1f} us measured, {model * 1e6:9.1f} us by the fit")
+
+    lines = [
+        f"# This CPU machine, measured by plan/calibrate.py on {stamp} (load average {load[0]:.2f}, {cores} cores).",
+        "# Rates are one rank's with one thread, as nibble achieves them (not peaks): nibble-plan predicts with",
+        "# efficiencies 1 on it and gives each of n ranks min(1, cores_per_node / n) of these rates.",
+        f'name = "{args.name}"',
+        f'description = "this machine: {cores} CPU cores, up to {args.ranks} MPI ranks over shared memory '
+        f'(calibrated {stamp})"',
+        f"gpus_per_node = {args.ranks}   # ranks a job runs on this machine",
+        f"cores_per_node = {effective_cores:.3f}  # of {cores}: {mpi['ranks']} processes' BF16 Linears at once "
+        "over one's",
+        "cuda_sm = 0          # nibble's CPU GEMM emulation",
+        "",
+        "[dense_tflops]       # nibble.nn.Linear fwd+bwd, one thread, quantization included; "
+        f"tokens,in,out {args.gemm}",
+    ]
+    lines += [f"{slot} = {tflops[slot]:.6f}   # recipe {recipe}" for slot, recipe in SLOTS]
+    lines += ["", "[memory]",
+              f"capacity_gb = {mem_gb / args.ranks:.2f}   # physical memory / ranks",
+              f"bandwidth_gbps = {gbps:.3f}  # torch BF16 add, {args.elements} elements, one thread",
+              "", f"[intra_node]  # nibble.parallel all-reduce, all-gather, send/recv over {mpi['ranks']} ranks, "
+              f"ring model fitted (sizes {sizes} B)",
+              f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}",
+              "", "[inter_node]  # one machine: no second node (the same link, so a description loads)",
+              f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}", ""]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#pragma once
+// One given layout's prediction (`nibble-plan predict`): what a benchmark compares against nibble-train's
+// measured ms/step (benchmarks/bench_plan_calibration.py). The layout must pass nibble's rules (check_layout).
+#include <string>
+
+#include "plan/cluster.h"
+#include "plan/efficiency.h"
+#include "plan/layout.h"
+#include "plan/model_spec.h"
+#include "plan/step_time.h"
+
+namespace nibble::plan {
+
+// The efficiencies a prediction on `cluster` uses: a calibrated CPU description (cores_per_node > 0) holds
+// rates measured as nibble achieves them, so all three are 1; a GPU cluster's peaks take kFittedEfficiency.
+Efficiency default_efficiency(const ClusterSpec& cluster);
+
+// Checks the layout (throws nibble::Error naming the broken rule) and estimates its step.
+StepTime predict_step(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
+                      const ClusterSpec& cluster, const Efficiency& efficiency);
+
+// One line of JSON: the layout, ms_per_step and its breakdown in ms, the memory per rank in GB and whether it
+// fits, the share of a core each rank gets.
+std::string prediction_json(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
+                            const ClusterSpec& cluster, const StepTime& time);
+
+}  // namespace nibble::plan

@@ -1,0 +1,96 @@
+// plan/: a calibrated CPU machine (plan/calibrate.py's description): cores shared by more ranks than there are,
+// the format slot each recipe's GEMMs take on a CPU, and `nibble-plan predict` for one given layout.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "plan/cluster.h"
+#include "plan/predict.h"
+#include "plan/recipe_costs.h"
+#include "plan/train_config_reader.h"
+#include "precision/error.h"
+
+namespace nibble::plan {
+namespace {
+
+// The shape of what plan/calibrate.py writes; the rates are round numbers, only their relations are tested.
+std::string cpu_cluster(double cores) {
+  return "name = \"cpu\"\ngpus_per_node = 4\ncores_per_node = " + std::to_string(cores) +
+         "\ncuda_sm = 0\n[dense_tflops]\nbf16 = 0.05\nfp8 = 0.06\nmxfp8 = 0.06\nnvfp4 = 0.04\nmxfp4 = 0.05\n"
+         "[memory]\ncapacity_gb = 4.0\nbandwidth_gbps = 20.0\n[intra_node]\nbandwidth_gbps = 5.0\nlatency_us = 10.0\n"
+         "[inter_node]\nbandwidth_gbps = 5.0\nlatency_us = 10.0\n";
+}
+
+PlanInput small_model(const std::string& recipe) {
+  PlanInput in = nibble_defaults();
+  in.model.layers = 4, in.model.hidden = 256, in.model.heads = 4, in.model.kv_heads = 4, in.model.ffn = 688;
+  in.model.vocab = 256, in.model.seq_len = 128;
+  in.training.global_batch = 8, in.training.micro_batch = 4, in.training.recipe = recipe;
+  return in;
+}
+
+StepTime predict(const ClusterSpec& c, const PlanInput& in, int tp, int cp, int dp, int pp) {
+  return predict_step(in.model, in.training, layout_of(in.training, parallel::MeshShape{tp, cp, dp, pp}), c,
+                      default_efficiency(c));
+}
+
+TEST(PlanCalibrated, RanksBeyondTheCoresShareThem) {
+  const ClusterSpec c = parse_cluster(cpu_cluster(2.0), "cpu.toml");
+  EXPECT_DOUBLE_EQ(c.cores_per_node, 2.0);
+  EXPECT_DOUBLE_EQ(c.rank_share(1), 1.0);
+  EXPECT_DOUBLE_EQ(c.rank_share(2), 1.0);
+  EXPECT_DOUBLE_EQ(c.rank_share(4), 0.5);
+  const ClusterSpec gpu = load_cluster("h100");
+  EXPECT_EQ(gpu.cores_per_node, 0.0);
+  EXPECT_DOUBLE_EQ(gpu.rank_share(1024), 1.0);  // GPUs own their device
+  EXPECT_THROW(parse_cluster(cpu_cluster(-1.0), "cpu.toml"), InvalidArgument);
+}
+
+TEST(PlanCalibrated, CpuRecipesTakeTheirFormatSlotWithQuantizationInside) {
+  const RecipeCosts nvfp4 = recipe_costs("nvfp4", 0);
+  EXPECT_EQ(nvfp4.fprop, GemmFormat::kNVFP4);
+  EXPECT_TRUE(nvfp4.quantize_in_gemm_rate);
+  EXPECT_EQ(recipe_costs("mxfp8", 0).fprop, GemmFormat::kMXFP8);
+  EXPECT_EQ(recipe_costs("fp8_current", 0).fprop, GemmFormat::kFP8);
+  EXPECT_EQ(recipe_costs("bf16", 0).fprop, GemmFormat::kBF16);
+  EXPECT_FALSE(recipe_costs("nvfp4", 100).quantize_in_gemm_rate);  // a GPU's passes stay memory traffic
+  // The nvfp4 slot (0.04 TFLOPS) is slower than bf16's (0.05) here, so its GEMM time is longer.
+  const ClusterSpec c = parse_cluster(cpu_cluster(2.0), "cpu.toml");
+  EXPECT_GT(predict(c, small_model("nvfp4"), 1, 1, 1, 1).gemm, predict(c, small_model("bf16"), 1, 1, 1, 1).gemm);
+}
+
+TEST(PlanCalibrated, OneCoreRunsEveryRanksWorkInTurn) {
+  const PlanInput in = small_model("bf16");
+  const ClusterSpec one = parse_cluster(cpu_cluster(1.0), "cpu.toml");
+  const ClusterSpec two = parse_cluster(cpu_cluster(2.0), "cpu.toml");
+  // dp = 2 splits the batch: on two cores each rank does half the work at once; on one core in turn.
+  const StepTime single = predict(one, in, 1, 1, 1, 1);
+  const StepTime dp_one = predict(one, in, 1, 1, 2, 1);
+  const StepTime dp_two = predict(two, in, 1, 1, 2, 1);
+  EXPECT_GT(dp_one.shared_cores, 0.0);
+  EXPECT_EQ(dp_two.shared_cores, 0.0);
+  EXPECT_LT(dp_two.total, 0.75 * single.total);
+  EXPECT_GE(dp_one.total, single.total - single.optimizer);
+  // pp = 2 on one core: the idle stage's core works for the other, so no bubble beyond the total work.
+  const StepTime pp_one = predict(one, in, 1, 1, 1, 2);
+  const StepTime pp_two = predict(two, in, 1, 1, 1, 2);
+  EXPECT_GT(pp_two.bubble, 0.0);
+  EXPECT_GT(pp_one.total, pp_two.total);
+}
+
+TEST(PlanCalibrated, PredictChecksTheLayoutAndWritesJson) {
+  const ClusterSpec c = parse_cluster(cpu_cluster(2.0), "cpu.toml");
+  const PlanInput in = small_model("bf16");
+  EXPECT_THROW(predict(c, in, 3, 1, 1, 1), Error);  // 3 does not divide 4 heads
+  const Layout l = layout_of(in.training, parallel::MeshShape{2, 1, 2, 1});
+  const StepTime t = predict_step(in.model, in.training, l, c, default_efficiency(c));
+  const std::string json = prediction_json(in.model, in.training, l, c, t);
+  EXPECT_NE(json.find("\"tp\": 2, \"cp\": 1, \"dp\": 2, \"pp\": 1"), std::string::npos) << json;
+  const size_t at = json.find("\"ms_per_step\": ");
+  ASSERT_NE(at, std::string::npos) << json;
+  EXPECT_NEAR(std::stod(json.substr(at + 15)), 1e3 * t.total, 1e-4 * 1e3 * t.total) << json;
+  EXPECT_NE(json.find("\"rank_share\": 0.5"), std::string::npos) << json;
+}
+
+}  // namespace
+}  // namespace nibble::plan
