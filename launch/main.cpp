@@ -57,26 +57,34 @@ std::vector<std::pair<std::string, std::string>> parse_overrides(const std::vect
 }
 
 // `nibble-train plot|export|import ...`: subcommands written in Python (python/nibble/plot.py: matplotlib;
-// hf_export.py / hf_import.py: transformers, safetensors, tokenizers), run as `python -m <module>` by the
-// Python this build was configured with, with the build's package on PYTHONPATH. Returns only if it cannot start.
+// hf_export.py / hf_import.py: transformers, safetensors, tokenizers), run as `python -m <module>`. The installed
+// command (pip install; python/_nibble_launcher) names its interpreter in NIBBLE_PYTHON_EXECUTABLE, which
+// imports the installed package as it is; the build tree's binary uses the Python it was configured with and
+// puts the build's package first on PYTHONPATH. Returns only if it cannot start.
 int run_python_module(const std::string& module, const std::string& subcommand, const std::vector<std::string>& args) {
+  std::string python;
+  if (const char* launcher_python = std::getenv("NIBBLE_PYTHON_EXECUTABLE"); launcher_python && *launcher_python) {
+    python = launcher_python;
+  } else {
 #ifdef NIBBLE_PYTHON_EXECUTABLE
-  const char* old_path = std::getenv("PYTHONPATH");
-  const std::string path = std::string(NIBBLE_PYTHON_PACKAGE_DIR) + (old_path && *old_path ? ":" + std::string(old_path) : "");
-  ::setenv("PYTHONPATH", path.c_str(), 1);
-  std::vector<std::string> argv_text = {NIBBLE_PYTHON_EXECUTABLE, "-m", module};
+    python = NIBBLE_PYTHON_EXECUTABLE;
+    const char* old_path = std::getenv("PYTHONPATH");
+    const std::string path = std::string(NIBBLE_PYTHON_PACKAGE_DIR) + (old_path && *old_path ? ":" + std::string(old_path) : "");
+    ::setenv("PYTHONPATH", path.c_str(), 1);
+#else
+    nibble::launch::log_error(subcommand + ": this build has no Python (configured with NIBBLE_PYTHON=OFF); run "
+                              "`python -m " + module + "` from a build that has it");
+    return 2;
+#endif
+  }
+  std::vector<std::string> argv_text = {python, "-m", module};
   argv_text.insert(argv_text.end(), args.begin(), args.end());
   std::vector<char*> argv_ptrs;
   for (std::string& a : argv_text) argv_ptrs.push_back(a.data());
   argv_ptrs.push_back(nullptr);
-  ::execv(NIBBLE_PYTHON_EXECUTABLE, argv_ptrs.data());
-  nibble::launch::log_error(subcommand + ": could not run " + NIBBLE_PYTHON_EXECUTABLE + ": " + std::strerror(errno) +
+  ::execv(python.c_str(), argv_ptrs.data());
+  nibble::launch::log_error(subcommand + ": could not run " + python + ": " + std::strerror(errno) +
                             " (run scripts/setup.sh, which makes the venv with matplotlib and transformers)");
-#else
-  (void)args;
-  nibble::launch::log_error(subcommand + ": this build has no Python (configured with NIBBLE_PYTHON=OFF); run "
-                            "`python -m " + module + "` from a build that has it");
-#endif
   return 2;
 }
 

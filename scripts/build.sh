@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set-up (idempotent) and an incremental build of everything with the default preset.
+# Set-up (idempotent), an incremental build of everything with the default preset, and the package installed
+# into .venv from that build (pip; scripts/install_package.sh): `import nibble` and `nibble-train` work there.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -7,3 +8,4 @@ bash scripts/setup.sh
 export CCACHE_DIR="${CCACHE_DIR:-$root/.ccache}"
 cmake --preset default >/dev/null
 cmake --build --preset default -j "$(nproc)"
+bash scripts/install_package.sh build

@@ -2,7 +2,14 @@
 
 This package is the Python face of the C++ library; the kernels live in the extension module ``nibble._C``.
 """
-from . import _C
+import torch  # before the extension: it loads the libtorch that _C was linked against
+
+try:
+    from . import _C
+except ImportError as e:  # e.g. undefined symbols: built against another torch than the one installed now
+    raise ImportError(f"nibble's compiled extension nibble._C could not be loaded ({e}). It must be built against "
+                      f"the torch that imports it (torch {torch.__version__} here): rebuild with "
+                      f"`pip install --no-build-isolation .` (or scripts/build.sh) from nibble's source tree") from e
 
 __version__ = _C.build_info()["version"]
 from .formats import decode, encode, format_info, get_num_threads, set_num_threads

@@ -2,8 +2,7 @@
 examples/train_gpt.py's plain PyTorch loop under mpirun -np 2 (dp = 2), the final parameters equal to nibble-train's
 checkpoint; tp = 2 against tp = 1; nibble-train's refusals.
 
-nibble-train is <build>/nibble-train beside <build>/python_package (the package under test), as in
-test_train_cli.py."""
+nibble-train is the one that goes with the package under test (test_train_cli.BINARY)."""
 import json
 import os
 import subprocess
@@ -14,10 +13,7 @@ import torch
 
 import nibble
 from mpi_run import MPIRUN, check, needs_mpirun, run_ranks
-from test_train_cli import tokens  # noqa: F401 -- the fixture: the corpus prepared by nibble-train prepare
-
-BUILD = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(nibble.__file__))))
-BINARY = os.path.join(BUILD, "nibble-train")
+from test_train_cli import BINARY, tokens  # noqa: F401 -- tokens: the corpus prepared by nibble-train prepare
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "examples", "configs", "tiny.toml")
 EXAMPLE = os.path.join(ROOT, "examples", "train_gpt.py")
@@ -140,7 +136,7 @@ def trainer_message(tmp_path, toml_model_lines):
 
 @needs_binary
 @pytest.mark.parametrize("config,toml,expected", [
-    ({"hiddn": 64}, "hiddn = 64", "unknown key 'model.hiddn'; valid keys: model.bf16_first"),
+    ({"hiddn": 64}, "hiddn = 64", "unknown key 'model.hiddn'; valid keys: model.adaptive_ladder"),
     ({"layers": "two"}, 'layers = "two"', "model.layers = 'two' has the wrong type; expected an integer"),
     ({"hidden": 66, "heads": 4}, "hidden = 66\nheads = 4", "model.hidden"),
     ({"recipe": "nvfp5"}, 'recipe = "nvfp5"', "nvfp5"),

@@ -1,24 +1,34 @@
 """nibble-train end to end: recipes lower the loss, bad configs fail before training with their message,
 a SIGKILLed multi-rank job resumes bit for bit, and corrupted or truncated checkpoint shards are named.
 
-The binary is <build>/nibble-train next to <build>/python_package (the package on PYTHONPATH)."""
+The binary is the nibble-train that goes with the package under test: <build>/nibble-train beside
+<build>/python_package (the package on PYTHONPATH), or the installed command (pip install)."""
 import json
 import os
 import shutil
 import signal
+import importlib.util
 import subprocess
+import sys
 import time
 
 import pytest
 
-import importlib.util
 
-# Locate the package without importing it (the binary does not need nibble._C).
-_SPEC = importlib.util.find_spec("nibble")
-BUILD = os.path.dirname(os.path.dirname(os.path.dirname(_SPEC.origin))) if _SPEC and _SPEC.origin else ""
+def _nibble_train_under_test() -> str:
+    """The nibble-train that goes with the package under test, found without importing it (the binary does not
+    need nibble._C): <build>/nibble-train for a build tree's package (<build>/python_package/nibble), else the
+    installed command beside this interpreter (pip install: the launcher that runs site-packages/nibble/_bin)."""
+    spec = importlib.util.find_spec("nibble")
+    package_dir = os.path.dirname(spec.origin) if spec and spec.origin else ""
+    if os.path.basename(os.path.dirname(package_dir)) == "python_package":
+        return os.path.join(os.path.dirname(os.path.dirname(package_dir)), "nibble-train")
+    return os.path.join(os.path.dirname(sys.executable), "nibble-train")
+
+
+BINARY = _nibble_train_under_test()
 MPIRUN = shutil.which("mpirun")
 needs_mpirun = pytest.mark.skipif(MPIRUN is None, reason="mpirun (Open MPI) not found")
-BINARY = os.path.join(BUILD, "nibble-train")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "examples", "configs", "tiny.toml")
 
