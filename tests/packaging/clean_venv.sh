@@ -66,8 +66,12 @@ PY
   compgen -G "$work/plots/*.png" >/dev/null || fail "nibble-train plot wrote no PNG"
 }
 
+# cmake.python-hints=false: CMake keeps the tree's cached Python (the project venv's python3, the same interpreter
+# and torch) instead of this venv's, which would change nibble-train's compiled-in Python path, recompile it in
+# the shared tree, and leave it naming this temporary venv after the test.
 pip_install() {
-  "$py" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -C build-dir="$build" "$@"
+  "$py" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -C build-dir="$build" \
+    -C cmake.python-hints=false "$@"
 }
 
 echo "== pip install . into a clean venv"
