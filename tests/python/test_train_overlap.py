@@ -9,18 +9,13 @@ the hooks really started them. (Timing: benchmarks/bench_dp_overlap.py.)"""
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
-from test_train_cli import BINARY, tiny_args, tokens  # noqa: F401
+from test_train_cli import BINARY, ENV, MPIRUN, needs_mpirun, tiny_args, tokens  # noqa: F401
 
-MPIRUN = shutil.which("mpirun")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_pml="ob1",
-           OMPI_MCA_mpi_yield_when_idle="1", OMP_NUM_THREADS="1")
-pytestmark = [pytest.mark.skipif(MPIRUN is None, reason="mpirun (Open MPI) not found"),
-              pytest.mark.skipif(not os.path.isfile(BINARY), reason=f"{BINARY} not built")]
+pytestmark = [needs_mpirun, pytest.mark.skipif(not os.path.isfile(BINARY), reason=f"{BINARY} not built")]
 
 # Two micro-batches per dp rank; buckets of 0.05 MB (~12.5k FP32 elements) cut the tiny model into several.
 STEPS = dict(train__steps=4, optim__warmup=0, train__global_batch=4, train__micro_batch=1, train__sample_tokens=0,
