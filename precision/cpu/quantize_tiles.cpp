@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #endif
 
+#include "precision/cpu/block_amax_lanes.h"
 #include "precision/cpu/encode_rne_lanes.h"
 #include "precision/cpu/encode_span.h"
 #include "precision/cpu/quantize_hadamard.h"
@@ -32,36 +33,20 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ---- small vector kernels -------------------------------------------------------------------------------
 
-// max|x[0, n)| with NaN ignored (as std::max(a, |x|) does), and whether x holds NaN.
+// max|x[0, n)| with NaN ignored (as std::max(a, |x|) does), and whether x holds NaN: the dispatched lanes of
+// block_amax_lanes.h, or the scalar loop in a build without Highway (the same values in any order).
 AmaxResult abs_max(const float* __restrict x, int64_t n) {
-  int64_t j = 0;
-  float a = 0.0f;
   bool nan = false;
-#if defined(__AVX512F__)
-  __m512 acc = _mm512_setzero_ps();
-  __mmask16 unordered = 0;
-  for (; j + 16 <= n; j += 16) {
-    const __m512 v = _mm512_loadu_ps(x + j);
-    unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    const __m512 abs = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF)));
-    // max(abs, acc): a NaN first operand yields the second, i.e. NaN is ignored. (The masked form: GCC 12
-    // flags the undefined vector inside _mm512_max_ps as uninitialised under -Werror.)
-    acc = _mm512_mask_max_ps(acc, 0xFFFF, abs, acc);
-  }
-  // Horizontal max in registers (acc holds no NaN). Masked extract: see the note on _mm512_mask_max_ps.
-  __m256 m = _mm256_max_ps(_mm512_mask_extractf32x8_ps(_mm256_setzero_ps(), 0xFF, acc, 0),
-                           _mm512_mask_extractf32x8_ps(_mm256_setzero_ps(), 0xFF, acc, 1));
-  m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
-  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, _MM_SHUFFLE(1, 0, 3, 2)));
-  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, _MM_SHUFFLE(2, 3, 0, 1)));
-  a = _mm256_cvtss_f32(m);
-  nan = unordered != 0;
-#endif
-  for (; j < n; ++j) {
+#if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
+  const float a = abs_max_lanes(x, static_cast<size_t>(n), &nan);
+#else
+  float a = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
     const float v = std::fabs(x[j]);
     nan = nan || std::isnan(v);
     a = std::max(a, v);
   }
+#endif
   return {a, nan};
 }
 
@@ -348,7 +333,7 @@ AmaxResult encode_block_rows(const SpanEncoder& enc, const QuantizeOptions& o, f
                              Scratch& s) {
   const int64_t width = block_shape(o.scheme).cols, blocks = ceil_div(n, width);
   bool nan = false;
-  for (int64_t i = 0; i < rows; ++i) span_block_amaxes(x + i * ld, n, width, s.block_amax + i * blocks, &nan);
+  rows_block_amaxes(x, ld, rows, n, width, s.block_amax, &nan);
   block_scales(o.scheme, block_scale_constants(o, value_for_inf, t.nvfp4_global_enc), s.block_amax, rows * blocks,
                BlockScaleArrays{s.block_mult, s.block_code, s.block_scale_inv});
   for (int64_t i = 0; i < rows; ++i)
