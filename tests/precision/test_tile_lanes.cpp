@@ -1,6 +1,6 @@
 // The Highway kernels of the CPU tile pass (precision/cpu/*_lanes.cpp) against their scalar definitions, on
 // every compiled target this CPU runs (forced one at a time through Highway's target selection), bit for bit:
-// block amaxes and abs max (NaN ignored, NaN reported). The quantizer tests (tests/python/test_quantize*.py)
+// block amaxes and abs max (NaN ignored, NaN reported), the RHT16 columns of NVFP4's columnwise copy. The quantizer tests (tests/python/test_quantize*.py)
 // check the whole pass against ml_dtypes and torchao on the dispatched target only; these cover the others.
 #include <gtest/gtest.h>
 
@@ -9,9 +9,12 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <utility>
 #include <vector>
 
+#include "precision/cpu/quantize_rht_lanes.h"
 #include "precision/cpu/tile_block_scales.h"
+#include "precision/hadamard.h"
 
 #if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
 #include "precision/cpu/block_amax_lanes.h"
@@ -30,10 +33,12 @@ uint32_t bits_of(float f) {
 
 // Values over a wide exponent range with the odd ones sprinkled in (NaN, Inf, -0, subnormals), so that the
 // kernels' exactness checks and fallbacks are taken as well as their fast paths.
-std::vector<float> mixed_values(size_t n, uint32_t seed, double special_rate) {
+// Exponents in [-spread, spread]: 8 keeps most butterfly groups within the exactness bound (2^24 between a
+// group's largest and smallest nonzero magnitude), 30 sends most to the reference.
+std::vector<float> mixed_values(size_t n, uint32_t seed, double special_rate, int spread = 30) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<float> mant(-1.0f, 1.0f);
-  std::uniform_int_distribution<int> expo(-30, 30);
+  std::uniform_int_distribution<int> expo(-spread, spread);
   std::uniform_real_distribution<double> coin(0.0, 1.0);
   const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(), -0.0f, 0.0f, 1e-40f, -3e-42f, 3.0e38f};
@@ -90,6 +95,44 @@ TEST(TileLanes, BlockAmaxesEqualScalarOnEveryTarget) {
         for (int64_t k = 0; k < kRows * blocks; ++k)
           EXPECT_EQ(bits_of(got[k]), bits_of(want[k])) << "width " << width << " block " << k;
         EXPECT_EQ(nan, want_nan) << "width " << width;
+      }
+  });
+}
+
+// Groups of 16 rows, 37 columns (vector passes and a scalar tail on every target), with values whose
+// exponents span more than the butterfly's exactness bound in some columns (those take the reference).
+TEST(TileLanes, Rht16RowsEqualReferenceOnEveryTarget) {
+  on_every_target([] {
+    constexpr int64_t kCols = 37, kLd = 40;
+    for (const uint32_t sign_mask : {0u, 0xA5C3u, 0xFFFFu})
+      for (const auto& [rate, spread] : {std::pair{0.0, 8}, std::pair{0.003, 8}, std::pair{0.03, 8}, std::pair{0.0, 30}}) {
+        const std::vector<float> x =
+            mixed_values(16 * kLd, sign_mask + static_cast<uint32_t>(rate * 1e4) + spread, rate, spread);
+        std::vector<float> y(16 * kLd, 7.0f);
+        rht16_rows(x.data(), kLd, kCols, sign_mask, y.data(), kLd);
+        float in_want = 0.0f, out_want = 0.0f;
+        bool clean_want = true;
+        for (int64_t c = 0; c < kCols; ++c) {
+          float g[16], r[16];
+          for (int i = 0; i < 16; ++i) {
+            g[i] = x[i * kLd + c];
+            clean_want = clean_want && !std::isnan(g[i]);
+            in_want = std::max(in_want, std::fabs(g[i]));
+          }
+          rht16(g, sign_mask, r);
+          for (int j = 0; j < 16; ++j) {
+            EXPECT_EQ(bits_of(y[j * kLd + c]), bits_of(r[j])) << "column " << c << " row " << j;
+            clean_want = clean_want && !std::isnan(r[j]);
+            out_want = std::max(out_want, std::fabs(r[j]));
+          }
+        }
+        float in_m = 0.0f, out_m = 0.0f;
+        const bool clean = rht16_rows_amax(x.data(), kLd, kCols, sign_mask, &in_m, &out_m);
+        EXPECT_EQ(clean, clean_want) << "rate " << rate;
+        if (clean_want) {  // (on a NaN the caller discards both maxima and takes the storing path)
+          EXPECT_EQ(bits_of(in_m), bits_of(in_want)) << "rate " << rate;
+          EXPECT_EQ(bits_of(out_m), bits_of(out_want)) << "rate " << rate;
+        }
       }
   });
 }
