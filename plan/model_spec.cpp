@@ -43,6 +43,7 @@ void ModelSpec::validate() const {
   need(ffn >= 0, "ffn_hidden", ffn, "must be >= 0 (0 = 8/3 hidden)");
   need(vocab >= 1, "vocab", vocab, "must be >= 1");
   need(seq_len >= 1, "seq_len", seq_len, "must be >= 1");
+  need(activation_bytes == 2 || activation_bytes == 4, "activation_bytes", activation_bytes, "must be 2 or 4");
 }
 
 void TrainingSpec::validate() const {

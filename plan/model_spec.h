@@ -35,13 +35,19 @@ struct ModelSpec {
   MlpKind mlp = MlpKind::kSwiGlu;
   AttentionKind attention = AttentionKind::kFlash;
   bool dropout = false;  // Megatron's GPT: dropout after attention probabilities and both residual branches
+  // Bytes per element of the hidden states, and so of what a layer saves uncompressed outside its Linears (norm
+  // and SwiGLU inputs, the attention kernel's Q, K, V): nibble's residual stream is FP32 (its parameters are,
+  // and no autocast runs), 4; Megatron's GPT of the published runs is 16-bit throughout, 2.
+  int activation_bytes = 4;
 
   int64_t kv() const { return kv_heads > 0 ? kv_heads : heads; }
   int64_t ffn_hidden() const { return ffn > 0 ? ffn : ((hidden * 8 / 3) + 31) / 32 * 32; }
   int64_t head_dim() const { return hidden / heads; }
   int mlp_matrices() const { return mlp == MlpKind::kSwiGlu ? 3 : 2; }
-  // Parameters of one transformer layer (weights only; norms' and biases' vectors are negligible and left out).
+  // Parameters of one transformer layer's Linears (weights only; norms' vectors are norm_params below).
   int64_t layer_params() const;
+  // A layer's two RMSNorm weight vectors (replicated over tp, not split; nibble has no biases).
+  int64_t layer_norm_params() const { return 2 * hidden; }
   int64_t embedding_params() const { return vocab * hidden; }
   int64_t total_params() const;  // layers + embedding (+ LM head when untied)
   void validate() const;         // InvalidArgument naming the field

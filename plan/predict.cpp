@@ -28,14 +28,22 @@ std::string prediction_json(const ModelSpec& model, const TrainingSpec& training
                 "\"ms\": {\"gemm\": %.6g, \"attention\": %.6g, \"memory_bound\": %.6g, \"tp_comm\": %.6g, "
                 "\"cp_comm\": %.6g, \"pp_comm\": %.6g, \"bubble\": %.6g, \"shared_cores\": %.6g, \"dp_comm\": %.6g, "
                 "\"optimizer\": %.6g}, "
-                "\"memory_gb\": %.6g, \"fits\": %s}",
+                "\"memory_gb\": %.6g, \"fits\": %s, ",
                 cluster.name.c_str(), training.recipe.c_str(), layout.mesh.tp, layout.mesh.cp, layout.mesh.dp,
                 layout.mesh.pp, static_cast<long long>(layout.micro_batch), layout.sequence_parallel ? "true" : "false",
                 cluster.rank_share(layout.gpus()), 1e3 * t.total, 1e3 * t.gemm, 1e3 * t.attention,
                 1e3 * t.memory_bound, 1e3 * t.tp_comm, 1e3 * t.cp_comm, 1e3 * t.pp_comm, 1e3 * t.bubble,
                 1e3 * t.shared_cores, 1e3 * t.dp_comm, 1e3 * t.optimizer, memory.total() / 1e9,
                 memory.fits() ? "true" : "false");
-  return buf;
+  char mem[768];
+  std::snprintf(mem, sizeof mem,
+                "\"memory\": {\"stage\": %d, \"parameters\": %.17g, \"weight_copies\": %.17g, \"gradients\": %.17g, "
+                "\"optimizer_states\": %.17g, \"activations\": %.17g, \"logits\": %.17g, \"comm_buffers\": %.17g, "
+                "\"saved_per_microbatch\": %.17g, \"total\": %.17g, \"capacity\": %.17g}}",
+                memory.stage, memory.parameters, memory.weight_copies, memory.gradients, memory.optimizer_states,
+                memory.activations, memory.logits, memory.comm_buffers, memory.saved_per_microbatch, memory.total(),
+                memory.capacity);
+  return std::string(buf) + mem;
 }
 
 }  // namespace nibble::plan

@@ -20,7 +20,9 @@ StepTime predict_step(const ModelSpec& model, const TrainingSpec& training, cons
                       const ClusterSpec& cluster, const Efficiency& efficiency);
 
 // One line of JSON: the layout, ms_per_step and its breakdown in ms, the memory per rank in GB and whether it
-// fits, the share of a core each rank gets.
+// fits, the share of a core each rank gets, and "memory": the stage's categories in bytes (MemoryBreakdown,
+// with saved_per_microbatch; tests/python/test_plan_memory_account.py compares them with nibble-train's
+// measured memory account).
 std::string prediction_json(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
                             const ClusterSpec& cluster, const StepTime& time);
 

@@ -15,6 +15,7 @@ ModelSpec megatron_gpt(int64_t layers, int64_t hidden, int64_t heads, int64_t se
   m.mlp = MlpKind::kGelu;
   m.attention = AttentionKind::kMaterialized;
   m.dropout = true;
+  m.activation_bytes = 2;  // 16-bit activations: Korthikanti et al.'s 34sbh + 5as^2b
   return m;
 }
 

@@ -41,8 +41,8 @@ std::string layout_table(const std::vector<RankedLayout>& ranked, size_t top) {
 std::string memory_breakdown_text(const MemoryBreakdown& m) {
   std::string out = format("memory per rank (pipeline stage %d), GiB:\n", m.stage);
   const std::pair<const char*, double> rows[] = {
-      {"weights (bf16)", m.weights},           {"quantized weight copies", m.weight_copies},
-      {"master weights (fp32)", m.master_weights}, {"gradients", m.gradients},
+      {"parameters (fp32, master)", m.parameters}, {"quantized weight copies", m.weight_copies},
+      {"gradients", m.gradients},
       {"optimizer states", m.optimizer_states}, {"activations", m.activations},
       {"logits", m.logits},                    {"communication buffers", m.comm_buffers},
   };

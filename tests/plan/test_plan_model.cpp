@@ -69,10 +69,13 @@ TEST(PlanActivations, QuantizedRecipesSaveLess) {
   const double nvfp4 = saved_activation_bytes(m, recipe_costs("nvfp4", 100), l);
   EXPECT_LT(fp8, bf16);
   EXPECT_LT(nvfp4, fp8);
-  // The bf16 Llama layer by hand: norms 2x2, QKV and gate/up inputs 2x2 (replicated); Q, K, V 6, out-proj input
-  // 2, SwiGLU inputs 2 x (ffn/h) x 2, down input (ffn/h) x 2: per token and hidden element.
+  // The bf16 Llama layer by hand, per token and hidden element: nibble's hidden states are FP32, its Linears keep
+  // BF16 inputs. Norm inputs 2x4 and the QKV, gate and up inputs 3x2 (replicated); Q, K, V 3x4 and the fused
+  // kernel's FP32 output 4 (the out-proj keeps its own BF16 copy, 2); SwiGLU inputs 2 x (ffn/h) x 4, down input
+  // (ffn/h) x 2.
   const double fh = static_cast<double>(m.ffn_hidden()) / m.hidden;
-  EXPECT_DOUBLE_EQ(bf16, 4.0 * 1024 * 1024 * (4 + 4 + 6 + 2 + 4 * fh + 2 * fh));
+  EXPECT_DOUBLE_EQ(bf16, 4.0 * 1024 * 1024 * (8 + 6 + 12 + 4 + 2 + 8 * fh + 2 * fh));
+  EXPECT_DOUBLE_EQ(layer_activations(m, recipe_costs("bf16", 100), l).attention_core, 4.0 * 1024 * 1024 * 16);
 }
 
 TEST(PlanRecipeCosts, PathsFollowNibblesGemmRules) {
@@ -91,25 +94,29 @@ TEST(PlanRecipeCosts, PathsFollowNibblesGemmRules) {
 }
 
 TEST(PlanMemory, HandComputedSingleGpuCase) {
-  // 1 GPU, bf16, AdamW with fp32 states, no ZeRO: per parameter 2 (weights) + 4 (master) + 4 (gradients) + 8.
+  // 1 GPU, bf16, AdamW with fp32 states, no ZeRO: per parameter 4 (FP32 parameters, nibble's master weights; no
+  // BF16 copy) + 4 (gradients) + 8; the norms' vectors (2h per layer + the final norm's h) are parameters too.
   PlanInput in = nibble_defaults();
   in.model.layers = 2, in.model.hidden = 256, in.model.heads = 4, in.model.vocab = 1000, in.model.seq_len = 128;
   in.training.global_batch = 8, in.training.micro_batch = 8;
   const ClusterSpec h100 = load_cluster("h100");
   const Layout l = layout(1, 1, 1, 1, 8, false, Recompute::kNone);
   const MemoryBreakdown mem = estimate_memory(in.model, in.training, l, h100);
-  const double params = static_cast<double>(in.model.total_params());
-  EXPECT_DOUBLE_EQ(mem.weights, 2 * params);
-  EXPECT_DOUBLE_EQ(mem.master_weights, 4 * params);
+  const double params = static_cast<double>(in.model.total_params()) + 2 * 2 * 256 + 256;
+  EXPECT_DOUBLE_EQ(mem.parameters, 4 * params);
   EXPECT_DOUBLE_EQ(mem.gradients, 4 * params);
-  EXPECT_DOUBLE_EQ(mem.optimizer_states, 8 * params);
+  // Two FP32 moments per element and one int64 step count per tensor (17: embedding, 2 x 7 per layer, final norm,
+  // LM head).
+  EXPECT_EQ(stage_tensors(in.model, l, 0).size(), 17u);
+  EXPECT_DOUBLE_EQ(mem.optimizer_states, 8 * params + 8 * 17);
   EXPECT_DOUBLE_EQ(mem.weight_copies, 0);
   EXPECT_DOUBLE_EQ(mem.activations, 2 * saved_activation_bytes(in.model, recipe_costs("bf16", 90), l));
-  EXPECT_DOUBLE_EQ(mem.logits, 8.0 * 128 * 1000 * 6);
+  // Logits in BF16 and the FP32 softmax; the final norm's FP32 input and the LM head's BF16 input.
+  EXPECT_DOUBLE_EQ(mem.logits, 8.0 * 128 * 1000 * 6 + 8.0 * 128 * 256 * (4 + 2));
   EXPECT_TRUE(mem.fits());
 }
 
-TEST(PlanMemory, Zero1ShardsMasterAndStatesOverDpTimesCp) {
+TEST(PlanMemory, Zero1ShardsStatesOverDpTimesCp) {
   PlanInput in = nibble_defaults();
   in.model.layers = 8, in.model.hidden = 1024, in.model.heads = 8, in.model.vocab = 32000, in.model.seq_len = 1024;
   in.training.global_batch = 64;
@@ -119,8 +126,9 @@ TEST(PlanMemory, Zero1ShardsMasterAndStatesOverDpTimesCp) {
   const MemoryBreakdown plain = estimate_memory(in.model, in.training, l, h100);
   in.training.zero1 = true;
   const MemoryBreakdown zero = estimate_memory(in.model, in.training, l, h100);
-  EXPECT_DOUBLE_EQ(zero.master_weights * 8, plain.master_weights);
-  EXPECT_DOUBLE_EQ(zero.optimizer_states * 8, plain.optimizer_states);
+  EXPECT_DOUBLE_EQ(zero.parameters, plain.parameters);  // nibble's ZeRO-1 shards states, not the FP32 parameters
+  const double steps = 8.0 * static_cast<double>(stage_tensors(in.model, l, 0).size());  // not sharded
+  EXPECT_DOUBLE_EQ((zero.optimizer_states - steps) * 8, plain.optimizer_states - steps);
   EXPECT_DOUBLE_EQ(zero.gradients, plain.gradients);
   // FP8 moments with COAT's per-128 groups (scale, expansion, centre): 1 + 12/128 bytes per element.
   EXPECT_NEAR(state_bytes_per_element("fp8"), 1.0 + 12.0 / 128, 1e-9);
