@@ -1,0 +1,56 @@
+"""benchmarks/study_recipes.py's verdicts (issue 18 item 5): the report's "agrees?" column from per-seed paired gaps,
+on hand-made results (no training: the study itself takes an hour)."""
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("study_recipes", os.path.join(ROOT, "benchmarks", "study_recipes.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def runs(*finals):
+    return [{"final": f} for f in finals]
+
+
+def verdicts(study, results):
+    return {claim: (shown, verdict) for claim, shown, verdict in study.comparisons(results)}
+
+
+def test_paired_gaps_are_per_seed_relative_differences(study):
+    gaps = study.paired_gaps({"a": runs(4.04, 3.96), "b": runs(4.0, 4.0)}, "a", "b")
+    assert gaps == pytest.approx([1.0, -1.0])
+
+
+def test_a_claim_holds_only_when_every_seed_shows_it(study):
+    results = {
+        "bf16": runs(4.0, 4.0),
+        "fp8_block": runs(4.004, 3.996),        # +-0.1%: within DeepSeek's 0.25%
+        "fp8_current": runs(4.0, 4.0),
+        "nvfp4": runs(4.06, 4.02),              # above fp8 on both seeds: the NVFP4 paper's ordering
+        "nvfp4 no SR": runs(4.08, 4.00),        # +0.5%, -0.5%: the seeds disagree
+        "mxfp4": runs(4.0, 3.99),               # nvfp4 worse than mxfp4 on both seeds: the opposite
+        "quartet SR": runs(4.0, 4.0),
+    }
+    v = verdicts(study, results)
+    assert v["DeepSeek-V3: FP8 block scaling within 0.25% of BF16"][1] == "yes, every seed"
+    assert v["NVFP4 paper: NVFP4 above FP8 (by ~1.5% at 12B)"] == ("nvfp4 vs fp8_current: +1.50%, +0.50%", "yes, every seed")
+    assert v["NVFP4 paper: SR on gradients matters (RTN worse)"][1] == "seeds disagree: cannot order them"
+    assert v["NVFP4 paper: NVFP4 better than MXFP4"][1] == "no, every seed shows the opposite"
+    # Claims whose runs are missing (the study ran with --only) are left out, not guessed.
+    assert "NVFP4 paper: RHT on wgrad helps (at scale)" not in v
+    assert "Quartet v4: round-to-nearest backward better than SR" not in v
+
+
+def test_the_within_claim_says_which_way_it_misses(study):
+    lower = verdicts(study, {"bf16": runs(4.0, 4.0), "fp8_block": runs(3.97, 3.98)})
+    assert lower["DeepSeek-V3: FP8 block scaling within 0.25% of BF16"][1].startswith("no: lower loss than bf16")
+    mixed = verdicts(study, {"bf16": runs(4.0, 4.0), "fp8_block": runs(4.04, 4.001)})
+    assert mixed["DeepSeek-V3: FP8 block scaling within 0.25% of BF16"][1] == "seeds disagree"
