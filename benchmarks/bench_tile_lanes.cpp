@@ -1,4 +1,5 @@
-// The Highway kernels of the CPU tile pass (precision/cpu/block_amax_lanes.h, quantize_rht_lanes.h) forced
+// The Highway kernels of the CPU tile pass (precision/cpu/block_amax_lanes.h, quantize_rht_lanes.h,
+// quantize_quest_lanes.h) forced
 // onto each Highway target this CPU runs, on one 128 x 128 float32 tile (64 KiB, cache-resident: the kernels'
 // own speed, not memory's), in GB/s of float32 read. `vs_best` is a row's rate over the best target's rate
 // for the same kernel, measured just before it in the same run (the goal: AVX2 >= 0.6 x AVX-512).
@@ -15,6 +16,7 @@
 
 #if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
 #include "precision/cpu/block_amax_lanes.h"
+#include "precision/cpu/quantize_quest_lanes.h"
 #include "precision/cpu/quantize_rht_lanes.h"
 #include "precision/cpu/simd_targets.h"
 #endif
@@ -66,6 +68,7 @@ void BM_TileLanes(benchmark::State& state, int64_t target, const std::string& ke
 void register_rows() {
   using namespace nibble::precision;
   static std::vector<float> out(kRows * kCols);
+  static std::vector<uint8_t> codes(kCols);
   static bool nan = false;
   const float* x = tile().data();
   const uint32_t signs = 0xA5C3u;
@@ -91,6 +94,14 @@ void register_rows() {
          float in_m = 0.0f, out_m = 0.0f;
          for (int64_t g = 0; g < kRows; g += 16) rht16_rows_amax(x + g * kCols, kCols, kCols, signs, &in_m, &out_m);
          benchmark::DoNotOptimize(out_m);
+       }},
+      {"quest_rows",
+       [x] {
+         QuestInputStats input;
+         for (int64_t g = 0; g < kRows; g += 32)
+           quest_rows(x + g * kCols, kCols, kCols, out.data() + g * kCols, kCols, codes.data(), &input);
+         benchmark::DoNotOptimize(out.data());
+         benchmark::DoNotOptimize(input.amax);
        }},
   };
   const std::vector<int64_t> targets = simd::runnable_targets();

@@ -1,6 +1,7 @@
 // The Highway kernels of the CPU tile pass (precision/cpu/*_lanes.cpp) against their scalar definitions, on
 // every compiled target this CPU runs (forced one at a time through Highway's target selection), bit for bit:
-// block amaxes and abs max (NaN ignored, NaN reported), the RHT16 columns of NVFP4's columnwise copy. The quantizer tests (tests/python/test_quantize*.py)
+// block amaxes and abs max (NaN ignored, NaN reported), the RHT16 columns of NVFP4's columnwise copy, MXFP4
+// QuEST's Hadamard-32 groups (scaled values, scale codes, input stats). The quantizer tests (tests/python/test_quantize*.py)
 // check the whole pass against ml_dtypes and torchao on the dispatched target only; these cover the others.
 #include <gtest/gtest.h>
 
@@ -12,9 +13,11 @@
 #include <utility>
 #include <vector>
 
+#include "precision/cpu/quantize_quest_lanes.h"
 #include "precision/cpu/quantize_rht_lanes.h"
 #include "precision/cpu/tile_block_scales.h"
 #include "precision/hadamard.h"
+#include "precision/scaling.h"
 
 #if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
 #include "precision/cpu/block_amax_lanes.h"
@@ -132,6 +135,62 @@ TEST(TileLanes, Rht16RowsEqualReferenceOnEveryTarget) {
         if (clean_want) {  // (on a NaN the caller discards both maxima and takes the storing path)
           EXPECT_EQ(bits_of(in_m), bits_of(in_want)) << "rate " << rate;
           EXPECT_EQ(bits_of(out_m), bits_of(out_want)) << "rate " << rate;
+        }
+      }
+  });
+}
+// Groups of 32 rows, 37 columns (vector passes and a scalar tail on every target), against the definition
+// (hadamard32_normalised, index-order float64 sums, quest_code_from_sums), with and without the input stats.
+// Values whose exponents span more than the butterfly's exactness bound send columns to the reference.
+TEST(TileLanes, QuestRowsEqualReferenceOnEveryTarget) {
+  on_every_target([] {
+    constexpr int64_t kCols = 37, kLdx = 40, kLds = 44;
+    for (const auto& [rate, spread] :
+         {std::pair{0.0, 8}, std::pair{0.002, 8}, std::pair{0.03, 8}, std::pair{0.0, 30}, std::pair{0.01, 126}})
+      for (const bool stats : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "rate " << rate << " spread " << spread << " stats " << stats);
+        const std::vector<float> x = mixed_values(32 * kLdx, static_cast<uint32_t>(rate * 1e4) + spread, rate, spread);
+        std::vector<float> scaled(32 * kLds, 7.0f);
+        std::vector<uint8_t> codes(kCols + 3, 0xEE);
+        QuestInputStats input;
+        input.amax = 0.5f;
+        const bool nan = quest_rows(x.data(), kLdx, kCols, scaled.data(), kLds, codes.data(), stats ? &input : nullptr);
+        bool nan_want = false, in_nan_want = false;
+        float in_want = 0.5f;
+        for (int64_t c = 0; c < kCols; ++c) {
+          float g[32], h[32];
+          for (int i = 0; i < 32; ++i) {
+            g[i] = x[i * kLdx + c];
+            in_nan_want = in_nan_want || std::isnan(g[i]);
+            in_want = std::max(in_want, std::fabs(g[i]));
+          }
+          hadamard32_normalised(g, h);
+          double sum = 0.0, sum_sq = 0.0;
+          for (int i = 0; i < 32; ++i) {
+            nan_want = nan_want || std::isnan(h[i]);
+            sum += h[i];
+            sum_sq += static_cast<double>(h[i]) * h[i];
+          }
+          const uint32_t e = quest_code_from_sums(sum, sum_sq);
+          EXPECT_EQ(codes[c], e) << "column " << c;
+          const float m = e8m0_encode_multiplier(e);
+          for (int i = 0; i < 32; ++i) {
+            const float want = h[i] * m, got = scaled[i * kLds + c];
+            if (std::isnan(want))  // (a NaN's payload is not part of the definition)
+              EXPECT_TRUE(std::isnan(got)) << "column " << c << " row " << i;
+            else
+              EXPECT_EQ(bits_of(got), bits_of(want)) << "column " << c << " row " << i;
+          }
+        }
+        for (int64_t c = kCols; c < kCols + 3; ++c) EXPECT_EQ(codes[c], 0xEE) << "column " << c;
+        for (int i = 0; i < 32; ++i)
+          for (int64_t c = kCols; c < kLds; ++c) EXPECT_EQ(scaled[i * kLds + c], 7.0f) << "row " << i;
+        EXPECT_EQ(nan, nan_want);
+        if (stats) {
+          EXPECT_EQ(bits_of(input.amax), bits_of(in_want));
+          EXPECT_EQ(input.nan, in_nan_want);
+        } else {
+          EXPECT_EQ(input.amax, 0.5f);
         }
       }
   });
