@@ -84,6 +84,11 @@ void register_rows() {
          span128_block_amaxes_lanes(x, kCols, kRows, 32, out.data(), &nan);
          benchmark::DoNotOptimize(out.data());
        }},
+      {"multiply_blocks/16",
+       [x] {
+         multiply_blocks_rows_lanes(x, kCols, kRows, kCols, 16, x, out.data(), kCols);  // (any multipliers)
+         benchmark::DoNotOptimize(out.data());
+       }},
       {"rht16_rows",
        [x, signs] {
          for (int64_t g = 0; g < kRows; g += 16) rht16_rows(x + g * kCols, kCols, kCols, signs, out.data() + g * kCols, kCols);

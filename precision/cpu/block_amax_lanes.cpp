@@ -1,4 +1,4 @@
-// The amaxes of block_amax_lanes.h in Highway, compiled once per target (encode_rne_lanes.cpp says how
+// The amaxes and block multiplies of block_amax_lanes.h in Highway, compiled once per target (encode_rne_lanes.cpp says how
 // foreach_target.h and the dispatch table work). NaN lanes are zeroed before the max instead of relying on
 // an instruction's NaN rule (x86's max returns its second operand, NEON's returns NaN): the same values on
 // every target.
@@ -102,6 +102,39 @@ void Span128BlockAmaxes(const float* HWY_RESTRICT x, int64_t ld, int64_t rows, i
   return span128_rows<128>(x, ld, rows, out, nan);
 }
 
+// One float32 product per element, as the scalar loop: the same bits on every target. The usual widths
+// (16, 32) with whole blocks of whole vectors get compile-time trip counts (the loops unroll).
+template <int64_t kWidth>
+HWY_INLINE void multiply_blocks_rows(const float* HWY_RESTRICT x, int64_t ldx, int64_t rows, int64_t n, int64_t width,
+                                     const float* HWY_RESTRICT mult, float* HWY_RESTRICT y, int64_t ldy) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df)), w = kWidth ? kWidth : width, blocks = (n + w - 1) / w;
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* HWY_RESTRICT xr = x + i * ldx;
+    const float* HWY_RESTRICT mr = mult + i * blocks;
+    float* HWY_RESTRICT yr = y + i * ldy;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t end = std::min(n, (b + 1) * w);
+      int64_t j = b * w;
+      const VF m = hn::Set(df, mr[b]);
+      if (kWidth && end == j + kWidth && kWidth % N == 0) {
+#pragma GCC unroll 8
+        for (int64_t k = 0; k < kWidth; k += N) hn::StoreU(hn::Mul(hn::LoadU(df, xr + j + k), m), df, yr + j + k);
+        continue;
+      }
+      for (; j + N <= end; j += N) hn::StoreU(hn::Mul(hn::LoadU(df, xr + j), m), df, yr + j);
+      for (; j < end; ++j) yr[j] = xr[j] * mr[b];
+    }
+  }
+}
+
+void MultiplyBlocksRows(const float* HWY_RESTRICT x, int64_t ldx, int64_t rows, int64_t n, int64_t width,
+                        const float* HWY_RESTRICT mult, float* HWY_RESTRICT y, int64_t ldy) {
+  if (width == 16) return multiply_blocks_rows<16>(x, ldx, rows, n, width, mult, y, ldy);
+  if (width == 32) return multiply_blocks_rows<32>(x, ldx, rows, n, width, mult, y, ldy);
+  multiply_blocks_rows<0>(x, ldx, rows, n, width, mult, y, ldy);
+}
+
 }  // namespace nibble::precision::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -110,12 +143,18 @@ namespace nibble::precision {
 
 HWY_EXPORT(AbsMax);
 HWY_EXPORT(Span128BlockAmaxes);
+HWY_EXPORT(MultiplyBlocksRows);
 
 float abs_max_lanes(const float* __restrict x, size_t n, bool* nan) { return HWY_DYNAMIC_DISPATCH(AbsMax)(x, n, nan); }
 
 void span128_block_amaxes_lanes(const float* __restrict x, int64_t ld, int64_t rows, int64_t width,
                                 float* __restrict out, bool* nan) {
   HWY_DYNAMIC_DISPATCH(Span128BlockAmaxes)(x, ld, rows, width, out, nan);
+}
+
+void multiply_blocks_rows_lanes(const float* __restrict x, int64_t ldx, int64_t rows, int64_t n, int64_t width,
+                                const float* __restrict mult, float* __restrict y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(MultiplyBlocksRows)(x, ldx, rows, n, width, mult, y, ldy);
 }
 
 }  // namespace nibble::precision

@@ -32,7 +32,7 @@ void encode_span(const float* x, size_t n, float scale, const Format& fmt, Round
 // encode_span under round-to-nearest-even for `rows` spans of n elements, row i at x + i * ld, its codes at
 // codes + i * ldc: the encoder's constant set-up is paid once, not per span (which for 128-element spans
 // cost as much as the spans themselves). stream: rows whose codes are whole aligned cache lines may be
-// written with non-temporal stores (for output written once); the caller then owes an _mm_sfence() before
+// written with non-temporal stores (for output written once); the caller then owes a stream_fence() before
 // another thread reads them (the quantizer's tile passes fence at the end of each thread's work).
 void encode_span_rows(const float* x, int64_t ld, int64_t rows, int64_t n, float scale, const Format& fmt,
                       uint8_t* codes, int64_t ldc, bool stream = false);

@@ -147,19 +147,16 @@ TileView load_tile(const TileInput& in, int64_t r0, int64_t c0, Scratch& s) {
 // Asks for the rows of tile t (the one a thread takes next under the static schedule) while the current
 // tile is being worked on: a tile row is only 512 bytes, too short for the hardware prefetcher to ramp
 // up on, so without this every row starts with a miss to memory.
+// (__builtin_prefetch(p, 0, 2) is x86's prefetcht1, _MM_HINT_T1, and ARM's prfm pldl2keep.)
 void prefetch_tile(const TileInput& in, int64_t t, int64_t tile_cols) {
-#if defined(__AVX__)
   const int64_t r0 = (t / tile_cols) * kTileRows, c0 = (t % tile_cols) * kTileCols;
   const int64_t rows = std::min(kTileRows, in.rows - r0), cols = std::min(kTileCols, in.cols - c0);
   const int64_t elem = in.type == InputType::kFloat32 ? 4 : 2;
   const char* base = static_cast<const char*>(in.data);
   for (int64_t i = 0; i < rows; ++i) {
     const char* row = base + ((r0 + i) * in.cols + c0) * elem;
-    for (int64_t b = 0; b < cols * elem; b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
+    for (int64_t b = 0; b < cols * elem; b += 64) __builtin_prefetch(row + b, 0, 2);
   }
-#else
-  (void)in, (void)t, (void)tile_cols;
-#endif
 }
 
 // The tile RHT-transformed down its columns (groups of 16 rows) into s.rht (row-major, ld kTileCols),
@@ -195,31 +192,29 @@ bool transpose_tile(const TileView& v, bool rht, uint32_t sign_mask, bool round_
   return nan;
 }
 
-// y[j] = x[j] * mult[j / width] for j < n.
-void multiply_blocks(const float* __restrict x, int64_t n, int64_t width, const float* __restrict mult,
-                     float* __restrict y) {
-  int64_t b = 0;
-#if defined(__AVX512F__)
-  if (width % 16 == 0)
-    for (; (b + 1) * width <= n; ++b) {
-      const __m512 m = _mm512_set1_ps(mult[b]);
-      for (int64_t j = b * width; j < (b + 1) * width; j += 16)
-        _mm512_storeu_ps(y + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), m));
+// y[i * n + j] = x[i * ld + j] * mult[i * blocks + j / width] for i < rows, j < n (blocks = ceil(n / width)):
+// Highway's lanes where the build has them (block_amax_lanes.h), else the scalar loop (same bits: one
+// float32 product per element).
+void multiply_blocks_rows(const float* __restrict x, int64_t ld, int64_t rows, int64_t n, int64_t width,
+                          const float* __restrict mult, float* __restrict y) {
+#if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
+  multiply_blocks_rows_lanes(x, ld, rows, n, width, mult, y, n);
+#else
+  const int64_t blocks = ceil_div(n, width);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float m = mult[i * blocks + b];
+      for (int64_t j = b * width; j < std::min(n, (b + 1) * width); ++j) y[i * n + j] = x[i * ld + j] * m;
     }
 #endif
-  for (; b * width < n; ++b) {
-    const float m = mult[b];
-    for (int64_t j = b * width; j < std::min(n, (b + 1) * width); ++j) y[j] = x[j] * m;
-  }
 }
 
 // Orders this thread's non-temporal stores (encode_span_rows' stream) before what follows (the end of the
-// parallel region, after which other threads read the codes).
+// parallel region, after which other threads read the codes). Only the Highway encoder streams: a build
+// without it makes plain stores, which the parallel region's end orders by itself.
 inline void store_fence() {
 #if NIBBLE_HAVE_RNE_LANES
   stream_fence();  // the dispatched lanes may stream on any target, whatever this file's -march
-#elif defined(__AVX__)
-  _mm_sfence();
 #endif
 }
 
@@ -263,8 +258,7 @@ class SpanEncoder {
   // encoder call takes the tile (an encoder call per block, 16 elements for NVFP4, costs more than it does).
   void finish_rows_blocks(const CopyTarget& t, const float* x, int64_t ld, const float* mult, int64_t rows, int64_t n,
                           int64_t row0, int64_t col0, Scratch& s) const {
-    const int64_t width = bs_.cols, blocks = ceil_div(n, width);
-    for (int64_t i = 0; i < rows; ++i) multiply_blocks(x + i * ld, n, width, mult + i * blocks, s.scaled_tile + i * n);
+    multiply_blocks_rows(x, ld, rows, n, bs_.cols, mult, s.scaled_tile);
     finish_rows(t, s.scaled_tile, n, 1.0f, rows, n, row0, col0, s);
   }
 

@@ -1,6 +1,6 @@
 // The Highway kernels of the CPU tile pass (precision/cpu/*_lanes.cpp) against their scalar definitions, on
 // every compiled target this CPU runs (forced one at a time through Highway's target selection), bit for bit:
-// block amaxes and abs max (NaN ignored, NaN reported), the RHT16 columns of NVFP4's columnwise copy, MXFP4
+// block amaxes and abs max (NaN ignored, NaN reported), the block multiplies, the RHT16 columns of NVFP4's columnwise copy, MXFP4
 // QuEST's Hadamard-32 groups (scaled values, scale codes, input stats). The quantizer tests (tests/python/test_quantize*.py)
 // check the whole pass against ml_dtypes and torchao on the dispatched target only; these cover the others.
 #include <gtest/gtest.h>
@@ -98,6 +98,34 @@ TEST(TileLanes, BlockAmaxesEqualScalarOnEveryTarget) {
         for (int64_t k = 0; k < kRows * blocks; ++k)
           EXPECT_EQ(bits_of(got[k]), bits_of(want[k])) << "width " << width << " block " << k;
         EXPECT_EQ(nan, want_nan) << "width " << width;
+      }
+  });
+}
+
+// y = x times its block's multiplier, rows at a stride, full and partial blocks (n not a multiple of the
+// width, nor of any target's lane count), NaN/Inf/-0/subnormal values and multipliers (subnormal products
+// included), against the scalar product; the padding past n is left alone.
+TEST(TileLanes, MultiplyBlocksEqualScalarOnEveryTarget) {
+  on_every_target([] {
+    constexpr int64_t kRows = 5, kLdx = 131;
+    for (const int64_t width : {16, 32, 128})
+      for (const int64_t n : {int64_t{128}, int64_t{100}, int64_t{37}, int64_t{7}}) {
+        const int64_t blocks = (n + width - 1) / width;
+        const std::vector<float> x = mixed_values(kRows * kLdx, static_cast<uint32_t>(width + n), 0.05);
+        std::vector<float> mult = mixed_values(kRows * blocks, static_cast<uint32_t>(width * n), 0.2, 126);
+        mult[0] = 0x1p-127f;  // a subnormal multiplier (E8M0's smallest)
+        std::vector<float> y(kRows * (n + 1), 7.0f);
+        multiply_blocks_rows_lanes(x.data(), kLdx, kRows, n, width, mult.data(), y.data(), n + 1);
+        for (int64_t i = 0; i < kRows; ++i) {
+          for (int64_t j = 0; j < n; ++j) {
+            const float want = x[i * kLdx + j] * mult[i * blocks + j / width], got = y[i * (n + 1) + j];
+            if (std::isnan(want))
+              EXPECT_TRUE(std::isnan(got)) << "width " << width << " n " << n << " row " << i << " col " << j;
+            else
+              EXPECT_EQ(bits_of(got), bits_of(want)) << "width " << width << " n " << n << " row " << i << " col " << j;
+          }
+          EXPECT_EQ(y[i * (n + 1) + n], 7.0f) << "width " << width << " n " << n << " row " << i;
+        }
       }
   });
 }
