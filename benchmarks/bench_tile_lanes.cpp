@@ -1,5 +1,5 @@
-// The Highway kernels of the CPU tile pass (precision/cpu/block_amax_lanes.h, quantize_rht_lanes.h,
-// quantize_quest_lanes.h) forced
+// The Highway kernels of the CPU tile pass (precision/cpu/block_amax_lanes.h, transpose_lanes.h,
+// quantize_rht_lanes.h, quantize_quest_lanes.h) forced
 // onto each Highway target this CPU runs, on one 128 x 128 float32 tile (64 KiB, cache-resident: the kernels'
 // own speed, not memory's), in GB/s of float32 read. `vs_best` is a row's rate over the best target's rate
 // for the same kernel, measured just before it in the same run (the goal: AVX2 >= 0.6 x AVX-512).
@@ -19,6 +19,7 @@
 #include "precision/cpu/quantize_quest_lanes.h"
 #include "precision/cpu/quantize_rht_lanes.h"
 #include "precision/cpu/simd_targets.h"
+#include "precision/cpu/transpose_lanes.h"
 #endif
 
 namespace {
@@ -87,6 +88,11 @@ void register_rows() {
       {"multiply_blocks/16",
        [x] {
          multiply_blocks_rows_lanes(x, kCols, kRows, kCols, 16, x, out.data(), kCols);  // (any multipliers)
+         benchmark::DoNotOptimize(out.data());
+       }},
+      {"transpose",
+       [x] {
+         transpose_floats_lanes(x, kCols, kRows, kCols, out.data(), kRows);
          benchmark::DoNotOptimize(out.data());
        }},
       {"rht16_rows",

@@ -12,10 +12,6 @@
 #include <cstring>
 #include <memory>
 
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
 #include "precision/cpu/block_amax_lanes.h"
 #include "precision/cpu/encode_rne_lanes.h"
 #include "precision/cpu/encode_span.h"
@@ -23,6 +19,7 @@
 #include "precision/cpu/quantize_quest_lanes.h"
 #include "precision/cpu/quantize_rht_lanes.h"
 #include "precision/cpu/tile_block_scales.h"
+#include "precision/cpu/transpose_lanes.h"
 #include "precision/scaling.h"
 
 namespace nibble::precision::cpu {
@@ -54,41 +51,16 @@ void widen_bf16(const uint16_t* __restrict b, int64_t n, float* __restrict out) 
   for (int64_t j = 0; j < n; ++j) out[j] = bits_float(static_cast<uint32_t>(b[j]) << 16);
 }
 
-#if defined(__AVX__)
-// One 8x8 block: t[j * ldt + i] = x[i * ldx + j], in registers.
-inline void transpose8x8(const float* __restrict x, int64_t ldx, float* __restrict t, int64_t ldt) {
-  __m256 r[8], u[8], v[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + i * ldx);
-  for (int i = 0; i < 8; i += 2) {
-    u[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    u[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    v[i] = _mm256_shuffle_ps(u[i], u[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    v[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    v[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    v[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int j = 0; j < 4; ++j) {
-    _mm256_storeu_ps(t + j * ldt, _mm256_permute2f128_ps(v[j], v[j + 4], 0x20));
-    _mm256_storeu_ps(t + (j + 4) * ldt, _mm256_permute2f128_ps(v[j], v[j + 4], 0x31));
-  }
-}
-#endif
-
-// t[j * ldt + i] = x[i * ldx + j] for i < rows, j < cols: 8x8 blocks in registers, the ragged edges by
-// element.
+// t[j * ldt + i] = x[i * ldx + j] for i < rows, j < cols: Highway's blocks in registers where the build has
+// them (transpose_lanes.h), else by element (the same bits: a transpose only moves them).
 void transpose_floats(const float* __restrict x, int64_t ldx, int64_t rows, int64_t cols, float* __restrict t,
                       int64_t ldt) {
-  int64_t full_rows = 0, full_cols = 0;
-#if defined(__AVX__)
-  full_rows = rows / 8 * 8;
-  full_cols = cols / 8 * 8;
-  for (int64_t i0 = 0; i0 < full_rows; i0 += 8)
-    for (int64_t j0 = 0; j0 < full_cols; j0 += 8) transpose8x8(x + i0 * ldx + j0, ldx, t + j0 * ldt + i0, ldt);
-#endif
+#if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
+  transpose_floats_lanes(x, ldx, rows, cols, t, ldt);
+#else
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = (i < full_rows ? full_cols : 0); j < cols; ++j) t[j * ldt + i] = x[i * ldx + j];
+    for (int64_t j = 0; j < cols; ++j) t[j * ldt + i] = x[i * ldx + j];
+#endif
 }
 
 void transpose_bytes(const uint8_t* __restrict x, int64_t ldx, int64_t rows, int64_t cols, uint8_t* __restrict t,

@@ -1,6 +1,6 @@
 // The Highway kernels of the CPU tile pass (precision/cpu/*_lanes.cpp) against their scalar definitions, on
 // every compiled target this CPU runs (forced one at a time through Highway's target selection), bit for bit:
-// block amaxes and abs max (NaN ignored, NaN reported), the block multiplies, the RHT16 columns of NVFP4's columnwise copy, MXFP4
+// block amaxes and abs max (NaN ignored, NaN reported), the block multiplies, the float32 transpose, the RHT16 columns of NVFP4's columnwise copy, MXFP4
 // QuEST's Hadamard-32 groups (scaled values, scale codes, input stats). The quantizer tests (tests/python/test_quantize*.py)
 // check the whole pass against ml_dtypes and torchao on the dispatched target only; these cover the others.
 #include <gtest/gtest.h>
@@ -22,6 +22,7 @@
 #if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
 #include "precision/cpu/block_amax_lanes.h"
 #include "precision/cpu/simd_targets.h"
+#include "precision/cpu/transpose_lanes.h"
 #endif
 
 namespace nibble::precision {
@@ -127,6 +128,28 @@ TEST(TileLanes, MultiplyBlocksEqualScalarOnEveryTarget) {
           EXPECT_EQ(y[i * (n + 1) + n], 7.0f) << "width " << width << " n " << n << " row " << i;
         }
       }
+  });
+}
+
+// The transpose moves bits: every element (NaN payloads, -0, subnormals included) lands where the scalar loop
+// puts it, for whole blocks and ragged edges of every target's block size, and nothing else is written.
+TEST(TileLanes, TransposeFloatsEqualsScalarOnEveryTarget) {
+  on_every_target([] {
+    constexpr int64_t kLdx = 133, kLdt = 131;
+    std::vector<float> x = mixed_values(kLdx * 130, 11, 0.05, 126);
+    uint32_t payload = 0x7FC01234u;  // a NaN with a payload
+    std::memcpy(&x[5], &payload, sizeof payload);
+    for (const auto& [rows, cols] : {std::pair{int64_t{128}, int64_t{128}}, std::pair{int64_t{8}, int64_t{8}},
+                                     std::pair{int64_t{4}, int64_t{12}}, std::pair{int64_t{37}, int64_t{101}},
+                                     std::pair{int64_t{3}, int64_t{130}}, std::pair{int64_t{130}, int64_t{1}}}) {
+      std::vector<float> t(kLdt * 131, 7.0f);
+      transpose_floats_lanes(x.data(), kLdx, rows, cols, t.data(), kLdt);
+      for (int64_t j = 0; j < 131; ++j)
+        for (int64_t i = 0; i < kLdt; ++i) {
+          const float want = (j < cols && i < rows) ? x[i * kLdx + j] : 7.0f;
+          ASSERT_EQ(bits_of(t[j * kLdt + i]), bits_of(want)) << rows << "x" << cols << " at " << i << ", " << j;
+        }
+    }
   });
 }
 
