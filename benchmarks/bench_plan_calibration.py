@@ -93,8 +93,9 @@ def main() -> None:
         # The Linears measured: the model's QKV, output projection, MLP in (gate, up) and out, one micro-batch.
         t, h, f = MODEL["micro"] * MODEL["seq"], MODEL["hidden"], MODEL["ffn"]
         shape = f"{t},{h},{3 * h};{t},{h},{h};{t},{h},{f};{t},{h},{f};{t},{f},{h}"
+        model = f"{MODEL['micro']},{MODEL['seq']},{h},{MODEL['heads']},{f}"  # attention and element-wise shapes
         subprocess.run([sys.executable, os.path.join(ROOT, "plan", "calibrate.py"), "--out", args.cluster_out,
-                        "--gemm", shape], check=True)
+                        "--gemm", shape, "--model", model], check=True)
     load = os.getloadavg()
     print(f"\nmodel {MODEL}, {args.steps} timed steps after {args.warmup}, {args.rounds} rounds, one thread per rank, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")

@@ -15,7 +15,11 @@ What it measures, each with one thread in one process (a rank of nibble-train wi
     warm-up) -- on a CPU every format is decoded to BF16, so the rate per format is the emulation's and not a
     tensor-core peak;
   - memory.bandwidth_gbps: the bytes per second torch's element-wise CPU kernels move (a BF16 add, 3 x 2 bytes per
-    element), what the planner's memory-bound terms (norms, activations, the optimizer) are charged at;
+    element), what the planner's other memory-bound terms (embedding, logits, the optimizer) are charged at;
+  - cpu.attention_tflops: the attention core as nibble runs it (torch SDPA, FP32, causal; core/model/gpt.cpp),
+    forward + backward at one micro-batch of --model, over the FLOPs the planner charges for it;
+  - cpu.elementwise_gbps: a layer's norms, SwiGLU and residual adds as nibble runs them (FP32, autograd), forward +
+    backward at --model, over the bytes the planner's per-layer memory-bound term counts for them;
   - intra_node: nibble.parallel all-reduce, all-gather and send/recv over --mpi-ranks processes under mpirun at
     several sizes, one latency and one bandwidth fitted to the planner's ring model (plan/collectives.cpp: e.g.
     all-reduce t = 2(n-1) latency + 2(n-1)/n bytes / bandwidth) by least relative error; each printed beside it.
@@ -89,6 +93,72 @@ def elementwise_gbps(elements: int, repeats: int) -> float:
     b = torch.randn(elements).to(torch.bfloat16)
     c = torch.empty_like(a)
     return 3 * 2 * elements / median_seconds(lambda: torch.add(a, b, out=c), repeats) / 1e9
+
+
+def parse_model(text: str) -> dict:
+    try:
+        b, s, h, heads, f = (int(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"calibrate: --model '{text}' must be micro_batch,seq,hidden,heads,ffn (integers)")
+    if min(b, s, h, heads, f) < 1 or h % heads:
+        raise SystemExit(f"calibrate: --model '{text}': positive, and hidden a multiple of heads")
+    return {"micro": b, "seq": s, "hidden": h, "heads": heads, "ffn": f}
+
+
+def attention_tflops(m: dict, repeats: int) -> float:
+    """nibble's attention core as core/model/gpt.cpp runs it on a CPU (SingleRankContextParallel::causal_attention):
+    torch SDPA, is_causal, FP32, q and k [batch, heads, seq, head_dim] (RoPE's outputs), v a strided view of the
+    QKV projection's [batch, seq, heads, 3, head_dim] -- forward + backward, one micro-batch of one layer.
+    The rate is over the FLOPs the planner charges for it (plan/flops.cpp attention_core = 4 b s^2 h; a flash
+    kernel's causal forward half of that, its backward 2.5x the forward: plan/step_time.cpp), so the planner's
+    attention term at this shape is the time measured here."""
+    import torch
+    b, s, h, heads = m["micro"], m["seq"], m["hidden"], m["heads"]
+    hd = h // heads
+    q = torch.randn(b, heads, s, hd, requires_grad=True)
+    k = torch.randn(b, heads, s, hd, requires_grad=True)
+    qkv = torch.randn(b, s, heads, 3, hd)
+    v = qkv.permute(3, 0, 2, 1, 4)[2].requires_grad_()  # strided, as gpt.cpp passes qkv[2]
+    dy = torch.randn(b, heads, s, hd)
+
+    def step():
+        q.grad = k.grad = v.grad = None
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=True).backward(dy)
+    charged = (0.5 + 2.5 * 0.5) * 4.0 * b * s * s * h
+    return charged / median_seconds(step, repeats) / 1e12
+
+
+def block_elementwise_gbps(m: dict, repeats: int) -> float:
+    """A layer's non-GEMM work as nibble runs it (core/model/gpt.cpp layer_forward, recipe bf16: no COAT
+    compression): two RMSNorms (nibble's, FP32), the SwiGLU silu(gate) * up (nibble's, FP32) and the two residual
+    adds, forward + backward through autograd, one micro-batch. Bytes as plan/step_time.cpp's memory-bound term
+    counts them: 2 x the layer's saved activations forward, 4 x backward (plan/activations.cpp at tp = cp = 1,
+    bf16: FP32 hidden states, BF16 Linear inputs, flash attention, SwiGLU, no dropout), so the planner's term at
+    this shape is the time measured here."""
+    import torch
+    import nibble
+    b, s, h, f = m["micro"], m["seq"], m["hidden"], m["ffn"]
+    t = b * s
+    norm1, norm2 = nibble.nn.RMSNorm(h, recipe="bf16"), nibble.nn.RMSNorm(h, recipe="bf16")
+    swiglu = nibble.nn.SwiGLU(recipe="bf16")
+    leaves = [torch.randn(t, h, requires_grad=True) for _ in range(3)]  # x, attention out, MLP out
+    gate, up = torch.randn(t, f, requires_grad=True), torch.randn(t, f, requires_grad=True)
+    grads = [torch.randn(t, h), torch.randn(t, h), torch.randn(t, f), torch.randn(t, h)]
+
+    def step():
+        for p in [*leaves, gate, up, norm1.weight, norm2.weight]:
+            p.grad = None
+        x, attn, mlp = leaves
+        n1 = norm1(x)
+        h1 = x + attn
+        n2 = norm2(h1)
+        out = h1 + mlp
+        torch.autograd.backward([n1, n2, swiglu(gate, up), out], grads)
+    act, lin, f_h = 4.0, 2.0, f / h  # bytes per element: hidden states FP32, a Linear's saved input BF16
+    replicated = 2 * act + 3 * lin
+    inside = (3 * act + act) + lin + 2 * f_h * act + f_h * lin
+    saved = t * h * (replicated + inside)
+    return (2.0 + 4.0) * saved / median_seconds(step, repeats) / 1e9
 
 
 def mpi_worker(out: str, sizes: list[int], repeats: int, shapes: list[tuple[int, int, int]]) -> None:
@@ -180,6 +250,8 @@ def main() -> None:
                     help="processes for the collective and concurrency measurement (0: one per core)")
     ap.add_argument("--gemm", default="512,256,768;512,256,256;512,256,688;512,688,256",
                     help="the Linears measured, tokens,in,out;...: a model's QKV, output, MLP in and out")
+    ap.add_argument("--model", default="4,128,256,4,688",
+                    help="micro_batch,seq,hidden,heads,ffn: the shapes of the attention and element-wise measurements")
     ap.add_argument("--elements", type=int, default=1 << 22, help="elements of the element-wise bandwidth test")
     ap.add_argument("--sizes", default="4096,65536,1048576,4194304", help="collective sizes in bytes")
     ap.add_argument("--repeats", type=int, default=7)
@@ -192,6 +264,7 @@ def main() -> None:
         return
     if args.quick:
         args.gemm, args.elements, sizes, args.repeats = "64,64,128", 1 << 16, [4096, 1 << 20], 2
+        args.model = "2,32,64,4,128"
 
     import torch
     import nibble
@@ -200,6 +273,9 @@ def main() -> None:
     shapes = parse_shapes(args.gemm)
     tflops = {slot: linear_tflops(recipe, shapes, args.repeats) for slot, recipe in SLOTS}
     gbps = elementwise_gbps(args.elements, args.repeats)
+    model = parse_model(args.model)
+    attn = attention_tflops(model, 3 * args.repeats)  # milliseconds each: more repeats, a steadier median
+    block_gbps = block_elementwise_gbps(model, 3 * args.repeats)
     cores = len(os.sched_getaffinity(0))
     mpi = measure_mpi(args.mpi_ranks or cores, sizes, args.repeats, args.gemm)
     # Cores a job gets: concurrent throughput over one process's, at most the cores there are.
@@ -214,6 +290,10 @@ def main() -> None:
     for slot, recipe in SLOTS:
         print(f"  Linears {args.gemm} fwd+bwd, {recipe:>11}: {tflops[slot] * 1e3:8.2f} GFLOP/s (one thread)")
     print(f"  element-wise BF16 add: {gbps:.2f} GB/s")
+    print(f"  attention core (torch SDPA, FP32, causal) fwd+bwd at {args.model}: {attn * 1e3:.2f} GFLOP/s over the "
+          "planner's count (one thread)")
+    print(f"  a layer's norms, SwiGLU, residual adds fwd+bwd at {args.model}: {block_gbps:.2f} GB/s over the planner's "
+          "bytes (one thread)")
     print(f"  {mpi['ranks']} processes at once: {mpi['concurrent_tflops'] * 1e3:.2f} GFLOP/s together = "
           f"{effective_cores:.2f} cores of {cores}")
     print(f"  collectives over {mpi['ranks']} ranks: latency {latency_us:.1f} us, bandwidth {bandwidth_gbps:.2f} GB/s")
@@ -242,6 +322,11 @@ def main() -> None:
     lines += ["", "[memory]",
               f"capacity_gb = {mem_gb / args.ranks:.2f}   # physical memory / ranks",
               f"bandwidth_gbps = {gbps:.3f}  # torch BF16 add, {args.elements} elements, one thread",
+              "", f"[cpu]  # nibble's CPU paths, one thread, at micro_batch,seq,hidden,heads,ffn = {args.model}",
+              f"attention_tflops = {attn:.6f}  # torch SDPA (FP32, causal) fwd+bwd over the planner's FLOPs "
+              "(0.5 + 1.25) x 4 b s^2 h",
+              f"elementwise_gbps = {block_gbps:.3f}  # a layer's RMSNorms, SwiGLU, residual adds (FP32) fwd+bwd over "
+              "6 x its saved activations' bytes",
               "", f"[intra_node]  # nibble.parallel all-reduce, all-gather, send/recv over {mpi['ranks']} ranks, "
               f"ring model fitted (sizes {sizes} B)",
               f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}",

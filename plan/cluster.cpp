@@ -58,6 +58,11 @@ ClusterSpec parse_cluster(const std::string& toml_text, const std::string& sourc
   c.gpus_per_node = static_cast<int>(*gpn);
   c.cuda_sm = static_cast<int>(t["cuda_sm"].value_or(int64_t{0}));
   if (t.contains("cores_per_node")) c.cores_per_node = positive(t, "cores_per_node", source, true);
+  if (t.contains("cpu")) {
+    if (!t["cpu"].is_table()) throw InvalidArgument(source + ": cpu must be a table ([cpu])");
+    if (t.at_path("cpu.attention_tflops")) c.attention_tflops = positive(t, "cpu.attention_tflops", source, false);
+    if (t.at_path("cpu.elementwise_gbps")) c.elementwise_gbps = positive(t, "cpu.elementwise_gbps", source, false);
+  }
   for (GemmFormat f : kAllGemmFormats)
     c.dense_tflops[static_cast<size_t>(f)] =
         positive(t, std::string("dense_tflops.") + gemm_format_name(f), source, f != GemmFormat::kBF16);

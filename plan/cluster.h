@@ -36,6 +36,12 @@ struct ClusterSpec {
   // one core's (one rank, one thread), and a job of n ranks on a node of c cores gives each rank min(1, c / n)
   // of that: with more ranks than cores they time-share.
   double cores_per_node = 0;
+  // A calibrated CPU machine's [cpu] table (plan/calibrate.py), 0 where absent (GPUs): the attention core's rate
+  // as nibble runs it (torch SDPA on FP32 activations, over the planner's FLOP count), charged instead of the BF16
+  // GEMM rate; and a layer's element-wise work (norms, SwiGLU, residual adds, FP32) in bytes per second over the
+  // planner's count of it, charged instead of memory.bandwidth_gbps for that term.
+  double attention_tflops = 0;
+  double elementwise_gbps = 0;
 
   // The fraction of the per-core (per-GPU) rates that one rank of a `ranks`-rank job gets.
   double rank_share(int64_t ranks) const {

@@ -32,6 +32,12 @@ struct Rates {
     return (peak > 0 ? peak : cluster.peak_flops(GemmFormat::kBF16)) * eff.gemm;
   }
   double hbm() const { return cluster.hbm_gbps * 1e9 * eff.hbm; }
+  // The attention core: a calibrated CPU's measured rate for it (torch SDPA, FP32), else the BF16 GEMM rate.
+  double attention() const {
+    return cluster.attention_tflops > 0 ? cluster.attention_tflops * 1e12 * eff.gemm : flops(GemmFormat::kBF16);
+  }
+  // A layer's element-wise work: a calibrated CPU's measured rate for it, else the memory bandwidth.
+  double elementwise() const { return cluster.elementwise_gbps > 0 ? cluster.elementwise_gbps * 1e9 * eff.hbm : hbm(); }
 };
 
 struct LayerPasses {
@@ -54,20 +60,20 @@ LayerPasses layer_passes(const ModelSpec& model, const RecipeCosts& costs, const
   fw.gemm = linear / r.flops(costs.fprop);
   bw.gemm = linear / r.flops(costs.dgrad) + linear / r.flops(costs.wgrad);
 
-  const double bf16 = r.flops(GemmFormat::kBF16);
+  const double attention = r.attention();
   if (model.attention == AttentionKind::kFlash) {
-    fw.attention = 0.5 * core / bf16;  // causal: half the square
+    fw.attention = 0.5 * core / attention;  // causal: half the square
     bw.attention = 2.5 * fw.attention;
   } else {
     const double scores = b * static_cast<double>(model.heads) / t * static_cast<double>(model.seq_len) / c *
                           static_cast<double>(model.seq_len);
     const double bytes = (model.dropout ? 13.0 : 8.0) * scores;
-    fw.attention = core / bf16 + bytes / r.hbm();
+    fw.attention = core / attention + bytes / r.hbm();
     bw.attention = 2.0 * fw.attention;
   }
 
   const LayerActivations act = layer_activations(model, costs, layout);
-  const double elementwise = 2.0 * (act.replicated + act.tensor_parallel) / r.hbm();
+  const double elementwise = 2.0 * (act.replicated + act.tensor_parallel) / r.elementwise();
   fw.memory_bound = elementwise;
   bw.memory_bound = 2.0 * elementwise;
   if (costs.quantized && !costs.quantize_in_gemm_rate) {

@@ -78,6 +78,34 @@ TEST(PlanCalibrated, OneCoreRunsEveryRanksWorkInTurn) {
   EXPECT_GT(pp_one.total, pp_two.total);
 }
 
+TEST(PlanCalibrated, MeasuredAttentionAndElementwiseRatesReplaceTheGemmRateAndBandwidth) {
+  const ClusterSpec plain = parse_cluster(cpu_cluster(2.0), "cpu.toml");
+  EXPECT_EQ(plain.attention_tflops, 0.0);
+  EXPECT_EQ(plain.elementwise_gbps, 0.0);
+  const ClusterSpec c =
+      parse_cluster(cpu_cluster(2.0) + "[cpu]\nattention_tflops = 0.025\nelementwise_gbps = 5.0\n", "cpu.toml");
+  EXPECT_DOUBLE_EQ(c.attention_tflops, 0.025);
+  EXPECT_DOUBLE_EQ(c.elementwise_gbps, 5.0);
+  EXPECT_THROW(parse_cluster(cpu_cluster(2.0) + "[cpu]\nattention_tflops = -1.0\n", "cpu.toml"), InvalidArgument);
+  EXPECT_THROW(parse_cluster("cpu = 3\n" + cpu_cluster(2.0), "cpu.toml"), InvalidArgument);
+  EXPECT_EQ(load_cluster("h100").attention_tflops, 0.0);  // spec sheets: the BF16 GEMM rate, as before
+
+  const PlanInput in = small_model("bf16");  // 4 layers, micro-batch 4 of 8: 2 micro-batches, one rank
+  const StepTime with = predict(c, in, 1, 1, 1, 1), without = predict(plain, in, 1, 1, 1, 1);
+  // By hand: per layer and micro-batch, a flash core forward of half 4 b s^2 h FLOPs and a backward 2.5x that.
+  const double core = 4.0 * 4 * 128 * 128 * 256;
+  EXPECT_NEAR(with.attention, 2 * 4 * 1.75 * core / 0.025e12, 1e-9);
+  EXPECT_NEAR(without.attention, 2 * 4 * 1.75 * core / 0.05e12, 1e-9);
+  // The layer's element-wise term: 2 + 4 passes over its saved activations (plan/activations.cpp, bf16, tp = 1:
+  // b s h x (2 x 4 + 3 x 2 outside; Q K V + the core's output 4 x 4, out-proj input 2, gate and up 2 f/h x 4,
+  // down input f/h x 2)), now at 5 GB/s instead of the memory bandwidth's 20; nothing else moves.
+  const double f_h = 688.0 / 256.0;
+  const double saved = 4.0 * 128 * 256 * (2 * 4 + 3 * 2 + 4 * 4 + 2 + 2 * f_h * 4 + f_h * 2);
+  EXPECT_NEAR(with.memory_bound - without.memory_bound, 2 * 4 * 6 * saved * (1 / 5e9 - 1 / 20e9), 1e-9);
+  EXPECT_DOUBLE_EQ(with.gemm, without.gemm);
+  EXPECT_DOUBLE_EQ(with.optimizer, without.optimizer);
+}
+
 TEST(PlanCalibrated, PredictChecksTheLayoutAndWritesJson) {
   const ClusterSpec c = parse_cluster(cpu_cluster(2.0), "cpu.toml");
   const PlanInput in = small_model("bf16");
