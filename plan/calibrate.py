@@ -18,8 +18,9 @@ What it measures, each with one thread in one process (a rank of nibble-train wi
     element), what the planner's other memory-bound terms (embedding, logits, the optimizer) are charged at;
   - cpu.attention_tflops: the attention core as nibble runs it (torch SDPA, FP32, causal; core/model/gpt.cpp),
     forward + backward at one micro-batch of --model, over the FLOPs the planner charges for it;
-  - cpu.elementwise_gbps: a layer's norms, SwiGLU and residual adds as nibble runs them (FP32, autograd), forward +
-    backward at --model, over the bytes the planner's per-layer memory-bound term counts for them;
+  - cpu.elementwise_gbps.<format>: a layer's norms, SwiGLU and residual adds as nibble runs them in that slot's
+    recipe (FP32, autograd, COAT's compression where the recipe has it), forward + backward at --model, over the
+    bytes the planner's per-layer memory-bound term counts for the bf16 recipe;
   - intra_node: nibble.parallel all-reduce, all-gather and send/recv over --mpi-ranks processes under mpirun at
     several sizes, one latency and one bandwidth fitted to the planner's ring model (plan/collectives.cpp: e.g.
     all-reduce t = 2(n-1) latency + 2(n-1)/n bytes / bandwidth) by least relative error; each printed beside it.
@@ -128,19 +129,20 @@ def attention_tflops(m: dict, repeats: int) -> float:
     return charged / median_seconds(step, repeats) / 1e12
 
 
-def block_elementwise_gbps(m: dict, repeats: int) -> float:
-    """A layer's non-GEMM work as nibble runs it (core/model/gpt.cpp layer_forward, recipe bf16: no COAT
-    compression): two RMSNorms (nibble's, FP32), the SwiGLU silu(gate) * up (nibble's, FP32) and the two residual
-    adds, forward + backward through autograd, one micro-batch. Bytes as plan/step_time.cpp's memory-bound term
-    counts them: 2 x the layer's saved activations forward, 4 x backward (plan/activations.cpp at tp = cp = 1,
-    bf16: FP32 hidden states, BF16 Linear inputs, flash attention, SwiGLU, no dropout), so the planner's term at
-    this shape is the time measured here."""
+def block_elementwise_gbps(m: dict, repeats: int, recipe: str = "bf16") -> float:
+    """A layer's non-GEMM work as nibble runs it in `recipe` (core/model/gpt.cpp layer_forward): two RMSNorms
+    and the SwiGLU silu(gate) * up (nibble's, FP32; with COAT's compression of their saved inputs where the recipe
+    has it) and the two residual adds, forward + backward through autograd, one micro-batch. Bytes as
+    plan/step_time.cpp's memory-bound term counts them for the bf16 recipe (one count for every recipe: the
+    recipe's extra work is in its rate): 2 x the layer's saved activations forward, 4 x backward
+    (plan/activations.cpp at tp = cp = 1, bf16: FP32 hidden states, BF16 Linear inputs, flash attention, SwiGLU,
+    no dropout), so the planner's term at this shape is the time measured here."""
     import torch
     import nibble
     b, s, h, f = m["micro"], m["seq"], m["hidden"], m["ffn"]
     t = b * s
-    norm1, norm2 = nibble.nn.RMSNorm(h, recipe="bf16"), nibble.nn.RMSNorm(h, recipe="bf16")
-    swiglu = nibble.nn.SwiGLU(recipe="bf16")
+    norm1, norm2 = nibble.nn.RMSNorm(h, recipe=recipe), nibble.nn.RMSNorm(h, recipe=recipe)
+    swiglu = nibble.nn.SwiGLU(recipe=recipe)
     leaves = [torch.randn(t, h, requires_grad=True) for _ in range(3)]  # x, attention out, MLP out
     gate, up = torch.randn(t, f, requires_grad=True), torch.randn(t, f, requires_grad=True)
     grads = [torch.randn(t, h), torch.randn(t, h), torch.randn(t, f), torch.randn(t, h)]
@@ -275,7 +277,7 @@ def main() -> None:
     gbps = elementwise_gbps(args.elements, args.repeats)
     model = parse_model(args.model)
     attn = attention_tflops(model, 3 * args.repeats)  # milliseconds each: more repeats, a steadier median
-    block_gbps = block_elementwise_gbps(model, 3 * args.repeats)
+    block_gbps = {slot: block_elementwise_gbps(model, 3 * args.repeats, recipe) for slot, recipe in SLOTS}
     cores = len(os.sched_getaffinity(0))
     mpi = measure_mpi(args.mpi_ranks or cores, sizes, args.repeats, args.gemm)
     # Cores a job gets: concurrent throughput over one process's, at most the cores there are.
@@ -292,8 +294,9 @@ def main() -> None:
     print(f"  element-wise BF16 add: {gbps:.2f} GB/s")
     print(f"  attention core (torch SDPA, FP32, causal) fwd+bwd at {args.model}: {attn * 1e3:.2f} GFLOP/s over the "
           "planner's count (one thread)")
-    print(f"  a layer's norms, SwiGLU, residual adds fwd+bwd at {args.model}: {block_gbps:.2f} GB/s over the planner's "
-          "bytes (one thread)")
+    for slot, recipe in SLOTS:
+        print(f"  a layer's norms, SwiGLU, residual adds fwd+bwd at {args.model}, {recipe:>11}: "
+              f"{block_gbps[slot]:.2f} GB/s over the planner's bf16 bytes (one thread)")
     print(f"  {mpi['ranks']} processes at once: {mpi['concurrent_tflops'] * 1e3:.2f} GFLOP/s together = "
           f"{effective_cores:.2f} cores of {cores}")
     print(f"  collectives over {mpi['ranks']} ranks: latency {latency_us:.1f} us, bandwidth {bandwidth_gbps:.2f} GB/s")
@@ -325,9 +328,10 @@ def main() -> None:
               "", f"[cpu]  # nibble's CPU paths, one thread, at micro_batch,seq,hidden,heads,ffn = {args.model}",
               f"attention_tflops = {attn:.6f}  # torch SDPA (FP32, causal) fwd+bwd over the planner's FLOPs "
               "(0.5 + 1.25) x 4 b s^2 h",
-              f"elementwise_gbps = {block_gbps:.3f}  # a layer's RMSNorms, SwiGLU, residual adds (FP32) fwd+bwd over "
-              "6 x its saved activations' bytes",
-              "", f"[intra_node]  # nibble.parallel all-reduce, all-gather, send/recv over {mpi['ranks']} ranks, "
+              "", "[cpu.elementwise_gbps]  # a layer's RMSNorms, SwiGLU, residual adds (FP32; COAT's compression "
+              "where the recipe has it) fwd+bwd, over 6 x its saved activations' bytes as the bf16 recipe counts them"]
+    lines += [f"{slot} = {block_gbps[slot]:.3f}   # recipe {recipe}" for slot, recipe in SLOTS]
+    lines += ["", f"[intra_node]  # nibble.parallel all-reduce, all-gather, send/recv over {mpi['ranks']} ranks, "
               f"ring model fitted (sizes {sizes} B)",
               f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}",
               "", "[inter_node]  # one machine: no second node (the same link, so a description loads)",

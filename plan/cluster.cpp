@@ -61,7 +61,15 @@ ClusterSpec parse_cluster(const std::string& toml_text, const std::string& sourc
   if (t.contains("cpu")) {
     if (!t["cpu"].is_table()) throw InvalidArgument(source + ": cpu must be a table ([cpu])");
     if (t.at_path("cpu.attention_tflops")) c.attention_tflops = positive(t, "cpu.attention_tflops", source, false);
-    if (t.at_path("cpu.elementwise_gbps")) c.elementwise_gbps = positive(t, "cpu.elementwise_gbps", source, false);
+    if (t.at_path("cpu.elementwise_gbps").is_table()) {
+      const double bf16 = positive(t, "cpu.elementwise_gbps.bf16", source, false);
+      for (GemmFormat f : kAllGemmFormats) {
+        const std::string key = std::string("cpu.elementwise_gbps.") + gemm_format_name(f);
+        c.elementwise_gbps[static_cast<size_t>(f)] = t.at_path(key) ? positive(t, key, source, false) : bf16;
+      }
+    } else if (t.at_path("cpu.elementwise_gbps")) {
+      c.elementwise_gbps.fill(positive(t, "cpu.elementwise_gbps", source, false));
+    }
   }
   for (GemmFormat f : kAllGemmFormats)
     c.dense_tflops[static_cast<size_t>(f)] =

@@ -38,10 +38,13 @@ struct ClusterSpec {
   double cores_per_node = 0;
   // A calibrated CPU machine's [cpu] table (plan/calibrate.py), 0 where absent (GPUs): the attention core's rate
   // as nibble runs it (torch SDPA on FP32 activations, over the planner's FLOP count), charged instead of the BF16
-  // GEMM rate; and a layer's element-wise work (norms, SwiGLU, residual adds, FP32) in bytes per second over the
-  // planner's count of it, charged instead of memory.bandwidth_gbps for that term.
+  // GEMM rate; and per recipe format slot (the slot of the recipe's fprop, as dense_tflops), a layer's element-wise
+  // work as nibble runs it in that recipe (norms, SwiGLU, residual adds in FP32, COAT's compression where the
+  // recipe has it), in bytes per second over the bf16 recipe's count of that term's bytes (so one count, and the
+  // recipe's extra work is in the rate), charged instead of memory.bandwidth_gbps for that term. `elementwise_gbps
+  // = x` sets every slot; a table sets each (bf16 required, a missing slot takes bf16's).
   double attention_tflops = 0;
-  double elementwise_gbps = 0;
+  std::array<double, kAllGemmFormats.size()> elementwise_gbps{};
 
   // The fraction of the per-core (per-GPU) rates that one rank of a `ranks`-rank job gets.
   double rank_share(int64_t ranks) const {

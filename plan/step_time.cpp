@@ -36,8 +36,8 @@ struct Rates {
   double attention() const {
     return cluster.attention_tflops > 0 ? cluster.attention_tflops * 1e12 * eff.gemm : flops(GemmFormat::kBF16);
   }
-  // A layer's element-wise work: a calibrated CPU's measured rate for it, else the memory bandwidth.
-  double elementwise() const { return cluster.elementwise_gbps > 0 ? cluster.elementwise_gbps * 1e9 * eff.hbm : hbm(); }
+  // A layer's element-wise work in a recipe of this slot: a calibrated CPU's measured rate, else 0 (use hbm()).
+  double elementwise(GemmFormat slot) const { return cluster.elementwise_gbps[static_cast<size_t>(slot)] * 1e9 * eff.hbm; }
 };
 
 struct LayerPasses {
@@ -73,7 +73,12 @@ LayerPasses layer_passes(const ModelSpec& model, const RecipeCosts& costs, const
   }
 
   const LayerActivations act = layer_activations(model, costs, layout);
-  const double elementwise = 2.0 * (act.replicated + act.tensor_parallel) / r.elementwise();
+  double elementwise = 2.0 * (act.replicated + act.tensor_parallel) / r.hbm();
+  if (r.elementwise(costs.fprop) > 0) {
+    // A calibrated CPU: the bf16 recipe's bytes at this recipe's measured rate (the rate holds its extra work).
+    const LayerActivations plain = layer_activations(model, recipe_costs("bf16", r.cluster.cuda_sm), layout);
+    elementwise = 2.0 * (plain.replicated + plain.tensor_parallel) / r.elementwise(costs.fprop);
+  }
   fw.memory_bound = elementwise;
   bw.memory_bound = 2.0 * elementwise;
   if (costs.quantized && !costs.quantize_in_gemm_rate) {

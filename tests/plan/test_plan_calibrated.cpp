@@ -81,11 +81,11 @@ TEST(PlanCalibrated, OneCoreRunsEveryRanksWorkInTurn) {
 TEST(PlanCalibrated, MeasuredAttentionAndElementwiseRatesReplaceTheGemmRateAndBandwidth) {
   const ClusterSpec plain = parse_cluster(cpu_cluster(2.0), "cpu.toml");
   EXPECT_EQ(plain.attention_tflops, 0.0);
-  EXPECT_EQ(plain.elementwise_gbps, 0.0);
+  EXPECT_EQ(plain.elementwise_gbps[0], 0.0);
   const ClusterSpec c =
       parse_cluster(cpu_cluster(2.0) + "[cpu]\nattention_tflops = 0.025\nelementwise_gbps = 5.0\n", "cpu.toml");
   EXPECT_DOUBLE_EQ(c.attention_tflops, 0.025);
-  EXPECT_DOUBLE_EQ(c.elementwise_gbps, 5.0);
+  for (double gbps : c.elementwise_gbps) EXPECT_DOUBLE_EQ(gbps, 5.0);  // one number: every slot
   EXPECT_THROW(parse_cluster(cpu_cluster(2.0) + "[cpu]\nattention_tflops = -1.0\n", "cpu.toml"), InvalidArgument);
   EXPECT_THROW(parse_cluster("cpu = 3\n" + cpu_cluster(2.0), "cpu.toml"), InvalidArgument);
   EXPECT_EQ(load_cluster("h100").attention_tflops, 0.0);  // spec sheets: the BF16 GEMM rate, as before
@@ -104,6 +104,18 @@ TEST(PlanCalibrated, MeasuredAttentionAndElementwiseRatesReplaceTheGemmRateAndBa
   EXPECT_NEAR(with.memory_bound - without.memory_bound, 2 * 4 * 6 * saved * (1 / 5e9 - 1 / 20e9), 1e-9);
   EXPECT_DOUBLE_EQ(with.gemm, without.gemm);
   EXPECT_DOUBLE_EQ(with.optimizer, without.optimizer);
+
+  // Per slot: nvfp4's rate (its COAT compression measured in it) over the same bf16 count of bytes.
+  const ClusterSpec slots = parse_cluster(
+      cpu_cluster(2.0) + "[cpu]\nattention_tflops = 0.025\n[cpu.elementwise_gbps]\nbf16 = 5.0\nnvfp4 = 2.0\n", "cpu.toml");
+  EXPECT_DOUBLE_EQ(slots.elementwise_gbps[static_cast<size_t>(GemmFormat::kNVFP4)], 2.0);
+  EXPECT_DOUBLE_EQ(slots.elementwise_gbps[static_cast<size_t>(GemmFormat::kMXFP8)], 5.0);  // missing: bf16's
+  EXPECT_THROW(parse_cluster(cpu_cluster(2.0) + "[cpu.elementwise_gbps]\nnvfp4 = 2.0\n", "cpu.toml"), InvalidArgument);
+  PlanInput fp4 = small_model("nvfp4");
+  fp4.training.bf16_first = fp4.training.bf16_last = 0;  // every layer in nvfp4
+  // The same bf16 count at 2 GB/s instead of c's 5 GB/s in every slot: nothing else moves.
+  EXPECT_NEAR(predict(slots, fp4, 1, 1, 1, 1).memory_bound - predict(c, fp4, 1, 1, 1, 1).memory_bound,
+              2 * 4 * 6 * saved * (1 / 2e9 - 1 / 5e9), 1e-9);
 }
 
 TEST(PlanCalibrated, PredictChecksTheLayoutAndWritesJson) {
