@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -102,7 +103,10 @@ def train(cmd: list[str], run_dir: str) -> str:
             same = json.load(f) == cmd
         if same and any(r.get("final") for r in load_records(run_dir)):
             return "kept"
-    os.makedirs(run_dir, exist_ok=True)
+    # A run of another command (or an interrupted one) may have left records and checkpoints: start clean, so the
+    # report never mixes two runs' records.
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
     t0 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     if r.returncode != 0:
