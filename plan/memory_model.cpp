@@ -69,14 +69,6 @@ double layers_in_flight(const ModelSpec& model, const TrainingSpec& training, co
   return std::min(m, p - k) * layers_per_stage;
 }
 
-namespace {
-
-bool bf16_layer(const ModelSpec& model, const TrainingSpec& training, int64_t i) {
-  return i < training.bf16_first || i >= model.layers - training.bf16_last;
-}
-
-}  // namespace
-
 MemoryBreakdown estimate_memory(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
                                 const ClusterSpec& cluster) {
   const RecipeCosts costs = recipe_costs(training.recipe, cluster.cuda_sm);
@@ -107,7 +99,7 @@ MemoryBreakdown estimate_memory(const ModelSpec& model, const TrainingSpec& trai
     const double params = stage_parameters(model, layout, stage);
     int64_t low_layers = 0;
     for (int64_t i = stage * per_stage; i < (stage + 1) * per_stage; ++i)
-      low_layers += bf16_layer(model, training, i) ? 0 : 1;
+      low_layers += training.bf16_layer(i, model.layers) ? 0 : 1;
     const double high_layers = static_cast<double>(per_stage - low_layers);
     m.parameters = 4.0 * params;
     m.weight_copies = costs.quantized ? (costs.w_row + costs.w_col) * static_cast<double>(low_layers) *

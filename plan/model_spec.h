@@ -71,6 +71,10 @@ struct TrainingSpec {
   bool overlap_dp = true;             // gradient reduction overlapped with backward (nibble's DP buckets)
   int gradient_bytes = 4;             // bytes per element of the gradients the data-parallel group reduces
 
+  // Whether transformer layer `index` of `layers` runs in BF16 (bf16_first / bf16_last) rather than `recipe`:
+  // the trainer's rule (core/model/gpt_config.cpp layer_recipe_name), which the memory and step models share.
+  bool bf16_layer(int64_t index, int64_t layers) const { return index < bf16_first || index >= layers - bf16_last; }
+
   void validate() const;
 };
 

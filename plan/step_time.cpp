@@ -159,7 +159,7 @@ StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training
     Pass& fw = stage_fw[static_cast<size_t>(k)];
     Pass& bw = stage_bw[static_cast<size_t>(k)];
     for (int64_t i = k * per_stage; i < (k + 1) * per_stage; ++i) {
-      const bool in_bf16 = i < training.bf16_first || i >= model.layers - training.bf16_last;
+      const bool in_bf16 = training.bf16_layer(i, model.layers);
       fw += (in_bf16 ? high : low).forward;
       bw += (in_bf16 ? high : low).backward;
     }
