@@ -20,12 +20,15 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_runs import ROOT  # noqa: E402
 
 BPE_VOCAB = 1024
+# Every run is this config with overrides (none of them touch the batch or the sequence length).
+CONFIG = os.path.join(ROOT, "examples", "configs", "default.toml")
 
 # Each size: the default model (examples/configs/default.toml, with the BPE vocabulary) and a >= 10M one. The
 # 10M model sees far fewer tokens in its time share: 2 cores give it ~600 tokens/s a run.
@@ -77,7 +80,7 @@ def prepare_tokens(binary: str, out: str) -> str:
 def command(binary: str, tokens: str, run_dir: str, size: str, recipe: str, seed: int, steps: int,
             eval_every: int) -> list[str]:
     s = SIZES[size]
-    return ([binary, "--config", os.path.join(ROOT, "examples", "configs", "default.toml"), "--parallel.dp", "1",
+    return ([binary, "--config", CONFIG, "--parallel.dp", "1",
              "--data.train", os.path.join(tokens, "train.bin"), "--data.val", os.path.join(tokens, "val.bin"),
              "--model.vocab", str(BPE_VOCAB), "--train.out_dir", run_dir, "--train.threads", "1",
              "--train.steps", str(steps), "--train.eval_every", str(eval_every), "--train.eval_batches", "16",
@@ -233,12 +236,15 @@ def report(out: str, seeds: list[int], sizes: list[str], recipes: list[str], doc
              "account, not RSS). The LM head and embedding are high precision in every run.", ""]
     if wall_s is not None:
         lines += [f"This study's last full run took {wall_s / 60:.1f} minutes of wall time.", ""]
+    with open(CONFIG, "rb") as f:
+        config = tomllib.load(f)
+    tokens_per_step = config["train"]["global_batch"] * config["model"]["seq_len"]
     for size in sizes:
         s = SIZES[size]
         results = {name: [summarize(os.path.join(out, run_dir_name(size, name, seed))) for seed in seeds]
                    for name in recipes}
         params = model_parameters(os.path.join(out, run_dir_name(size, "bf16", seeds[0])))
-        tokens = s["steps"] * 16 * 64
+        tokens = s["steps"] * tokens_per_step
         lines += [f"## {size} model: {params / 1e6:.2f}M parameters, {s['steps']} steps, {tokens / 1e3:.0f}K "
                   f"tokens, lr {s['lr']} cosine", ""]
         table = {}
