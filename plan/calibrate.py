@@ -20,7 +20,8 @@ What it measures, each with one thread in one process (a rank of nibble-train wi
     forward + backward at one micro-batch of --model, over the FLOPs the planner charges for it;
   - cpu.elementwise_gbps.<format>: a layer's norms, SwiGLU and residual adds as nibble runs them in that slot's
     recipe (FP32, autograd, COAT's compression where the recipe has it), forward + backward at --model, over the
-    bytes the planner's per-layer memory-bound term counts for the bf16 recipe;
+    bytes the planner's per-layer memory-bound term charges for them on a calibrated CPU, which the planner
+    itself counts (`nibble-plan elementwise-bytes`, --plan), so the two cannot drift apart;
   - intra_node: nibble.parallel all-reduce, all-gather and send/recv over --mpi-ranks processes under mpirun at
     several sizes, one latency and one bandwidth fitted to the planner's ring model (plan/collectives.cpp: e.g.
     all-reduce t = 2(n-1) latency + 2(n-1)/n bytes / bandwidth) by least relative error; each printed beside it.
@@ -129,14 +130,49 @@ def attention_tflops(m: dict, repeats: int) -> float:
     return charged / median_seconds(step, repeats) / 1e12
 
 
-def block_elementwise_gbps(m: dict, repeats: int, recipe: str = "bf16") -> float:
+def find_plan(given: str | None) -> str:
+    """The nibble-plan binary: --plan, else $NIBBLE_PLAN, else the one in the build tree of the nibble package
+    imported (build/python_package/nibble -> build/nibble-plan), else build/nibble-plan in this checkout, else
+    PATH."""
+    given = given or os.environ.get("NIBBLE_PLAN")
+    if given:
+        candidates = [given]  # named: that one or an error
+    else:
+        candidates = []
+        try:
+            import nibble
+            package_dir = os.path.dirname(os.path.abspath(nibble.__file__))
+            candidates.append(os.path.join(os.path.dirname(os.path.dirname(package_dir)), "nibble-plan"))
+        except ImportError:
+            pass
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        candidates += [os.path.join(root, "build", "nibble-plan"), shutil.which("nibble-plan")]
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    raise SystemExit(f"calibrate: no nibble-plan binary at {[c for c in candidates if c]}: it counts the bytes "
+                     "the element-wise rates are over; build it (ninja nibble-plan) or pass --plan")
+
+
+def planner_elementwise_bytes(plan: str, m: dict, recipe: str) -> float:
+    """The bytes of one layer's element-wise work for one micro-batch of --model that nibble-plan's step model
+    charges a layer in `recipe` on a calibrated CPU, and so what that recipe slot's measured rate must be over:
+    `nibble-plan elementwise-bytes` (plan/step_time.h calibrated_elementwise_bytes), forward + backward."""
+    cmd = [plan, "--hidden", str(m["hidden"]), "--heads", str(m["heads"]), "--kv-heads", str(m["heads"]),
+           "--ffn", str(m["ffn"]), "--seq-len", str(m["seq"]), "--micro-batch", str(m["micro"]),
+           "--global-batch", str(m["micro"]), "--recipe", recipe, "elementwise-bytes"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"calibrate: {' '.join(cmd)} failed:\n{r.stdout}{r.stderr}")
+    return float(json.loads(r.stdout)["total"])
+
+
+def block_elementwise_gbps(m: dict, repeats: int, recipe: str, layer_bytes: float) -> float:
     """A layer's non-GEMM work as nibble runs it in `recipe` (core/model/gpt.cpp layer_forward): two RMSNorms
     and the SwiGLU silu(gate) * up (nibble's, FP32; with COAT's compression of their saved inputs where the recipe
-    has it) and the two residual adds, forward + backward through autograd, one micro-batch. Bytes as
-    plan/step_time.cpp's memory-bound term counts them for the bf16 recipe (one count for every recipe: the
-    recipe's extra work is in its rate): 2 x the layer's saved activations forward, 4 x backward
-    (plan/activations.cpp at tp = cp = 1, bf16: FP32 hidden states, BF16 Linear inputs, flash attention, SwiGLU,
-    no dropout), so the planner's term at this shape is the time measured here."""
+    has it) and the two residual adds, forward + backward through autograd, one micro-batch: `layer_bytes` (the
+    planner's count for this shape and recipe, planner_elementwise_bytes) over the median time, so the planner's
+    term at this shape is the time measured here."""
     import torch
     import nibble
     b, s, h, f = m["micro"], m["seq"], m["hidden"], m["ffn"]
@@ -156,11 +192,7 @@ def block_elementwise_gbps(m: dict, repeats: int, recipe: str = "bf16") -> float
         n2 = norm2(h1)
         out = h1 + mlp
         torch.autograd.backward([n1, n2, swiglu(gate, up), out], grads)
-    act, lin, f_h = 4.0, 2.0, f / h  # bytes per element: hidden states FP32, a Linear's saved input BF16
-    replicated = 2 * act + 3 * lin
-    inside = (3 * act + act) + lin + 2 * f_h * act + f_h * lin
-    saved = t * h * (replicated + inside)
-    return (2.0 + 4.0) * saved / median_seconds(step, repeats) / 1e9
+    return layer_bytes / median_seconds(step, repeats) / 1e9
 
 
 def mpi_worker(out: str, sizes: list[int], repeats: int, shapes: list[tuple[int, int, int]]) -> None:
@@ -257,6 +289,8 @@ def main() -> None:
     ap.add_argument("--elements", type=int, default=1 << 22, help="elements of the element-wise bandwidth test")
     ap.add_argument("--sizes", default="4096,65536,1048576,4194304", help="collective sizes in bytes")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--plan", help="the nibble-plan binary that counts the element-wise bytes (default: "
+                    "$NIBBLE_PLAN, the imported nibble package's build tree, build/nibble-plan, PATH)")
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (tests): rates are rough")
     ap.add_argument("--mpi-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -273,11 +307,15 @@ def main() -> None:
     torch.set_num_threads(1)
     nibble.set_num_threads(1)
     shapes = parse_shapes(args.gemm)
+    model = parse_model(args.model)
+    plan = find_plan(args.plan)
+    print(f"element-wise bytes per layer from {plan} elementwise-bytes")
+    layer_bytes = {slot: planner_elementwise_bytes(plan, model, recipe) for slot, recipe in SLOTS}
     tflops = {slot: linear_tflops(recipe, shapes, args.repeats) for slot, recipe in SLOTS}
     gbps = elementwise_gbps(args.elements, args.repeats)
-    model = parse_model(args.model)
     attn = attention_tflops(model, 3 * args.repeats)  # milliseconds each: more repeats, a steadier median
-    block_gbps = {slot: block_elementwise_gbps(model, 3 * args.repeats, recipe) for slot, recipe in SLOTS}
+    block_gbps = {slot: block_elementwise_gbps(model, 3 * args.repeats, recipe, layer_bytes[slot])
+                  for slot, recipe in SLOTS}
     cores = len(os.sched_getaffinity(0))
     mpi = measure_mpi(args.mpi_ranks or cores, sizes, args.repeats, args.gemm)
     # Cores a job gets: concurrent throughput over one process's, at most the cores there are.
@@ -296,7 +334,7 @@ def main() -> None:
           "planner's count (one thread)")
     for slot, recipe in SLOTS:
         print(f"  a layer's norms, SwiGLU, residual adds fwd+bwd at {args.model}, {recipe:>11}: "
-              f"{block_gbps[slot]:.2f} GB/s over the planner's bf16 bytes (one thread)")
+              f"{block_gbps[slot]:.2f} GB/s over nibble-plan's {layer_bytes[slot]:.0f} bytes (one thread)")
     print(f"  {mpi['ranks']} processes at once: {mpi['concurrent_tflops'] * 1e3:.2f} GFLOP/s together = "
           f"{effective_cores:.2f} cores of {cores}")
     print(f"  collectives over {mpi['ranks']} ranks: latency {latency_us:.1f} us, bandwidth {bandwidth_gbps:.2f} GB/s")
@@ -329,8 +367,9 @@ def main() -> None:
               f"attention_tflops = {attn:.6f}  # torch SDPA (FP32, causal) fwd+bwd over the planner's FLOPs "
               "(0.5 + 1.25) x 4 b s^2 h",
               "", "[cpu.elementwise_gbps]  # a layer's RMSNorms, SwiGLU, residual adds (FP32; COAT's compression "
-              "where the recipe has it) fwd+bwd, over 6 x its saved activations' bytes as the bf16 recipe counts them"]
-    lines += [f"{slot} = {block_gbps[slot]:.3f}   # recipe {recipe}" for slot, recipe in SLOTS]
+              "where the recipe has it) fwd+bwd, over the bytes nibble-plan charges for them (elementwise-bytes)"]
+    lines += [f"{slot} = {block_gbps[slot]:.3f}   # recipe {recipe}, over {layer_bytes[slot]:.0f} bytes"
+              for slot, recipe in SLOTS]
     lines += ["", f"[intra_node]  # nibble.parallel all-reduce, all-gather, send/recv over {mpi['ranks']} ranks, "
               f"ring model fitted (sizes {sizes} B)",
               f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}",

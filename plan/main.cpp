@@ -6,6 +6,8 @@
 //   nibble-plan fit        # re-fit the efficiencies of plan/efficiency.h against those runs
 //   nibble-plan --cluster plan/clusters/this_machine.toml --config c.toml predict --tp 2 --dp 2
 //                          # one layout's ms/step as JSON (a calibrated CPU description: plan/calibrate.py)
+//   nibble-plan --hidden 256 --heads 4 --ffn 688 --seq-len 128 --micro-batch 4 --recipe nvfp4 elementwise-bytes
+//                          # the bytes a calibrated CPU's element-wise rate for that recipe is over (JSON line)
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -18,6 +20,7 @@
 #include "plan/predict.h"
 #include "plan/recipe_costs.h"
 #include "plan/report.h"
+#include "plan/step_time.h"
 #include "plan/train_config_reader.h"
 #include "plan/validation.h"
 
@@ -110,6 +113,27 @@ int run_predict(const std::string& cluster_name, const std::string& config, cons
   return 0;
 }
 
+// One line of JSON: the bytes of one layer's element-wise work (norms, SwiGLU, residual adds) for one micro-batch
+// on one rank (tp = cp = 1) that a calibrated CPU description's `cpu.elementwise_gbps.<slot>` rate for the
+// recipe is over (calibrated_elementwise_bytes, plan/step_time.h). plan/calibrate.py measures that work and
+// divides by "total": the planner, not the script, counts the bytes.
+int run_elementwise_bytes(const std::string& config, const ModelFlags& flags) {
+  PlanInput in = config.empty() ? nibble_defaults() : read_train_config(config);
+  apply(flags, in);
+  in.model.validate();
+  in.training.validate();
+  const Layout layout = layout_of(in.training, nibble::parallel::MeshShape{});
+  const ElementwiseBytes e = calibrated_elementwise_bytes(in.model, in.training.recipe, layout);
+  std::printf("{\"recipe\": \"%s\", \"micro_batch\": %lld, \"seq_len\": %lld, \"hidden\": %lld, \"heads\": %lld, "
+              "\"kv_heads\": %lld, \"ffn\": %lld, \"tp\": 1, \"cp\": 1, \"forward\": %.17g, \"backward\": %.17g, "
+              "\"total\": %.17g}\n",
+              in.training.recipe.c_str(), static_cast<long long>(layout.micro_batch),
+              static_cast<long long>(in.model.seq_len), static_cast<long long>(in.model.hidden),
+              static_cast<long long>(in.model.heads), static_cast<long long>(in.model.kv()),
+              static_cast<long long>(in.model.ffn_hidden()), e.forward, e.backward, e.total());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,10 +180,14 @@ int main(int argc, char** argv) {
   std::optional<double> cores;
   predict->add_option("--cores", cores, "override the description's cores_per_node (a CPU machine's shared cores)")
       ->check(CLI::PositiveNumber);
+  CLI::App* elementwise = app.add_subcommand(
+      "elementwise-bytes", "the bytes of a layer's element-wise work, one micro-batch, that a calibrated CPU's "
+                           "cpu.elementwise_gbps rate for --recipe is over (JSON; plan/calibrate.py divides by them)");
   app.fallthrough();
   CLI11_PARSE(app, argc, argv);
   try {
     if (predict->parsed()) return run_predict(cluster, config, flags, mesh, efficiency, cores);
+    if (elementwise->parsed()) return run_elementwise_bytes(config, flags);
     if (validate->parsed() || fit->parsed()) {
       const ClusterSpec a100 = load_cluster("a100");
       const Efficiency e = fit->parsed() ? fit_efficiency(a100) : kFittedEfficiency;

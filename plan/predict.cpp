@@ -5,6 +5,7 @@
 
 #include "plan/layout_search.h"
 #include "plan/memory_model.h"
+#include "plan/recipe_costs.h"
 
 namespace nibble::plan {
 
@@ -39,11 +40,16 @@ std::string prediction_json(const ModelSpec& model, const TrainingSpec& training
   std::snprintf(mem, sizeof mem,
                 "\"memory\": {\"stage\": %d, \"parameters\": %.17g, \"weight_copies\": %.17g, \"gradients\": %.17g, "
                 "\"optimizer_states\": %.17g, \"activations\": %.17g, \"logits\": %.17g, \"comm_buffers\": %.17g, "
-                "\"saved_per_microbatch\": %.17g, \"total\": %.17g, \"capacity\": %.17g}}",
+                "\"saved_per_microbatch\": %.17g, \"total\": %.17g, \"capacity\": %.17g}, ",
                 memory.stage, memory.parameters, memory.weight_copies, memory.gradients, memory.optimizer_states,
                 memory.activations, memory.logits, memory.comm_buffers, memory.saved_per_microbatch, memory.total(),
                 memory.capacity);
-  return std::string(buf) + mem;
+  const ElementwiseBytes e =
+      layer_elementwise_bytes(model, recipe_costs(training.recipe, cluster.cuda_sm), layout, cluster);
+  char ew[160];
+  std::snprintf(ew, sizeof ew, "\"elementwise_bytes_per_layer\": {\"forward\": %.17g, \"backward\": %.17g}}",
+                e.forward, e.backward);
+  return std::string(buf) + mem + ew;
 }
 
 }  // namespace nibble::plan

@@ -22,7 +22,9 @@ StepTime predict_step(const ModelSpec& model, const TrainingSpec& training, cons
 // One line of JSON: the layout, ms_per_step and its breakdown in ms, the memory per rank in GB and whether it
 // fits, the share of a core each rank gets, and "memory": the stage's categories in bytes (MemoryBreakdown,
 // with saved_per_microbatch; tests/python/test_plan_memory_account.py compares them with nibble-train's
-// measured memory account).
+// measured memory account), and "elementwise_bytes_per_layer": the forward and backward bytes the step charges
+// one layer in training.recipe for one micro-batch for its norms, SwiGLU and residual adds (layer_elementwise_bytes;
+// layers kept in BF16 by bf16_first / bf16_last are charged bf16's).
 std::string prediction_json(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
                             const ClusterSpec& cluster, const StepTime& time);
 

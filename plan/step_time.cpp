@@ -13,6 +13,14 @@
 namespace nibble::plan {
 namespace {
 
+// Twice the layer's saved activations forward (written once, read once), twice that backward.
+ElementwiseBytes elementwise_bytes(const LayerActivations& saved) {
+  ElementwiseBytes e;
+  e.forward = 2.0 * (saved.replicated + saved.tensor_parallel);
+  e.backward = 2.0 * e.forward;
+  return e;
+}
+
 // One pass (forward or backward) of one layer or stage extra, by cause, in seconds.
 struct Pass {
   double gemm = 0, attention = 0, memory_bound = 0, tp_comm = 0, cp_comm = 0, pp_comm = 0, recompute = 0;
@@ -72,15 +80,12 @@ LayerPasses layer_passes(const ModelSpec& model, const RecipeCosts& costs, const
     bw.attention = 2.0 * fw.attention;
   }
 
-  const LayerActivations act = layer_activations(model, costs, layout);
-  double elementwise = 2.0 * (act.replicated + act.tensor_parallel) / r.hbm();
-  if (r.elementwise(costs.fprop) > 0) {
-    // A calibrated CPU: the bf16 recipe's bytes at this recipe's measured rate (the rate holds its extra work).
-    const LayerActivations plain = layer_activations(model, recipe_costs("bf16", r.cluster.cuda_sm), layout);
-    elementwise = 2.0 * (plain.replicated + plain.tensor_parallel) / r.elementwise(costs.fprop);
-  }
-  fw.memory_bound = elementwise;
-  bw.memory_bound = 2.0 * elementwise;
+  // Norms, SwiGLU, residual adds: a calibrated CPU's measured rate for the recipe's slot (over the bf16 count,
+  // layer_elementwise_bytes), else the memory bandwidth.
+  const ElementwiseBytes elementwise = layer_elementwise_bytes(model, costs, layout, r.cluster);
+  const double elementwise_rate = r.elementwise(costs.fprop) > 0 ? r.elementwise(costs.fprop) : r.hbm();
+  fw.memory_bound = elementwise.forward / elementwise_rate;
+  bw.memory_bound = elementwise.backward / elementwise_rate;
   if (costs.quantized && !costs.quantize_in_gemm_rate) {
     // Linear inputs (x) and output gradients (dy) per layer, in elements: QKV and MLP-in read the full (gathered)
     // activation, output projection and MLP-out their tp slice; dy the other way round.
@@ -138,6 +143,19 @@ LayerPasses layer_passes(const ModelSpec& model, const RecipeCosts& costs, const
 }
 
 }  // namespace
+
+ElementwiseBytes calibrated_elementwise_bytes(const ModelSpec& model, const std::string& recipe, const Layout& layout,
+                                              int cuda_sm) {
+  (void)recipe_costs(recipe, cuda_sm);  // an unknown recipe throws; every known one is counted as bf16
+  return elementwise_bytes(layer_activations(model, recipe_costs("bf16", cuda_sm), layout));
+}
+
+ElementwiseBytes layer_elementwise_bytes(const ModelSpec& model, const RecipeCosts& costs, const Layout& layout,
+                                         const ClusterSpec& cluster) {
+  if (cluster.elementwise_gbps[static_cast<size_t>(costs.fprop)] > 0)
+    return calibrated_elementwise_bytes(model, costs.recipe, layout, cluster.cuda_sm);
+  return elementwise_bytes(layer_activations(model, costs, layout));
+}
 
 StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training, const Layout& layout,
                             const ClusterSpec& cluster, const Efficiency& efficiency) {

@@ -29,8 +29,33 @@
 #include "plan/efficiency.h"
 #include "plan/layout.h"
 #include "plan/model_spec.h"
+#include "plan/recipe_costs.h"
 
 namespace nibble::plan {
+
+// Bytes of one layer's element-wise work for one micro-batch on one rank (its two RMSNorms, SwiGLU, the two
+// residual adds and, in a recipe with COAT, the compression of their saved inputs), as the step model's
+// memory-bound term charges them: twice the layer's saved activations (plan/activations.h: replicated +
+// tensor_parallel) forward, written once and read once, and twice that backward.
+struct ElementwiseBytes {
+  double forward = 0;
+  double backward = 0;
+  double total() const { return forward + backward; }
+};
+
+// The count on a calibrated CPU description, whose `cpu.elementwise_gbps.<slot>` rate for a layer in `recipe`
+// is over these bytes: the bf16 recipe's count for every recipe (the recipe's extra work, COAT's compression
+// among it, is in its slot's rate), so one count and, at the calibrated shape, the planner's term is the time
+// measured. plan/calibrate.py divides its timings by exactly this (`nibble-plan elementwise-bytes`) rather than
+// restating it. `cuda_sm`: the description's (0 on a CPU). Throws InvalidArgument for an unknown recipe.
+ElementwiseBytes calibrated_elementwise_bytes(const ModelSpec& model, const std::string& recipe, const Layout& layout,
+                                              int cuda_sm = 0);
+
+// What the step model charges a layer in the recipe of `costs` on `cluster`: calibrated_elementwise_bytes where
+// the cluster has a measured element-wise rate for the recipe's slot (its fprop format), else the recipe's own
+// saved activations (charged at memory.bandwidth_gbps). `nibble-plan predict` reports it per layer.
+ElementwiseBytes layer_elementwise_bytes(const ModelSpec& model, const RecipeCosts& costs, const Layout& layout,
+                                         const ClusterSpec& cluster);
 
 struct StepTime {
   // Seconds per step on the critical path, by cause (the pipeline terms are the slowest stage's).
