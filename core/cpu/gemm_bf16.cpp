@@ -1,12 +1,23 @@
 // BF16 GEMM in the GotoBLAS shape. K is cut into blocks of at most kKcMax (balanced, multiples of 32).
-// Per block, both operands are decoded (RowSource, once per panel) and packed:
-//   A: row-major rows of k-pairs with a fixed stride of kLdaW 32-bit words, so a micro-kernel reads the
-//      k-pair p of its row i at a[i * kLdaW + p] (a constant displacement: one pointer, no index math);
-//   B: 32-column panels of (k-pair, column) 32-bit words, transposed 16 x 16 words at a time.
-// A kMr x 32 micro-kernel keeps 2 * kMr zmm accumulators (28 of the 32 registers) and issues, per k-pair,
-// two loads of B, kMr broadcasts of A and 2 * kMr vdpbf16ps; each multiplies BF16 pairs exactly and adds
-// them into FP32. C is updated straight from the registers (masked at the N edge, a smaller kMr at the M
-// edge): stored on the first K block, added to on the others, multiplied by alpha on the last.
+// Per block, both operands are decoded (RowSource, once per panel) and packed for one of two micro-kernels
+// that give the same bits (see "Kernels" below):
+//   dpbf16: A as row-major rows of k-pairs with a fixed stride of kLdaW 32-bit words, so a micro-kernel
+//           reads the k-pair p of its row i at a[i * kLdaW + p] (a constant displacement: one pointer, no
+//           index math); B as 32-column panels of (k-pair, column) 32-bit words, transposed 16 x 16 words
+//           at a time. Per k-pair: two loads of B, kMr broadcasts of A, 2 * kMr vdpbf16ps.
+//   fma32:  the same values widened to FP32 (exact), stride kLdaF floats, B panels of (k, column) floats;
+//           per k: two loads of B, kMr broadcasts of A, 2 * kMr vfmadd231ps.
+// A kMr x 32 micro-kernel keeps 2 * kMr zmm accumulators (28 of the 32 registers). C is updated straight
+// from the registers (masked at the N edge, a smaller kMr at the M edge): stored on the first K block,
+// added to on the others, multiplied by alpha on the last.
+//
+// Kernels. vdpbf16ps adds a k-pair's two exact products into the FP32 accumulator one after the other, odd
+// k first (Intel SDM, VDPBF16PS; DAZ/FTZ). The fma32 kernel packs each pair in that order (k ^ 1), so it
+// rounds the same sums in the same order and gives the same bits unless a subnormal is involved (fma32
+// keeps subnormals). Which is faster depends on the CPU: on Intel Sapphire/Emerald Rapids vdpbf16ps zmm
+// issues at a quarter of the FMA rate (measured here: 1.5 vs 6.0 G instructions/s on one core, so FP32
+// FMAs do twice the FLOPs); on AMD Zen 4/5 it issues at the FMA rate and does twice the FLOPs. The default
+// follows the vendor; NIBBLE_CPU_GEMM_KERNEL=fma32|dpbf16|scalar overrides it.
 //
 // Threads: one parallel region for the whole GEMM and no barrier inside it. The work is one ordered list
 // of tasks, K block by K block: packing tasks (A row chunks, B panels), then tile tasks (kMc x kNc blocks
@@ -25,10 +36,12 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <utility>
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__)
+#if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -41,12 +54,13 @@ namespace {
 constexpr int kMr = 14;                       // rows of A per micro-kernel (2 * 14 accumulators)
 constexpr int kNr = 32;                       // columns of B per micro-kernel (two zmm of 16 floats)
 constexpr int64_t kKcMax = 1024;              // K per block (a multiple of 32)
-constexpr int64_t kLda = kKcMax + 32;         // packed A row stride in BF16; +64 B keeps rows off 4 KiB aliasing
-constexpr int64_t kLdaW = kLda / 2;           // ... in 32-bit k-pair words
-constexpr int64_t kBPanelW = kNr * (kKcMax / 2);  // words per packed B panel
+constexpr int64_t kLda = kKcMax + 32;         // packed/scratch A row stride in BF16; +64 B keeps rows off 4 KiB aliasing
+constexpr int64_t kLdaW = kLda / 2;           // ... in 32-bit k-pair words (dpbf16 layout)
+constexpr int64_t kLdaF = kKcMax + 16;        // packed A row stride in floats (fma32 layout), +64 B likewise
 constexpr int64_t kMc = 16 * kMr;             // rows of C per tile (A block 224 x 1024 BF16 = 448 KiB, in L2)
 constexpr int64_t kNc = 4 * kNr;              // columns of C per tile (~60 MFLOP per tile and K block)
 constexpr int64_t kAChunk = 4 * kMr;          // rows of A per packing task
+constexpr int64_t kScratchRows = std::max<int64_t>(kNr, kAChunk);  // per-thread decode scratch, kLda BF16 each
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -74,8 +88,8 @@ struct Workspace {
 
 // ---- micro-kernels ------------------------------------------------------------------------------------
 
-// C[i, j] (i < MR, j < nr) = alpha? (C? + sum_p A[i, p] · B[p, j]) over `pairs` k-pairs; A row-major with
-// stride kLdaW words, B a packed panel of kNr words per pair.
+// C[i, j] (i < MR, j < nr) = alpha? (C? + sum_p A[i, p] · B[p, j]) over `steps` k-steps (k-pairs for
+// dpbf16, single k for fma32); A row-major with a fixed word stride, B a packed panel of kNr words per step.
 struct Update {
   bool load_c;   // add to C (not the first K block)
   bool scale;    // multiply by alpha (the last K block, alpha != 1)
@@ -83,27 +97,9 @@ struct Update {
 };
 
 #if NIBBLE_NATIVE_BF16
+// Writes a micro-tile's accumulators to C (both kernels end here, so they update C identically).
 template <int MR, bool kMasked>
-void micro_kernel(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t pairs, float* c, int64_t ldc,
-                  Update u, __mmask16 m0, __mmask16 m1) {
-  __m512 acc[MR][2];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
-  }
-  for (int64_t p = 0; p < pairs; ++p) {
-    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * kNr);
-    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + p * kNr + 16);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i * kLdaW + p]));
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], b0, ai);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], b1, ai);
-    }
-  }
+inline void store_tile(__m512 (&acc)[MR][2], float* c, int64_t ldc, Update u, __mmask16 m0, __mmask16 m1) {
   const __m512 va = _mm512_set1_ps(u.alpha);
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
@@ -135,22 +131,76 @@ void micro_kernel(const uint32_t* __restrict a, const uint32_t* __restrict b, in
   }
 }
 
+template <int MR>
+inline void start_tile(__m512 (&acc)[MR][2], float* c, int64_t ldc) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+  }
+}
+
+template <int MR, bool kMasked>
+void micro_kernel_dpbf16(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t pairs, float* c,
+                         int64_t ldc, Update u, __mmask16 m0, __mmask16 m1) {
+  __m512 acc[MR][2];
+  start_tile(acc, c, ldc);
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + p * kNr);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + p * kNr + 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i * kLdaW + p]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], b0, ai);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], b1, ai);
+    }
+  }
+  store_tile<MR, kMasked>(acc, c, ldc, u, m0, m1);
+}
+
+template <int MR, bool kMasked>
+void micro_kernel_fma32(const uint32_t* __restrict aw, const uint32_t* __restrict bw, int64_t steps, float* c,
+                        int64_t ldc, Update u, __mmask16 m0, __mmask16 m1) {
+  const float* __restrict a = reinterpret_cast<const float*>(aw);
+  const float* __restrict b = reinterpret_cast<const float*>(bw);
+  __m512 acc[MR][2];
+  start_tile(acc, c, ldc);
+  for (int64_t p = 0; p < steps; ++p) {
+    const __m512 b0 = _mm512_load_ps(b + p * kNr);
+    const __m512 b1 = _mm512_load_ps(b + p * kNr + 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i * kLdaF + p]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  store_tile<MR, kMasked>(acc, c, ldc, u, m0, m1);
+}
+
 using KernelFn = void (*)(const uint32_t*, const uint32_t*, int64_t, float*, int64_t, Update, __mmask16, __mmask16);
 
-template <bool kMasked, size_t... I>
+template <bool kFma, bool kMasked, size_t... I>
 constexpr std::array<KernelFn, kMr + 1> kernel_table(std::index_sequence<I...>) {
-  return {nullptr, &micro_kernel<static_cast<int>(I) + 1, kMasked>...};
+  if constexpr (kFma)
+    return {nullptr, &micro_kernel_fma32<static_cast<int>(I) + 1, kMasked>...};
+  else
+    return {nullptr, &micro_kernel_dpbf16<static_cast<int>(I) + 1, kMasked>...};
 }
-constexpr auto kFull = kernel_table<false>(std::make_index_sequence<kMr>{});
-constexpr auto kMaskedN = kernel_table<true>(std::make_index_sequence<kMr>{});
+constexpr auto kDpFull = kernel_table<false, false>(std::make_index_sequence<kMr>{});
+constexpr auto kDpMasked = kernel_table<false, true>(std::make_index_sequence<kMr>{});
+constexpr auto kFmaFull = kernel_table<true, false>(std::make_index_sequence<kMr>{});
+constexpr auto kFmaMasked = kernel_table<true, true>(std::make_index_sequence<kMr>{});
 
-void run_kernel(int mr, int nr, const uint32_t* a, const uint32_t* b, int64_t pairs, float* c, int64_t ldc, Update u) {
+template <bool kFma>
+void run_native(int mr, int nr, const uint32_t* a, const uint32_t* b, int64_t steps, float* c, int64_t ldc, Update u) {
   if (nr == kNr) {
-    kFull[mr](a, b, pairs, c, ldc, u, 0xFFFF, 0xFFFF);
+    (kFma ? kFmaFull : kDpFull)[mr](a, b, steps, c, ldc, u, 0xFFFF, 0xFFFF);
   } else {
     const __mmask16 m0 = static_cast<__mmask16>(nr >= 16 ? 0xFFFFu : (1u << nr) - 1u);
     const __mmask16 m1 = static_cast<__mmask16>(nr <= 16 ? 0u : (1u << (nr - 16)) - 1u);
-    kMaskedN[mr](a, b, pairs, c, ldc, u, m0, m1);
+    (kFma ? kFmaMasked : kDpMasked)[mr](a, b, steps, c, ldc, u, m0, m1);
   }
 }
 
@@ -183,7 +233,15 @@ inline void transpose16x16(__m512i r[16]) {
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
-#else
+
+// 16 BF16 values (k..k+15 of a row, 32 bytes) as 16 FP32 bit patterns in the fma32 order: each k-pair
+// swapped (odd k first, as vdpbf16ps adds them).
+inline __m512i widen16_swapped(const uint16_t* in) {
+  const __m256i pairs = _mm256_ror_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in)), 16);
+  return _mm512_slli_epi32(_mm512_cvtepu16_epi32(pairs), 16);
+}
+#endif
+
 float bf16_to_float(uint32_t bits16) {
   const uint32_t u = bits16 << 16;
   float f;
@@ -191,7 +249,8 @@ float bf16_to_float(uint32_t bits16) {
   return f;
 }
 
-void run_kernel(int mr, int nr, const uint32_t* a, const uint32_t* b, int64_t pairs, float* c, int64_t ldc, Update u) {
+// The portable kernel, dpbf16 layout: per pair the odd product first, as vdpbf16ps adds them.
+void run_scalar(int mr, int nr, const uint32_t* a, const uint32_t* b, int64_t pairs, float* c, int64_t ldc, Update u) {
   float acc[kMr * kNr] = {};
   for (int64_t p = 0; p < pairs; ++p)
     for (int i = 0; i < mr; ++i) {
@@ -212,7 +271,6 @@ void run_kernel(int mr, int nr, const uint32_t* a, const uint32_t* b, int64_t pa
       c[i * ldc + j] = v;
     }
 }
-#endif
 
 // Spins briefly, then yields the core (the thread it waits for may need it on a loaded machine).
 template <class Ready>
@@ -230,23 +288,27 @@ void wait_until(Ready ready) {
 
 // ---- packing ------------------------------------------------------------------------------------------
 
-// Rows [r0, r0 + nr) x [k0, k0 + kc) of A, row-major with stride kLda BF16; an odd kc gets a zero after it.
-void pack_a(const RowSource& src, int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t* packed) {
-  uint16_t* out = packed + r0 * kLda;
+// Decodes rows [r0, r0 + nr) x [k0, k0 + kc) into `out` (stride kLda BF16), a zero after an odd kc, and
+// zero rows from nr up to `rows`.
+void decode_rows(const RowSource& src, int64_t r0, int64_t nr, int64_t rows, int64_t k0, int64_t kc, uint16_t* out) {
   src(r0, nr, k0, kc, out, kLda);
   if (kc % 2)
     for (int64_t r = 0; r < nr; ++r) out[r * kLda + kc] = 0;
+  for (int64_t r = nr; r < rows; ++r) std::memset(out + r * kLda, 0, static_cast<size_t>(round_up(kc, 2)) * 2);
 }
 
-// One kNr-column panel of B: rows [n0, n0 + nr) decoded into `scratch` (kNr rows, stride kLda), then
+// dpbf16 A: rows [r0, r0 + nr) of the block, row-major with stride kLda BF16 (kLdaW pair words).
+void pack_a_pairs(const RowSource& src, int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t*, uint32_t* packed) {
+  decode_rows(src, r0, nr, nr, k0, kc, reinterpret_cast<uint16_t*>(packed) + r0 * kLda);
+}
+
+// dpbf16 B: one kNr-column panel, rows [n0, n0 + nr) decoded into `scratch` (kNr rows, stride kLda), then
 // transposed into packed[p * kNr + j] = (B[n0 + j, k0 + 2p], B[n0 + j, k0 + 2p + 1]). Rows past nr and the
 // odd-k tail are zero.
-void pack_b(const RowSource& src, int64_t n0, int64_t nr, int64_t k0, int64_t kc, uint16_t* scratch, uint32_t* packed) {
-  const int64_t kce = round_up(kc, 2), pairs = kce / 2;
-  src(n0, nr, k0, kc, scratch, kLda);
-  if (kc % 2)
-    for (int64_t r = 0; r < nr; ++r) scratch[r * kLda + kc] = 0;
-  for (int64_t r = nr; r < kNr; ++r) std::memset(scratch + r * kLda, 0, static_cast<size_t>(kce) * 2);
+void pack_b_pairs(const RowSource& src, int64_t n0, int64_t nr, int64_t k0, int64_t kc, uint16_t* scratch,
+                  uint32_t* packed) {
+  const int64_t pairs = ceil_div(kc, 2);
+  decode_rows(src, n0, nr, kNr, k0, kc, scratch);
   int64_t p = 0;
 #if NIBBLE_NATIVE_BF16
   for (; p + 16 <= pairs; p += 16)
@@ -263,26 +325,124 @@ void pack_b(const RowSource& src, int64_t n0, int64_t nr, int64_t k0, int64_t kc
     for (int64_t j = 0; j < kNr; ++j) std::memcpy(packed + p * kNr + j, scratch + j * kLda + 2 * p, 4);
 }
 
+#if NIBBLE_NATIVE_BF16
+// fma32 A: the same rows widened to FP32 with each k-pair swapped, stride kLdaF floats; an odd kc's last
+// step pairs the zero pad first, as the dpbf16 layout does.
+void pack_a_fma32(const RowSource& src, int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t* scratch,
+                  uint32_t* packed) {
+  const int64_t kce = round_up(kc, 2);
+  decode_rows(src, r0, nr, nr, k0, kc, scratch);
+  for (int64_t r = 0; r < nr; ++r) {
+    const uint16_t* in = scratch + r * kLda;
+    uint32_t* out = packed + (r0 + r) * kLdaF;
+    int64_t k = 0;
+    for (; k + 16 <= kce; k += 16) _mm512_store_si512(out + k, widen16_swapped(in + k));
+    for (; k < kce; ++k) out[k] = static_cast<uint32_t>(in[k ^ 1]) << 16;
+  }
+}
+
+// fma32 B: packed[s * kNr + j] = B[n0 + j, k0 + (s ^ 1)] as FP32, s < kc rounded up to even.
+void pack_b_fma32(const RowSource& src, int64_t n0, int64_t nr, int64_t k0, int64_t kc, uint16_t* scratch,
+                  uint32_t* packed) {
+  const int64_t kce = round_up(kc, 2);
+  decode_rows(src, n0, nr, kNr, k0, kc, scratch);
+  int64_t s = 0;
+  for (; s + 16 <= kce; s += 16)
+    for (int h = 0; h < 2; ++h) {
+      __m512i r[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) r[j] = widen16_swapped(scratch + (16 * h + j) * kLda + s);
+      transpose16x16(r);
+#pragma GCC unroll 16
+      for (int q = 0; q < 16; ++q) _mm512_store_si512(packed + (s + q) * kNr + 16 * h, r[q]);
+    }
+  for (; s < kce; ++s)
+    for (int64_t j = 0; j < kNr; ++j) packed[s * kNr + j] = static_cast<uint32_t>(scratch[j * kLda + (s ^ 1)]) << 16;
+}
+#endif
+
+// One kernel's packed layout and entry points.
+struct KernelPlan {
+  int64_t a_ld_words;     // packed A row stride, 32-bit words
+  int64_t panel_words;    // one packed B panel at the largest K block
+  int64_t step_k;         // k per micro-kernel step (2 for pairs, 1 for fma32)
+  void (*pack_a)(const RowSource&, int64_t, int64_t, int64_t, int64_t, uint16_t*, uint32_t*);
+  void (*pack_b)(const RowSource&, int64_t, int64_t, int64_t, int64_t, uint16_t*, uint32_t*);
+  void (*run)(int, int, const uint32_t*, const uint32_t*, int64_t, float*, int64_t, Update);
+};
+
+KernelPlan plan_for(GemmKernel kernel) {
+  switch (kernel) {
+#if NIBBLE_NATIVE_BF16
+    case GemmKernel::kFma32:
+      return {kLdaF, kNr * kKcMax, 1, &pack_a_fma32, &pack_b_fma32, &run_native<true>};
+    case GemmKernel::kDpbf16:
+      return {kLdaW, kNr * kKcMax / 2, 2, &pack_a_pairs, &pack_b_pairs, &run_native<false>};
+#endif
+    case GemmKernel::kScalar:
+      return {kLdaW, kNr * kKcMax / 2, 2, &pack_a_pairs, &pack_b_pairs, &run_scalar};
+    default:
+      throw std::invalid_argument("GEMM kernel " + std::string(gemm_kernel_name(kernel)) +
+                                  " is not compiled into this build (it needs AVX512_BF16; -DNIBBLE_NATIVE=ON on such a CPU)");
+  }
+}
+
+GemmKernel resolve_default_kernel() {
+  if (const char* env = std::getenv("NIBBLE_CPU_GEMM_KERNEL"); env && *env) {
+    const std::string v = env;
+    for (GemmKernel k : {GemmKernel::kFma32, GemmKernel::kDpbf16, GemmKernel::kScalar})
+      if (v == gemm_kernel_name(k)) {
+        if (!gemm_kernel_available(k))
+          throw std::invalid_argument("NIBBLE_CPU_GEMM_KERNEL=" + v +
+                                      ": that kernel is not compiled into this build (it needs AVX512_BF16); use scalar");
+        return k;
+      }
+    throw std::invalid_argument("NIBBLE_CPU_GEMM_KERNEL=" + v + " is not a CPU GEMM kernel; use fma32, dpbf16 or scalar");
+  }
+#if NIBBLE_NATIVE_BF16
+  // vdpbf16ps issues at the FMA rate on AMD (twice the FLOPs), at a quarter of it on Intel (half the FLOPs).
+  return __builtin_cpu_is("amd") ? GemmKernel::kDpbf16 : GemmKernel::kFma32;
+#else
+  return GemmKernel::kScalar;
+#endif
+}
+
 }  // namespace
 
-bool gemm_bf16_has_native_kernel() {
+const char* gemm_kernel_name(GemmKernel kernel) {
+  switch (kernel) {
+    case GemmKernel::kAuto: return "auto";
+    case GemmKernel::kFma32: return "fma32";
+    case GemmKernel::kDpbf16: return "dpbf16";
+    case GemmKernel::kScalar: return "scalar";
+  }
+  return "?";
+}
+
+bool gemm_kernel_available(GemmKernel kernel) {
 #if NIBBLE_NATIVE_BF16
-  return true;
+  return kernel != GemmKernel::kAuto;
 #else
-  return false;
+  return kernel == GemmKernel::kScalar;
 #endif
+}
+
+GemmKernel gemm_default_kernel() {
+  static const GemmKernel kernel = resolve_default_kernel();
+  return kernel;
 }
 
 int64_t gemm_bf16_k_block() { return kKcMax; }
 
 void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const RowSource& b, float* c, int64_t ldc,
-                  float alpha) {
+                  float alpha, GemmKernel kernel) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int64_t m = 0; m < M; ++m) std::fill(c + m * ldc, c + m * ldc + N, 0.0f);
     return;
   }
-  // Balanced K blocks: as few as kKcMax allows, each a multiple of 32 (whole 16-pair transposes).
+  const KernelPlan kp = plan_for(kernel == GemmKernel::kAuto ? gemm_default_kernel() : kernel);
+  // Balanced K blocks: as few as kKcMax allows, each a multiple of 32 (whole 16-step transposes).
   const int64_t kc = std::min(kKcMax, round_up(ceil_div(K, ceil_div(K, kKcMax)), 32));
   const int64_t nkb = ceil_div(K, kc);
   const int64_t n_panels = ceil_div(N, kNr), a_chunks = ceil_div(M, kAChunk);
@@ -294,13 +454,14 @@ void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const Row
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   const int threads = flops < 4e6 ? 1 : std::max(1, omp_get_max_threads());
 
-  // Workspace: per slot, packed A (M rows of kLdaW words) and B (n_panels panels); per thread, B scratch.
-  const int64_t a_words = round_up(M * kLdaW, 16), b_words = n_panels * kBPanelW, slot_words = a_words + b_words;
-  const int64_t scratch_words = kNr * kLda / 2;
+  // Workspace: per slot, packed A (M rows) and B (n_panels panels); per thread, a decode scratch.
+  const int64_t a_words = round_up(M * kp.a_ld_words, 16), b_words = n_panels * kp.panel_words;
+  const int64_t slot_words = a_words + b_words;
+  const int64_t scratch_words = kScratchRows * kLda / 2;
   thread_local Workspace workspace;
   uint32_t* const buffers =
       static_cast<uint32_t*>(workspace.get(static_cast<size_t>(slot_words * slots + scratch_words * threads) * 4));
-  uint16_t* const scratch_base = reinterpret_cast<uint16_t*>(buffers + slot_words * slots);
+  uint32_t* const scratch_base = buffers + slot_words * slots;
 
   // Completion stamps: pack_stamp[slot][task] = K block + 1 last packed there; tile_stamp[tile] = K blocks
   // accumulated into that tile of C; block_tiles[kb] = tiles of block kb done.
@@ -317,7 +478,8 @@ void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const Row
   // A thread held up elsewhere on the machine stalls only the tasks that need its own.
 #pragma omp parallel num_threads(threads)
   {
-    uint16_t* const scratch = scratch_base + static_cast<int64_t>(omp_get_thread_num()) * scratch_words * 2;
+    uint16_t* const scratch =
+        reinterpret_cast<uint16_t*>(scratch_base + static_cast<int64_t>(omp_get_thread_num()) * scratch_words);
     for (int64_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
       const int64_t kb = t / per_block, task = t % per_block;
       const int64_t k0 = kb * kc, kcb = std::min(kc, K - k0);
@@ -329,10 +491,10 @@ void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const Row
         if (kb >= 2) wait_until([&] { return block_tiles[kb - 2].load(std::memory_order_acquire) == tiles; });
         if (task < n_panels) {
           const int64_t n0 = task * kNr;
-          pack_b(b, n0, std::min<int64_t>(kNr, N - n0), k0, kcb, scratch, pb + task * kBPanelW);
+          kp.pack_b(b, n0, std::min<int64_t>(kNr, N - n0), k0, kcb, scratch, pb + task * kp.panel_words);
         } else {
           const int64_t r0 = (task - n_panels) * kAChunk;
-          pack_a(a, r0, std::min(kAChunk, M - r0), k0, kcb, reinterpret_cast<uint16_t*>(pa));
+          kp.pack_a(a, r0, std::min(kAChunk, M - r0), k0, kcb, scratch, pa);
         }
         packed[task].store(kb + 1, std::memory_order_release);
         continue;
@@ -346,13 +508,13 @@ void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const Row
         wait_until([&] { return packed[n_panels + q].load(std::memory_order_acquire) == kb + 1; });
       wait_until([&] { return tile_stamp[tile].load(std::memory_order_acquire) == kb; });
       const Update u{kb > 0, kb == nkb - 1 && alpha != 1.0f, alpha};
-      const int64_t pairs = ceil_div(kcb, 2);
+      const int64_t steps = ceil_div(kcb, 2) * (2 / kp.step_k);
       for (int64_t jr = n0; jr < n1; jr += kNr) {
-        const uint32_t* bp = pb + (jr / kNr) * kBPanelW;
+        const uint32_t* bp = pb + (jr / kNr) * kp.panel_words;
         const int nr = static_cast<int>(std::min<int64_t>(kNr, n1 - jr));
         for (int64_t ir = m0; ir < m1; ir += kMr) {
           const int mr = static_cast<int>(std::min<int64_t>(kMr, m1 - ir));
-          run_kernel(mr, nr, pa + ir * kLdaW, bp, pairs, c + ir * ldc + jr, ldc, u);
+          kp.run(mr, nr, pa + ir * kp.a_ld_words, bp, steps, c + ir * ldc + jr, ldc, u);
         }
       }
       tile_stamp[tile].store(kb + 1, std::memory_order_release);

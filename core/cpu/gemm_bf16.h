@@ -1,7 +1,9 @@
 #pragma once
 // A BF16 x BF16 -> FP32 GEMM for the CPU: C = alpha · (A · Bᵀ) with A (M x K) and B (N x K) both
-// K-contiguous (the "TN" layout every nibble GEMM uses), FP32 accumulation of exact BF16 products
-// (AVX512_BF16 vdpbf16ps where the CPU has it, a scalar loop otherwise).
+// K-contiguous (the "TN" layout every nibble GEMM uses), FP32 accumulation of exact BF16 products.
+// Three micro-kernels give the same bits (for inputs and sums without subnormals): AVX512_BF16 vdpbf16ps,
+// AVX-512 FP32 FMAs on the values widened to FP32, and a portable scalar loop; the default is the faster
+// of the first two on this CPU's vendor (gemm_bf16.cpp says why).
 //
 // Operands are not passed as arrays: a RowSource decodes any rows x k-range of an operand to BF16 on
 // demand, so a quantized operand is decoded block by block (K is cut into blocks of at most
@@ -18,13 +20,24 @@ using RowSource = std::function<void(int64_t row0, int64_t nrows, int64_t k0, in
 
 // C[m * ldc + n] = alpha * sum_k A[m, k] * B[n, k] for m < M, n < N (overwrites C). The sum is
 // accumulated in FP32 and multiplied by alpha once, at the end (alpha = 1 leaves it untouched).
+// Which micro-kernel multiplies the packed panels. kAuto: gemm_default_kernel().
+enum class GemmKernel { kAuto, kFma32, kDpbf16, kScalar };
+
 void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const RowSource& b, float* c, int64_t ldc,
-                  float alpha = 1.0f);
+                  float alpha = 1.0f, GemmKernel kernel = GemmKernel::kAuto);
 
 // The largest K range one RowSource call asks for.
 int64_t gemm_bf16_k_block();
 
-// True when this build uses the AVX512_BF16 kernel.
-bool gemm_bf16_has_native_kernel();
+// "fma32", "dpbf16", "scalar" (and "auto").
+const char* gemm_kernel_name(GemmKernel kernel);
+
+// True when this build has the kernel (fma32 and dpbf16 need AVX512_BF16 at compile time).
+bool gemm_kernel_available(GemmKernel kernel);
+
+// The kernel kAuto means, decided once: NIBBLE_CPU_GEMM_KERNEL=fma32|dpbf16|scalar when set (an unknown or
+// uncompiled name throws std::invalid_argument naming it), else dpbf16 on AMD CPUs, fma32 on others, scalar
+// without AVX512_BF16.
+GemmKernel gemm_default_kernel();
 
 }  // namespace nibble::core::cpu

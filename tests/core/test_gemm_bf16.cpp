@@ -1,4 +1,5 @@
-// The CPU GEMM: the BF16 kernel (cpu::gemm_bf16_tn) on odd shapes against a double-precision reference,
+// The CPU GEMM: the BF16 kernel (cpu::gemm_bf16_tn), each of its micro-kernels, on odd shapes against a
+// double-precision reference and against each other bit for bit,
 // and core::gemm on quantized operands (every block-scaled scheme, mixed formats) against an FP64 matmul of
 // the dequantized operands; the decode itself is checked value by value through an identity B.
 #include <gtest/gtest.h>
@@ -52,13 +53,15 @@ struct Bf16Matrix {
 
 // Runs gemm_bf16_tn (C with a padded leading dimension) and checks every element against double
 // precision: |c - ref| <= (K + 2) * 2^-23 * sum_k |a b| * |alpha| (FP32 accumulation of exact products).
-void check_kernel(int64_t M, int64_t N, int64_t K, float alpha = 1.0f) {
-  SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+void check_kernel(int64_t M, int64_t N, int64_t K, float alpha = 1.0f,
+                  cpu::GemmKernel kernel = cpu::GemmKernel::kAuto) {
+  SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + " kernel " +
+               cpu::gemm_kernel_name(kernel));
   std::mt19937 rng(static_cast<uint32_t>(M * 7919 + N * 31 + K));
   const Bf16Matrix a(M, K, rng), b(N, K, rng);
   const int64_t ldc = N + 3;
   std::vector<float> c(static_cast<size_t>(M * ldc), std::numeric_limits<float>::quiet_NaN());
-  cpu::gemm_bf16_tn(M, N, K, a.source(), b.source(), c.data(), ldc, alpha);
+  cpu::gemm_bf16_tn(M, N, K, a.source(), b.source(), c.data(), ldc, alpha, kernel);
   double err2 = 0, ref2 = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
@@ -82,16 +85,54 @@ void check_kernel(int64_t M, int64_t N, int64_t K, float alpha = 1.0f) {
     for (int64_t n = N; n < ldc; ++n) ASSERT_TRUE(std::isnan(c[m * ldc + n]));
 }
 
-TEST(GemmBf16Kernel, OddShapes) {
-  const int64_t shapes[][3] = {
-      {1, 1, 1},     {1, 1, 2},     {3, 5, 1},      {13, 17, 3},    {14, 32, 32},   {15, 33, 31},
-      {29, 31, 47},  {2, 100, 65},  {100, 2, 65},   {57, 70, 512},  {57, 70, 513},  {229, 263, 1025},
-      {31, 45, 1537}, {225, 257, 96}, {448, 64, 40}, {7, 1000, 33}, {600, 9, 1100},
-  };
-  for (const auto& s : shapes) check_kernel(s[0], s[1], s[2]);
+const int64_t kOddShapes[][3] = {
+    {1, 1, 1},     {1, 1, 2},     {3, 5, 1},      {13, 17, 3},    {14, 32, 32},   {15, 33, 31},
+    {29, 31, 47},  {2, 100, 65},  {100, 2, 65},   {57, 70, 512},  {57, 70, 513},  {229, 263, 1025},
+    {31, 45, 1537}, {225, 257, 96}, {448, 64, 40}, {7, 1000, 33}, {600, 9, 1100},
+};
+
+std::vector<cpu::GemmKernel> available_kernels() {
+  std::vector<cpu::GemmKernel> out;
+  for (auto k : {cpu::GemmKernel::kFma32, cpu::GemmKernel::kDpbf16, cpu::GemmKernel::kScalar})
+    if (cpu::gemm_kernel_available(k)) out.push_back(k);
+  return out;
 }
 
-TEST(GemmBf16Kernel, LargeK) { check_kernel(40, 50, 5003); }
+TEST(GemmBf16Kernel, OddShapes) {
+  for (cpu::GemmKernel kernel : available_kernels())
+    for (const auto& s : kOddShapes) check_kernel(s[0], s[1], s[2], 1.0f, kernel);
+}
+
+// The kernels round the same sums in the same order (each k-pair odd product first), so without subnormals
+// they agree to the bit, on every shape and K-block split, with and without alpha.
+TEST(GemmBf16Kernel, KernelsAgreeBitForBit) {
+  const std::vector<cpu::GemmKernel> kernels = available_kernels();
+  ASSERT_FALSE(kernels.empty());
+  for (const auto& s : kOddShapes)
+    for (float alpha : {1.0f, -0.3f}) {
+      const int64_t M = s[0], N = s[1], K = s[2];
+      SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+      std::mt19937 rng(static_cast<uint32_t>(M * 31 + N * 7 + K));
+      const Bf16Matrix a(M, K, rng), b(N, K, rng);
+      std::vector<std::vector<float>> results;
+      for (cpu::GemmKernel kernel : kernels) {
+        results.emplace_back(static_cast<size_t>(M * N));
+        cpu::gemm_bf16_tn(M, N, K, a.source(), b.source(), results.back().data(), N, alpha, kernel);
+      }
+      for (size_t i = 1; i < results.size(); ++i)
+        ASSERT_EQ(0, std::memcmp(results[0].data(), results[i].data(), results[0].size() * 4))
+            << cpu::gemm_kernel_name(kernels[0]) << " vs " << cpu::gemm_kernel_name(kernels[i]);
+    }
+}
+
+TEST(GemmBf16Kernel, DefaultKernelIsAvailable) {
+  EXPECT_TRUE(cpu::gemm_kernel_available(cpu::gemm_default_kernel()));
+  EXPECT_NE(cpu::gemm_default_kernel(), cpu::GemmKernel::kAuto);
+}
+
+TEST(GemmBf16Kernel, LargeK) {
+  for (cpu::GemmKernel kernel : available_kernels()) check_kernel(40, 50, 5003, 1.0f, kernel);
+}
 
 TEST(GemmBf16Kernel, Alpha) {
   check_kernel(37, 41, 77, 0.375f);
@@ -102,7 +143,7 @@ TEST(GemmBf16Kernel, ThreadCounts) {
   const int saved = omp_get_max_threads();
   for (int t : {1, 2, 3, 5}) {
     omp_set_num_threads(t);
-    check_kernel(129, 97, 700);
+    for (cpu::GemmKernel kernel : available_kernels()) check_kernel(129, 97, 700, 1.0f, kernel);
   }
   omp_set_num_threads(saved);
 }
