@@ -7,6 +7,7 @@
 //  - nvfp4 with RHT takes the columnwise copy's amax after the transform in that same first pass (the
 //    transform is recomputed, in cache, by the tile pass rather than stored: storing it would write and
 //    read a float32 copy of the whole tensor, more traffic than reading the input again).
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <string>
@@ -261,11 +262,28 @@ TensorAmax tensor_amax(const QuantizeInput& in, bool rht, uint64_t rht_seed) {
 }
 
 void dequantize(const QuantizedCopy& q, const CopyLayout& L, const QuantizeOptions& o, float* out) {
+  // CopyDecoder::value, (decode(code) · block scale) · tensor factor, with the decode from a table of every
+  // code and the scale read once per block along the row: the same two FP32 products per element.
   const CopyDecoder decoder(q, L, o);
+  const bool fp4 = o.element.bits() <= 4;
+  float lut[256];
+  for (uint32_t code = 0; code < (fp4 ? 16u : 256u); ++code) lut[code] = decode_scalar(code, o.element);
+  const int64_t block = scheme_facts(o.scheme).block_cols > 0 ? scheme_facts(o.scheme).block_cols : L.cols;
+  const float factor = decoder.tensor_factor();
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < L.rows; ++r)
-    for (int64_t c = 0; c < L.cols; ++c)
-      out[r * L.cols + c] = decoder.value(r, c, o.element);
+  for (int64_t r = 0; r < L.rows; ++r) {
+    const uint8_t* codes = q.data + r * L.data_row_bytes;
+    float* row = out + r * L.cols;
+    for (int64_t c0 = 0; c0 < L.cols; c0 += block) {
+      const float scale = decoder.block_scale(r, c0);
+      const int64_t c1 = std::min(L.cols, c0 + block);
+      if (fp4) {
+        for (int64_t c = c0; c < c1; ++c) row[c] = lut[(codes[c / 2] >> ((c % 2) * 4)) & 0xFu] * scale * factor;
+      } else {
+        for (int64_t c = c0; c < c1; ++c) row[c] = lut[codes[c]] * scale * factor;
+      }
+    }
+  }
 }
 
 Scheme parse_scheme(const std::string& name, Format* element) {
