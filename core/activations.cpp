@@ -7,6 +7,7 @@
 
 #include "core/quantized_tensor.h"
 #include "core/saved_for_backward_meter.h"
+#include "core/nan_check.h"
 #include "precision/error.h"
 
 namespace nibble::core {
@@ -48,7 +49,7 @@ void check_input(const torch::Tensor& t, const std::string& who, const char* wha
   if (t.scalar_type() != torch::kFloat32 && t.scalar_type() != torch::kBFloat16)
     throw InvalidArgument(who + ": " + what + " dtype " + std::string(c10::toString(t.scalar_type())) +
                           " is not supported; use float32 or bfloat16");
-  if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(who + ": " + what + " contains NaN");
+  if (contains_nan(t)) throw InvalidArgument(who + ": " + what + " contains NaN");
 }
 
 struct RmsNormBackward : public torch::autograd::Node {
@@ -68,7 +69,7 @@ struct RmsNormBackward : public torch::autograd::Node {
     if (!grads[0].defined()) return out;
     const torch::Tensor xf = x.restore();
     const torch::Tensor dy = grads[0].to(torch::kFloat32);
-    if (torch::isnan(dy).any().item<bool>()) throw InvalidArgument(label + ": the output gradient contains NaN");
+    if (contains_nan(dy)) throw InvalidArgument(label + ": the output gradient contains NaN");
     const torch::Tensor w = weight.to(torch::kFloat32);
     const torch::Tensor r = torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
     const torch::Tensor g = dy * w;
@@ -97,7 +98,7 @@ struct SwigluBackward : public torch::autograd::Node {
     if (!grads[0].defined()) return out;
     const torch::Tensor g = gate.restore(), u = up.restore();
     const torch::Tensor dy = grads[0].to(torch::kFloat32);
-    if (torch::isnan(dy).any().item<bool>()) throw InvalidArgument(label + ": the output gradient contains NaN");
+    if (contains_nan(dy)) throw InvalidArgument(label + ": the output gradient contains NaN");
     const torch::Tensor sig = torch::sigmoid(g);
     if (task_should_compute_output(0)) out[0] = (dy * u * sig * (1 + g * (1 - sig))).to(gate_dtype);
     if (task_should_compute_output(1)) out[1] = (dy * g * sig).to(up_dtype);

@@ -1,5 +1,6 @@
 #include "core/linear_operands.h"
 
+#include "core/nan_check.h"
 #include "precision/error.h"
 
 namespace nibble::core {
@@ -27,7 +28,7 @@ bool same_quantization(const OperandSpec& a, const OperandSpec& b) {
 }
 
 void check_no_nan(const torch::Tensor& t, const std::string& what) {
-  if (torch::isnan(t).any().item<bool>()) throw InvalidArgument(what + " contains NaN");
+  if (contains_nan(t)) throw InvalidArgument(what + " contains NaN");
 }
 
 void capture_copies(LinearState& s, const QuantizedCopies& c, const char* row_role, const char* col_role) {
