@@ -17,6 +17,7 @@
 
 #include "core/data/token_file.h"
 #include "launch/device_choice.h"
+#include "launch/host_memory.h"
 #include "launch/log.h"
 #include "launch/train_config.h"
 #include "launch/trainer.h"
@@ -96,6 +97,7 @@ int main(int argc, char** argv) {
   // Past a file-size limit (ulimit -f) a write then fails with EFBIG, which the checkpoint code reports and
   // handles (checkpoint.on_error), instead of SIGXFSZ ending the rank with a core dump.
   std::signal(SIGXFSZ, SIG_IGN);
+  nibble::launch::keep_freed_host_memory();
   CLI::App app{
       "nibble-train: low-precision GPT training (FP8 / MXFP8 / NVFP4 / MXFP4 recipes) on any "
       "tp x cp x dp x pp layout"};

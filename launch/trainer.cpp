@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "core/cpu/gemm_bf16.h"
 #include "core/cpu_allocation_tracker.h"
 #include "core/data/batch_sampler.h"
 #include "core/data/tokenizer.h"
@@ -270,9 +271,12 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
                   c.model.recipe_overrides.empty() ? "" : ("; overrides: " + c.model.recipe_overrides).c_str());
     }
     // The device and, for the layers' recipe, which kernel runs each GEMM there (decided once, core/gemm_path.h).
+    // On the CPU, also the GEMM micro-kernel (core/cpu/gemm_bf16.h: by CPU vendor or NIBBLE_CPU_GEMM_KERNEL).
+    const std::string cpu_kernel =
+        device.cuda ? "" : std::string("; CPU GEMM kernel ") + core::cpu::gemm_kernel_name(core::cpu::gemm_default_kernel());
     std::printf(
-        "device: %s; GEMMs (%s): %s\n", device.why.c_str(), c.model.recipe.c_str(),
-        describe_gemm_paths(core::recipe_preset(c.model.recipe), gemm_device(train_device)).c_str());
+        "device: %s; GEMMs (%s): %s%s\n", device.why.c_str(), c.model.recipe.c_str(),
+        describe_gemm_paths(core::recipe_preset(c.model.recipe), gemm_device(train_device)).c_str(), cpu_kernel.c_str());
     if (optimizer.overlapped())
       std::printf("gradient reduction over dp x cp: overlapped with backward, %zu bucket(s) of up to %g MB\n",
                   optimizer.num_buckets(), c.grad_bucket_mb);
