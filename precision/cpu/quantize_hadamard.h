@@ -13,6 +13,7 @@
 // in float64) and the rounding to float32 are the reference's own operations on the same value.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "precision/hadamard.h"
 
@@ -24,11 +25,23 @@ template <int N>
 inline bool hadamard_butterfly_exact(const float* __restrict g, uint32_t sign_mask, double post,
                                      float* __restrict y) {
   static_assert(N == 16 || N == 32, "the exactness bound above is derived for N <= 32");
-  float max_abs = 0.0f, min_nonzero = INFINITY;
+  // On the bits of |g| (as the vector kernels' column_bound, butterfly_lanes-inl.h): as unsigned integers the
+  // non-negative floats order as their values and NaN above Inf, so a NaN makes max_abs NaN and fails the
+  // bound (its group takes the reference, NaN for NaN); |g| - 1 wraps a zero to the largest integer, so
+  // min(|g| - 1) + 1 is the smallest nonzero |g| (+Inf when there is none).
+  uint32_t max_bits = 0, min_m1 = 0xFFFFFFFFu;
   for (int i = 0; i < N; ++i) {
-    const float a = std::fabs(g[i]);
-    max_abs = a > max_abs ? a : max_abs;
-    min_nonzero = (a != 0.0f && a < min_nonzero) ? a : min_nonzero;
+    uint32_t a;
+    std::memcpy(&a, &g[i], sizeof a);
+    a &= 0x7FFFFFFFu;
+    max_bits = a > max_bits ? a : max_bits;
+    min_m1 = a - 1u < min_m1 ? a - 1u : min_m1;
+  }
+  float max_abs, min_nonzero = INFINITY;
+  std::memcpy(&max_abs, &max_bits, sizeof max_abs);
+  if (min_m1 != 0xFFFFFFFFu) {
+    const uint32_t min_bits = min_m1 + 1u;
+    std::memcpy(&min_nonzero, &min_bits, sizeof min_nonzero);
   }
   if (!(max_abs < min_nonzero * 16777216.0f)) return false;
   double v[N];

@@ -1,16 +1,33 @@
 // The lanes of quantize_rht_lanes.h in Highway, compiled once per target (encode_rne_lanes.cpp says how
-// foreach_target.h and the dispatch table work): one float64 lane per column, N columns a pass (8 on AVX-512,
-// 4 on AVX2, 2 on SSE4/NEON), the 16 rows of a group 16 vectors. The float64 operations are the AVX-512
-// kernel's, lane for lane (promotion, sign flips, butterfly adds, + 0.0, x 0.25, rounding to float32 are all
-// exact or correctly rounded IEEE operations), so every target gives the reference's bits where the
-// exactness bound holds, and the reference itself where it does not.
+// foreach_target.h and the dispatch table work): one float64 lane per column, N columns a butterfly (8 on
+// AVX-512, 4 on AVX2, 2 on SSE4/NEON), the 16 rows of a group 16 vectors, and 2N columns a pass, whose
+// exactness bound (butterfly_lanes-inl.h's column_bound) is taken once at the full float32 width. Every
+// float64 operation is exact or a correctly rounded IEEE operation on the reference's value: promotion, the
+// sign flip and the x 0.25 as one multiply-add by +-0.25 (exact, and "+ 0" turns a flipped +0 into +0, so no
+// -0 enters the butterfly and none comes out, as the reference's "+ 0.0"), the butterfly's adds (exact under
+// the bound, so 0.25 x the exact sum), rounding to float32. So every target gives the reference's bits where
+// the bound holds, and the reference itself where it does not.
+//
+// Why this shape (AVX2 ran at ~0.5x AVX-512 before, Xeon family 6 model 207): the butterfly's adds and the
+// float64 -> float32 roundings cost the same per instruction on both targets (2 and 1 a cycle), so AVX2's
+// half-width lanes take twice the instructions there; the old per-row bound (abs, NaN compare and zeroing,
+// max, a compare and a variable blend for min-nonzero, on each float64 half: ~11 uops a row on AVX2, whose
+// masks are vectors and blends 2-3 uops, against ~5 with AVX-512's mask registers) and the 16 ymm registers
+// (a third of the butterfly spilled) came on top. Now the bound is 4 integer operations a row at the float32
+// width (vpmaxud/vpminud on ymm run 2 a cycle, on zmm 1), promotion reads memory (1 uop on ymm, 2 on zmm),
+// the butterfly runs depth first (few spills), and the x 0.25 rides on the input's multiply-add. GCC may
+// contract a product into the following add (-ffp-contract=fast): every product here is exact (by +-0.25,
+// 0.25), so the fused operation rounds the same.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "precision/cpu/rht_lanes.cpp"
 #include <hwy/foreach_target.h>  // must come before highway.h
 
 #include <hwy/highway.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "precision/cpu/quantize_rht_lanes.h"
 // Per target, after the namespace above is defined (Highway's -inl convention).
@@ -20,110 +37,168 @@ HWY_BEFORE_NAMESPACE();
 namespace nibble::precision::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// At most 8 columns a pass (the stack buffers below); float32 loads of the same lane count.
-using D = hn::CappedTag<double, 8>;
-using DU = hn::RebindToUnsigned<D>;
-using DF = hn::Rebind<float, D>;
-using V = hn::Vec<D>;
-
-struct Group16 {
-  V v[16];        // the signed inputs, then the butterfly's outputs
-  V max_abs;      // max |x| per column, NaN ignored
-  hn::Mask<D> ok;  // columns whose butterfly is provably the reference's sum (quantize_hadamard.h's bound)
-};
-
-// Loads columns [c, c + N) of 16 rows, flips the signs (negation is exact; a NaN's sign does not matter, its
-// column takes the reference) and runs the butterfly.
-HWY_INLINE void group16(const float* HWY_RESTRICT x, int64_t ldx, int64_t c, const V (&flip)[16], Group16* g) {
-  const D d;
-  const DF df;
-  V max_abs = hn::Zero(d), min_nonzero = hn::Set(d, HUGE_VAL);
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) {
-    const V w = hn::PromoteTo(d, hn::LoadU(df, x + i * ldx + c));
-    // NaN zeroed (so max and min ignore it on every target); a NaN input shows up as NaN in the butterfly's
-    // first output instead (below). Both are exact on values that are float32, as the float32 originals.
-    const V a = hn::IfThenZeroElse(hn::IsNaN(w), hn::Abs(w));
-    max_abs = hn::Max(a, max_abs);
-    min_nonzero = hn::IfThenElse(hn::Ne(a, hn::Zero(d)), hn::Min(a, min_nonzero), min_nonzero);
-    g->v[i] = hn::Xor(w, flip[i]);
-  }
-  butterfly_lanes(g->v);
-  g->max_abs = max_abs;
-  // Exact columns: the bound holds (min_nonzero * 2^24 in float64 orders as the float32 product: both are
-  // exact or both beyond every finite float) and no input is NaN (v[0], the signed sum of all inputs, is NaN
-  // iff an input is NaN or the group holds an Inf, which the bound already rejects).
-  g->ok = hn::AndNot(hn::IsNaN(g->v[0]), hn::Lt(max_abs, hn::Mul(min_nonzero, hn::Set(d, 16777216.0))));
-}
-
-HWY_INLINE void sign_flips(uint32_t sign_mask, V (&flip)[16]) {
-  const D d;
-  const DU du;
-  for (int i = 0; i < 16; ++i)
-    flip[i] = hn::BitCast(d, hn::Set(du, ((sign_mask >> i) & 1u) ? uint64_t{1} << 63 : uint64_t{0}));
-}
-
-// Bit l set where column c + l is not ok (l < N).
-HWY_INLINE uint32_t failed_lanes(const hn::Mask<D> ok) {
-  const D d;
-  const DU du;
-  HWY_ALIGN uint64_t lanes[8];
-  hn::Store(hn::BitCast(du, hn::VecFromMask(d, ok)), du, lanes);
-  uint32_t failed = 0;
-  for (size_t l = 0; l < hn::Lanes(d); ++l) failed |= lanes[l] ? 0u : 1u << l;
-  return failed;
-}
-
+#if HWY_TARGET == HWY_SCALAR
+// One lane: the scalar loops (the same bits).
 void Rht16Rows(const float* HWY_RESTRICT x, int64_t ldx, int64_t cols, uint32_t sign_mask, float* HWY_RESTRICT y,
                int64_t ldy) {
-  const D d;
-  const DF df;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  V flip[16];
-  sign_flips(sign_mask, flip);
-  const V post = hn::Set(d, 0.25), zero = hn::Zero(d);
-  int64_t c = 0;
-  for (; c + N <= cols; c += N) {
-    Group16 g;
-    group16(x, ldx, c, flip, &g);
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) hn::StoreU(hn::DemoteTo(df, hn::Mul(hn::Add(g.v[j], zero), post)), df, y + j * ldy + c);
-    if (hn::AllTrue(d, g.ok)) continue;
-    for (uint32_t failed = failed_lanes(g.ok); failed != 0; failed &= failed - 1)
-      rht16_column(x, ldx, c + __builtin_ctz(failed), sign_mask, y, ldy);
-  }
-  rht16_rows_scalar(x, ldx, c, cols, sign_mask, y, ldy);
+  rht16_rows_scalar(x, ldx, 0, cols, sign_mask, y, ldy);
 }
 
 bool Rht16RowsAmax(const float* HWY_RESTRICT x, int64_t ldx, int64_t cols, uint32_t sign_mask, float* in_amax,
                    float* out_amax) {
+  return rht16_rows_amax_scalar(x, ldx, 0, cols, sign_mask, in_amax, out_amax);
+}
+#else
+// At most 8 columns a butterfly; float32 loads and stores of the same lane count (DF), and of twice it for
+// a pass's bound (DW).
+using D = hn::CappedTag<double, 8>;
+using DF = hn::Rebind<float, D>;
+using DW = hn::Twice<DF>;
+using V = hn::Vec<D>;
+
+HWY_INLINE void input_scales(uint32_t sign_mask, V (&scale)[16]) {
   const D d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  for (int i = 0; i < 16; ++i) scale[i] = hn::Set(d, ((sign_mask >> i) & 1u) ? -0.25 : 0.25);
+}
+
+// The sign bit where sign_mask flips row i (max_abs_half's inputs).
+HWY_INLINE void sign_flips(uint32_t sign_mask, V (&flip)[16]) {
+  const D d;
+  for (int i = 0; i < 16; ++i) flip[i] = hn::Set(d, ((sign_mask >> i) & 1u) ? -0.0 : 0.0);
+}
+
+// Columns [c, c + N) of the 16 rows: x * (+-0.25) + 0 into v[i], then every butterfly stage but the last.
+HWY_INLINE void butterfly_but_last(const float* HWY_RESTRICT x, int64_t ldx, int64_t c, const V (&scale)[16],
+                                   V (&v)[16]) {
+  const D d;
+  const DF df;
+  const V zero = hn::Zero(d);
+  butterfly_lanes_but_last(v, [&](int i) HWY_ATTR {
+    return hn::MulAdd(hn::PromoteTo(d, hn::LoadU(df, x + i * ldx + c)), scale[i], zero);
+  });
+}
+
+// Columns [c, c + N): the transform, rounded to float32, into y.
+HWY_INLINE void store_half(const float* HWY_RESTRICT x, int64_t ldx, int64_t c, const V (&scale)[16],
+                           float* HWY_RESTRICT y, int64_t ldy) {
+  const DF df;
+  V v[16];
+  butterfly_but_last(x, ldx, c, scale, v);
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) {
+    const V a = v[j], b = v[j + 8];
+    hn::StoreU(hn::DemoteTo(df, hn::Add(a, b)), df, y + j * ldy + c);
+    hn::StoreU(hn::DemoteTo(df, hn::Sub(a, b)), df, y + (j + 8) * ldy + c);
+  }
+}
+
+// Columns [c, c + N): max |transform| per column, rounded to float32 (rounding is monotonic, so this is the
+// max of the float32 values). Magnitudes only, so the inputs take their sign flips as a flip of the sign
+// bit (no "+ 0": a -0 changes no magnitude) and the x 0.25 comes once, on the maximum (exact either way).
+// The last stage's pair (a + b, a - b) enters as |a| + |b|, the larger of |a + b| and |a - b|: exact where
+// the bound holds (it equals one of the two exact sums), and the other columns are masked out by the caller.
+HWY_INLINE hn::Vec<DF> max_abs_half(const float* HWY_RESTRICT x, int64_t ldx, int64_t c, const V (&flip)[16]) {
+  const D d;
+  const DF df;
+  V v[16];
+  butterfly_lanes_but_last(v, [&](int i) HWY_ATTR {
+    return hn::Xor(hn::PromoteTo(d, hn::LoadU(df, x + i * ldx + c)), flip[i]);
+  });
+  V m[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) m[j] = hn::Add(hn::Abs(v[j]), hn::Abs(v[j + 8]));
+  const V m01 = hn::Max(m[0], m[1]), m23 = hn::Max(m[2], m[3]), m45 = hn::Max(m[4], m[5]), m67 = hn::Max(m[6], m[7]);
+  return hn::DemoteTo(df, hn::Mul(hn::Max(hn::Max(m01, m23), hn::Max(m45, m67)), hn::Set(d, 0.25)));
+}
+
+// One pass over the columns [c, c + Lanes(dm)) (dm: DW for two butterflies, DF for one).
+template <class DM>
+HWY_INLINE void rht16_pass(DM dm, const float* HWY_RESTRICT x, int64_t ldx, int64_t c, uint32_t sign_mask,
+                           const V (&scale)[16], float* HWY_RESTRICT y, int64_t ldy) {
+  const int64_t n = static_cast<int64_t>(hn::Lanes(D()));
+  hn::Vec<hn::RebindToUnsigned<DM>> max_bits;
+  const hn::Mask<DM> ok = column_bound<16>(dm, x + c, ldx, &max_bits);
+  for (int64_t h = 0; h < static_cast<int64_t>(hn::Lanes(dm)); h += n) store_half(x, ldx, c + h, scale, y, ldy);
+  if (hn::AllTrue(dm, ok)) return;
+  for (uint32_t failed = failed_lanes(dm, ok); failed != 0; failed &= failed - 1)
+    rht16_column(x, ldx, c + __builtin_ctz(failed), sign_mask, y, ldy);
+}
+
+void Rht16Rows(const float* HWY_RESTRICT x, int64_t ldx, int64_t cols, uint32_t sign_mask, float* HWY_RESTRICT y,
+               int64_t ldy) {
+  const DF df;
+  const DW dw;
+  V scale[16];
+  input_scales(sign_mask, scale);
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df)), W = 2 * N;
+  int64_t c = 0;
+  for (; c + W <= cols; c += W) rht16_pass(dw, x, ldx, c, sign_mask, scale, y, ldy);
+  if (c + N <= cols) {
+    rht16_pass(df, x, ldx, c, sign_mask, scale, y, ldy);
+    c += N;
+  }
+  rht16_rows_scalar(x, ldx, c, cols, sign_mask, y, ldy);
+}
+
+// One pass of Rht16RowsAmax over the columns [c, c + Lanes(dm)): max|x| per column (bits, NaN possible:
+// then a failed column's reference reports it) into *in_max, the exact columns' max|y| into *out_max, the
+// others' by the reference into *out_m. Returns false if the reference met a NaN.
+template <class DM>
+HWY_INLINE bool rht16_amax_pass(DM dm, const float* HWY_RESTRICT x, int64_t ldx, int64_t c, uint32_t sign_mask,
+                                const V (&flip)[16], hn::Vec<hn::RebindToUnsigned<DM>>* in_max,
+                                hn::Vec<DM>* out_max, float* out_m) {
+  const DF df;
+  hn::Vec<hn::RebindToUnsigned<DM>> max_bits;
+  const hn::Mask<DM> ok = column_bound<16>(dm, x + c, ldx, &max_bits);
+  *in_max = hn::Max(max_bits, *in_max);
+  hn::Vec<DM> y_max;
+  if constexpr (std::is_same_v<DM, DF>) {
+    y_max = max_abs_half(x, ldx, c, flip);
+  } else {
+    const hn::Vec<DF> lo = max_abs_half(x, ldx, c, flip);
+    y_max = hn::Combine(dm, max_abs_half(x, ldx, c + static_cast<int64_t>(hn::Lanes(df)), flip), lo);
+  }
+  *out_max = hn::Max(hn::IfThenElseZero(ok, y_max), *out_max);
+  if (hn::AllTrue(dm, ok)) return true;
+  bool clean = true;
+  for (uint32_t failed = failed_lanes(dm, ok); failed != 0; failed &= failed - 1)
+    clean = rht16_column_amax(x, ldx, c + __builtin_ctz(failed), sign_mask, out_m) && clean;
+  return clean;
+}
+
+bool Rht16RowsAmax(const float* HWY_RESTRICT x, int64_t ldx, int64_t cols, uint32_t sign_mask, float* in_amax,
+                   float* out_amax) {
+  const DF df;
+  const DW dw;
+  const hn::RebindToUnsigned<DF> dfu;
+  const hn::RebindToUnsigned<DW> dwu;
   V flip[16];
   sign_flips(sign_mask, flip);
-  const V post = hn::Set(d, 0.25);
-  V in_max = hn::Zero(d), out_max = hn::Zero(d);
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df)), W = 2 * N;
+  hn::Vec<decltype(dwu)> in_max = hn::Zero(dwu);
+  hn::Vec<DW> out_max = hn::Zero(dw);
   bool clean = true;
-  float in_m = *in_amax, out_m = *out_amax;
+  float out_m = *out_amax;
   int64_t c = 0;
-  for (; c + N <= cols; c += N) {
-    Group16 g;
-    group16(x, ldx, c, flip, &g);
-    in_max = hn::Max(g.max_abs, in_max);
-    // The max of the float64 values rounds to the max of their float32 roundings (rounding is monotonic),
-    // so the rounding is taken once, at the end; |y| needs no "+ 0.0" (it only turns -0 into +0).
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; ++j) out_max = hn::Max(hn::IfThenElseZero(g.ok, hn::Abs(hn::Mul(g.v[j], post))), out_max);
-    if (hn::AllTrue(d, g.ok)) continue;
-    for (uint32_t failed = failed_lanes(g.ok); failed != 0; failed &= failed - 1)
-      clean = rht16_column_amax(x, ldx, c + __builtin_ctz(failed), sign_mask, &out_m) && clean;
+  for (; c + W <= cols; c += W) clean = rht16_amax_pass(dw, x, ldx, c, sign_mask, flip, &in_max, &out_max, &out_m) && clean;
+  // Both maxima as floats (max|x| from its bits; a NaN there means a NaN input, which made clean false).
+  uint32_t in_bits = hn::GetLane(hn::MaxOfLanes(dwu, in_max));
+  float out_v = hn::GetLane(hn::MaxOfLanes(dw, out_max));
+  if (c + N <= cols) {
+    hn::Vec<decltype(dfu)> in_half = hn::Zero(dfu);
+    hn::Vec<DF> out_half = hn::Zero(df);
+    clean = rht16_amax_pass(df, x, ldx, c, sign_mask, flip, &in_half, &out_half, &out_m) && clean;
+    in_bits = std::max(in_bits, static_cast<uint32_t>(hn::GetLane(hn::MaxOfLanes(dfu, in_half))));
+    out_v = std::max(out_v, static_cast<float>(hn::GetLane(hn::MaxOfLanes(df, out_half))));
+    c += N;
   }
-  in_m = std::max(in_m, static_cast<float>(hn::GetLane(hn::MaxOfLanes(d, in_max))));
-  out_m = std::max(out_m, static_cast<float>(hn::GetLane(hn::MaxOfLanes(d, out_max))));
-  *in_amax = in_m;
-  *out_amax = out_m;
+  float in_v;
+  std::memcpy(&in_v, &in_bits, sizeof in_v);
+  *in_amax = std::max(*in_amax, in_v);
+  *out_amax = std::max(out_m, out_v);
   return rht16_rows_amax_scalar(x, ldx, c, cols, sign_mask, in_amax, out_amax) && clean;
 }
+#endif  // HWY_TARGET == HWY_SCALAR
 
 }  // namespace nibble::precision::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();

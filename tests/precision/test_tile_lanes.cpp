@@ -246,6 +246,117 @@ TEST(TileLanes, QuestRowsEqualReferenceOnEveryTarget) {
       }
   });
 }
+
+// Columns built to sit on the kernels' edges rather than drawn at random: all zeros of either sign (whose
+// transform must be +0, as the reference's "+ 0.0" makes it), one nonzero among zeros (the min-nonzero
+// rule), equal or opposite values (exact cancellations to zero), the exactness bound itself (largest
+// magnitude exactly 2^24 times the smallest nonzero fails it, just under passes, also at the subnormal end
+// and where min * 2^24 overflows to +Inf), NaN and Inf alone among zeros, and ordinary values. Rows r of
+// column c: edge_column(c % kPatterns, r). kCols spans several vector passes, a half pass and a scalar tail
+// on every target.
+float edge_value(int pattern, int r, int rows) {
+  const float tiny = 1.40129846e-45f;  // 2^-149
+  switch (pattern) {
+    case 0: return 0.0f;
+    case 1: return -0.0f;
+    case 2: return (r % 3 == 0) ? -0.0f : 0.0f;
+    case 3: return r == 5 ? -2.5f : ((r & 1) ? -0.0f : 0.0f);
+    case 4: return 0.75f;
+    case 5: return (r & 1) ? -1.5f : 1.5f;
+    case 6: return r == 0 ? 1.0f : (r == 1 ? 0x1p-24f : 0.5f);                // max == min * 2^24: fails
+    case 7: return r == 0 ? 0x1.fffffep-1f : (r == 1 ? 0x1p-24f : 0.5f);     // just under: passes
+    case 8: return r == 0 ? 0x1p-125f : (r == 1 ? tiny : -0.0f);              // subnormal min, fails
+    case 9: return r == 0 ? 0x1p-126f : (r == 1 ? -tiny : 0.0f);              // subnormal min, passes
+    case 10: return r == 0 ? 3.0e38f : (r == 1 ? 0x1p110f : -0x1p120f);       // min * 2^24 = +Inf
+    case 11: return r == 7 ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    case 12: return r == 2 ? -std::numeric_limits<float>::infinity() : 0.0f;
+    case 13: return r == rows - 1 ? 1e-40f : 0.0f;
+    default: return std::ldexp(static_cast<float>((r * 37 + pattern * 11) % 17) - 8.0f, (r * pattern) % 9 - 4);
+  }
+}
+
+TEST(TileLanes, RhtAndQuestEdgeColumnsEqualReferenceOnEveryTarget) {
+  constexpr int kPatterns = 16;
+  constexpr int64_t kCols = 2 * kPatterns + 13, kLd = 48;
+  on_every_target([] {
+    for (const uint32_t sign_mask : {0u, 0xA5C3u, 0xFFFFu}) {
+      std::vector<float> x(16 * kLd, 0.0f);
+      for (int r = 0; r < 16; ++r)
+        for (int64_t c = 0; c < kCols; ++c) x[r * kLd + c] = edge_value(static_cast<int>(c % kPatterns), r, 16);
+      std::vector<float> y(16 * kLd, 7.0f);
+      rht16_rows(x.data(), kLd, kCols, sign_mask, y.data(), kLd);
+      float in_want = 0.0f, out_want = 0.0f;
+      bool clean_want = true;
+      for (int64_t c = 0; c < kCols; ++c) {
+        float g[16], r[16];
+        for (int i = 0; i < 16; ++i) {
+          g[i] = x[i * kLd + c];
+          clean_want = clean_want && !std::isnan(g[i]);
+          in_want = std::max(in_want, std::fabs(g[i]));
+        }
+        rht16(g, sign_mask, r);
+        for (int j = 0; j < 16; ++j) {
+          EXPECT_EQ(bits_of(y[j * kLd + c]), bits_of(r[j])) << "signs " << sign_mask << " column " << c << " row " << j;
+          clean_want = clean_want && !std::isnan(r[j]);
+          out_want = std::max(out_want, std::fabs(r[j]));
+        }
+      }
+      float in_m = 0.0f, out_m = 0.0f;
+      EXPECT_EQ(rht16_rows_amax(x.data(), kLd, kCols, sign_mask, &in_m, &out_m), clean_want);
+      // Without the NaN columns, so that both maxima are defined.
+      for (int r = 0; r < 16; ++r)
+        for (int64_t c = 0; c < kCols; ++c)
+          if (std::isnan(x[r * kLd + c])) x[r * kLd + c] = 0.0f;
+      in_want = out_want = 0.0f;
+      for (int64_t c = 0; c < kCols; ++c) {
+        float g[16], r[16];
+        for (int i = 0; i < 16; ++i) in_want = std::max(in_want, std::fabs(g[i] = x[i * kLd + c]));
+        rht16(g, sign_mask, r);
+        for (int j = 0; j < 16; ++j) out_want = std::max(out_want, std::fabs(r[j]));
+      }
+      in_m = out_m = 0.0f;
+      EXPECT_TRUE(rht16_rows_amax(x.data(), kLd, kCols, sign_mask, &in_m, &out_m));
+      EXPECT_EQ(bits_of(in_m), bits_of(in_want)) << "signs " << sign_mask;
+      EXPECT_EQ(bits_of(out_m), bits_of(out_want)) << "signs " << sign_mask;
+    }
+    std::vector<float> x(32 * kLd, 0.0f), scaled(32 * kLd, 7.0f);
+    for (int r = 0; r < 32; ++r)
+      for (int64_t c = 0; c < kCols; ++c) x[r * kLd + c] = edge_value(static_cast<int>(c % kPatterns), r, 32);
+    std::vector<uint8_t> codes(kCols, 0xEE);
+    QuestInputStats input;
+    const bool nan = quest_rows(x.data(), kLd, kCols, scaled.data(), kLd, codes.data(), &input);
+    bool nan_want = false, in_nan_want = false;
+    float in_want = 0.0f;
+    for (int64_t c = 0; c < kCols; ++c) {
+      float g[32], h[32];
+      for (int i = 0; i < 32; ++i) {
+        g[i] = x[i * kLd + c];
+        in_nan_want = in_nan_want || std::isnan(g[i]);
+        in_want = std::max(in_want, std::fabs(g[i]));
+      }
+      hadamard32_normalised(g, h);
+      double sum = 0.0, sum_sq = 0.0;
+      for (int i = 0; i < 32; ++i) {
+        nan_want = nan_want || std::isnan(h[i]);
+        sum += h[i];
+        sum_sq += static_cast<double>(h[i]) * h[i];
+      }
+      const uint32_t e = quest_code_from_sums(sum, sum_sq);
+      EXPECT_EQ(codes[c], e) << "column " << c;
+      const float m = e8m0_encode_multiplier(e);
+      for (int i = 0; i < 32; ++i) {
+        const float want = h[i] * m, got = scaled[i * kLd + c];
+        if (std::isnan(want))
+          EXPECT_TRUE(std::isnan(got)) << "column " << c << " row " << i;
+        else
+          EXPECT_EQ(bits_of(got), bits_of(want)) << "column " << c << " row " << i;
+      }
+    }
+    EXPECT_EQ(nan, nan_want);
+    EXPECT_EQ(bits_of(input.amax), bits_of(in_want));
+    EXPECT_EQ(input.nan, in_nan_want);
+  });
+}
 #else
 TEST(TileLanes, NoHighwayInThisBuild) { GTEST_SKIP() << "built without Highway: the scalar loops are the kernels"; }
 #endif
