@@ -7,6 +7,8 @@
 
 #include "core/quantized_tensor.h"
 #include "core/saved_for_backward_meter.h"
+#include "core/cpu/rms_norm_cpu.h"
+#include "core/cpu/swiglu_cpu.h"
 #include "core/nan_check.h"
 #include "precision/error.h"
 
@@ -67,11 +69,32 @@ struct RmsNormBackward : public torch::autograd::Node {
     torch::NoGradGuard no_grad;
     variable_list out(2);
     if (!grads[0].defined()) return out;
-    const torch::Tensor xf = x.restore();
-    const torch::Tensor dy = grads[0].to(torch::kFloat32);
+    const torch::Tensor xf = x.restore().contiguous();
+    const torch::Tensor dy = grads[0].to(torch::kFloat32).contiguous();
     if (contains_nan(dy)) throw InvalidArgument(label + ": the output gradient contains NaN");
-    const torch::Tensor w = weight.to(torch::kFloat32);
+    const torch::Tensor w = weight.to(torch::kFloat32).contiguous();
     const torch::Tensor r = torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
+    if (xf.device().is_cpu()) {
+      // Two fused passes and torch's row mean instead of ten torch ops, the same bits (core/cpu/rms_norm_cpu.h).
+      const int64_t d = xf.size(-1), rows = d > 0 ? xf.numel() / d : 0;
+      const bool want_dx = task_should_compute_output(0), want_dw = task_should_compute_output(1);
+      torch::Tensor m, r3 = r.pow(3);
+      if (want_dx) {
+        torch::Tensor gx = torch::empty_like(xf);
+        cpu::rms_norm_backward_gx(dy.data_ptr<float>(), xf.data_ptr<float>(), w.data_ptr<float>(),
+                                  gx.data_ptr<float>(), rows, d);
+        m = gx.mean(-1, true);
+      }
+      torch::Tensor dx = want_dx ? torch::empty_like(xf) : torch::Tensor();
+      torch::Tensor t = want_dw ? torch::empty_like(xf) : torch::Tensor();
+      cpu::rms_norm_backward(dy.data_ptr<float>(), xf.data_ptr<float>(), w.data_ptr<float>(), r.data_ptr<float>(),
+                             r3.data_ptr<float>(), want_dx ? m.data_ptr<float>() : nullptr,
+                             want_dx ? dx.data_ptr<float>() : nullptr, want_dw ? t.data_ptr<float>() : nullptr,
+                             rows, d);
+      if (want_dx) out[0] = dx.to(x_dtype);
+      if (want_dw) out[1] = t.reshape({-1, d}).sum(0).to(weight.scalar_type());
+      return out;
+    }
     const torch::Tensor g = dy * w;
     if (task_should_compute_output(0))
       out[0] = (r * g - xf * r.pow(3) * (g * xf).mean(-1, true)).to(x_dtype);
@@ -96,12 +119,24 @@ struct SwigluBackward : public torch::autograd::Node {
     torch::NoGradGuard no_grad;
     variable_list out(2);
     if (!grads[0].defined()) return out;
-    const torch::Tensor g = gate.restore(), u = up.restore();
-    const torch::Tensor dy = grads[0].to(torch::kFloat32);
+    const torch::Tensor g = gate.restore().contiguous(), u = up.restore().contiguous();
+    const torch::Tensor dy = grads[0].to(torch::kFloat32).contiguous();
     if (contains_nan(dy)) throw InvalidArgument(label + ": the output gradient contains NaN");
     const torch::Tensor sig = torch::sigmoid(g);
-    if (task_should_compute_output(0)) out[0] = (dy * u * sig * (1 + g * (1 - sig))).to(gate_dtype);
-    if (task_should_compute_output(1)) out[1] = (dy * g * sig).to(up_dtype);
+    const bool want_dg = task_should_compute_output(0), want_du = task_should_compute_output(1);
+    if (g.device().is_cpu()) {
+      // One pass instead of eight torch ops, the same bits (core/cpu/swiglu_cpu.h).
+      torch::Tensor dg = want_dg ? torch::empty_like(g) : torch::Tensor();
+      torch::Tensor du = want_du ? torch::empty_like(g) : torch::Tensor();
+      cpu::swiglu_backward(dy.data_ptr<float>(), g.data_ptr<float>(), sig.data_ptr<float>(), u.data_ptr<float>(),
+                           want_dg ? dg.data_ptr<float>() : nullptr, want_du ? du.data_ptr<float>() : nullptr,
+                           g.numel());
+      if (want_dg) out[0] = dg.to(gate_dtype);
+      if (want_du) out[1] = du.to(up_dtype);
+      return out;
+    }
+    if (want_dg) out[0] = (dy * u * sig * (1 + g * (1 - sig))).to(gate_dtype);
+    if (want_du) out[1] = (dy * g * sig).to(up_dtype);
     return out;
   }
 };
@@ -119,8 +154,17 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
   auto node = need_grad ? c10::make_intrusive<RmsNormBackward>() : c10::intrusive_ptr<RmsNormBackward>();
   {
     torch::NoGradGuard no_grad;
-    const torch::Tensor xf = x.to(torch::kFloat32);
-    y = (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps) * weight.to(torch::kFloat32)).to(x.scalar_type());
+    const torch::Tensor xf = x.to(torch::kFloat32).contiguous(), w = weight.to(torch::kFloat32).contiguous();
+    const torch::Tensor r = torch::rsqrt(xf.pow(2).mean(-1, true) + eps);
+    if (xf.device().is_cpu()) {  // one pass, the same bits as the expression below (core/cpu/rms_norm_cpu.h)
+      const int64_t d = xf.size(-1);
+      torch::Tensor yf = torch::empty_like(xf);
+      cpu::rms_norm_forward(xf.data_ptr<float>(), r.data_ptr<float>(), w.data_ptr<float>(), yf.data_ptr<float>(),
+                            d > 0 ? xf.numel() / d : 0, d);
+      y = yf.to(x.scalar_type());
+    } else {
+      y = (xf * r * w).to(x.scalar_type());
+    }
     if (need_grad) {
       node->x = SavedActivation(x, compress, name + ".input");
       node->weight = weight.detach();
@@ -147,8 +191,16 @@ torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up, bool co
   auto node = need_grad ? c10::make_intrusive<SwigluBackward>() : c10::intrusive_ptr<SwigluBackward>();
   {
     torch::NoGradGuard no_grad;
-    const torch::Tensor g = gate.to(torch::kFloat32);
-    y = (g * torch::sigmoid(g) * up.to(torch::kFloat32)).to(gate.scalar_type());
+    const torch::Tensor g = gate.to(torch::kFloat32).contiguous(), u = up.to(torch::kFloat32).contiguous();
+    const torch::Tensor sig = torch::sigmoid(g);
+    if (g.device().is_cpu()) {  // one pass, the same bits as the expression below (core/cpu/swiglu_cpu.h)
+      torch::Tensor yf = torch::empty_like(g);
+      cpu::swiglu_forward(g.data_ptr<float>(), sig.data_ptr<float>(), u.data_ptr<float>(), yf.data_ptr<float>(),
+                          g.numel());
+      y = yf.to(gate.scalar_type());
+    } else {
+      y = (g * sig * u).to(gate.scalar_type());
+    }
     if (need_grad) {
       node->gate = SavedActivation(gate, compress, name + ".gate");
       node->up = SavedActivation(up, compress, name + ".up");

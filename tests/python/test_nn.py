@@ -173,6 +173,41 @@ def test_swiglu_gradient_equals_the_exact_op_at_the_saved_activations():
     assert rel(gate.grad, g64.grad) <= 1e-6
 
 
+@pytest.mark.parametrize("shape", [(6, 5, 64), (3, 37), (256, 512)])
+def test_rmsnorm_cpu_passes_are_bit_identical_to_the_torch_expressions(shape):
+    # core/cpu/rms_norm_cpu.h: fused passes with the same FP32 operations in the same order as the torch
+    # expressions they replaced, around torch's own row means, so equal to the bit.
+    g = torch.Generator().manual_seed(10)
+    x = (torch.randn(*shape, generator=g) * 3).requires_grad_()
+    w = torch.randn(shape[-1], generator=g).requires_grad_()
+    dy = torch.randn(*shape, generator=g)
+    y = _C.rms_norm(x, w, 1e-6, False, "norm")
+    y.backward(dy)
+    xd, wd = x.detach(), w.detach()
+    r = torch.rsqrt(xd.pow(2).mean(-1, True) + 1e-6)
+    assert torch.equal(y.detach(), xd * r * wd)
+    gw = dy * wd
+    assert torch.equal(x.grad, r * gw - xd * r.pow(3) * (gw * xd).mean(-1, True))
+    assert torch.equal(w.grad, (dy * xd * r).reshape(-1, shape[-1]).sum(0))
+
+
+@pytest.mark.parametrize("shape", [(7, 96), (3, 37), (64, 1376)])
+def test_swiglu_cpu_pass_is_bit_identical_to_the_torch_expression(shape):
+    # core/cpu/swiglu_cpu.h: one pass with the same FP32 operations in the same order as the torch expression
+    # it replaced, so equal to the bit (the largest shape takes the multi-threaded path).
+    g = torch.Generator().manual_seed(9)
+    gate = (torch.randn(*shape, generator=g) * 4).requires_grad_()
+    up = torch.randn(*shape, generator=g).requires_grad_()
+    dy = torch.randn(*shape, generator=g)
+    y = _C.swiglu(gate, up, False, "act")
+    y.backward(dy)
+    gd, ud = gate.detach(), up.detach()
+    sig = torch.sigmoid(gd)
+    assert torch.equal(y.detach(), gd * sig * ud)
+    assert torch.equal(gate.grad, dy * ud * sig * (1 + gd * (1 - sig)))
+    assert torch.equal(up.grad, dy * gd * sig)
+
+
 def test_autocast_chooses_the_recipe_for_modules_created_or_run_inside():
     with nibble.autocast("nvfp4"):
         made_inside = nibble.nn.Linear(32, 16)
