@@ -95,7 +95,8 @@ def main() -> None:
         shape = f"{t},{h},{3 * h};{t},{h},{h};{t},{h},{f};{t},{h},{f};{t},{f},{h}"
         model = f"{MODEL['micro']},{MODEL['seq']},{h},{MODEL['heads']},{f}"  # attention and element-wise shapes
         subprocess.run([sys.executable, os.path.join(ROOT, "plan", "calibrate.py"), "--out", args.cluster_out,
-                        "--gemm", shape, "--model", model], check=True)
+                        "--gemm", shape, "--model", model, "--plan", os.path.join(args.build, "nibble-plan")],
+                       check=True)  # the planner of the same build counts the element-wise bytes
     load = os.getloadavg()
     print(f"\nmodel {MODEL}, {args.steps} timed steps after {args.warmup}, {args.rounds} rounds, one thread per rank, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
