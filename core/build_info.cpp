@@ -1,5 +1,9 @@
 #include "core/build_info.h"
 
+#include <exception>
+
+#include "core/cpu/gemm_bf16.h"
+
 #ifndef NIBBLE_VERSION
 #define NIBBLE_VERSION "unknown"
 #endif
@@ -47,6 +51,11 @@ BuildInfo build_info() {
   if (__builtin_cpu_supports("avx2")) b.cpu_vector_supported.push_back("avx2");
   if (__builtin_cpu_supports("fma")) b.cpu_vector_supported.push_back("fma");
 #endif
+  try {
+    b.cpu_gemm_kernel = cpu::gemm_kernel_name(cpu::gemm_default_kernel());
+  } catch (const std::exception& e) {  // an invalid NIBBLE_CPU_GEMM_KERNEL: the report says so
+    b.cpu_gemm_kernel = std::string("none: ") + e.what();
+  }
 #if defined(__clang__)
   b.compiler = "clang " __clang_version__;
 #elif defined(__GNUC__)

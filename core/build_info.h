@@ -13,6 +13,7 @@ struct BuildInfo {
   std::vector<std::string> cpu_vector_compiled;   // extensions the CPU kernels were compiled for (-march)
   std::vector<std::string> cpu_vector_supported;  // of those and the usual ones, what this CPU has
   std::string compiler;
+  std::string cpu_gemm_kernel;  // the CPU GEMM's micro-kernel here (core/cpu/gemm_bf16.h), or why none
 };
 
 BuildInfo build_info();

@@ -18,6 +18,7 @@ void bind_checkpoint(py::module_& m) {
                     py::arg("cuda_architectures") = b.cuda_architectures,
                     py::arg("cpu_vector_compiled") = b.cpu_vector_compiled,
                     py::arg("cpu_vector_supported") = b.cpu_vector_supported, py::arg("compiler") = b.compiler,
+                    py::arg("cpu_gemm_kernel") = b.cpu_gemm_kernel,
                     py::arg("torch_compiled") = std::string(TORCH_VERSION));
   });
   m.def(

@@ -35,3 +35,16 @@ def test_python_dash_m_nibble_reports_the_build():
     assert any(line.startswith("CPU vector extensions: compiled for ") for line in lines), r.stdout
     # On the machine that built it, everything compiled for is present (no warning).
     assert "WARNING" not in r.stdout, r.stdout
+    assert f"CPU GEMM kernel: {info['cpu_gemm_kernel']} " in r.stdout
+    assert info["cpu_gemm_kernel"] in ("fma32", "dpbf16", "scalar"), info
+
+
+def test_the_cpu_gemm_kernel_follows_its_environment_variable():
+    env = dict(os.environ, NIBBLE_CPU_GEMM_KERNEL="scalar")
+    r = subprocess.run([sys.executable, "-m", "nibble"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "CPU GEMM kernel: scalar " in r.stdout, r.stdout
+    env["NIBBLE_CPU_GEMM_KERNEL"] = "avx9"
+    r = subprocess.run([sys.executable, "-m", "nibble"], capture_output=True, text=True, timeout=120, env=env)
+    assert "CPU GEMM kernel: none: NIBBLE_CPU_GEMM_KERNEL=avx9 is not a CPU GEMM kernel; use fma32, dpbf16 or scalar" \
+        in r.stdout, r.stdout
