@@ -1,8 +1,7 @@
 #include "core/nan_check.h"
 
-#include <cstdint>
 #include <algorithm>
-#include <cstring>
+#include <cstdint>
 
 namespace nibble::core {
 namespace {

@@ -18,11 +18,11 @@ namespace nibble::core::cpu {
 // (up to a few hundred rows x one K block), never per element, so a std::function costs nothing here.
 using RowSource = std::function<void(int64_t row0, int64_t nrows, int64_t k0, int64_t kc, uint16_t* out, int64_t ld)>;
 
-// C[m * ldc + n] = alpha * sum_k A[m, k] * B[n, k] for m < M, n < N (overwrites C). The sum is
-// accumulated in FP32 and multiplied by alpha once, at the end (alpha = 1 leaves it untouched).
 // Which micro-kernel multiplies the packed panels. kAuto: gemm_default_kernel().
 enum class GemmKernel { kAuto, kFma32, kDpbf16, kScalar };
 
+// C[m * ldc + n] = alpha * sum_k A[m, k] * B[n, k] for m < M, n < N (overwrites C). The sum is
+// accumulated in FP32 and multiplied by alpha once, at the end (alpha = 1 leaves it untouched).
 void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const RowSource& b, float* c, int64_t ldc,
                   float alpha = 1.0f, GemmKernel kernel = GemmKernel::kAuto);
 
