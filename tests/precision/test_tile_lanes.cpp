@@ -153,6 +153,71 @@ TEST(TileLanes, TransposeFloatsEqualsScalarOnEveryTarget) {
   });
 }
 
+// Checks y (16 rows, stride ld) against rht16 of each of x's first `cols` columns, bit for bit, and returns
+// what rht16_rows_amax must report for them: the input and transformed maxima, and whether no NaN occurred.
+struct Rht16Want {
+  float in_amax = 0.0f, out_amax = 0.0f;
+  bool clean = true;
+};
+Rht16Want check_rht16_columns(const std::vector<float>& x, int64_t ld, int64_t cols, uint32_t sign_mask,
+                              const std::vector<float>& y) {
+  Rht16Want w;
+  for (int64_t c = 0; c < cols; ++c) {
+    float g[16], r[16];
+    for (int i = 0; i < 16; ++i) {
+      g[i] = x[i * ld + c];
+      w.clean = w.clean && !std::isnan(g[i]);
+      w.in_amax = std::max(w.in_amax, std::fabs(g[i]));
+    }
+    rht16(g, sign_mask, r);
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(bits_of(y[j * ld + c]), bits_of(r[j])) << "column " << c << " row " << j;
+      w.clean = w.clean && !std::isnan(r[j]);
+      w.out_amax = std::max(w.out_amax, std::fabs(r[j]));
+    }
+  }
+  return w;
+}
+
+// Checks quest_rows' codes and scaled values for x's first `cols` columns (32 rows) against the definition
+// (hadamard32_normalised, index-order float64 sums, quest_code_from_sums), and returns what it must report:
+// a NaN after the transform, a NaN in the input, and the input amax starting from `in_amax`.
+struct QuestWant {
+  bool nan = false, in_nan = false;
+  float in_amax = 0.0f;
+};
+QuestWant check_quest_columns(const std::vector<float>& x, int64_t ldx, int64_t cols, const std::vector<float>& scaled,
+                              int64_t lds, const std::vector<uint8_t>& codes, float in_amax) {
+  QuestWant w;
+  w.in_amax = in_amax;
+  for (int64_t c = 0; c < cols; ++c) {
+    float g[32], h[32];
+    for (int i = 0; i < 32; ++i) {
+      g[i] = x[i * ldx + c];
+      w.in_nan = w.in_nan || std::isnan(g[i]);
+      w.in_amax = std::max(w.in_amax, std::fabs(g[i]));
+    }
+    hadamard32_normalised(g, h);
+    double sum = 0.0, sum_sq = 0.0;
+    for (int i = 0; i < 32; ++i) {
+      w.nan = w.nan || std::isnan(h[i]);
+      sum += h[i];
+      sum_sq += static_cast<double>(h[i]) * h[i];
+    }
+    const uint32_t e = quest_code_from_sums(sum, sum_sq);
+    EXPECT_EQ(codes[c], e) << "column " << c;
+    const float m = e8m0_encode_multiplier(e);
+    for (int i = 0; i < 32; ++i) {
+      const float want = h[i] * m, got = scaled[i * lds + c];
+      if (std::isnan(want))  // (a NaN's payload is not part of the definition)
+        EXPECT_TRUE(std::isnan(got)) << "column " << c << " row " << i;
+      else
+        EXPECT_EQ(bits_of(got), bits_of(want)) << "column " << c << " row " << i;
+    }
+  }
+  return w;
+}
+
 // Groups of 16 rows, 37 columns (vector passes and a scalar tail on every target), with values whose
 // exponents span more than the butterfly's exactness bound in some columns (those take the reference).
 TEST(TileLanes, Rht16RowsEqualReferenceOnEveryTarget) {
@@ -164,22 +229,7 @@ TEST(TileLanes, Rht16RowsEqualReferenceOnEveryTarget) {
             mixed_values(16 * kLd, sign_mask + static_cast<uint32_t>(rate * 1e4) + spread, rate, spread);
         std::vector<float> y(16 * kLd, 7.0f);
         rht16_rows(x.data(), kLd, kCols, sign_mask, y.data(), kLd);
-        float in_want = 0.0f, out_want = 0.0f;
-        bool clean_want = true;
-        for (int64_t c = 0; c < kCols; ++c) {
-          float g[16], r[16];
-          for (int i = 0; i < 16; ++i) {
-            g[i] = x[i * kLd + c];
-            clean_want = clean_want && !std::isnan(g[i]);
-            in_want = std::max(in_want, std::fabs(g[i]));
-          }
-          rht16(g, sign_mask, r);
-          for (int j = 0; j < 16; ++j) {
-            EXPECT_EQ(bits_of(y[j * kLd + c]), bits_of(r[j])) << "column " << c << " row " << j;
-            clean_want = clean_want && !std::isnan(r[j]);
-            out_want = std::max(out_want, std::fabs(r[j]));
-          }
-        }
+        const auto [in_want, out_want, clean_want] = check_rht16_columns(x, kLd, kCols, sign_mask, y);
         float in_m = 0.0f, out_m = 0.0f;
         const bool clean = rht16_rows_amax(x.data(), kLd, kCols, sign_mask, &in_m, &out_m);
         EXPECT_EQ(clean, clean_want) << "rate " << rate;
@@ -206,33 +256,7 @@ TEST(TileLanes, QuestRowsEqualReferenceOnEveryTarget) {
         QuestInputStats input;
         input.amax = 0.5f;
         const bool nan = quest_rows(x.data(), kLdx, kCols, scaled.data(), kLds, codes.data(), stats ? &input : nullptr);
-        bool nan_want = false, in_nan_want = false;
-        float in_want = 0.5f;
-        for (int64_t c = 0; c < kCols; ++c) {
-          float g[32], h[32];
-          for (int i = 0; i < 32; ++i) {
-            g[i] = x[i * kLdx + c];
-            in_nan_want = in_nan_want || std::isnan(g[i]);
-            in_want = std::max(in_want, std::fabs(g[i]));
-          }
-          hadamard32_normalised(g, h);
-          double sum = 0.0, sum_sq = 0.0;
-          for (int i = 0; i < 32; ++i) {
-            nan_want = nan_want || std::isnan(h[i]);
-            sum += h[i];
-            sum_sq += static_cast<double>(h[i]) * h[i];
-          }
-          const uint32_t e = quest_code_from_sums(sum, sum_sq);
-          EXPECT_EQ(codes[c], e) << "column " << c;
-          const float m = e8m0_encode_multiplier(e);
-          for (int i = 0; i < 32; ++i) {
-            const float want = h[i] * m, got = scaled[i * kLds + c];
-            if (std::isnan(want))  // (a NaN's payload is not part of the definition)
-              EXPECT_TRUE(std::isnan(got)) << "column " << c << " row " << i;
-            else
-              EXPECT_EQ(bits_of(got), bits_of(want)) << "column " << c << " row " << i;
-          }
-        }
+        const auto [nan_want, in_nan_want, in_want] = check_quest_columns(x, kLdx, kCols, scaled, kLds, codes, 0.5f);
         for (int64_t c = kCols; c < kCols + 3; ++c) EXPECT_EQ(codes[c], 0xEE) << "column " << c;
         for (int i = 0; i < 32; ++i)
           for (int64_t c = kCols; c < kLds; ++c) EXPECT_EQ(scaled[i * kLds + c], 7.0f) << "row " << i;
@@ -285,22 +309,8 @@ TEST(TileLanes, RhtAndQuestEdgeColumnsEqualReferenceOnEveryTarget) {
         for (int64_t c = 0; c < kCols; ++c) x[r * kLd + c] = edge_value(static_cast<int>(c % kPatterns), r, 16);
       std::vector<float> y(16 * kLd, 7.0f);
       rht16_rows(x.data(), kLd, kCols, sign_mask, y.data(), kLd);
-      float in_want = 0.0f, out_want = 0.0f;
-      bool clean_want = true;
-      for (int64_t c = 0; c < kCols; ++c) {
-        float g[16], r[16];
-        for (int i = 0; i < 16; ++i) {
-          g[i] = x[i * kLd + c];
-          clean_want = clean_want && !std::isnan(g[i]);
-          in_want = std::max(in_want, std::fabs(g[i]));
-        }
-        rht16(g, sign_mask, r);
-        for (int j = 0; j < 16; ++j) {
-          EXPECT_EQ(bits_of(y[j * kLd + c]), bits_of(r[j])) << "signs " << sign_mask << " column " << c << " row " << j;
-          clean_want = clean_want && !std::isnan(r[j]);
-          out_want = std::max(out_want, std::fabs(r[j]));
-        }
-      }
+      SCOPED_TRACE(testing::Message() << "signs " << sign_mask);
+      auto [in_want, out_want, clean_want] = check_rht16_columns(x, kLd, kCols, sign_mask, y);
       float in_m = 0.0f, out_m = 0.0f;
       EXPECT_EQ(rht16_rows_amax(x.data(), kLd, kCols, sign_mask, &in_m, &out_m), clean_want);
       // Without the NaN columns, so that both maxima are defined.
@@ -325,33 +335,7 @@ TEST(TileLanes, RhtAndQuestEdgeColumnsEqualReferenceOnEveryTarget) {
     std::vector<uint8_t> codes(kCols, 0xEE);
     QuestInputStats input;
     const bool nan = quest_rows(x.data(), kLd, kCols, scaled.data(), kLd, codes.data(), &input);
-    bool nan_want = false, in_nan_want = false;
-    float in_want = 0.0f;
-    for (int64_t c = 0; c < kCols; ++c) {
-      float g[32], h[32];
-      for (int i = 0; i < 32; ++i) {
-        g[i] = x[i * kLd + c];
-        in_nan_want = in_nan_want || std::isnan(g[i]);
-        in_want = std::max(in_want, std::fabs(g[i]));
-      }
-      hadamard32_normalised(g, h);
-      double sum = 0.0, sum_sq = 0.0;
-      for (int i = 0; i < 32; ++i) {
-        nan_want = nan_want || std::isnan(h[i]);
-        sum += h[i];
-        sum_sq += static_cast<double>(h[i]) * h[i];
-      }
-      const uint32_t e = quest_code_from_sums(sum, sum_sq);
-      EXPECT_EQ(codes[c], e) << "column " << c;
-      const float m = e8m0_encode_multiplier(e);
-      for (int i = 0; i < 32; ++i) {
-        const float want = h[i] * m, got = scaled[i * kLd + c];
-        if (std::isnan(want))
-          EXPECT_TRUE(std::isnan(got)) << "column " << c << " row " << i;
-        else
-          EXPECT_EQ(bits_of(got), bits_of(want)) << "column " << c << " row " << i;
-      }
-    }
+    const auto [nan_want, in_nan_want, in_want] = check_quest_columns(x, kLd, kCols, scaled, kLd, codes, 0.0f);
     EXPECT_EQ(nan, nan_want);
     EXPECT_EQ(bits_of(input.amax), bits_of(in_want));
     EXPECT_EQ(input.nan, in_nan_want);
