@@ -10,9 +10,10 @@
 //    integer max / min vectorise (float ones do not without -ffinite-math-only);
 //  - stochastic rounding's Philox bits come 32 counters at a time from precision's random_span_bits, drawn
 //    once per 2048-element span rather than one scalar Philox call per 8 elements;
-//  - with AVX-512 there are no gathers (slow on this class of CPU): the int8 code search and the int8 decode
-//    read their tables with in-register permutes, E4M3 codes decode through an FP16 conversion, and E4M3 codes
-//    are written by precision's encode_rne_lanes (all checked equal to the scalar rules).
+//  - with AVX-512, the int8 decode reads its table with in-register permutes, E4M3 codes decode through an FP16
+//    conversion and are written by precision's encode_rne_lanes, bfloat16 codes by bf16_lanes.h, int8 codes by
+//    dynamic_map_lanes.h's bucket table (one gather per vector instead of an 8-step dependent search); all
+//    checked equal to the scalar rules (tests/optim/test_state_lanes.cpp, test_fused_step.cpp).
 #include <omp.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -24,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include "optim/cpu/bf16_lanes.h"
+#include "optim/cpu/dynamic_map_lanes.h"
 #include "optim/dre.h"
 #include "optim/dynamic_map.h"
 #include "optim/fused_step.h"
@@ -94,19 +97,6 @@ struct SpanRandom {
     bits = precision::random_span_bits(seed, offset, first, static_cast<size_t>(n), kSrBits, scratch);
   }
 };
-
-// x rounded stochastically to bfloat16 bits with 16 random bits per element.
-void encode_bf16_stochastic(const float* __restrict x, int n, const uint16_t* __restrict random,
-                            uint16_t* __restrict out) {
-  for (int j = 0; j < n; ++j)
-    out[j] = static_cast<uint16_t>(
-        encode_scalar(x[j], formats::kBF16, Rounding::kStochastic, precision::RandomBits{random[j], kSrBits}));
-}
-
-void encode_bf16_nearest(const float* __restrict x, int n, uint16_t* __restrict out) {
-  for (int j = 0; j < n; ++j)
-    out[j] = static_cast<uint16_t>(encode_scalar(x[j], formats::kBF16, Rounding::kNearestEven));
-}
 
 // ---- Group reductions on the bits of |x| ----------------------------------------------------------------
 // |x|'s bits are below 2^31, so they order the same as signed int32: GCC 12 vectorises signed integer
@@ -188,46 +178,9 @@ void decode_e4m3(const uint8_t* __restrict codes, int n, float* __restrict out) 
 // ---- int8 dynamic-map codes -------------------------------------------------------------------------------
 
 #if defined(__AVX512F__)
-// dynamic_map_encode's binary search reads threshold[idx + step - 1] with idx a multiple of 2 step, so each
-// of its eight steps reads from a fixed subset of 256 / (2 step) thresholds. Laid out per step, a subset of
-// up to 16 fits one register (one vpermps per lookup) and the larger ones two, four or eight registers
-// (vpermt2ps plus blends): the search then needs no memory gathers.
-struct SearchSteps {
-  alignas(64) float step[8][128];  // step[s][i] = threshold[i * 2^(8-s) + 2^(7-s) - 1], s = 0 for step 128
-};
-
-SearchSteps build_search_steps(const float* threshold) {
-  SearchSteps t{};
-  for (int s = 0; s < 8; ++s) {
-    const int half = 128 >> s;  // the search step
-    for (int i = 0; i < (128 >> (7 - s)); ++i) t.step[s][i] = threshold[i * 2 * half + half - 1];
-  }
-  return t;
-}
-
-const SearchSteps& search_steps(bool is_signed) {
-  static const SearchSteps kSigned = build_search_steps(dynamic_map(true).threshold);
-  static const SearchSteps kUnsigned = build_search_steps(dynamic_map(false).threshold);
-  return is_signed ? kSigned : kUnsigned;
-}
-
-__m512i shift_right(__m512i x, unsigned n) {
-  return _mm512_maskz_srli_epi32(kAllLanes, x, n);
-}
-
-// The threshold at subset index i (per lane) of a subset of 32 * regs floats: vpermt2ps picks within each
-// pair of registers by i's low five bits, blends on the higher bits pick the pair.
+// table[i] of a 32-entry table for per-lane i (its low five bits): one vpermt2ps.
 __m512 lookup32(const float* table, __m512i i) {
   return _mm512_permutex2var_ps(_mm512_loadu_ps(table), i, _mm512_loadu_ps(table + 16));
-}
-__m512 lookup_step(const float* table, int entries, __m512i i) {
-  if (entries <= 16) return _mm512_maskz_permutexvar_ps(kAllLanes, i, _mm512_loadu_ps(table));
-  __m512 t = lookup32(table, i);
-  for (int base = 32; base < entries; base += 32) {
-    const __mmask16 in_block = _mm512_cmpeq_epi32_mask(shift_right(i, 5), _mm512_set1_epi32(base / 32));
-    t = _mm512_mask_blend_ps(in_block, t, lookup32(table + base, i));
-  }
-  return t;
 }
 
 // table[i] of a 256-entry table for per-lane i < 256: vpermt2ps within each 32-entry block by i's low five
@@ -243,34 +196,7 @@ __m512 lookup_step(const float* table, int entries, __m512i i) {
   return block[0];
 }
 
-// The codes of 16 normalised values: dynamic_map_encode's comparisons, thresholds by lookup_step.
-__m512i search16(const SearchSteps& steps, __m512 x) {
-  __m512i idx = _mm512_setzero_si512();
-  for (int s = 0; s < 8; ++s) {
-    const int half = 128 >> s;
-    const __m512i subset_index = shift_right(idx, static_cast<unsigned>(8 - s));  // idx / (2 half)
-    const __m512 t = lookup_step(steps.step[s], 128 >> (7 - s), subset_index);
-    idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ), idx, _mm512_set1_epi32(half));
-  }
-  return idx;
-}
 #endif
-
-// int8 codes of x[0..n) / norm: dynamic_map_encode (the division and comparisons are the scalar rule's, so
-// the codes are identical).
-void encode_dynamic(const float* __restrict x, int n, float norm, bool is_signed, uint8_t* __restrict codes) {
-  int j = 0;
-#if defined(__AVX512F__)
-  const SearchSteps& steps = search_steps(is_signed);
-  const __m512 vnorm = _mm512_set1_ps(norm);
-  for (; j + 16 <= n; j += 16) {
-    const __m512i idx = search16(steps, _mm512_div_ps(_mm512_loadu_ps(x + j), vnorm));
-    _mm512_mask_cvtepi32_storeu_epi8(codes + j, kAllLanes, idx);
-  }
-#endif
-  const float* threshold = dynamic_map(is_signed).threshold;
-  for (; j < n; ++j) codes[j] = static_cast<uint8_t>(dynamic_map_encode(x[j] / norm, threshold));
-}
 
 // ---- Moments: decode a tile into FP32, encode it back ---------------------------------------------------
 
@@ -370,7 +296,7 @@ float* moment_values(StateCodec codec, const MomentView& mv, bool is_signed, int
 }
 
 void encode_fp8_dre(const MomentView& mv, int64_t begin, int n, const float* __restrict x, bool clamp_k) {
-  uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
+  alignas(64) float y_tile[kTile];  // the expanded values of every group, then one E4M3 pass (as fp8_plain)
   for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
     const int len = std::min(n - g0, kDreGroupSize);
     const float* __restrict xg = x + g0;
@@ -381,34 +307,35 @@ void encode_fp8_dre(const MomentView& mv, int64_t begin, int n, const float* __r
     mv.expansion[grp_index] = grp.expansion;
     mv.centre[grp_index] = grp.centre;
     // dre_encode in two loops (expand, then cast), each of which is vector code on its own.
-    alignas(64) float y[kDreGroupSize];
+    float* __restrict y = y_tile + g0;
     const float k = grp.expansion, centre = grp.centre, scale = grp.scale;
     if (ext.min_nonzero_abs / centre > FLT_MIN) {
       dre_expand_by(xg, len, k, ConstantDivisor(centre), ConstantDivisor(scale), y);
     } else {  // a group spanning nearly FP32's whole range: a / centre may be subnormal
       for (int j = 0; j < len; ++j) y[j] = dre_expand(xg[j], k, centre, scale);
     }
-    encode_e4m3(y, len, codes + g0);
   }
+  encode_e4m3(y_tile, n, static_cast<uint8_t*>(mv.values) + begin);
 }
 
 void encode_fp8_plain(const MomentView& mv, int64_t begin, int n, const float* __restrict x) {
-  uint8_t* codes = static_cast<uint8_t*>(mv.values) + begin;
+  // The scaled values of the whole tile, then one E4M3 pass over them (one dispatched call per tile, not per
+  // group: its set-up cost as much as a 128-element group's encoding).
+  alignas(64) float y[kTile];
   for (int g0 = 0; g0 < n; g0 += kDreGroupSize) {
     const int len = std::min(n - g0, kDreGroupSize);
     const float scale = plain_fp8_scale(max_abs_ignoring_nan(x + g0, len));
     mv.scale[(begin + g0) / kDreGroupSize] = scale;
-    alignas(64) float y[kDreGroupSize];
-    for (int j = 0; j < len; ++j) y[j] = x[g0 + j] / scale;  // plain_fp8_encode's division
-    encode_e4m3(y, len, codes + g0);
+    for (int j = 0; j < len; ++j) y[g0 + j] = x[g0 + j] / scale;  // plain_fp8_encode's division
   }
+  encode_e4m3(y, n, static_cast<uint8_t*>(mv.values) + begin);
 }
 
 void encode_int8(const MomentView& mv, bool is_signed, int64_t begin, int n, const float* __restrict x) {
   const float max_abs = max_abs_ignoring_nan(x, n);
   const float norm = max_abs > 0.0f ? max_abs : 1.0f;  // an all-zero block encodes 0 / 1 = 0
   mv.scale[begin / kInt8BlockSize] = max_abs;
-  encode_dynamic(x, n, norm, is_signed, static_cast<uint8_t*>(mv.values) + begin);
+  dynamic_map_encode_span(x, n, norm, is_signed, static_cast<uint8_t*>(mv.values) + begin);
 }
 
 struct EncodeContext {

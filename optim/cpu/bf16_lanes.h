@@ -1,0 +1,72 @@
+#pragma once
+// bfloat16 encoding of the fused CPU step (bf16 moments, master-less bf16 parameters with stochastic rounding, the
+// RNE model copy of a master): encode_scalar(x, kBF16, rounding) for whole arrays, 16 lanes at a time with
+// AVX-512. GCC does not vectorise the general encode_scalar well (~40 instructions per vector of codes).
+//
+// Why the lanes equal encode_scalar: BF16 keeps float32's 8 exponent bits and bias, so every finite x drops
+// exactly the low 16 bits of |x|'s bits a (float32 subnormals included: they land on BF16's subnormals, also
+// 16 bits down), and the kept exponent/mantissa is a >> 16. Rounding up is a carry out of the low 16 bits:
+//  - stochastic with 16 random bits r: frac + r * 2^-16 reaches a step when (a & 0xFFFF) + r >= 2^16, so the code
+//    is (a + r) >> 16;
+//  - RNE: (a + 0x7FFF + ((a >> 16) & 1)) >> 16 (above half, or exactly half with an odd kept part).
+// A carry out of the mantissa moves into the exponent, as in the code. Then satfinite (Inf and everything
+// rounding past the largest finite value 0x7F7F give 0x7F7F), the sign bit ORed in, and NaN gives the canonical
+// NaN 0x7FC0. Checked against encode_scalar in tests/optim/test_state_lanes.cpp.
+#include <cstdint>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "precision/format.h"
+
+namespace nibble::optim {
+
+#if defined(__AVX512F__)
+// The codes of 16 floats given what each lane adds before the 16-bit shift.
+inline __m256i bf16_lanes(__m512i u, __m512i add) {
+  constexpr __mmask16 kAll = 0xFFFF;  // masked forms: GCC 12's unmasked shifts trip -Wmaybe-uninitialized
+  const __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF));
+  __m512i code = _mm512_maskz_min_epu32(kAll, _mm512_maskz_srli_epi32(kAll, _mm512_add_epi32(a, add), 16),
+                                        _mm512_set1_epi32(0x7F7F));
+  code = _mm512_or_si512(code, _mm512_maskz_srli_epi32(kAll, _mm512_and_si512(u, _mm512_set1_epi32(static_cast<int>(0x80000000u))), 16));  // the sign
+  code = _mm512_mask_mov_epi32(code, _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)),
+                               _mm512_set1_epi32(0x7FC0));
+  return _mm512_maskz_cvtepi32_epi16(kAll, code);
+}
+#endif
+
+// out[j] = encode_scalar(x[j], kBF16, kStochastic, {random[j], 16}).
+inline void encode_bf16_stochastic(const float* __restrict x, int n, const uint16_t* __restrict random,
+                                   uint16_t* __restrict out) {
+  int j = 0;
+#if defined(__AVX512F__)
+  for (; j + 16 <= n; j += 16) {
+    const __m512i r = _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(random + j)));
+    const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x + j));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), bf16_lanes(u, r));
+  }
+#endif
+  for (; j < n; ++j)
+    out[j] = static_cast<uint16_t>(precision::encode_scalar(x[j], precision::formats::kBF16,
+                                                            precision::Rounding::kStochastic,
+                                                            precision::RandomBits{random[j], 16}));
+}
+
+// out[j] = encode_scalar(x[j], kBF16, kNearestEven).
+inline void encode_bf16_nearest(const float* __restrict x, int n, uint16_t* __restrict out) {
+  int j = 0;
+#if defined(__AVX512F__)
+  for (; j + 16 <= n; j += 16) {
+    const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x + j));
+    const __m512i odd = _mm512_and_si512(_mm512_maskz_srli_epi32(0xFFFF, u, 16), _mm512_set1_epi32(1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j),
+                        bf16_lanes(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))));
+  }
+#endif
+  for (; j < n; ++j)
+    out[j] = static_cast<uint16_t>(
+        precision::encode_scalar(x[j], precision::formats::kBF16, precision::Rounding::kNearestEven));
+}
+
+}  // namespace nibble::optim

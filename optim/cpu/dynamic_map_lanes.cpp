@@ -1,0 +1,127 @@
+#include "optim/cpu/dynamic_map_lanes.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <bit>
+#include <stdexcept>
+#include <string>
+
+#include "optim/dynamic_map.h"
+
+namespace nibble::optim {
+namespace {
+
+#if defined(__AVX512F__)
+// Buckets per sign: |x| below 2^-24 (one bucket: every threshold's magnitude is above 1e-7), the 24 binades of
+// [2^-24, 1) cut into 2^7 buckets each (the finest threshold spacing, 0.9 / 128 in [0.1, 1), is wider than a
+// bucket of [0.5, 1)), and |x| >= 1 (Inf included; no threshold there). Bucket b of a magnitude's bits `a`
+// (a <= 0x7FFFFFFF) is (a >> 16) minus the bucket of 2^-24, plus one, clamped to [0, kBuckets - 1].
+constexpr int kBucketFractionBits = 7;
+constexpr int kLowBits = 23 - kBucketFractionBits;  // the bits a threshold shares with nothing but its bucket
+constexpr int32_t kLowExponent = 127 - 24;
+constexpr int32_t kBuckets = (24 << kBucketFractionBits) + 2;
+constexpr int32_t kFirstBinadeBucket = (kLowExponent << kBucketFractionBits) - 1;  // (a >> kLowBits) - this = b
+static_assert(kLowBits == 16, "the table keeps a threshold's low 16 bits");
+
+// The magnitude bits [lo, hi] of bucket b.
+void bucket_bits(int32_t b, uint32_t& lo, uint32_t& hi) {
+  if (b == 0) {
+    lo = 0;
+    hi = (static_cast<uint32_t>(kLowExponent) << 23) - 1;
+  } else if (b == kBuckets - 1) {
+    lo = 0x3F800000u;  // 1.0
+    hi = 0x7F800000u;  // Inf
+  } else {
+    lo = static_cast<uint32_t>(b + kFirstBinadeBucket) << kLowBits;
+    hi = lo + (1u << kLowBits) - 1;
+  }
+}
+
+// Entry i: the bucket of negative magnitude bucket kBuckets - 1 - i (i < kBuckets) or positive i - kBuckets, in
+// value order. word = base | threshold_low << 16, base = the number of thresholds below the bucket's smallest
+// value, threshold_low = the low 16 bits of the one threshold inside the bucket; for a bucket without one, a
+// value no lane compares past (0xFFFF for positive x, which needs low > it; 0 for negative x, which needs
+// low < it).
+struct Buckets {
+  alignas(64) uint32_t word[2 * kBuckets];
+};
+
+Buckets build(bool is_signed) {
+  const float* threshold = dynamic_map(is_signed).threshold;  // [0, 255) are searched; [255] is +Inf
+  Buckets t{};
+  for (int i = 0; i < 2 * kBuckets; ++i) {
+    const bool negative = i < kBuckets;
+    const int32_t b = negative ? kBuckets - 1 - i : i - kBuckets;
+    uint32_t lo_bits, hi_bits;
+    bucket_bits(b, lo_bits, hi_bits);
+    const uint32_t sign = negative ? 0x80000000u : 0u;
+    const float lo = std::bit_cast<float>((negative ? hi_bits : lo_bits) | sign);
+    const float hi = std::bit_cast<float>((negative ? lo_bits : hi_bits) | sign);
+    uint32_t base = 0, inside = 0, low = negative ? 0u : 0xFFFFu;
+    for (int j = 0; j < 255; ++j) {
+      if (threshold[j] < lo) ++base;
+      if (threshold[j] >= lo && threshold[j] <= hi) {
+        ++inside;
+        low = std::bit_cast<uint32_t>(threshold[j]) & 0xFFFFu;
+      }
+    }
+    // At most one threshold per bucket, and none in the two buckets that span several binades (their
+    // thresholds would not share the bucket's high bits).
+    if (inside > 1 || (inside == 1 && (b == 0 || b == kBuckets - 1)))
+      throw std::logic_error("dynamic_map_lanes: bucket " + std::to_string(i) + " holds " + std::to_string(inside) +
+                             " thresholds");
+    t.word[i] = base | low << 16;
+  }
+  return t;
+}
+
+const Buckets& buckets(bool is_signed) {
+  static const Buckets kSigned = build(true);
+  static const Buckets kUnsigned = build(false);
+  return is_signed ? kSigned : kUnsigned;
+}
+
+// dynamic_map_encode(x / norm) for 16 lanes as 32-bit codes; `word` is buckets(is_signed).word.
+__m512i encode16(__m512 x, __m512 norm, const uint32_t* word) {
+  const __m512i u = _mm512_castps_si512(_mm512_div_ps(x, norm));
+  const __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF));
+  // The magnitude bucket (a >> 16 <= 0x7FFF, so the signed min / max clamp it). Masked forms with every lane
+  // set: GCC 12's unmasked ones trip -Wmaybe-uninitialized on their undefined source vector.
+  constexpr __mmask16 kAll = 0xFFFF;
+  __m512i b = _mm512_sub_epi32(_mm512_maskz_srli_epi32(kAll, a, kLowBits), _mm512_set1_epi32(kFirstBinadeBucket));
+  b = _mm512_maskz_min_epi32(kAll, _mm512_maskz_max_epi32(kAll, b, _mm512_setzero_si512()),
+                             _mm512_set1_epi32(kBuckets - 1));
+  const __mmask16 negative = _mm512_cmplt_epi32_mask(u, _mm512_setzero_si512());
+  const __m512i index = _mm512_mask_sub_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(kBuckets)), negative,
+                                              _mm512_set1_epi32(kBuckets - 1), b);
+  const __m512i entry = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), kAll, index, word, 4);
+  const __m512i base = _mm512_and_si512(entry, _mm512_set1_epi32(0xFF));
+  const __m512i low = _mm512_and_si512(a, _mm512_set1_epi32(0xFFFF));
+  const __m512i threshold_low = _mm512_maskz_srli_epi32(kAll, entry, 16);
+  // x > the bucket's threshold: a larger magnitude for positive x, a smaller one for negative x.
+  const __mmask16 up = _mm512_mask_cmpgt_epi32_mask(static_cast<__mmask16>(~negative), low, threshold_low) |
+                       _mm512_mask_cmplt_epi32_mask(negative, low, threshold_low);
+  const __m512i code = _mm512_mask_add_epi32(base, up, base, _mm512_set1_epi32(1));
+  // NaN compares false with every threshold: code 0.
+  const __mmask16 nan = _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(0x7F800000));
+  return _mm512_maskz_mov_epi32(static_cast<__mmask16>(~nan), code);
+}
+#endif
+
+}  // namespace
+
+void dynamic_map_encode_span(const float* __restrict x, int n, float norm, bool is_signed, uint8_t* __restrict codes) {
+  int j = 0;
+#if defined(__AVX512F__)
+  const __m512 vnorm = _mm512_set1_ps(norm);
+  const uint32_t* word = buckets(is_signed).word;
+  for (; j + 16 <= n; j += 16)
+    _mm512_mask_cvtepi32_storeu_epi8(codes + j, static_cast<__mmask16>(0xFFFF), encode16(_mm512_loadu_ps(x + j), vnorm, word));
+#endif
+  const float* threshold = dynamic_map(is_signed).threshold;
+  for (; j < n; ++j) codes[j] = static_cast<uint8_t>(dynamic_map_encode(x[j] / norm, threshold));
+}
+
+}  // namespace nibble::optim
