@@ -44,6 +44,7 @@ namespace formats = precision::formats;
 
 constexpr int64_t kChunk = 4096;  // work item: a multiple of 128 (fp8), 256 (int8) and of kRandomSpan
 constexpr int kTile = 256;        // elements decoded/updated/encoded together
+constexpr int64_t kPrefetchAhead = 4 * kTile;  // software prefetch distance of the gradient and FP32 values
 constexpr int kSrBits = 16;       // random bits for BF16 stochastic rounding (precision's default for 16-bit)
 constexpr int64_t kRandomSpan = static_cast<int64_t>(precision::kMaxRandomSpan);  // elements per Philox draw
 static_assert(kChunk % kRandomSpan == 0 && kRandomSpan % kTile == 0, "spans split chunks on tile boundaries");
@@ -525,6 +526,21 @@ struct ItemRandom {
   static const uint16_t* at(const SpanRandom& r, bool drawn, int64_t offset) { return drawn ? r.bits + offset : nullptr; }
 };
 
+// Prefetches the gradient and the FP32 values (master or fp32 parameter) `ahead` elements past b: the update
+// stalls on their first touch in DRAM otherwise (the hardware prefetcher runs too few lines ahead of this many
+// concurrent streams). Past the tensor's end nothing is fetched.
+void prefetch_ahead(const TensorSlot& s, int64_t b, int64_t ahead) {
+  const int64_t at = b + ahead;
+  if (at + kTile > s.numel) return;
+  const size_t grad_bytes = s.grad_type == ElementType::kFloat32 ? 4 : 2;
+  const char* grad = static_cast<const char*>(s.grad) + at * static_cast<int64_t>(grad_bytes);
+  const char* values = s.master ? reinterpret_cast<const char*>(s.master + at)
+                                : static_cast<const char*>(s.param) + at * (s.param_type == ElementType::kFloat32 ? 4 : 2);
+  const size_t value_bytes = s.master || s.param_type == ElementType::kFloat32 ? 4 : 2;
+  for (size_t line = 0; line < kTile * grad_bytes; line += 64) __builtin_prefetch(grad + line);
+  for (size_t line = 0; line < kTile * value_bytes; line += 64) __builtin_prefetch(values + line, 1);
+}
+
 void adamw_item(const TensorSlot& s, const WorkItem& item, const AdamWScalars sc, const UpdateOptions& options,
                 ItemRandom& random) {
   const StateCodec codec = effective_codec(s.codec, s.numel);
@@ -539,6 +555,7 @@ void adamw_item(const TensorSlot& s, const WorkItem& item, const AdamWScalars sc
     random.draw(span, span_end - span);
     for (int64_t b = span; b < span_end; b += kTile) {
       const int n = static_cast<int>(std::min<int64_t>(kTile, span_end - b));
+      prefetch_ahead(s, b, kPrefetchAhead);
       load_gradient(s, b, n, options.grad_scale, g);
       float* p = param_values(s, b, n, p_tile);
       float* m = moment_values(codec, s.m, true, b, n, m_tile);
