@@ -17,7 +17,10 @@
 // keeps subnormals). Which is faster depends on the CPU: on Intel Sapphire/Emerald Rapids vdpbf16ps zmm
 // issues at a quarter of the FMA rate (measured here: 1.5 vs 6.0 G instructions/s on one core, so FP32
 // FMAs do twice the FLOPs); on AMD Zen 4/5 it issues at the FMA rate and does twice the FLOPs. The default
-// follows the vendor; NIBBLE_CPU_GEMM_KERNEL=fma32|dpbf16|scalar overrides it.
+// follows the vendor; NIBBLE_CPU_GEMM_KERNEL=fma32|dpbf16|hwy|scalar overrides it. Without AVX512_BF16 at
+// compile time the default is "hwy": the fma32 packing and micro-kernel written once in Highway
+// (gemm_bf16_lanes.cpp) and dispatched at run time to the CPU's best target (AVX2, AVX-512, NEON, ...),
+// same layout, same bits.
 //
 // Threads: one parallel region for the whole GEMM and no barrier inside it. The work is one ordered list
 // of tasks, K block by K block: packing tasks (A row chunks, B panels), then tile tasks (kMc x kNc blocks
@@ -41,6 +44,13 @@
 #include <thread>
 #include <utility>
 
+#include "core/cpu/gemm_bf16_lanes.h"
+#include "core/cpu/gemm_bf16_panels.h"
+#if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
+#include "precision/cpu/transpose_lanes.h"
+#define NIBBLE_GEMM_HWY 1
+#endif
+
 #if defined(__AVX512BF16__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -51,12 +61,20 @@
 namespace nibble::core::cpu {
 namespace {
 
+#if NIBBLE_NATIVE_BF16
+constexpr bool kHaveNative = true;
+#else
+constexpr bool kHaveNative = false;
+#endif
+#if NIBBLE_GEMM_HWY
+constexpr bool kHaveHwy = true;
+#else
+constexpr bool kHaveHwy = false;
+#endif
+
 constexpr int kMr = 14;                       // rows of A per micro-kernel (2 * 14 accumulators)
-constexpr int kNr = 32;                       // columns of B per micro-kernel (two zmm of 16 floats)
-constexpr int64_t kKcMax = 1024;              // K per block (a multiple of 32)
 constexpr int64_t kLda = kKcMax + 32;         // packed/scratch A row stride in BF16; +64 B keeps rows off 4 KiB aliasing
 constexpr int64_t kLdaW = kLda / 2;           // ... in 32-bit k-pair words (dpbf16 layout)
-constexpr int64_t kLdaF = kKcMax + 16;        // packed A row stride in floats (fma32 layout), +64 B likewise
 constexpr int64_t kMc = 16 * kMr;             // rows of C per tile (A block 224 x 1024 BF16 = 448 KiB, in L2)
 constexpr int64_t kNc = 4 * kNr;              // columns of C per tile (~60 MFLOP per tile and K block)
 constexpr int64_t kAChunk = 4 * kMr;          // rows of A per packing task
@@ -361,47 +379,103 @@ void pack_b_fma32(const RowSource& src, int64_t n0, int64_t nr, int64_t k0, int6
 }
 #endif
 
+#if NIBBLE_GEMM_HWY
+// hwy A: pack_a_fma32's layout, widened by the Highway kernel of the CPU's best target.
+void pack_a_hwy(const RowSource& src, int64_t r0, int64_t nr, int64_t k0, int64_t kc, uint16_t* scratch,
+                uint32_t* packed) {
+  decode_rows(src, r0, nr, nr, k0, kc, scratch);
+  for (int64_t r = 0; r < nr; ++r) widen_pairs_swapped_lanes(scratch + r * kLda, ceil_div(kc, 2), packed + (r0 + r) * kLdaF);
+}
+
+// hwy B: pack_b_fma32's layout; kChunk k at a time, the panel's rows are widened into a buffer and
+// transposed into place by precision's float transpose (also Highway, also dispatched).
+void pack_b_hwy(const RowSource& src, int64_t n0, int64_t nr, int64_t k0, int64_t kc, uint16_t* scratch,
+                uint32_t* packed) {
+  constexpr int64_t kChunk = 64;
+  alignas(64) uint32_t rows[kNr * kChunk];
+  const int64_t kce = round_up(kc, 2);
+  decode_rows(src, n0, nr, kNr, k0, kc, scratch);
+  for (int64_t s = 0; s < kce; s += kChunk) {
+    const int64_t w = std::min(kChunk, kce - s);
+    for (int64_t j = 0; j < kNr; ++j) widen_pairs_swapped_lanes(scratch + j * kLda + s, w / 2, rows + j * kChunk);
+    precision::transpose_floats_lanes(reinterpret_cast<const float*>(rows), kChunk, kNr, w,
+                                      reinterpret_cast<float*>(packed + s * kNr), kNr);
+  }
+}
+
+void run_hwy(int rows, int nr, const uint32_t* a, const uint32_t* b, int64_t steps, float* c, int64_t ldc, Update u) {
+  fma32_panel_lanes(rows, nr, reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b), steps, c, ldc,
+                    u.load_c, u.scale, u.alpha);
+}
+#endif
+
 // One kernel's packed layout and entry points.
 struct KernelPlan {
   int64_t a_ld_words;     // packed A row stride, 32-bit words
   int64_t panel_words;    // one packed B panel at the largest K block
   int64_t step_k;         // k per micro-kernel step (2 for pairs, 1 for fma32)
+  int64_t run_rows;       // rows of C per `run` call: kMr, or a whole tile for hwy (its own row blocks)
   void (*pack_a)(const RowSource&, int64_t, int64_t, int64_t, int64_t, uint16_t*, uint32_t*);
   void (*pack_b)(const RowSource&, int64_t, int64_t, int64_t, int64_t, uint16_t*, uint32_t*);
   void (*run)(int, int, const uint32_t*, const uint32_t*, int64_t, float*, int64_t, Update);
 };
 
+constexpr GemmKernel kKernels[] = {GemmKernel::kFma32, GemmKernel::kDpbf16, GemmKernel::kHwy, GemmKernel::kScalar};
+
+// What a kernel missing from this build needs.
+std::string missing_reason(GemmKernel kernel) {
+  return kernel == GemmKernel::kHwy ? "it needs Highway, libhwy-dev"
+                                    : "it needs AVX512_BF16: -DNIBBLE_NATIVE=ON on such a CPU";
+}
+
+// The kernels this build has, "hwy or scalar".
+std::string available_names() {
+  std::string out;
+  for (GemmKernel k : kKernels)
+    if (gemm_kernel_available(k)) out += (out.empty() ? "" : ", ") + std::string(gemm_kernel_name(k));
+  const size_t last = out.rfind(", ");
+  return last == std::string::npos ? out : out.replace(last, 2, " or ");
+}
+
 KernelPlan plan_for(GemmKernel kernel) {
   switch (kernel) {
 #if NIBBLE_NATIVE_BF16
     case GemmKernel::kFma32:
-      return {kLdaF, kNr * kKcMax, 1, &pack_a_fma32, &pack_b_fma32, &run_native<true>};
+      return {kLdaF, kNr * kKcMax, 1, kMr, &pack_a_fma32, &pack_b_fma32, &run_native<true>};
     case GemmKernel::kDpbf16:
-      return {kLdaW, kNr * kKcMax / 2, 2, &pack_a_pairs, &pack_b_pairs, &run_native<false>};
+      return {kLdaW, kNr * kKcMax / 2, 2, kMr, &pack_a_pairs, &pack_b_pairs, &run_native<false>};
+#endif
+#if NIBBLE_GEMM_HWY
+    case GemmKernel::kHwy:
+      return {kLdaF, kNr * kKcMax, 1, kMc, &pack_a_hwy, &pack_b_hwy, &run_hwy};
 #endif
     case GemmKernel::kScalar:
-      return {kLdaW, kNr * kKcMax / 2, 2, &pack_a_pairs, &pack_b_pairs, &run_scalar};
+      return {kLdaW, kNr * kKcMax / 2, 2, kMr, &pack_a_pairs, &pack_b_pairs, &run_scalar};
     default:
       throw std::invalid_argument("GEMM kernel " + std::string(gemm_kernel_name(kernel)) +
-                                  " is not compiled into this build (it needs AVX512_BF16; -DNIBBLE_NATIVE=ON on such a CPU)");
+                                  " is not compiled into this build (" + missing_reason(kernel) + "); use " +
+                                  available_names());
   }
 }
 
 GemmKernel resolve_default_kernel() {
   if (const char* env = std::getenv("NIBBLE_CPU_GEMM_KERNEL"); env && *env) {
     const std::string v = env;
-    for (GemmKernel k : {GemmKernel::kFma32, GemmKernel::kDpbf16, GemmKernel::kScalar})
+    for (GemmKernel k : kKernels)
       if (v == gemm_kernel_name(k)) {
         if (!gemm_kernel_available(k))
-          throw std::invalid_argument("NIBBLE_CPU_GEMM_KERNEL=" + v +
-                                      ": that kernel is not compiled into this build (it needs AVX512_BF16); use scalar");
+          throw std::invalid_argument("NIBBLE_CPU_GEMM_KERNEL=" + v + ": that kernel is not compiled into this build (" +
+                                      missing_reason(k) + "); use " + available_names());
         return k;
       }
-    throw std::invalid_argument("NIBBLE_CPU_GEMM_KERNEL=" + v + " is not a CPU GEMM kernel; use fma32, dpbf16 or scalar");
+    throw std::invalid_argument("NIBBLE_CPU_GEMM_KERNEL=" + v +
+                                " is not a CPU GEMM kernel; use fma32, dpbf16, hwy or scalar");
   }
 #if NIBBLE_NATIVE_BF16
   // vdpbf16ps issues at the FMA rate on AMD (twice the FLOPs), at a quarter of it on Intel (half the FLOPs).
   return __builtin_cpu_is("amd") ? GemmKernel::kDpbf16 : GemmKernel::kFma32;
+#elif NIBBLE_GEMM_HWY
+  return GemmKernel::kHwy;
 #else
   return GemmKernel::kScalar;
 #endif
@@ -414,17 +488,21 @@ const char* gemm_kernel_name(GemmKernel kernel) {
     case GemmKernel::kAuto: return "auto";
     case GemmKernel::kFma32: return "fma32";
     case GemmKernel::kDpbf16: return "dpbf16";
+    case GemmKernel::kHwy: return "hwy";
     case GemmKernel::kScalar: return "scalar";
   }
   return "?";
 }
 
 bool gemm_kernel_available(GemmKernel kernel) {
-#if NIBBLE_NATIVE_BF16
-  return kernel != GemmKernel::kAuto;
-#else
-  return kernel == GemmKernel::kScalar;
-#endif
+  switch (kernel) {
+    case GemmKernel::kFma32:
+    case GemmKernel::kDpbf16: return kHaveNative;
+    case GemmKernel::kHwy: return kHaveHwy;
+    case GemmKernel::kScalar: return true;
+    case GemmKernel::kAuto: return false;
+  }
+  return false;
 }
 
 GemmKernel gemm_default_kernel() {
@@ -512,8 +590,8 @@ void gemm_bf16_tn(int64_t M, int64_t N, int64_t K, const RowSource& a, const Row
       for (int64_t jr = n0; jr < n1; jr += kNr) {
         const uint32_t* bp = pb + (jr / kNr) * kp.panel_words;
         const int nr = static_cast<int>(std::min<int64_t>(kNr, n1 - jr));
-        for (int64_t ir = m0; ir < m1; ir += kMr) {
-          const int mr = static_cast<int>(std::min<int64_t>(kMr, m1 - ir));
+        for (int64_t ir = m0; ir < m1; ir += kp.run_rows) {
+          const int mr = static_cast<int>(std::min(kp.run_rows, m1 - ir));
           kp.run(mr, nr, pa + ir * kp.a_ld_words, bp, steps, c + ir * ldc + jr, ldc, u);
         }
       }

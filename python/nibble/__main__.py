@@ -32,7 +32,7 @@ def report() -> str:
     missing = [e for e in compiled if supported and e not in supported]
     if missing:
         lines.append("WARNING: this CPU lacks " + ", ".join(missing) + ", which the kernels were compiled for")
-    lines.append("CPU GEMM kernel: " + b["cpu_gemm_kernel"] + " (NIBBLE_CPU_GEMM_KERNEL=fma32|dpbf16|scalar overrides)")
+    lines.append("CPU GEMM kernel: " + b["cpu_gemm_kernel"] + " (NIBBLE_CPU_GEMM_KERNEL=fma32|dpbf16|hwy|scalar overrides)")
     lines.append(f"threads: torch {torch.get_num_threads()}, nibble {_C.get_num_threads()}")
     lines.append("mpirun: " + (shutil.which("mpirun") or "not found (multi-rank jobs need Open MPI)"))
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 // The CPU GEMM: the BF16 kernel (cpu::gemm_bf16_tn), each of its micro-kernels, on odd shapes against a
-// double-precision reference and against each other bit for bit,
+// double-precision reference and against each other bit for bit (the Highway one on every Highway target
+// this CPU runs),
 // and core::gemm on quantized operands (every block-scaled scheme, mixed formats) against an FP64 matmul of
 // the dequantized operands; the decode itself is checked value by value through an identity B.
 #include <gtest/gtest.h>
@@ -16,6 +17,10 @@
 #include "core/gemm.h"
 #include "precision/format.h"
 #include "precision/quantize.h"
+
+#if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
+#include "precision/cpu/simd_targets.h"
+#endif
 
 namespace nibble::core {
 namespace {
@@ -91,9 +96,16 @@ const int64_t kOddShapes[][3] = {
     {31, 45, 1537}, {225, 257, 96}, {448, 64, 40}, {7, 1000, 33}, {600, 9, 1100},
 };
 
+// C = alpha · A · Bᵀ with a dense C (ldc = N).
+std::vector<float> product(const Bf16Matrix& a, const Bf16Matrix& b, float alpha, cpu::GemmKernel kernel) {
+  std::vector<float> c(static_cast<size_t>(a.rows * b.rows));
+  cpu::gemm_bf16_tn(a.rows, b.rows, a.cols, a.source(), b.source(), c.data(), b.rows, alpha, kernel);
+  return c;
+}
+
 std::vector<cpu::GemmKernel> available_kernels() {
   std::vector<cpu::GemmKernel> out;
-  for (auto k : {cpu::GemmKernel::kFma32, cpu::GemmKernel::kDpbf16, cpu::GemmKernel::kScalar})
+  for (auto k : {cpu::GemmKernel::kFma32, cpu::GemmKernel::kDpbf16, cpu::GemmKernel::kHwy, cpu::GemmKernel::kScalar})
     if (cpu::gemm_kernel_available(k)) out.push_back(k);
   return out;
 }
@@ -103,27 +115,60 @@ TEST(GemmBf16Kernel, OddShapes) {
     for (const auto& s : kOddShapes) check_kernel(s[0], s[1], s[2], 1.0f, kernel);
 }
 
+// body(a, b, alpha) on random BF16 operands of every odd shape and of one K over four K blocks, with alpha 1
+// and -0.3; stops at the first fatal failure.
+template <class Body>
+void on_odd_products(const Body& body) {
+  std::vector<std::vector<int64_t>> shapes;
+  for (const auto& s : kOddShapes) shapes.push_back({s[0], s[1], s[2]});
+  shapes.push_back({23, 77, 4 * cpu::gemm_bf16_k_block() - 5});
+  for (const auto& s : shapes)
+    for (float alpha : {1.0f, -0.3f}) {
+      const int64_t M = s[0], N = s[1], K = s[2];
+      SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+                   " alpha=" + std::to_string(alpha));
+      std::mt19937 rng(static_cast<uint32_t>(M * 31 + N * 7 + K));
+      const Bf16Matrix a(M, K, rng), b(N, K, rng);
+      body(a, b, alpha);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+}
+
 // The kernels round the same sums in the same order (each k-pair odd product first), so without subnormals
 // they agree to the bit, on every shape and K-block split, with and without alpha.
 TEST(GemmBf16Kernel, KernelsAgreeBitForBit) {
   const std::vector<cpu::GemmKernel> kernels = available_kernels();
   ASSERT_FALSE(kernels.empty());
-  for (const auto& s : kOddShapes)
-    for (float alpha : {1.0f, -0.3f}) {
-      const int64_t M = s[0], N = s[1], K = s[2];
-      SCOPED_TRACE("M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
-      std::mt19937 rng(static_cast<uint32_t>(M * 31 + N * 7 + K));
-      const Bf16Matrix a(M, K, rng), b(N, K, rng);
-      std::vector<std::vector<float>> results;
-      for (cpu::GemmKernel kernel : kernels) {
-        results.emplace_back(static_cast<size_t>(M * N));
-        cpu::gemm_bf16_tn(M, N, K, a.source(), b.source(), results.back().data(), N, alpha, kernel);
-      }
-      for (size_t i = 1; i < results.size(); ++i)
-        ASSERT_EQ(0, std::memcmp(results[0].data(), results[i].data(), results[0].size() * 4))
-            << cpu::gemm_kernel_name(kernels[0]) << " vs " << cpu::gemm_kernel_name(kernels[i]);
-    }
+  on_odd_products([&](const Bf16Matrix& a, const Bf16Matrix& b, float alpha) {
+    std::vector<std::vector<float>> results;
+    for (cpu::GemmKernel kernel : kernels) results.push_back(product(a, b, alpha, kernel));
+    for (size_t i = 1; i < results.size(); ++i)
+      ASSERT_EQ(0, std::memcmp(results[0].data(), results[i].data(), results[0].size() * 4))
+          << cpu::gemm_kernel_name(kernels[0]) << " vs " << cpu::gemm_kernel_name(kernels[i]);
+  });
 }
+
+#if defined(NIBBLE_HAVE_HWY) && NIBBLE_HAVE_HWY
+// The Highway kernel blocks registers per target (rows per micro-tile, vectors per panel) and widens with
+// that target's instructions: on every target this CPU runs, forced one at a time, it must still give the
+// scalar kernel's bits (and so the others').
+TEST(GemmBf16Kernel, HwyAgreesBitForBitOnEveryTarget) {
+  ASSERT_TRUE(cpu::gemm_kernel_available(cpu::GemmKernel::kHwy));
+  const std::vector<int64_t> targets = precision::simd::runnable_targets();
+  on_odd_products([&](const Bf16Matrix& a, const Bf16Matrix& b, float alpha) {
+    const std::vector<float> want = product(a, b, alpha, cpu::GemmKernel::kScalar);
+    for (const int64_t target : targets) {
+      precision::simd::force_target(target);
+      ASSERT_EQ(precision::simd::current_target(), target);
+      const std::vector<float> got = product(a, b, alpha, cpu::GemmKernel::kHwy);
+      precision::simd::force_target(0);
+      ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4))
+          << "hwy on " << precision::simd::target_name(target) << " vs scalar";
+    }
+  });
+  EXPECT_GE(targets.size(), 2u);
+}
+#endif
 
 TEST(GemmBf16Kernel, DefaultKernelIsAvailable) {
   EXPECT_TRUE(cpu::gemm_kernel_available(cpu::gemm_default_kernel()));

@@ -36,7 +36,7 @@ def test_python_dash_m_nibble_reports_the_build():
     # On the machine that built it, everything compiled for is present (no warning).
     assert "WARNING" not in r.stdout, r.stdout
     assert f"CPU GEMM kernel: {info['cpu_gemm_kernel']} " in r.stdout
-    assert info["cpu_gemm_kernel"] in ("fma32", "dpbf16", "scalar"), info
+    assert info["cpu_gemm_kernel"] in ("fma32", "dpbf16", "hwy", "scalar"), info
 
 
 def test_the_cpu_gemm_kernel_follows_its_environment_variable():
@@ -46,5 +46,5 @@ def test_the_cpu_gemm_kernel_follows_its_environment_variable():
     assert "CPU GEMM kernel: scalar " in r.stdout, r.stdout
     env["NIBBLE_CPU_GEMM_KERNEL"] = "avx9"
     r = subprocess.run([sys.executable, "-m", "nibble"], capture_output=True, text=True, timeout=120, env=env)
-    assert "CPU GEMM kernel: none: NIBBLE_CPU_GEMM_KERNEL=avx9 is not a CPU GEMM kernel; use fma32, dpbf16 or scalar" \
+    assert "CPU GEMM kernel: none: NIBBLE_CPU_GEMM_KERNEL=avx9 is not a CPU GEMM kernel; use fma32, dpbf16, hwy or scalar" \
         in r.stdout, r.stdout
