@@ -25,6 +25,12 @@ What it measures, each with one thread in one process (a rank of nibble-train wi
   - intra_node: nibble.parallel all-reduce, all-gather and send/recv over --mpi-ranks processes under mpirun at
     several sizes, one latency and one bandwidth fitted to the planner's ring model (plan/collectives.cpp: e.g.
     all-reduce t = 2(n-1) latency + 2(n-1)/n bytes / bandwidth) by least relative error; each printed beside it.
+  - cpu.layer_remainder_ns_per_token.<format>: what the terms above leave out of a real step (RoPE, the QKV
+    permutes and copies, autograd's per-op work, allocation): nibble-train itself, one rank, one thread, at
+    --model with --remainder-layers layers (every one in the slot's recipe) and one micro-batch per step, minus
+    `nibble-plan predict` of that run on the description measured so far, per layer and token (0 where the
+    prediction is not below the run). A different depth from benchmarks/bench_plan_calibration.py's model, so
+    that its one-rank rows stay predictions;
   - cores_per_node: the same BF16 Linear in one process per core at once, their rates summed over one
     process's alone: the cores this machine gives a job now (fewer than it has while others load it).
     nibble-plan gives each of n ranks min(1, cores_per_node / n) of one core's rates: more ranks than cores
@@ -195,6 +201,60 @@ def block_elementwise_gbps(m: dict, repeats: int, recipe: str, layer_bytes: floa
     return layer_bytes / median_seconds(step, repeats) / 1e9
 
 
+def remainder_config(m: dict, recipe: str, layers: int, tokens: str, out_dir: str, steps: int) -> str:
+    """A nibble-train config (nibble-plan reads its [model], [train] and [optim] keys too) for one rank, one
+    thread, one micro-batch per step, every layer in `recipe`, no eval, sample or checkpoint."""
+    return "\n".join([
+        "[model]", "vocab = 256", f"hidden = {m['hidden']}", f"layers = {layers}", f"heads = {m['heads']}",
+        f"ffn_hidden = {m['ffn']}", f"seq_len = {m['seq']}", f'recipe = "{recipe}"', "bf16_first = 0",
+        "bf16_last = 0", "seed = 0",
+        "[data]", f'train = "{os.path.join(tokens, "train.bin")}"', f'val = "{os.path.join(tokens, "val.bin")}"',
+        "[train]", f"steps = {steps}", f"global_batch = {m['micro']}", f"micro_batch = {m['micro']}",
+        "eval_every = 0", "eval_batches = 1", "sample_tokens = 0", "threads = 1", f'out_dir = "{out_dir}"',
+        "[optim]", "lr = 3e-3", "warmup = 0",
+        "[checkpoint]", "every = 0", ""])
+
+
+def token_files(train: str, work: str) -> str:
+    """data/tokens when the set-up made it, else data/kjv.txt tokenized into `work` (nibble-train prepare)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    d = os.path.join(root, "data", "tokens")
+    if os.path.isfile(os.path.join(d, "train.bin")):
+        return d
+    d = os.path.join(work, "tokens")
+    r = subprocess.run([train, "prepare", "--input", os.path.join(root, "data", "kjv.txt"), "--out", d],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"calibrate: nibble-train prepare failed (the remainder runs need a corpus):\n{r.stderr}")
+    return d
+
+
+def layer_remainder(train: str, plan: str, described: str, m: dict, recipe: str, layers: int, steps: int,
+                    warmup: int, tokens: str, work: str) -> tuple[float, float, float]:
+    """(ns per layer and token, measured ms, predicted ms): nibble-train's median step (after `warmup` steps) at
+    --model with `layers` layers in `recipe`, one micro-batch per step, one rank and thread, minus `nibble-plan
+    predict` of the same config on `described` (the description without this term), per layer and token."""
+    out = os.path.join(work, f"remainder_{recipe}")
+    config = os.path.join(work, f"remainder_{recipe}.toml")
+    with open(config, "w") as f:
+        f.write(remainder_config(m, recipe, layers, tokens, out, warmup + steps))
+    r = subprocess.run([train, "--config", config], capture_output=True, text=True,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    if r.returncode != 0:
+        raise SystemExit(f"calibrate: nibble-train --config {config} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        ms = [rec["ms_per_step"] for rec in map(json.loads, filter(str.strip, f)) if "ms_per_step" in rec]
+    measured = statistics.median(ms[warmup:])
+    cmd = [plan, "--cluster", described, "--config", config, "predict", "--tp", "1", "--cp", "1", "--dp", "1",
+           "--pp", "1"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"calibrate: {' '.join(cmd)} failed:\n{p.stdout}{p.stderr}")
+    predicted = float(json.loads(p.stdout)["ms_per_step"])
+    ns = max(0.0, measured - predicted) * 1e6 / (layers * m["micro"] * m["seq"])
+    return ns, measured, predicted
+
+
 def mpi_worker(out: str, sizes: list[int], repeats: int, shapes: list[tuple[int, int, int]]) -> None:
     """Run under mpirun: times nibble.parallel collectives (the slowest rank's median), rank 0 writes JSON."""
     import torch
@@ -286,11 +346,14 @@ def main() -> None:
                     help="the Linears measured, tokens,in,out;...: a model's QKV, output, MLP in and out")
     ap.add_argument("--model", default="4,128,256,4,688",
                     help="micro_batch,seq,hidden,heads,ffn: the shapes of the attention and element-wise measurements")
+    ap.add_argument("--remainder-layers", type=int, default=2,
+                    help="layers of the nibble-train runs that measure cpu.layer_remainder_ns_per_token")
     ap.add_argument("--elements", type=int, default=1 << 22, help="elements of the element-wise bandwidth test")
     ap.add_argument("--sizes", default="4096,65536,1048576,4194304", help="collective sizes in bytes")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--plan", help="the nibble-plan binary that counts the element-wise bytes (default: "
-                    "$NIBBLE_PLAN, the imported nibble package's build tree, build/nibble-plan, PATH)")
+                    "$NIBBLE_PLAN, the imported nibble package's build tree, build/nibble-plan, PATH); the "
+                    "nibble-train beside it measures the layer remainder")
     ap.add_argument("--quick", action="store_true", help="small sizes and few repeats (tests): rates are rough")
     ap.add_argument("--mpi-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -343,8 +406,8 @@ def main() -> None:
     for name in ("all_reduce", "all_gather", "send_recv"):
         for size, t in mpi[name]:
             lat, moved = ring_terms(name, mpi["ranks"], size)
-            model = lat * alpha + moved * beta
-            print(f"    {name:>10} {size:>9} B: {t * 1e6:9.1f} us measured, {model * 1e6:9.1f} us by the fit")
+            fitted = lat * alpha + moved * beta
+            print(f"    {name:>10} {size:>9} B: {t * 1e6:9.1f} us measured, {fitted * 1e6:9.1f} us by the fit")
 
     lines = [
         f"# This CPU machine, measured by plan/calibrate.py on {stamp} (load average {load[0]:.2f}, {cores} cores).",
@@ -377,6 +440,30 @@ def main() -> None:
               f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}",
               "", "[inter_node]  # one machine: no second node (the same link, so a description loads)",
               f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}", ""]
+
+    # The rest of a layer: nibble-train's own step minus the planner's prediction of it on what is measured above.
+    train = os.path.join(os.path.dirname(plan), "nibble-train")
+    if not os.access(train, os.X_OK):
+        raise SystemExit(f"calibrate: no nibble-train beside {plan}: it measures the layer remainder")
+    steps, warmup = (3, 1) if args.quick else (6, 2)
+    with tempfile.TemporaryDirectory() as work:
+        described = os.path.join(work, "described.toml")
+        with open(described, "w") as f:
+            f.write("\n".join(lines))
+        tokens = token_files(train, work)
+        remainder = {slot: layer_remainder(train, plan, described, model, recipe, args.remainder_layers, steps,
+                                           warmup, tokens, work) for slot, recipe in SLOTS}
+    for slot, recipe in SLOTS:
+        ns, measured, predicted = remainder[slot]
+        print(f"  nibble-train, 1 rank, {args.remainder_layers} layers at {args.model}, {recipe:>11}: {measured:.1f} ms "
+              f"per step measured, {predicted:.1f} predicted without the remainder: {ns:.0f} ns per layer and token")
+    lines += ["[cpu.layer_remainder_ns_per_token]  # nibble-train 1 rank, 1 thread, one micro-batch per step at "
+              f"{args.model}, {args.remainder_layers} layers: measured step minus nibble-plan predict, per layer "
+              "and token"]
+    lines += [f"{slot} = {remainder[slot][0]:.1f}   # recipe {recipe}: {remainder[slot][1]:.1f} ms measured, "
+              f"{remainder[slot][2]:.1f} ms predicted without it" for slot, recipe in SLOTS]
+    lines.append("")
+
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines))

@@ -20,8 +20,25 @@ double positive(const toml::table& t, const std::string& key, const std::string&
   if (!v) throw InvalidArgument(source + ": " + key + " is missing or not a number");
   if (*v < 0 || (!zero_ok && *v == 0))
     throw InvalidArgument(source + ": " + key + " = " + std::to_string(*v) + " must be " +
-                          (zero_ok ? ">= 0 (0 = the GPU lacks it)" : "> 0"));
+                          (zero_ok ? ">= 0 (0: the GPU lacks the format, or nothing to charge)" : "> 0"));
   return *v;
+}
+
+// A [cpu] value given per recipe format slot: a table (bf16 required, a missing slot takes bf16's) or one
+// number for every slot; absent: zeros.
+std::array<double, kAllGemmFormats.size()> per_slot(const toml::table& t, const std::string& key,
+                                                    const std::string& source, bool zero_ok) {
+  std::array<double, kAllGemmFormats.size()> slots{};
+  if (t.at_path(key).is_table()) {
+    const double bf16 = positive(t, key + ".bf16", source, zero_ok);
+    for (GemmFormat f : kAllGemmFormats) {
+      const std::string slot_key = key + "." + gemm_format_name(f);
+      slots[static_cast<size_t>(f)] = t.at_path(slot_key) ? positive(t, slot_key, source, zero_ok) : bf16;
+    }
+  } else if (t.at_path(key)) {
+    slots.fill(positive(t, key, source, zero_ok));
+  }
+  return slots;
 }
 
 }  // namespace
@@ -61,15 +78,8 @@ ClusterSpec parse_cluster(const std::string& toml_text, const std::string& sourc
   if (t.contains("cpu")) {
     if (!t["cpu"].is_table()) throw InvalidArgument(source + ": cpu must be a table ([cpu])");
     if (t.at_path("cpu.attention_tflops")) c.attention_tflops = positive(t, "cpu.attention_tflops", source, false);
-    if (t.at_path("cpu.elementwise_gbps").is_table()) {
-      const double bf16 = positive(t, "cpu.elementwise_gbps.bf16", source, false);
-      for (GemmFormat f : kAllGemmFormats) {
-        const std::string key = std::string("cpu.elementwise_gbps.") + gemm_format_name(f);
-        c.elementwise_gbps[static_cast<size_t>(f)] = t.at_path(key) ? positive(t, key, source, false) : bf16;
-      }
-    } else if (t.at_path("cpu.elementwise_gbps")) {
-      c.elementwise_gbps.fill(positive(t, "cpu.elementwise_gbps", source, false));
-    }
+    c.elementwise_gbps = per_slot(t, "cpu.elementwise_gbps", source, false);
+    c.layer_remainder_ns_per_token = per_slot(t, "cpu.layer_remainder_ns_per_token", source, true);
   }
   for (GemmFormat f : kAllGemmFormats)
     c.dense_tflops[static_cast<size_t>(f)] =

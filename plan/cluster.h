@@ -45,6 +45,11 @@ struct ClusterSpec {
   // = x` sets every slot; a table sets each (bf16 required, a missing slot takes bf16's).
   double attention_tflops = 0;
   std::array<double, kAllGemmFormats.size()> elementwise_gbps{};
+  // Per recipe format slot (as elementwise_gbps): what a layer of a one-rank nibble-train step costs beyond the
+  // terms above -- RoPE, the QKV permutes and copies, autograd's per-op work, allocation -- in nanoseconds per
+  // token of one micro-batch (forward + backward, one thread), measured by plan/calibrate.py as a 1-rank step
+  // minus the planner's own prediction of it. Charged per layer on a rank's tokens over tp (0: not charged).
+  std::array<double, kAllGemmFormats.size()> layer_remainder_ns_per_token{};
 
   // The fraction of the per-core (per-GPU) rates that one rank of a `ranks`-rank job gets.
   double rank_share(int64_t ranks) const {

@@ -26,14 +26,15 @@ std::string prediction_json(const ModelSpec& model, const TrainingSpec& training
   std::snprintf(buf, sizeof buf,
                 "{\"cluster\": \"%s\", \"recipe\": \"%s\", \"tp\": %d, \"cp\": %d, \"dp\": %d, \"pp\": %d, "
                 "\"micro_batch\": %lld, \"sequence_parallel\": %s, \"rank_share\": %.4g, \"ms_per_step\": %.6g, "
-                "\"ms\": {\"gemm\": %.6g, \"attention\": %.6g, \"memory_bound\": %.6g, \"tp_comm\": %.6g, "
+                "\"ms\": {\"gemm\": %.6g, \"attention\": %.6g, \"memory_bound\": %.6g, \"layer_remainder\": %.6g, "
+                "\"tp_comm\": %.6g, "
                 "\"cp_comm\": %.6g, \"pp_comm\": %.6g, \"bubble\": %.6g, \"shared_cores\": %.6g, \"dp_comm\": %.6g, "
                 "\"optimizer\": %.6g}, "
                 "\"memory_gb\": %.6g, \"fits\": %s, ",
                 cluster.name.c_str(), training.recipe.c_str(), layout.mesh.tp, layout.mesh.cp, layout.mesh.dp,
                 layout.mesh.pp, static_cast<long long>(layout.micro_batch), layout.sequence_parallel ? "true" : "false",
                 cluster.rank_share(layout.gpus()), 1e3 * t.total, 1e3 * t.gemm, 1e3 * t.attention,
-                1e3 * t.memory_bound, 1e3 * t.tp_comm, 1e3 * t.cp_comm, 1e3 * t.pp_comm, 1e3 * t.bubble,
+                1e3 * t.memory_bound, 1e3 * t.layer_remainder, 1e3 * t.tp_comm, 1e3 * t.cp_comm, 1e3 * t.pp_comm, 1e3 * t.bubble,
                 1e3 * t.shared_cores, 1e3 * t.dp_comm, 1e3 * t.optimizer, memory.total() / 1e9,
                 memory.fits() ? "true" : "false");
   char mem[768];

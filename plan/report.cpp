@@ -56,7 +56,8 @@ std::string step_breakdown_text(const StepTime& t) {
   std::string out = "step time, seconds on the critical path:\n";
   const std::pair<const char*, double> rows[] = {
       {"GEMMs (Linear + logits)", t.gemm}, {"attention core", t.attention},
-      {"memory-bound kernels", t.memory_bound}, {"tensor-parallel comm", t.tp_comm},
+      {"memory-bound kernels", t.memory_bound}, {"rest of layers (calibrated)", t.layer_remainder},
+      {"tensor-parallel comm", t.tp_comm},
       {"context-parallel comm", t.cp_comm}, {"pipeline p2p", t.pp_comm},
       {"recomputation", t.recompute},       {"pipeline bubble", t.bubble},
       {"data-parallel comm (exposed)", t.dp_comm}, {"optimizer step", t.optimizer},

@@ -23,11 +23,11 @@ ElementwiseBytes elementwise_bytes(const LayerActivations& saved) {
 
 // One pass (forward or backward) of one layer or stage extra, by cause, in seconds.
 struct Pass {
-  double gemm = 0, attention = 0, memory_bound = 0, tp_comm = 0, cp_comm = 0, pp_comm = 0, recompute = 0;
-  double total() const { return gemm + attention + memory_bound + tp_comm + cp_comm + pp_comm + recompute; }
+  double gemm = 0, attention = 0, memory_bound = 0, remainder = 0, tp_comm = 0, cp_comm = 0, pp_comm = 0, recompute = 0;
+  double total() const { return gemm + attention + memory_bound + remainder + tp_comm + cp_comm + pp_comm + recompute; }
   Pass& operator+=(const Pass& o) {
-    gemm += o.gemm, attention += o.attention, memory_bound += o.memory_bound, tp_comm += o.tp_comm;
-    cp_comm += o.cp_comm, pp_comm += o.pp_comm, recompute += o.recompute;
+    gemm += o.gemm, attention += o.attention, memory_bound += o.memory_bound, remainder += o.remainder;
+    tp_comm += o.tp_comm, cp_comm += o.cp_comm, pp_comm += o.pp_comm, recompute += o.recompute;
     return *this;
   }
 };
@@ -46,6 +46,10 @@ struct Rates {
   }
   // A layer's element-wise work in a recipe of this slot: a calibrated CPU's measured rate, else 0 (use hbm()).
   double elementwise(GemmFormat slot) const { return cluster.elementwise_gbps[static_cast<size_t>(slot)] * 1e9 * eff.hbm; }
+  // The rest of a layer per token on a calibrated CPU (ClusterSpec::layer_remainder_ns_per_token), else 0.
+  double remainder_seconds_per_token(GemmFormat slot) const {
+    return cluster.layer_remainder_ns_per_token[static_cast<size_t>(slot)] * 1e-9;
+  }
 };
 
 struct LayerPasses {
@@ -100,6 +104,13 @@ LayerPasses layer_passes(const ModelSpec& model, const RecipeCosts& costs, const
                          r.hbm();
     }
   }
+
+  // What a calibrated CPU measured of a 1-rank layer beyond the terms above (RoPE, permutes and copies,
+  // autograd's per-op work), per token: on this rank's tokens, split over tp as the layer's tensors are, and a
+  // third forward, two thirds backward, as its GEMMs.
+  const double remainder = r.remainder_seconds_per_token(costs.fprop) * tokens / t;
+  fw.remainder = remainder / 3.0;
+  bw.remainder = 2.0 * remainder / 3.0;
 
   if (layout.mesh.tp > 1) {
     const LinkSpec link = link_for_group(r.cluster, 1, layout.mesh.tp);
@@ -228,6 +239,7 @@ StepTime estimate_step_time(const ModelSpec& model, const TrainingSpec& training
   st.gemm = m * per_mb.gemm;
   st.attention = m * per_mb.attention;
   st.memory_bound = m * per_mb.memory_bound;
+  st.layer_remainder = m * per_mb.remainder;
   st.tp_comm = m * per_mb.tp_comm;
   st.cp_comm = m * per_mb.cp_comm;
   st.pp_comm = m * per_mb.pp_comm;

@@ -15,7 +15,9 @@
 //    (FP8 per-tensor recipes gather 1-byte copies); NVLink when tp fits a node, else InfiniBand;
 //  - context-parallel ring attention: K and V passed cp-1 times, hidden behind the attention core where it is
 //    longer;
-//  - recomputation: selective re-runs the attention core; full the whole layer forward (collectives included).
+//  - recomputation: selective re-runs the attention core; full the whole layer forward (collectives included);
+//  - on a calibrated CPU, the rest of a layer that a 1-rank nibble-train step measured beyond these terms, per
+//    token (ClusterSpec::layer_remainder_ns_per_token).
 // The pipeline: stage k's micro-batch time t_k (its layers, the embedding on stage 0, logits and cross-entropy
 // on the last, one activation send and one gradient send), step = m max(t_k) + (sum(t_k) - max(t_k)) / v, i.e.
 // (m + p - 1) t for equal stages: the bubble (p-1)/(v m). On a calibrated CPU machine whose ranks outnumber its
@@ -62,6 +64,7 @@ struct StepTime {
   double gemm = 0;            // Linear GEMMs (and the logits)
   double attention = 0;       // attention core
   double memory_bound = 0;    // element-wise, quantization, dequantization
+  double layer_remainder = 0;  // a calibrated CPU's measured rest of a layer (ClusterSpec::layer_remainder_ns_per_token)
   double tp_comm = 0;
   double cp_comm = 0;
   double pp_comm = 0;

@@ -20,6 +20,8 @@ assert all(cluster["dense_tflops"][f] > 0 for f in ("bf16", "fp8", "mxfp8", "nvf
 assert cluster["intra_node"]["bandwidth_gbps"] > 0, cluster
 assert cluster["cpu"]["attention_tflops"] > 0, cluster
 assert all(cluster["cpu"]["elementwise_gbps"][f] > 0 for f in ("bf16", "fp8", "mxfp8", "nvfp4", "mxfp4")), cluster
+assert all(cluster["cpu"]["layer_remainder_ns_per_token"][f] >= 0 for f in ("bf16", "fp8", "mxfp8", "nvfp4", "mxfp4")), cluster
+assert "layer_remainder" in p["ms"], p
 assert (p["tp"], p["dp"], p["cluster"]) == (2, 2, cluster["name"]), p
 assert p["ms_per_step"] > 0 and p["ms"]["tp_comm"] > 0 and p["ms"]["dp_comm"] >= 0, p
 print("calibrated description loads; predict:", p["ms_per_step"], "ms")

@@ -118,6 +118,33 @@ TEST(PlanCalibrated, MeasuredAttentionAndElementwiseRatesReplaceTheGemmRateAndBa
               2 * 4 * 6 * saved * (1 / 2e9 - 1 / 5e9), 1e-9);
 }
 
+TEST(PlanCalibrated, MeasuredLayerRemainderIsChargedPerTokenPerLayerOverTp) {
+  const ClusterSpec plain = parse_cluster(cpu_cluster(2.0), "cpu.toml");
+  for (double ns : plain.layer_remainder_ns_per_token) EXPECT_EQ(ns, 0.0);  // absent: nothing charged
+  const ClusterSpec c = parse_cluster(
+      cpu_cluster(2.0) + "[cpu.layer_remainder_ns_per_token]\nbf16 = 1000.0\nnvfp4 = 3000.0\n", "cpu.toml");
+  EXPECT_DOUBLE_EQ(c.layer_remainder_ns_per_token[static_cast<size_t>(GemmFormat::kNVFP4)], 3000.0);
+  EXPECT_DOUBLE_EQ(c.layer_remainder_ns_per_token[static_cast<size_t>(GemmFormat::kFP8)], 1000.0);  // bf16's
+  const ClusterSpec zero = parse_cluster(cpu_cluster(2.0) + "[cpu]\nlayer_remainder_ns_per_token = 0\n", "cpu.toml");
+  EXPECT_EQ(zero.layer_remainder_ns_per_token[0], 0.0);  // a machine whose step the model already covers
+  EXPECT_THROW(parse_cluster(cpu_cluster(2.0) + "[cpu]\nlayer_remainder_ns_per_token = -5.0\n", "cpu.toml"),
+               InvalidArgument);
+
+  // By hand, one rank: 4 layers x 2 micro-batches x 512 tokens x 1000 ns; nothing else moves.
+  const PlanInput in = small_model("bf16");
+  const StepTime with = predict(c, in, 1, 1, 1, 1), without = predict(plain, in, 1, 1, 1, 1);
+  EXPECT_NEAR(with.layer_remainder, 4 * 2 * 512 * 1000e-9, 1e-12);
+  EXPECT_NEAR(with.total - without.total, with.layer_remainder, 1e-12);
+  EXPECT_DOUBLE_EQ(with.gemm, without.gemm);
+  EXPECT_EQ(without.layer_remainder, 0.0);
+  // tp = 2 splits a layer's tokens' work over the two ranks (two ranks on two cores: no sharing).
+  EXPECT_NEAR(predict(c, in, 2, 1, 1, 1).layer_remainder, with.layer_remainder / 2, 1e-12);
+  // nvfp4 layers take the nvfp4 slot's figure; the default recipe keeps its first and last layers in bf16.
+  PlanInput fp4 = small_model("nvfp4");
+  fp4.training.bf16_first = fp4.training.bf16_last = 0;
+  EXPECT_NEAR(predict(c, fp4, 1, 1, 1, 1).layer_remainder, 3 * with.layer_remainder, 1e-12);
+}
+
 TEST(PlanCalibrated, PredictChecksTheLayoutAndWritesJson) {
   const ClusterSpec c = parse_cluster(cpu_cluster(2.0), "cpu.toml");
   const PlanInput in = small_model("bf16");
