@@ -29,9 +29,11 @@ inline __m256i bf16_lanes(__m512i u, __m512i add) {
   const __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF));
   __m512i code = _mm512_maskz_min_epu32(kAll, _mm512_maskz_srli_epi32(kAll, _mm512_add_epi32(a, add), 16),
                                         _mm512_set1_epi32(0x7F7F));
-  code = _mm512_or_si512(code, _mm512_maskz_srli_epi32(kAll, _mm512_and_si512(u, _mm512_set1_epi32(static_cast<int>(0x80000000u))), 16));  // the sign
-  code = _mm512_mask_mov_epi32(code, _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)),
-                               _mm512_set1_epi32(0x7FC0));
+  code = _mm512_or_si512(
+      code, _mm512_maskz_srli_epi32(kAll, _mm512_and_si512(u, _mm512_set1_epi32(static_cast<int>(0x80000000u))),
+                                    16));  // the sign
+  code =
+      _mm512_mask_mov_epi32(code, _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)), _mm512_set1_epi32(0x7FC0));
   return _mm512_maskz_cvtepi32_epi16(kAll, code);
 }
 #endif
@@ -42,15 +44,15 @@ inline void encode_bf16_stochastic(const float* __restrict x, int n, const uint1
   int j = 0;
 #if defined(__AVX512F__)
   for (; j + 16 <= n; j += 16) {
-    const __m512i r = _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(random + j)));
+    const __m512i r =
+        _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(random + j)));
     const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(x + j));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), bf16_lanes(u, r));
   }
 #endif
   for (; j < n; ++j)
-    out[j] = static_cast<uint16_t>(precision::encode_scalar(x[j], precision::formats::kBF16,
-                                                            precision::Rounding::kStochastic,
-                                                            precision::RandomBits{random[j], 16}));
+    out[j] = static_cast<uint16_t>(precision::encode_scalar(
+        x[j], precision::formats::kBF16, precision::Rounding::kStochastic, precision::RandomBits{random[j], 16}));
 }
 
 // out[j] = encode_scalar(x[j], kBF16, kNearestEven).

@@ -1,5 +1,5 @@
 #pragma once
-// The int8 dynamic-map encoder of the fused CPU step, 16 lanes at a time (AVX-512), equal to
+// The int8 dynamic-map encoder and decoder of the fused CPU step in AVX-512 lanes; the encoder equals
 // dynamic_map_encode (optim/dynamic_map.h) for every float input.
 //
 // Why not the binary search: its eight steps are a chain of dependent table lookups (~8 x 10 cycles of latency
@@ -14,6 +14,11 @@ namespace nibble::optim {
 
 // codes[j] = dynamic_map_encode(x[j] / norm, dynamic_map(is_signed).threshold) for j < n (the division is the
 // scalar rule's): the bucket lanes with AVX-512, the scalar rule for the tail and without it.
+// out[j] = dynamic_map(is_signed).value[codes[j]] * absmax for j < n (the int8 decode): byte-plane lookups of 64
+// codes at a time with AVX-512 VBMI, the table for the rest.
+void dynamic_map_decode_span(const uint8_t* __restrict codes, int n, float absmax, bool is_signed,
+                             float* __restrict out);
+
 void dynamic_map_encode_span(const float* __restrict x, int n, float norm, bool is_signed, uint8_t* __restrict codes);
 
 }  // namespace nibble::optim

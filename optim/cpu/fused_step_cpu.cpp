@@ -10,10 +10,10 @@
 //    integer max / min vectorise (float ones do not without -ffinite-math-only);
 //  - stochastic rounding's Philox bits come 32 counters at a time from precision's random_span_bits, drawn
 //    once per 2048-element span rather than one scalar Philox call per 8 elements;
-//  - with AVX-512, the int8 decode reads its table with in-register permutes, E4M3 codes decode through an FP16
-//    conversion and are written by precision's encode_rne_lanes, bfloat16 codes by bf16_lanes.h, int8 codes by
-//    dynamic_map_lanes.h's bucket table (one gather per vector instead of an 8-step dependent search); all
-//    checked equal to the scalar rules (tests/optim/test_state_lanes.cpp, test_fused_step.cpp).
+//  - with AVX-512, E4M3 codes decode through an FP16 conversion and are written by precision's encode_rne_lanes,
+//    bfloat16 codes by bf16_lanes.h; int8 codes decode by byte-plane permutes and encode through a bucket table
+//    (one gather per vector instead of an 8-step dependent search), both in dynamic_map_lanes.h; all checked
+//    equal to the scalar rules (tests/optim/test_state_lanes.cpp, test_fused_step.cpp).
 #include <omp.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -176,29 +176,6 @@ void decode_e4m3(const uint8_t* __restrict codes, int n, float* __restrict out) 
   for (; j < n; ++j) out[j] = table[codes[j]];
 }
 
-// ---- int8 dynamic-map codes -------------------------------------------------------------------------------
-
-#if defined(__AVX512F__)
-// table[i] of a 32-entry table for per-lane i (its low five bits): one vpermt2ps.
-__m512 lookup32(const float* table, __m512i i) {
-  return _mm512_permutex2var_ps(_mm512_loadu_ps(table), i, _mm512_loadu_ps(table + 16));
-}
-
-// table[i] of a 256-entry table for per-lane i < 256: vpermt2ps within each 32-entry block by i's low five
-// bits, then a tree of blends on bits 5, 6 and 7 picks the block: ~18 register ops per vector, which here cost
-// less than one gather (int8 states: ~10% less CPU per parameter than the gathered decode).
-[[gnu::always_inline]] inline __m512 lookup256(const float* table, __m512i i) {
-  __m512 block[8];
-  for (int b = 0; b < 8; ++b) block[b] = lookup32(table + 32 * b, i);
-  for (int bit = 5, count = 8; count > 1; ++bit, count /= 2) {
-    const __mmask16 upper = _mm512_test_epi32_mask(i, _mm512_set1_epi32(1 << bit));
-    for (int b = 0; b < count / 2; ++b) block[b] = _mm512_mask_blend_ps(upper, block[2 * b], block[2 * b + 1]);
-  }
-  return block[0];
-}
-
-#endif
-
 // ---- Moments: decode a tile into FP32, encode it back ---------------------------------------------------
 
 // dre_decode (dre.h) over y[0, len) in place, with its division by the group's k done by ConstantDivisor:
@@ -259,17 +236,8 @@ void decode_fp8_plain(const MomentView& mv, int64_t begin, int n, float* __restr
 
 // A tile is exactly one 256-element block (chunks and tiles start at multiples of 256).
 void decode_int8(const MomentView& mv, bool is_signed, int64_t begin, int n, float* __restrict out) {
-  const uint8_t* codes = static_cast<const uint8_t*>(mv.values) + begin;
-  const float* values = dynamic_map(is_signed).value;
-  const float absmax = mv.scale[begin / kInt8BlockSize];
-  int j = 0;
-#if defined(__AVX512F__)
-  for (; j + 16 <= n; j += 16) {
-    const __m512i c = _mm512_maskz_cvtepu8_epi32(kAllLanes, _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + j)));
-    _mm512_storeu_ps(out + j, _mm512_mul_ps(lookup256(values, c), _mm512_set1_ps(absmax)));
-  }
-#endif
-  for (; j < n; ++j) out[j] = values[codes[j]] * absmax;
+  dynamic_map_decode_span(static_cast<const uint8_t*>(mv.values) + begin, n, mv.scale[begin / kInt8BlockSize],
+                          is_signed, out);
 }
 
 // The FP32 values of a moment's tile: fp32 states in place, the others decoded into `tile`.
@@ -534,9 +502,9 @@ void prefetch_ahead(const TensorSlot& s, int64_t b, int64_t ahead) {
   if (at + kTile > s.numel) return;
   const size_t grad_bytes = s.grad_type == ElementType::kFloat32 ? 4 : 2;
   const char* grad = static_cast<const char*>(s.grad) + at * static_cast<int64_t>(grad_bytes);
-  const char* values = s.master ? reinterpret_cast<const char*>(s.master + at)
-                                : static_cast<const char*>(s.param) + at * (s.param_type == ElementType::kFloat32 ? 4 : 2);
   const size_t value_bytes = s.master || s.param_type == ElementType::kFloat32 ? 4 : 2;
+  const char* values = s.master ? reinterpret_cast<const char*>(s.master + at)
+                                : static_cast<const char*>(s.param) + at * static_cast<int64_t>(value_bytes);
   for (size_t line = 0; line < kTile * grad_bytes; line += 64) __builtin_prefetch(grad + line);
   for (size_t line = 0; line < kTile * value_bytes; line += 64) __builtin_prefetch(values + line, 1);
 }

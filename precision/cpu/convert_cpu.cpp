@@ -63,8 +63,8 @@ void philox_lanes(uint64_t seed, uint64_t offset, uint64_t first, uint32_t* __re
   const __m512i mul0 = _mm512_set1_epi64(kMul0), mul1 = _mm512_set1_epi64(kMul1);
   __m512i c0[4], c1[4], c2[4], c3[4];
   for (int v = 0; v < 4; ++v) {
-    const __m512i subsequence =
-        _mm512_add_epi64(_mm512_set1_epi64(static_cast<int64_t>(first + 8u * v)), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    const __m512i subsequence = _mm512_add_epi64(_mm512_set1_epi64(static_cast<int64_t>(first + 8u * v)),
+                                                 _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
     c0[v] = _mm512_set1_epi64(static_cast<int64_t>(offset & 0xFFFFFFFFu));
     c1[v] = _mm512_set1_epi64(static_cast<int64_t>(offset >> 32));
     c2[v] = subsequence;  // its high half is only ever under a multiply's ignored bits

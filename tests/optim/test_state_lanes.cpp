@@ -23,7 +23,8 @@ std::vector<uint32_t> bit_sweep(uint32_t stride) {
   std::vector<uint32_t> bits;
   for (uint64_t u = 0; u < (uint64_t{1} << 32); u += stride) bits.push_back(static_cast<uint32_t>(u) ^ 0x5A5Au);
   for (uint32_t high = 0; high < 0x10000u; ++high)
-    for (uint32_t low : {0x0000u, 0x0001u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFEu, 0xFFFFu}) bits.push_back(high << 16 | low);
+    for (uint32_t low : {0x0000u, 0x0001u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFEu, 0xFFFFu})
+      bits.push_back(high << 16 | low);
   return bits;
 }
 
@@ -49,7 +50,8 @@ TEST(StateLanes, Int8BucketEncoderEqualsTheBinarySearchOnEveryFloat) {
         near.push_back(t);
     std::vector<uint8_t> near_codes(near.size());
     dynamic_map_encode_span(near.data(), static_cast<int>(near.size()), 1.0f, is_signed, near_codes.data());
-    for (size_t i = 0; i < near.size(); ++i) ASSERT_EQ(near_codes[i], dynamic_map_encode(near[i], threshold)) << near[i];
+    for (size_t i = 0; i < near.size(); ++i)
+      ASSERT_EQ(near_codes[i], dynamic_map_encode(near[i], threshold)) << near[i];
   }
 }
 
@@ -64,11 +66,20 @@ TEST(StateLanes, Bf16LanesEqualEncodeScalarOnEveryFloat) {
     // Random fields that decide the edges: 0, the largest, and ones that carry exactly or just not.
     const uint16_t low = static_cast<uint16_t>(bits[i] & 0xFFFFu);
     switch (i % 5) {
-      case 0: random[i] = 0; break;
-      case 1: random[i] = 0xFFFF; break;
-      case 2: random[i] = static_cast<uint16_t>(0x10000u - low); break;  // the sum reaches 2^16 exactly
-      case 3: random[i] = static_cast<uint16_t>(0xFFFFu - low); break;   // one short of it
-      default: random[i] = static_cast<uint16_t>(state >> 16);
+      case 0:
+        random[i] = 0;
+        break;
+      case 1:
+        random[i] = 0xFFFF;
+        break;
+      case 2:
+        random[i] = static_cast<uint16_t>(0x10000u - low);
+        break;  // the sum reaches 2^16 exactly
+      case 3:
+        random[i] = static_cast<uint16_t>(0xFFFFu - low);
+        break;  // one short of it
+      default:
+        random[i] = static_cast<uint16_t>(state >> 16);
     }
   }
   const int n = static_cast<int>(x.size());
