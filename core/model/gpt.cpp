@@ -125,15 +125,18 @@ torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t bat
   const torch::Tensor at = pos.to(rope_cos_.device());
   const torch::Tensor cos = rope_cos_.index_select(0, at), sin = rope_sin_.index_select(0, at);
   torch::Tensor q = apply_rope(qkv[0], cos, sin), k = apply_rope(qkv[1], cos, sin);
+  // V as its own tensor: the attention saves it for backward, and a view would keep the whole QKV projection
+  // output (3x V's bytes) alive until then, where q and k are already RoPE's new tensors.
+  const torch::Tensor v = qkv[2].contiguous();
   torch::Tensor a;
   if (config_.recompute == "selective") {
     // (The node outlives this call: capture the model, not the locals.)
     a = recomputed(
         l.name + ".attention_core",
         [this](const std::vector<torch::Tensor>& in) { return cp_->causal_attention(in[0], in[1], in[2]); },
-        {q, k, qkv[2]}, {});
+        {q, k, v}, {});
   } else {
-    a = cp_->causal_attention(q, k, qkv[2]);
+    a = cp_->causal_attention(q, k, v);
   }
   a = a.transpose(1, 2).reshape({batch * seq, heads * hd});
   return tp_->row_linear(a, l.out, std::nullopt, l.s_out);
