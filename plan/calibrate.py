@@ -23,8 +23,11 @@ What it measures, each with one thread in one process (a rank of nibble-train wi
     bytes the planner's per-layer memory-bound term charges for them on a calibrated CPU, which the planner
     itself counts (`nibble-plan elementwise-bytes`, --plan), so the two cannot drift apart;
   - intra_node: nibble.parallel all-reduce, all-gather and send/recv over --mpi-ranks processes under mpirun at
-    several sizes, one latency and one bandwidth fitted to the planner's ring model (plan/collectives.cpp: e.g.
-    all-reduce t = 2(n-1) latency + 2(n-1)/n bytes / bandwidth) by least relative error; each printed beside it.
+    several sizes: one latency and one bandwidth fitted to the planner's ring model (plan/collectives.cpp: e.g.
+    all-gather t = (n-1) latency + (n-1)/n bytes / bandwidth) by least relative error over the collectives that
+    only move data (all-gather, send/recv), then the rate at which a rank sums what it receives (reduce_gbps:
+    MPI reduces in software, on the same cores) from what the all-reduces take beyond that model; each
+    collective printed beside the fit.
   - cpu.layer_remainder_ns_per_token.<format>: what the terms above leave out of a real step (RoPE, the QKV
     permutes and copies, autograd's per-op work, allocation): nibble-train itself, one rank, one thread, at
     --model with --remainder-layers layers (every one in the slot's recipe) and one micro-batch per step, minus
@@ -303,11 +306,11 @@ def ring_terms(name: str, n: int, size: float) -> tuple[float, float]:
 
 
 def fit_alpha_beta(mpi: dict) -> tuple[float, float]:
-    """Latency (s) and seconds per byte minimising the relative error over every measured collective and size:
-    least squares on t_i = L_i alpha + B_i beta, each row divided by t_i (so 4 KiB counts as much as 4 MiB)."""
+    """Latency (s) and seconds per byte minimising the relative error over the collectives that only move data
+    (all-gather, send/recv) at every measured size: least squares on t_i = L_i alpha + B_i beta, each row divided
+    by t_i (so 4 KiB counts as much as 4 MiB)."""
     n = mpi["ranks"]
-    rows = [(*ring_terms(name, n, size), t) for name in ("all_reduce", "all_gather", "send_recv")
-            for size, t in mpi[name]]
+    rows = [(*ring_terms(name, n, size), t) for name in ("all_gather", "send_recv") for size, t in mpi[name]]
     s11 = sum((l / t) ** 2 for l, _, t in rows)
     s12 = sum((l / t) * (b / t) for l, b, t in rows)
     s22 = sum((b / t) ** 2 for _, b, t in rows)
@@ -320,6 +323,19 @@ def fit_alpha_beta(mpi: dict) -> tuple[float, float]:
     if beta <= 0:
         raise SystemExit("calibrate: the collective times do not grow with size; measure larger --sizes")
     return alpha, beta
+
+
+def fit_reduce(mpi: dict, alpha: float, beta: float) -> float:
+    """Seconds per byte of a rank's summation in an all-reduce: what each all-reduce takes beyond the ring model's
+    data movement (alpha, beta), over the (n-1)/n of the buffer a rank reduces (plan/collectives.cpp), least
+    relative error; 0 when the all-reduces take no longer than moving their data."""
+    n = mpi["ranks"]
+    rows = []  # (bytes a rank reduces, time beyond the data movement, time)
+    for size, t in mpi["all_reduce"]:
+        latencies, moved = ring_terms("all_reduce", n, size)
+        rows.append(((n - 1) / n * size, t - (latencies * alpha + moved * beta), t))
+    gamma = sum(x * excess / t ** 2 for x, excess, t in rows) / sum((x / t) ** 2 for x, _, t in rows)
+    return max(0.0, gamma)
 
 
 def measure_mpi(ranks: int, sizes: list[int], repeats: int, gemm: str) -> dict:
@@ -386,7 +402,9 @@ def main() -> None:
     # Cores a job gets: concurrent throughput over one process's, at most the cores there are.
     effective_cores = min(float(cores), mpi["concurrent_tflops"] / tflops["bf16"])
     alpha, beta = fit_alpha_beta(mpi)
+    gamma = fit_reduce(mpi, alpha, beta)
     latency_us, bandwidth_gbps = alpha * 1e6, 1.0 / beta / 1e9
+    reduce_gbps = 1.0 / gamma / 1e9 if gamma > 0 else 0.0
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     load = os.getloadavg()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -402,11 +420,13 @@ def main() -> None:
               f"{block_gbps[slot]:.2f} GB/s over nibble-plan's {layer_bytes[slot]:.0f} bytes (one thread)")
     print(f"  {mpi['ranks']} processes at once: {mpi['concurrent_tflops'] * 1e3:.2f} GFLOP/s together = "
           f"{effective_cores:.2f} cores of {cores}")
-    print(f"  collectives over {mpi['ranks']} ranks: latency {latency_us:.1f} us, bandwidth {bandwidth_gbps:.2f} GB/s")
+    print(f"  collectives over {mpi['ranks']} ranks: latency {latency_us:.1f} us, bandwidth {bandwidth_gbps:.2f} GB/s "
+          f"(all-gather, send/recv); all-reduce sums at " + (f"{reduce_gbps:.2f} GB/s" if gamma > 0 else "no cost"))
     for name in ("all_reduce", "all_gather", "send_recv"):
         for size, t in mpi[name]:
             lat, moved = ring_terms(name, mpi["ranks"], size)
-            fitted = lat * alpha + moved * beta
+            summed = (mpi["ranks"] - 1) / mpi["ranks"] * size * gamma if name == "all_reduce" else 0.0
+            fitted = lat * alpha + moved * beta + summed
             print(f"    {name:>10} {size:>9} B: {t * 1e6:9.1f} us measured, {fitted * 1e6:9.1f} us by the fit")
 
     lines = [
@@ -435,11 +455,12 @@ def main() -> None:
               "where the recipe has it) fwd+bwd, over the bytes nibble-plan charges for them (elementwise-bytes)"]
     lines += [f"{slot} = {block_gbps[slot]:.3f}   # recipe {recipe}, over {layer_bytes[slot]:.0f} bytes"
               for slot, recipe in SLOTS]
-    lines += ["", f"[intra_node]  # nibble.parallel all-reduce, all-gather, send/recv over {mpi['ranks']} ranks, "
-              f"ring model fitted (sizes {sizes} B)",
-              f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}",
+    summing = [f"reduce_gbps = {reduce_gbps:.4f}  # all-reduce beyond the ring model's data movement"] if gamma > 0 else []
+    lines += ["", f"[intra_node]  # nibble.parallel all-gather and send/recv over {mpi['ranks']} ranks, ring model fitted "
+              f"(sizes {sizes} B); all-reduce's summation from its excess",
+              f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}", *summing,
               "", "[inter_node]  # one machine: no second node (the same link, so a description loads)",
-              f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}", ""]
+              f"bandwidth_gbps = {bandwidth_gbps:.4f}", f"latency_us = {latency_us:.2f}", *summing, ""]
 
     # The rest of a layer: nibble-train's own step minus the planner's prediction of it on what is measured above.
     train = os.path.join(os.path.dirname(plan), "nibble-train")

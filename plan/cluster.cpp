@@ -41,6 +41,12 @@ std::array<double, kAllGemmFormats.size()> per_slot(const toml::table& t, const 
   return slots;
 }
 
+LinkSpec link(const toml::table& t, const std::string& table, const std::string& source) {
+  LinkSpec l{positive(t, table + ".bandwidth_gbps", source, false), positive(t, table + ".latency_us", source, true)};
+  if (t.at_path(table + ".reduce_gbps")) l.reduce_gbps = positive(t, table + ".reduce_gbps", source, false);
+  return l;
+}
+
 }  // namespace
 
 const char* gemm_format_name(GemmFormat format) {
@@ -86,8 +92,8 @@ ClusterSpec parse_cluster(const std::string& toml_text, const std::string& sourc
         positive(t, std::string("dense_tflops.") + gemm_format_name(f), source, f != GemmFormat::kBF16);
   c.hbm_gb = positive(t, "memory.capacity_gb", source, false);
   c.hbm_gbps = positive(t, "memory.bandwidth_gbps", source, false);
-  c.intra_node = {positive(t, "intra_node.bandwidth_gbps", source, false), positive(t, "intra_node.latency_us", source, true)};
-  c.inter_node = {positive(t, "inter_node.bandwidth_gbps", source, false), positive(t, "inter_node.latency_us", source, true)};
+  c.intra_node = link(t, "intra_node", source);
+  c.inter_node = link(t, "inter_node", source);
   return c;
 }
 

@@ -18,6 +18,10 @@ const char* gemm_format_name(GemmFormat format);  // "bf16", "fp8", "mxfp8", "nv
 struct LinkSpec {
   double bandwidth_gbps = 0;  // GB/s per GPU, one direction (what a ring collective's every step moves)
   double latency_us = 0;      // per message step
+  // A calibrated CPU machine: GB/s at which a rank sums what it receives in an all-reduce or reduce-scatter
+  // (MPI reduces in software, on the cores that train), over the (n-1)/n of the buffer each rank reduces. 0:
+  // free, inside the link time (NCCL reduces on the GPU at line rate).
+  double reduce_gbps = 0;
 };
 
 struct ClusterSpec {

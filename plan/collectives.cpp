@@ -8,6 +8,11 @@ double beta_seconds(double bytes, const LinkSpec& link, double efficiency) {
   return bytes / (link.bandwidth_gbps * 1e9 * efficiency);
 }
 
+// Summing the (n-1)/n of the buffer a rank receives, where the link's reduction is not free.
+double reduce_seconds(double bytes, int n, const LinkSpec& link) {
+  return link.reduce_gbps > 0 ? (n - 1.0) / n * bytes / (link.reduce_gbps * 1e9) : 0.0;
+}
+
 }  // namespace
 
 LinkSpec link_for_group(const ClusterSpec& cluster, int stride, int size) {
@@ -18,7 +23,8 @@ LinkSpec link_for_group(const ClusterSpec& cluster, int stride, int size) {
 double all_reduce_seconds(double bytes, int n, const LinkSpec& link, double efficiency) {
   if (n <= 1 || bytes <= 0) return 0;
   const double steps = 2.0 * (n - 1);
-  return steps / n * beta_seconds(bytes, link, efficiency) + steps * link.latency_us * 1e-6;
+  return steps / n * beta_seconds(bytes, link, efficiency) + steps * link.latency_us * 1e-6 +
+         reduce_seconds(bytes, n, link);
 }
 
 double all_gather_seconds(double bytes, int n, const LinkSpec& link, double efficiency) {
@@ -28,7 +34,8 @@ double all_gather_seconds(double bytes, int n, const LinkSpec& link, double effi
 }
 
 double reduce_scatter_seconds(double bytes, int n, const LinkSpec& link, double efficiency) {
-  return all_gather_seconds(bytes, n, link, efficiency);  // the same traffic, reversed
+  if (n <= 1 || bytes <= 0) return 0;
+  return all_gather_seconds(bytes, n, link, efficiency) + reduce_seconds(bytes, n, link);  // reversed, and summed
 }
 
 double p2p_seconds(double bytes, const LinkSpec& link, double efficiency) {

@@ -13,6 +13,8 @@ LinkSpec link_for_group(const ClusterSpec& cluster, int stride, int size);
 // Seconds for `bytes` = the full buffer (all-reduce: the reduced tensor; all-gather: the gathered output;
 // reduce-scatter: the input), over n ranks. Ring algorithm: every rank sends (n-1)/n of it (twice for
 // all-reduce) and pays n-1 (2(n-1)) latencies. `efficiency`: the achieved fraction of link bandwidth.
+// A link with a reduce rate (LinkSpec::reduce_gbps) adds the summation of (n-1)/n of the buffer to all-reduce
+// and reduce-scatter.
 double all_reduce_seconds(double bytes, int n, const LinkSpec& link, double efficiency);
 double all_gather_seconds(double bytes, int n, const LinkSpec& link, double efficiency);
 double reduce_scatter_seconds(double bytes, int n, const LinkSpec& link, double efficiency);

@@ -145,6 +145,23 @@ TEST(PlanCalibrated, MeasuredLayerRemainderIsChargedPerTokenPerLayerOverTp) {
   EXPECT_NEAR(predict(c, fp4, 1, 1, 1, 1).layer_remainder, 3 * with.layer_remainder, 1e-12);
 }
 
+TEST(PlanCalibrated, ReduceRateIsOptionalAndPositive) {
+  EXPECT_EQ(parse_cluster(cpu_cluster(2.0), "cpu.toml").intra_node.reduce_gbps, 0.0);  // absent: free
+  std::string text = cpu_cluster(2.0);
+  const std::string intra = "[intra_node]\nbandwidth_gbps = 5.0\n";
+  text.replace(text.find(intra), intra.size(), intra + "reduce_gbps = 2.5\n");
+  const ClusterSpec c = parse_cluster(text, "cpu.toml");
+  EXPECT_DOUBLE_EQ(c.intra_node.reduce_gbps, 2.5);
+  EXPECT_EQ(c.inter_node.reduce_gbps, 0.0);
+  // tp = 2's all-reduces now sum in software: the step grows, by the tp term only.
+  const PlanInput in = small_model("bf16");
+  const ClusterSpec plain = parse_cluster(cpu_cluster(2.0), "cpu.toml");
+  EXPECT_GT(predict(c, in, 2, 1, 1, 1).tp_comm, predict(plain, in, 2, 1, 1, 1).tp_comm);
+  EXPECT_DOUBLE_EQ(predict(c, in, 2, 1, 1, 1).gemm, predict(plain, in, 2, 1, 1, 1).gemm);
+  text.replace(text.find("reduce_gbps = 2.5"), 17, "reduce_gbps = 0.0");
+  EXPECT_THROW(parse_cluster(text, "cpu.toml"), InvalidArgument);
+}
+
 TEST(PlanCalibrated, PredictChecksTheLayoutAndWritesJson) {
   const ClusterSpec c = parse_cluster(cpu_cluster(2.0), "cpu.toml");
   const PlanInput in = small_model("bf16");

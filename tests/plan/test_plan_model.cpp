@@ -156,6 +156,13 @@ TEST(PlanCollectives, RingCostsAndLinkChoice) {
   EXPECT_DOUBLE_EQ(all_gather_seconds(1e9, 4, link, 1.0), 3.0 / 4 * 1e9 / 100e9);
   EXPECT_DOUBLE_EQ(all_reduce_seconds(1e9, 1, link, 1.0), 0.0);
   EXPECT_DOUBLE_EQ(p2p_seconds(1e6, LinkSpec{1.0, 10.0}, 0.5), 1e6 / 0.5e9 + 10e-6);
+  // A CPU link that sums in software: each rank reduces (n-1)/n of the buffer at 50 GB/s, in all-reduce and
+  // reduce-scatter; all-gather and send/recv move data only.
+  const LinkSpec summing{100.0, 0.0, 50.0};
+  EXPECT_DOUBLE_EQ(all_reduce_seconds(1e9, 4, summing, 1.0), 2.0 * 3 / 4 * 1e9 / 100e9 + 3.0 / 4 * 1e9 / 50e9);
+  EXPECT_DOUBLE_EQ(reduce_scatter_seconds(1e9, 4, summing, 1.0), 3.0 / 4 * 1e9 / 100e9 + 3.0 / 4 * 1e9 / 50e9);
+  EXPECT_DOUBLE_EQ(all_gather_seconds(1e9, 4, summing, 1.0), all_gather_seconds(1e9, 4, link, 1.0));
+  EXPECT_DOUBLE_EQ(reduce_scatter_seconds(1e9, 1, summing, 1.0), 0.0);
 }
 
 TEST(PlanCluster, ShippedClustersParseAndRejectBadValues) {
