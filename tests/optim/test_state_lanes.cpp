@@ -85,6 +85,12 @@ TEST(StateLanes, Bf16LanesEqualEncodeScalarOnEveryFloat) {
   const int n = static_cast<int>(x.size());
   encode_bf16_stochastic(x.data(), n, random.data(), sr.data());
   encode_bf16_nearest(x.data(), n, rne.data());
+  // The portable loops (what builds without AVX-512 run, and the lanes' tails) over the whole sweep too.
+  std::vector<uint16_t> sr_loop(bits.size()), rne_loop(bits.size());
+  encode_bf16_stochastic_loop(x.data(), n, random.data(), sr_loop.data());
+  encode_bf16_nearest_loop(x.data(), n, rne_loop.data());
+  EXPECT_EQ(sr_loop, sr);
+  EXPECT_EQ(rne_loop, rne);
   using precision::Rounding;
   for (int i = 0; i < n; ++i) {
     ASSERT_EQ(sr[i], precision::encode_scalar(x[i], precision::formats::kBF16, Rounding::kStochastic,
