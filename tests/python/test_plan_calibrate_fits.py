@@ -5,7 +5,6 @@ latency and bandwidth come back from all-gather and send/recv alone, an all-redu
 as its rate, and all-reduces that take no longer than their data movement give no summation term. The remainder
 run's config is checked by nibble-plan itself, which must read it as calibrate.py means it (every layer in the
 recipe, one micro-batch per step). No machine is measured here."""
-import importlib.util
 import json
 import os
 import shutil
@@ -13,19 +12,14 @@ import subprocess
 
 import pytest
 
+from plan_calibrate import load_calibrate
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAN = os.environ.get("NIBBLE_PLAN") or shutil.which("nibble-plan") or os.path.join(ROOT, "build", "nibble-plan")
 SIZES = [4096, 65536, 1 << 20, 1 << 22]
 
 
-def _calibrate():
-    spec = importlib.util.spec_from_file_location("calibrate", os.path.join(ROOT, "plan", "calibrate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-calibrate = _calibrate()
+calibrate = load_calibrate()
 
 
 def synthetic_mpi(ranks, latency_s, seconds_per_byte, reduce_seconds_per_byte):

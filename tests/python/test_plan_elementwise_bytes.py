@@ -9,13 +9,14 @@ against the binary's, the step model's (`predict`'s elementwise_bytes_per_layer)
 calibrate.py reports over exactly that count.
 
 nibble-plan is not in the pip package: CTest passes the build tree's as NIBBLE_PLAN (tests/CMakeLists.txt)."""
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
 
 import pytest
+
+from plan_calibrate import load_calibrate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLAN = os.environ.get("NIBBLE_PLAN") or shutil.which("nibble-plan") or os.path.join(ROOT, "build", "nibble-plan")
@@ -26,14 +27,7 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(PLAN), reason=f"{PLAN} not bu
 RECIPES = ["bf16", "fp8_current", "mxfp8", "nvfp4", "mxfp4"]
 
 
-def _calibrate():
-    spec = importlib.util.spec_from_file_location("calibrate", os.path.join(ROOT, "plan", "calibrate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-calibrate = _calibrate()
+calibrate = load_calibrate()
 
 
 def hand_count(micro, seq, hidden, heads, ffn):
