@@ -28,6 +28,12 @@ RUNS = [
      ["--model.recipe", "nvfp4", "--optim.state", "fp8", "--model.compress_activations", "false"]),
     # (quantized presets compress the norms' and SwiGLU's saved inputs by default: COAT)
     ("nvfp4, fp8 states (+ compressed activations)", ["--model.recipe", "nvfp4", "--optim.state", "fp8"]),
+    # Plain torch's autocast runs the attention core in BF16 and saves BF16 q, k, v and output; these rows do
+    # the same (model.attention_precision), the others keep nibble's default FP32 core.
+    ("bf16, fp32 states, bf16 attention",
+     ["--model.recipe", "bf16", "--optim.state", "fp32", "--model.attention_precision", "bf16"]),
+    ("nvfp4, fp8 states, bf16 attention (+ compressed act.)",
+     ["--model.recipe", "nvfp4", "--optim.state", "fp8", "--model.attention_precision", "bf16"]),
 ]
 
 
@@ -80,7 +86,7 @@ def main():
             for label, overrides in RUNS:
                 m = nibble_account(binary, tokens, work, size, overrides, args.threads)
                 per_layer = m["saved_per_microbatch"] / layers
-                print(f"  nibble {label:48s} peak {mib(m['peak']):8.1f} MiB  plain/nibble {plain / m['peak']:5.2f}x"
+                print(f"  nibble {label:54s} peak {mib(m['peak']):8.1f} MiB  plain/nibble {plain / m['peak']:5.2f}x"
                       f" | states {mib(m['optimizer_states']):6.1f} MiB | saved by nibble layers {mib(per_layer):6.2f}"
                       f" MiB/layer = {per_layer / korthikanti:4.2f}x Korthikanti's 16-bit "
                       f"{mib(korthikanti):.2f} MiB")

@@ -31,6 +31,9 @@ class SavedActivation {
       add_saved_bytes(dense_.numel() * static_cast<int64_t>(dense_.element_size()));
     }
   }
+  // Whether restore() returns a new tensor nobody else holds (the caller may then write into it): the dequantized
+  // copy, or a dtype conversion; the exact float32 activation itself is shared with the forward's graph.
+  bool restores_a_copy() const { return q_ != nullptr || (dense_.defined() && dense_.scalar_type() != torch::kFloat32); }
   // The saved values as float32 (dequantized when compressed).
   torch::Tensor restore() const {
     if (q_) return dequantize(*q_->rowwise, q_->options).reshape(shape_);
@@ -125,9 +128,12 @@ struct SwigluBackward : public torch::autograd::Node {
     const torch::Tensor sig = torch::sigmoid(g);
     const bool want_dg = task_should_compute_output(0), want_du = task_should_compute_output(1);
     if (g.device().is_cpu()) {
-      // One pass instead of eight torch ops, the same bits (core/cpu/swiglu_cpu.h).
-      torch::Tensor dg = want_dg ? torch::empty_like(g) : torch::Tensor();
-      torch::Tensor du = want_du ? torch::empty_like(g) : torch::Tensor();
+      // One pass instead of eight torch ops, the same bits (core/cpu/swiglu_cpu.h). The gradients overwrite this
+      // node's own scratch: du the sigmoid, dg the restored gate when it is a copy (a compressed save) -- two
+      // fewer activation-sized FP32 tensors at the point where a step's memory peaks.
+      torch::Tensor dg = want_dg ? (gate.restores_a_copy() && g.is_contiguous() ? g : torch::empty_like(g))
+                                 : torch::Tensor();
+      torch::Tensor du = want_du ? sig : torch::Tensor();
       cpu::swiglu_backward(dy.data_ptr<float>(), g.data_ptr<float>(), sig.data_ptr<float>(), u.data_ptr<float>(),
                            want_dg ? dg.data_ptr<float>() : nullptr, want_du ? du.data_ptr<float>() : nullptr,
                            g.numel());
@@ -194,7 +200,7 @@ torch::Tensor swiglu(const torch::Tensor& gate, const torch::Tensor& up, bool co
     const torch::Tensor g = gate.to(torch::kFloat32).contiguous(), u = up.to(torch::kFloat32).contiguous();
     const torch::Tensor sig = torch::sigmoid(g);
     if (g.device().is_cpu()) {  // one pass, the same bits as the expression below (core/cpu/swiglu_cpu.h)
-      torch::Tensor yf = torch::empty_like(g);
+      torch::Tensor yf = sig;       // written over the sigmoid, which is ours and read element by element first
       cpu::swiglu_forward(g.data_ptr<float>(), sig.data_ptr<float>(), u.data_ptr<float>(), yf.data_ptr<float>(),
                           g.numel());
       y = yf.to(gate.scalar_type());

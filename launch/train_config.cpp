@@ -92,6 +92,7 @@ const std::map<std::string, Key>& keys() {
       {"model.tie_embeddings", model_bool(&core::model::GptConfig::tie_embeddings)},
       {"model.compress_activations", model_string(&core::model::GptConfig::compress_activations)},
       {"model.recompute", model_string(&core::model::GptConfig::recompute)},
+      {"model.attention_precision", model_string(&core::model::GptConfig::attention_precision)},
       {"model.seed", model_int(&core::model::GptConfig::seed)},
       {"data.train", string_key(&TrainConfig::train_path)},
       {"data.val", string_key(&TrainConfig::val_path)},

@@ -13,11 +13,18 @@ void swiglu_forward(const float* g, const float* s, const float* u, float* y, in
 
 void swiglu_backward(const float* dy, const float* g, const float* s, const float* u, float* dg, float* du,
                      int64_t n) {
-  if (dg) {
+  // One loop for both outputs: they may overwrite inputs, which a second loop would then read.
+  if (dg && du) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
+    for (int64_t i = 0; i < n; ++i) {
+      const float dyi = dy[i], gi = g[i], si = s[i], ui = u[i];
+      dg[i] = ((dyi * ui) * si) * (1.0f + gi * (1.0f - si));
+      du[i] = (dyi * gi) * si;
+    }
+  } else if (dg) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
     for (int64_t i = 0; i < n; ++i) dg[i] = ((dy[i] * u[i]) * s[i]) * (1.0f + g[i] * (1.0f - s[i]));
-  }
-  if (du) {
+  } else if (du) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelFrom)
     for (int64_t i = 0; i < n; ++i) du[i] = (dy[i] * g[i]) * s[i];
   }

@@ -126,8 +126,15 @@ torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t bat
   const torch::Tensor cos = rope_cos_.index_select(0, at), sin = rope_sin_.index_select(0, at);
   torch::Tensor q = apply_rope(qkv[0], cos, sin), k = apply_rope(qkv[1], cos, sin);
   // V as its own tensor: the attention saves it for backward, and a view would keep the whole QKV projection
-  // output (3x V's bytes) alive until then, where q and k are already RoPE's new tensors.
-  const torch::Tensor v = qkv[2].contiguous();
+  // output (3x V's bytes) alive until then, where q and k are already RoPE's new tensors. In BF16
+  // (model.attention_precision) the core's inputs are rounded here, so it saves BF16 copies and the FP32 q and k
+  // die with this call.
+  const bool bf16 = config_.attention_precision == "bf16";
+  const torch::ScalarType core_dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
+  if (bf16) q = q.to(core_dtype), k = k.to(core_dtype);
+  // (to() with only a memory format would alias the strided view when the dtype is unchanged: contiguous() copies.)
+  const torch::Tensor v = qkv[2].to(core_dtype).contiguous();
+  qkv.reset();  // q, k and v are copies now: the projection's output need not live through the core and out-proj
   torch::Tensor a;
   if (config_.recompute == "selective") {
     // (The node outlives this call: capture the model, not the locals.)
@@ -138,7 +145,8 @@ torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t bat
   } else {
     a = cp_->causal_attention(q, k, v);
   }
-  a = a.transpose(1, 2).reshape({batch * seq, heads * hd});
+  // [batch, heads, seq, hd] -> [tokens, heads * hd], in FP32 for the output projection.
+  a = a.transpose(1, 2).reshape({batch * seq, heads * hd}).to(torch::kFloat32);
   return tp_->row_linear(a, l.out, std::nullopt, l.s_out);
 }
 
@@ -200,9 +208,16 @@ torch::Tensor Gpt::layer_forward(const Layer& l, const torch::Tensor& x, int64_t
   torch::Tensor n = rms_norm(x, l.attn_norm, eps, l.compress, l.name + ".attn_norm");
   torch::Tensor h = x + attention(l, n, batch, seq);
   n = rms_norm(h, l.mlp_norm, eps, l.compress, l.name + ".mlp_norm");
-  torch::Tensor g = tp_->column_linear(n, l.gate, std::nullopt, l.s_gate);
-  torch::Tensor u = tp_->column_linear(n, l.up, std::nullopt, l.s_up);
-  return h + tp_->row_linear(swiglu(g, u, l.compress, l.name + ".swiglu"), l.down, std::nullopt, l.s_down);
+  torch::Tensor act;
+  {
+    // The gate and up projections' FP32 outputs (ffn wide, the largest activations) die here, before the down
+    // projection runs: SwiGLU keeps what its backward needs (compressed or not), the Linears their quantized input.
+    const torch::Tensor g = tp_->column_linear(n, l.gate, std::nullopt, l.s_gate);
+    const torch::Tensor u = tp_->column_linear(n, l.up, std::nullopt, l.s_up);
+    n.reset();
+    act = swiglu(g, u, l.compress, l.name + ".swiglu");
+  }
+  return h + tp_->row_linear(act, l.down, std::nullopt, l.s_down);
 }
 
 torch::Tensor Gpt::head_logits(const torch::Tensor& hidden) {

@@ -40,6 +40,8 @@ void GptConfig::validate() const {
   require(recompute == "none" || recompute == "selective" || recompute == "full", "recompute",
           "\"" + recompute + "\"",
           "valid: \"none\", \"selective\" (the attention core), \"full\" (every transformer layer)");
+  require(attention_precision == "fp32" || attention_precision == "bf16", "attention_precision",
+          "\"" + attention_precision + "\"", "valid: \"fp32\", \"bf16\" (the attention core's inputs and arithmetic)");
   std::vector<std::string> per_layer;
   try {
     per_layer = parse_layer_recipes(layer_recipes, layers);

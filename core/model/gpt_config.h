@@ -41,6 +41,11 @@ struct GptConfig {
   // whose s² probabilities are the largest activation: Megatron's selective recomputation); "full", every
   // transformer layer keeps only its input and runs again in backward. Same gradients, bit for bit.
   std::string recompute = "none";
+  // The attention core's arithmetic: "fp32" (q, k, v and the softmax in FP32, the CPU reference) or "bf16" (q, k,
+  // v rounded to BF16 and the core run in BF16 with FP32 accumulation inside the kernel, as Transformer Engine and
+  // torch autocast run it; the gradient passes the casts straight through). With "bf16" what the core saves for
+  // backward is BF16, half the bytes, and on a GPU it is what flash attention needs.
+  std::string attention_precision = "fp32";
   uint64_t seed = 0;             // parameter init and stochastic-rounding keys
   // Every Linear's recipe gets reproducible_sums (FP64 GEMM sums, tp partial sums added in FP64) and the
   // cross-entropy sums in FP64: a tp/sp split of the model then rounds as one rank does (core/recipe.h).

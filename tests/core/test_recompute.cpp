@@ -3,6 +3,8 @@
 // in recipes whose backward draws stochastic-rounding bits (nvfp4: SR gradients and RHT; mxfp4_quartet: rotations
 // drawn per backward) and with delayed scaling, over two micro-batches whose backwards run after both forwards
 // (as a pipeline schedule interleaves them). And the recomputation really happens: full recompute keeps less.
+// The same holds with the attention core in BF16 (model.attention_precision), whose saved inputs are what the
+// selective recomputation runs again on; and BF16 attention stays within BF16's error of the FP32 core.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -20,11 +22,13 @@ struct StepResult {
   int64_t saved_bytes = 0;  // nibble's own saved-for-backward bytes while both forwards are live
 };
 
-StepResult train_step(const std::string& recipe, const std::string& recompute) {
+StepResult train_step(const std::string& recipe, const std::string& recompute,
+                      const std::string& attention_precision = "fp32") {
   GptConfig cfg;
   cfg.vocab = 256, cfg.hidden = 64, cfg.layers = 2, cfg.heads = 4, cfg.seq_len = 32, cfg.seed = 3;
   cfg.recipe = recipe;
   cfg.recompute = recompute;
+  cfg.attention_precision = attention_precision;
   Gpt model(cfg, std::make_shared<SingleRankTensorParallel>());
   torch::manual_seed(11);
   const auto tokens = torch::randint(0, 256, {2, 2, 33}, torch::kInt64);
@@ -65,6 +69,34 @@ TEST_P(Recompute, SameLossAndGradientsBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Recipes, Recompute, ::testing::Values("bf16", "nvfp4", "mxfp4_quartet", "fp8_delayed"));
+
+TEST(RecomputeBf16Attention, SameLossAndGradientsBitForBit) {
+  for (const std::string recipe : {"bf16", "nvfp4"}) {
+    const StepResult plain = train_step(recipe, "none", "bf16");
+    for (const std::string mode : {"selective", "full"}) {
+      const StepResult again = train_step(recipe, mode, "bf16");
+      EXPECT_EQ(again.losses, plain.losses) << recipe << " " << mode;
+      for (const auto& [name, g] : plain.grads)
+        EXPECT_TRUE(torch::equal(again.grads.at(name), g)) << recipe << " " << mode << " " << name;
+    }
+  }
+}
+
+TEST(RecomputeBf16Attention, WithinBf16ErrorOfTheFp32Core) {
+  const StepResult fp32 = train_step("bf16", "none", "fp32");
+  const StepResult bf16 = train_step("bf16", "none", "bf16");
+  ASSERT_EQ(bf16.losses.size(), fp32.losses.size());
+  for (size_t i = 0; i < fp32.losses.size(); ++i) {
+    EXPECT_NE(bf16.losses[i], fp32.losses[i]) << "the core did not run in BF16";
+    EXPECT_NEAR(bf16.losses[i], fp32.losses[i], 1e-2 * std::abs(fp32.losses[i]));
+  }
+  for (const auto& [name, g] : fp32.grads) {
+    // Each gradient points the same way: BF16's 8 bits of mantissa in q, k, v and the core's outputs.
+    const torch::Tensor a = g.flatten().to(torch::kFloat64), b = bf16.grads.at(name).flatten().to(torch::kFloat64);
+    const double cosine = (a.dot(b) / (a.norm() * b.norm())).item<double>();
+    EXPECT_GT(cosine, 0.999) << name;
+  }
+}
 
 TEST(RecomputeConfig, UnknownModeIsRefusedNamingTheKey) {
   GptConfig cfg;

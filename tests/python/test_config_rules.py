@@ -55,6 +55,9 @@ RULES = {
     "model.recompute": [
         ("attention", 'model.recompute = "attention" is invalid: valid: "none", "selective" (the attention core), '
                       '"full" (every transformer layer)')],
+    "model.attention_precision": [
+        ("fp16", 'model.attention_precision = "fp16" is invalid: valid: "fp32", "bf16" (the attention core\'s inputs '
+                 'and arithmetic)')],
     "model.seed": [("x", "model.seed = 'x' has the wrong type; expected an integer")],
     "data.train": [("/nonexistent/train.bin", "data.train = '/nonexistent/train.bin' is invalid: the token file cannot be opened")],
     "data.val": [("/nonexistent/val.bin", "data.val = '/nonexistent/val.bin' is invalid: the token file cannot be opened")],

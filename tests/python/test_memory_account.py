@@ -56,3 +56,14 @@ def test_tensor_parallel_halves_the_sharded_parameters(tokens, tmp_path):
     # Every matrix is split over tp; the norms (5 vectors of H) are replicated.
     norms = (2 * L + 1) * H
     assert two["parameters"] == 4 * ((PARAMS - norms) // 2 + norms), (one, two)
+
+
+def test_bf16_attention_halves_the_cores_saves(tokens, tmp_path):
+    # model.attention_precision = "bf16": the attention core saves q, k, v and its output as BF16, 2 bytes
+    # instead of 4. At 8 x 128 tokens of hidden 64 that is 4 x 1024 x 64 x 2 bytes less per layer, 1 MiB in all.
+    sizes = dict(model__seq_len=128, train__micro_batch=8)
+    fp32 = account(tokens, tmp_path / "fp32", **sizes)
+    bf16 = account(tokens, tmp_path / "bf16", model__attention_precision="bf16", **sizes)
+    halved = 4 * (8 * 128) * H * 2 * L
+    assert bf16["persistent"] == fp32["persistent"]
+    assert bf16["peak"] <= fp32["peak"] - halved, (fp32, bf16, halved)
