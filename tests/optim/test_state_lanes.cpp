@@ -1,7 +1,8 @@
 // The fused step's vector encoders against the scalar rules, bit for bit, over sweeps of the whole float range
 // (every sign, exponent and rounding edge; NaN and Inf): the int8 bucket encoder (optim/cpu/dynamic_map_lanes.h)
 // against dynamic_map_encode, and the bfloat16 lanes (optim/cpu/bf16_lanes.h) against encode_scalar under
-// stochastic rounding and RNE. (tests/optim/test_fused_step.cpp checks whole steps against the scalar rules.)
+// stochastic rounding and RNE. The Highway lanes (the int8 encode and decode, the E4M3 decode) again on every
+// Highway target this CPU runs, forced one at a time. (tests/optim/test_fused_step.cpp checks whole steps against the scalar rules.)
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -10,8 +11,12 @@
 #include <vector>
 
 #include "optim/cpu/bf16_lanes.h"
+#include "optim/cpu/dynamic_map_buckets.h"
+#include "optim/cpu/dynamic_map_hwy.h"
 #include "optim/cpu/dynamic_map_lanes.h"
+#include "optim/cpu/e4m3_decode_hwy.h"
 #include "optim/dynamic_map.h"
+#include "precision/cpu/simd_targets.h"
 #include "precision/format.h"
 
 namespace nibble::optim {
@@ -100,6 +105,104 @@ TEST(StateLanes, Bf16LanesEqualEncodeScalarOnEveryFloat) {
         << "bits 0x" << std::hex << bits[i];
   }
 }
+
+#if NIBBLE_HAVE_DYNAMIC_MAP_HWY && NIBBLE_HAVE_E4M3_DECODE_HWY
+// Runs body(target name) once per Highway target this CPU runs, that target forced; at least two (AVX2 and
+// below on any x86 machine Highway builds for).
+template <class Body>
+void on_every_target(Body body) {
+  const std::vector<int64_t> targets = precision::simd::runnable_targets();
+  EXPECT_GE(targets.size(), 2u);
+  for (const int64_t target : targets) {
+    precision::simd::force_target(target);
+    ASSERT_EQ(precision::simd::current_target(), target);
+    body(precision::simd::target_name(target));
+    precision::simd::force_target(0);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+}
+
+// Lengths that leave every tail length of every target's vectors (1..15 lanes past whole vectors).
+constexpr size_t kTailLengths[] = {0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100};
+
+TEST(StateLanes, Int8HwyEncoderEqualsTheBinarySearchOnEveryTarget) {
+  std::vector<uint32_t> bits = bit_sweep(4999);
+  for (uint32_t special : {0x00000000u, 0x80000000u, 0x00000001u, 0x807FFFFFu, 0x7F800000u, 0xFF800000u,
+                           0x7FC00000u, 0xFFC00001u, 0x7F800001u, 0x3F800000u, 0xBF800000u, 0x7F7FFFFFu})
+    bits.push_back(special);
+  std::vector<float> x(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) x[i] = std::bit_cast<float>(bits[i]);
+  for (bool is_signed : {true, false}) {
+    const float* threshold = dynamic_map(is_signed).threshold;
+    std::vector<float> near;  // at and next to every threshold (a tie takes the lower code)
+    for (int j = 0; j < 255; ++j)
+      for (float t : {threshold[j], std::nextafter(threshold[j], -2.0f), std::nextafter(threshold[j], 2.0f)})
+        near.push_back(t);
+    const uint32_t* words = dynamic_map_buckets::words(is_signed);
+    on_every_target([&](const char* target) {
+      for (float norm : {1.0f, 0.75f, 3.0e-39f}) {  // 3e-39: a subnormal norm, so quotients overflow to Inf
+        for (const std::vector<float>* in : {&x, &near}) {
+          std::vector<uint8_t> codes(in->size());
+          dynamic_map_encode_hwy(in->data(), in->size(), norm, words, codes.data());
+          for (size_t i = 0; i < in->size(); ++i)
+            ASSERT_EQ(codes[i], dynamic_map_encode((*in)[i] / norm, threshold))
+                << target << " signed " << is_signed << " norm " << norm << " bits 0x" << std::hex
+                << std::bit_cast<uint32_t>((*in)[i]);
+        }
+      }
+      for (size_t n : kTailLengths) {  // tails: nothing past n is written
+        std::vector<uint8_t> codes(n + 1, 0xAB);
+        dynamic_map_encode_hwy(x.data() + 5, n, 0.75f, words, codes.data());
+        for (size_t i = 0; i < n; ++i) ASSERT_EQ(codes[i], dynamic_map_encode(x[5 + i] / 0.75f, threshold)) << target;
+        ASSERT_EQ(codes[n], 0xAB) << target << " n " << n;
+      }
+    });
+  }
+}
+
+TEST(StateLanes, Int8HwyDecoderEqualsTheTableOnEveryTarget) {
+  std::vector<uint8_t> codes;
+  for (int rep = 0; rep < 3; ++rep)
+    for (int c = 0; c < 256; ++c) codes.push_back(static_cast<uint8_t>(rep == 1 ? 255 - c : (c * 37 + rep) & 0xFF));
+  for (bool is_signed : {true, false}) {
+    const float* value = dynamic_map(is_signed).value;
+    on_every_target([&](const char* target) {
+      for (float absmax : {1.0f, 0.3f, 1.0e-40f, 3.0e38f, 0.0f, INFINITY, NAN}) {
+        for (size_t n : kTailLengths) {
+          const size_t len = n == 0 ? codes.size() : n;
+          std::vector<float> out(len + 1, -7.0f);
+          dynamic_map_decode_hwy(codes.data() + (n == 0 ? 0 : 3), len, absmax, value, out.data());
+          for (size_t i = 0; i < len; ++i)
+            ASSERT_EQ(std::bit_cast<uint32_t>(out[i]),
+                      std::bit_cast<uint32_t>(value[codes[i + (n == 0 ? 0 : 3)]] * absmax))
+                << target << " signed " << is_signed << " absmax " << absmax << " i " << i;
+          ASSERT_EQ(out[len], -7.0f) << target;
+        }
+      }
+    });
+  }
+}
+
+TEST(StateLanes, E4M3HwyDecodeEqualsDecodeScalarOnEveryTarget) {
+  std::vector<uint8_t> codes;
+  for (int rep = 0; rep < 2; ++rep)
+    for (int c = 0; c < 256; ++c) codes.push_back(static_cast<uint8_t>(rep == 1 ? 255 - c : c));
+  on_every_target([&](const char* target) {
+    for (size_t n : kTailLengths) {
+      const size_t len = n == 0 ? codes.size() : n, offset = n == 0 ? 0 : 121;  // 121: NaN, 0x7F, in the tails
+      std::vector<float> out(len + 1, -7.0f);
+      decode_e4m3_hwy(codes.data() + offset, len, out.data());
+      for (size_t i = 0; i < len; ++i) {
+        const uint8_t c = codes[offset + i];
+        ASSERT_EQ(std::bit_cast<uint32_t>(out[i]),
+                  std::bit_cast<uint32_t>(precision::decode_scalar(c, precision::formats::kE4M3)))
+            << target << " code 0x" << std::hex << int{c};
+      }
+      ASSERT_EQ(out[len], -7.0f) << target;
+    }
+  });
+}
+#endif
 
 }  // namespace
 }  // namespace nibble::optim
