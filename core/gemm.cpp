@@ -25,6 +25,7 @@
 #include <immintrin.h>
 #endif
 
+#include "core/cpu/decode_bf16.h"
 #include "core/cpu/gemm_bf16.h"
 #include "core/cuda_dispatch.h"
 #include "precision/error.h"
@@ -54,9 +55,7 @@ uint16_t float_to_bf16_exact(float f) {
 struct DecodePlan {
   const GemmOperand* op = nullptr;
   float lut[256] = {};
-  uint16_t lut16[256] = {};  // lut truncated to BF16 bits: lut itself when lut_bf16
-  alignas(64) uint8_t lut16_lo[256] = {};  // ... split into low and high bytes (the vector decode's tables)
-  alignas(64) uint8_t lut16_hi[256] = {};
+  cpu::CodeTables tables;    // lut for the vector decode (cpu/decode_bf16.h), when lut_bf16
   bool lut_bf16 = true;      // every lut entry is a BF16 value (true for every format of <= 8 bits)
   const uint8_t* data = nullptr;
   int64_t data_ld = 0;
@@ -98,11 +97,9 @@ DecodePlan plan_for(const GemmOperand& op) {
     p.lut[code] = precision::decode_scalar(code, o.element);
     uint32_t u;
     std::memcpy(&u, &p.lut[code], 4);
-    p.lut16[code] = static_cast<uint16_t>(u >> 16);
-    p.lut16_lo[code] = static_cast<uint8_t>(u >> 16);
-    p.lut16_hi[code] = static_cast<uint8_t>(u >> 24);
     if ((u & 0xFFFFu) != 0) p.lut_bf16 = false;
   }
+  if (p.lut_bf16) p.tables.fill(p.lut, p.fp4 ? 16 : 256);
   p.block = precision::scheme_facts(o.scheme).block_cols;
   if (o.scheme == Scheme::kFP8Tensor) {
     p.alpha = c.scale.data_ptr<float>()[0];
@@ -174,91 +171,26 @@ float value_at(const DecodePlan& p, int64_t r, int64_t k) {
   return p.block == 0 ? v : v * fold_at(p, r, k / p.block);
 }
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
-#define NIBBLE_VECTOR_DECODE 1
-
-// The plan's 256-entry table of BF16 values as low and high bytes, 64 entries per register.
-struct ByteLut {
-  __m512i lo[4], hi[4];
-  explicit ByteLut(const DecodePlan& p) {
-    for (int j = 0; j < 4; ++j) {
-      lo[j] = _mm512_load_si512(p.lut16_lo + 64 * j);
-      hi[j] = _mm512_load_si512(p.lut16_hi + 64 * j);
-    }
-  }
-};
-
-// Byte 2j of the result is byte j of the first table, byte 2j + 1 byte j of the second (j < 32).
-alignas(64) constexpr uint8_t kInterleave[64] = {
-    0,  64, 1,  65, 2,  66, 3,  67, 4,  68, 5,  69, 6,  70, 7,  71, 8,  72, 9,  73, 10, 74,
-    11, 75, 12, 76, 13, 77, 14, 78, 15, 79, 16, 80, 17, 81, 18, 82, 19, 83, 20, 84, 21, 85,
-    22, 86, 23, 87, 24, 88, 25, 89, 26, 90, 27, 91, 28, 92, 29, 93, 30, 94, 31, 95};
-
-// 64 one-byte codes -> 64 BF16 values: w0 (codes 0..31) and w1 (32..63).
-inline void lookup64(const ByteLut& t, __m512i codes, __m512i& w0, __m512i& w1) {
-  const __m512i kLo = _mm512_load_si512(kInterleave);
-  const __m512i kHi = _mm512_add_epi8(kLo, _mm512_set1_epi8(32));
-  const __mmask64 top = _mm512_movepi8_mask(codes);  // code >= 128
-  const __m512i lo = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t.lo[0], codes, t.lo[1]),
-                                            _mm512_permutex2var_epi8(t.lo[2], codes, t.lo[3]));
-  const __m512i hi = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t.hi[0], codes, t.hi[1]),
-                                            _mm512_permutex2var_epi8(t.hi[2], codes, t.hi[3]));
-  w0 = _mm512_permutex2var_epi8(lo, kLo, hi);
-  w1 = _mm512_permutex2var_epi8(lo, kHi, hi);
-}
-
-// 32 BF16 values times FP32 folds (one per pair of values), truncated back to BF16: the FP32 product
-// value * fold, exactly as the scalar decode computes it.
-inline __m512i fold32(__m512i w, __m512 f) {
-  const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-  const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
-  const __m512i pe = _mm512_castps_si512(_mm512_mul_ps(even, f));
-  const __m512i po = _mm512_castps_si512(_mm512_mul_ps(odd, f));
-  return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(pe, 16), po);
-}
-
-// The folds of elements k..k+31 of row r, one per pair (k a multiple of 16, the block a multiple of 16).
-inline __m512 folds32(const DecodePlan& p, int64_t r, int64_t k) {
-  return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(fold_at(p, r, k / p.block)),
-                              _mm512_set1_ps(fold_at(p, r, (k + 16) / p.block)));
-}
-#endif
-
 // Row r, columns [k0, k0 + kc), as BF16: bits of value_at(p, r, k), which the plan made exact.
 void decode_row(const DecodePlan& p, int64_t r, int64_t k0, int64_t kc, uint16_t* out) {
   const int64_t end = k0 + kc;
   int64_t k = k0;
-#if NIBBLE_VECTOR_DECODE
-  const uint8_t* row = p.data + r * p.data_ld;
   const bool folded = p.block != 0;
   if (p.lut_bf16 && (!folded || p.block % 16 == 0)) {
-    // Scalar up to the first multiple of 32 (whole blocks and whole bytes from there), then vectors.
+    // Scalar up to the first multiple of 32 (whole blocks and whole bytes from there), then vector runs of
+    // whole 32s (cpu/decode_bf16.h: AVX-512 VBMI or Highway lanes), each with its blocks' folds.
     for (; k < end && k % 32 != 0; ++k) out[k - k0] = float_to_bf16_exact(value_at(p, r, k));
-    if (p.fp4) {
-      const __m512i table = _mm512_maskz_loadu_epi16(0xFFFF, p.lut16);
-      const __m512i nib = _mm512_set1_epi32(0xF);
-      for (; k + 32 <= end; k += 32) {
-        const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k / 2)));
-        const __m512i idx = _mm512_or_si512(_mm512_and_si512(d, nib), _mm512_slli_epi32(_mm512_srli_epi32(d, 4), 16));
-        __m512i w = _mm512_permutexvar_epi16(idx, table);
-        if (folded) w = fold32(w, folds32(p, r, k));
-        _mm512_storeu_si512(out + (k - k0), w);
-      }
-    } else {
-      const ByteLut t(p);
-      for (; k + 64 <= end; k += 64) {
-        __m512i w0, w1;
-        lookup64(t, _mm512_loadu_si512(row + k), w0, w1);
-        if (folded) {
-          w0 = fold32(w0, folds32(p, r, k));
-          w1 = fold32(w1, folds32(p, r, k + 32));
-        }
-        _mm512_storeu_si512(out + (k - k0), w0);
-        _mm512_storeu_si512(out + (k - k0) + 32, w1);
-      }
+    const uint8_t* row = p.data + r * p.data_ld;
+    constexpr int64_t kRun = 1024;
+    float folds[kRun / 16];
+    while (end - k >= 32) {
+      const int64_t n = std::min(kRun, (end - k) / 32 * 32);
+      if (folded)
+        for (int64_t g = 0; g < n / 16; ++g) folds[g] = fold_at(p, r, (k + 16 * g) / p.block);
+      cpu::decode_bf16({&p.tables, p.fp4, p.fp4 ? row + k / 2 : row + k, n, folded ? folds : nullptr}, out + (k - k0));
+      k += n;
     }
   }
-#endif
   for (; k < end; ++k) out[k - k0] = float_to_bf16_exact(value_at(p, r, k));
 }
 
