@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/target_rounds.h"
 #include "core/cpu/gemm_bf16.h"
 #include "precision/cpu/simd_targets.h"
 
@@ -62,22 +63,12 @@ struct Contender {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rounds = 7;
-  bool all = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--all") == 0)
-      all = true;
-    else
-      rounds = std::max(1, std::atoi(argv[i]));
-  }
+  const auto [rounds, all] = nibble::bench::parse_target_rounds(argc, argv, 7);
   std::vector<Contender> base;
   for (GemmKernel k : {GemmKernel::kFma32, GemmKernel::kDpbf16})
     if (cpu::gemm_kernel_available(k)) base.push_back({cpu::gemm_kernel_name(k), k, 0});
-  const std::vector<int64_t> targets = simd::runnable_targets();
-  for (const int64_t t : targets) {
-    const std::string name = simd::target_name(t);
-    if (all || (name != "EMU128" && name != "SCALAR")) base.push_back({"hwy/" + name, GemmKernel::kHwy, t});
-  }
+  const std::vector<int64_t> targets = nibble::bench::bench_targets(all);
+  for (const int64_t t : targets) base.push_back({std::string("hwy/") + simd::target_name(t), GemmKernel::kHwy, t});
   std::printf("threads %d, default kernel %s, best of %d interleaved rounds\n", omp_get_max_threads(),
               cpu::gemm_kernel_name(cpu::gemm_default_kernel()), rounds);
   for (const Shape& s : kShapes) {
