@@ -15,7 +15,7 @@ namespace nibble::core {
 struct GemmOperand {
   const QuantizedCopyTensor* copy = nullptr;  // quantized operand (rows, K) ...
   precision::QuantizeOptions options;         // ... and how it was quantized
-  torch::Tensor dense;                        // or a float32 / bfloat16 (rows, K) tensor
+  torch::Tensor dense;                        // or a float32 / bfloat16 (rows, K) tensor, row- or column-major
 
   static GemmOperand quantized(const QuantizedCopyTensor& copy, const precision::QuantizeOptions& options);
   static GemmOperand high_precision(const torch::Tensor& x);

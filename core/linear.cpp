@@ -83,15 +83,16 @@ struct LinearBackward : public LinearBackwardBase {  // what it saves: core/line
                        *state, state->ds_dy.get(), "dy_row", "dy_col");
       if (need_dx) {
         const GemmOperand a = r.dy_row.quantized ? GemmOperand::rowwise(*dyq.row) : GemmOperand::high_precision(dy2d);
+        // (The transposes stay views: the GEMM reads a column-major operand tile by tile, core/gemm.h.)
         const GemmOperand b = r.w_col.quantized ? GemmOperand::columnwise(*w_col)
-                                                : GemmOperand::high_precision(weight.t().contiguous());
+                                                : GemmOperand::high_precision(weight.contiguous().t());
         out[0] = dgrad(a, b);
       }
       if (need_dw) {
         const GemmOperand a = r.dy_col.quantized ? GemmOperand::columnwise(*dyq.col)
-                                                 : GemmOperand::high_precision(dy2d.t().contiguous());
+                                                 : GemmOperand::high_precision(dy2d.t());
         const GemmOperand b = r.x_col.quantized ? GemmOperand::columnwise(*x_col)
-                                                : GemmOperand::high_precision(x_dense.t().contiguous());
+                                                : GemmOperand::high_precision(x_dense.contiguous().t());
         out[1] = wgrad(a, b);
       }
     }

@@ -117,24 +117,28 @@ std::shared_ptr<LinearState> Gpt::add_state(const Recipe& recipe, const std::str
 
 torch::Tensor Gpt::attention(const Layer& l, const torch::Tensor& x, int64_t batch, int64_t seq) {
   const int64_t heads = config_.heads / tp_->size(), hd = config_.head_dim();
-  // [tokens, heads * 3 * hd] -> [batch, seq, heads, 3, hd] -> three [batch, heads, seq, hd].
-  torch::Tensor qkv = tp_->column_linear(x, l.qkv, std::nullopt, l.s_qkv).view({batch, seq, heads, 3, hd});
-  qkv = qkv.permute({3, 0, 2, 1, 4});
   // This rank's tokens sit at their global positions (context parallel: two chunks of the sequence).
   const torch::Tensor pos = context_parallel_positions(seq, cp_->size(), cp_->rank());
   const torch::Tensor at = pos.to(rope_cos_.device());
   const torch::Tensor cos = rope_cos_.index_select(0, at), sin = rope_sin_.index_select(0, at);
-  torch::Tensor q = apply_rope(qkv[0], cos, sin), k = apply_rope(qkv[1], cos, sin);
-  // V as its own tensor: the attention saves it for backward, and a view would keep the whole QKV projection
-  // output (3x V's bytes) alive until then, where q and k are already RoPE's new tensors. In BF16
-  // (model.attention_precision) the core's inputs are rounded here, so it saves BF16 copies and the FP32 q and k
-  // die with this call.
+  // The core's inputs in model.attention_precision: in BF16 they are rounded here, so it saves BF16 copies.
   const bool bf16 = config_.attention_precision == "bf16";
   const torch::ScalarType core_dtype = bf16 ? torch::kBFloat16 : torch::kFloat32;
-  if (bf16) q = q.to(core_dtype), k = k.to(core_dtype);
-  // (to() with only a memory format would alias the strided view when the dtype is unchanged: contiguous() copies.)
-  const torch::Tensor v = qkv[2].to(core_dtype).contiguous();
-  qkv.reset();  // q, k and v are copies now: the projection's output need not live through the core and out-proj
+  torch::Tensor q, k, v;
+  {
+    // [tokens, heads * 3 * hd] -> [batch, seq, heads, 3, hd] -> three [batch, heads, seq, hd] views. unbind, not
+    // qkv[i]: its backward stacks the three gradients once, where each select's would fill a zero tensor of the
+    // whole projection and autograd would add the three.
+    const std::vector<torch::Tensor> parts = tp_->column_linear(x, l.qkv, std::nullopt, l.s_qkv)
+                                                 .view({batch, seq, heads, 3, hd})
+                                                 .permute({3, 0, 2, 1, 4})
+                                                 .unbind(0);
+    q = apply_rope(parts[0], cos, sin).to(core_dtype), k = apply_rope(parts[1], cos, sin).to(core_dtype);
+    // V as its own tensor (to() alone would alias the strided view when the dtype is unchanged): the core saves
+    // it for backward, and a view would keep the whole projection output (3x V's bytes) alive until then. The
+    // projection's output dies with `parts` here, before the core and the output projection run.
+    v = parts[2].to(core_dtype).contiguous();
+  }
   torch::Tensor a;
   if (config_.recompute == "selective") {
     // (The node outlives this call: capture the model, not the locals.)

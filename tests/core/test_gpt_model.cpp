@@ -8,6 +8,7 @@
 #include <map>
 
 #include "core/model/gpt.h"
+#include "core/model/rope.h"
 #include "core/model/single_rank_tensor_parallel.h"
 #include "precision/error.h"
 
@@ -184,6 +185,29 @@ TEST(GptModel, ShardsAreSlicesOfTheSingleRankModel) {
   }
   // tp = 3 divides neither the 4 heads nor the vocabulary of 64.
   EXPECT_THROW(Gpt(cfg, std::make_shared<ShapeOnlyTp>(0, 3)), InvalidArgument);
+}
+
+// The fused CPU RoPE (core/cpu/rope_cpu.h) against the torch expression it replaces, through autograd both: the
+// same values forward and backward, on the strided views the model passes (q and k are slices of the permuted
+// QKV projection), at the model's tables; and against the FP64 angle formula.
+TEST(GptModel, FusedRopeEqualsTheTorchExpression) {
+  const int64_t b = 2, s = 40, heads = 3, d = 16;
+  const auto [cos, sin] = rope_tables(s, d, 10000.0);
+  torch::manual_seed(5);
+  const Tensor qkv = (torch::randn({b, s, heads, 3, d}) * 3).permute({3, 0, 2, 1, 4});
+  for (int64_t part = 0; part < 2; ++part) {
+    const Tensor x1 = qkv[part].detach().requires_grad_(), x2 = qkv[part].detach().requires_grad_();
+    ASSERT_FALSE(x1.is_contiguous());
+    const Tensor y = apply_rope(x1, cos, sin), y_ref = apply_rope_reference(x2, cos, sin);
+    EXPECT_EQ(y.grad_fn()->name(), "nibble::RopeBackward");
+    EXPECT_TRUE(torch::equal(y, y_ref));
+    const Tensor dy = torch::randn(y.sizes());
+    y.backward(dy);
+    y_ref.backward(dy);
+    EXPECT_TRUE(torch::equal(x1.grad(), x2.grad()));
+    EXPECT_LT((y.to(torch::kFloat64) - ref_rope(qkv[part].to(torch::kFloat64), 10000.0)).abs().max().item<double>(),
+              1e-5);
+  }
 }
 
 TEST(GptModel, InvalidConfigsNameTheKey) {

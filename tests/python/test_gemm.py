@@ -96,6 +96,20 @@ def test_high_precision_operands_round_to_bf16():
     assert rel_err(nibble.gemm(a.bfloat16(), b.bfloat16()), ref) <= 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_column_major_operands_give_the_row_major_bits(dtype):
+    # The backward passes dyᵀ, xᵀ and Wᵀ as views (core/linear.cpp); the GEMM transposes them tile by tile while
+    # packing (core/gemm.cpp column_major_source). Sizes off every step of that tiling (64 rows, 8 columns),
+    # values across BF16's rounding ties, NaN-free.
+    g = torch.Generator().manual_seed(7)
+    a_t, b_t = torch.randn(133, 70, generator=g).to(dtype), torch.randn(133, 45, generator=g).to(dtype)
+    a_t[5, 3], b_t[7, 2] = 3.0e38, -1.0e-40  # overflow to ±max in BF16 and a subnormal
+    expected = nibble.gemm(a_t.t().contiguous(), b_t.t().contiguous())
+    assert torch.equal(nibble.gemm(a_t.t(), b_t.t()), expected)
+    assert torch.equal(nibble.gemm(a_t.t(), b_t.t().contiguous()), expected)
+    assert torch.equal(nibble.gemm(a_t.t().contiguous(), b_t.t()), expected)
+
+
 def test_shape_errors_name_both_operands():
     qa = nibble.quantize(torch.randn(4, 64), "mxfp8")
     qb = nibble.quantize(torch.randn(4, 96), "mxfp8")
