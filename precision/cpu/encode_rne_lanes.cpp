@@ -76,7 +76,6 @@ struct RneLanes {
     const bool streamed = stream && n % 64 == 0 && n % (4 * N) == 0 &&
                           reinterpret_cast<uintptr_t>(codes) % 64 == 0 &&
                           reinterpret_cast<uintptr_t>(codes) % (4 * N) == 0;
-    const DU du;
     const hn::Repartition<uint8_t, DU> dbytes;
     for (; j + 4 * N <= n; j += 4 * N) {
       VF v0, v1, v2, v3;
