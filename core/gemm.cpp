@@ -20,13 +20,8 @@
 #include <sys/mman.h>
 #endif
 
-#if defined(__AVX512F__)
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC PR 105593).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#endif
-
 #include "core/cpu/decode_bf16.h"
+#include "core/cpu/f32_to_bf16.h"
 #include "core/cpu/gemm_bf16.h"
 #include "core/cuda_dispatch.h"
 #include "precision/error.h"
@@ -38,11 +33,6 @@ namespace nibble::core {
 namespace {
 
 using precision::Scheme;
-
-uint16_t float_to_bf16_rne(float f) {
-  return static_cast<uint16_t>(precision::encode_scalar(f, precision::formats::kBF16,
-                                                        precision::Rounding::kNearestEven));
-}
 
 uint16_t float_to_bf16_exact(float f) {
   uint32_t u;
@@ -208,25 +198,7 @@ void decode_row(const DecodePlan& p, int64_t r, int64_t k0, int64_t kc, uint16_t
   for (; k < end; ++k) out[k - k0] = float_to_bf16_exact(value_at(p, r, k));
 }
 
-// FP32 -> BF16, RNE with satfinite (as encode_scalar to kBF16: Inf and overflow give ±max, NaN 0x7FC0).
-void f32_to_bf16_row(const float* in, int64_t n, uint16_t* out) {
-  int64_t k = 0;
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-  const __m512i one = _mm512_set1_epi32(1), round = _mm512_set1_epi32(0x7FFF), abs = _mm512_set1_epi32(0x7FFFFFFF);
-  const __m512i inf = _mm512_set1_epi32(0x7F800000), max_bf16 = _mm512_set1_epi32(0x7F7F);
-  for (; k + 16 <= n; k += 16) {
-    const __m512i u = _mm512_loadu_si512(in + k);
-    const __m512i a = _mm512_and_si512(u, abs);
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, round), _mm512_and_si512(_mm512_srli_epi32(u, 16), one)), 16);
-    // |rounded| reached the Inf pattern (overflow, or an Inf input): ±max. NaN: the canonical NaN.
-    const __mmask16 big = _mm512_cmpge_epu32_mask(_mm512_slli_epi32(r, 17), _mm512_slli_epi32(_mm512_srli_epi32(inf, 16), 17));
-    r = _mm512_mask_or_epi32(r, big, _mm512_and_si512(r, _mm512_set1_epi32(0x8000)), max_bf16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epu32_mask(a, inf), _mm512_set1_epi32(0x7FC0));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm512_cvtepi32_epi16(r));
-  }
-#endif
-  for (; k < n; ++k) out[k] = float_to_bf16_rne(in[k]);
-}
+using cpu::f32_to_bf16_row;  // FP32 -> BF16, RNE with satfinite (core/cpu/f32_to_bf16.h)
 
 // Rows are decoded one after the other, each a short run of a long row (one K block): too short for the
 // hardware prefetcher to pick up, so the row kPrefetchRows ahead is requested explicitly.
