@@ -5,11 +5,14 @@
 // come out of one transpose-and-reduce of its vectors, and the scales of all the tile's blocks out of one
 // loop over block_scale_of<S> (block_scale.h), which vectorises because the scheme is a constant.
 #include <algorithm>
+#include <array>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
 #include "precision/block_scale.h"
 #include "precision/cpu/block_amax_lanes.h"
+#include "precision/cpu/encode_rne_lanes.h"
 
 namespace nibble::precision::cpu {
 
@@ -60,6 +63,30 @@ void block_scales_of(const BlockScaleConstants& c, const float* __restrict amax,
   }
 }
 
+// NVFP4's block scales (1-D and 2-D), block_scales_of<kNVFP4>'s values without its scalar E4M3 rounding: the
+// codes come from the E4M3 encode lanes (encode_rne_lanes.h: encode_scalar of amax * scale, bit for bit, with
+// scale the very product nvfp4_block_scale_code multiplies by; Inf lands on the largest code as its FLT_MAX
+// clamp does, NaN on the NaN code) and the multipliers from a table of the codes' values.
+// The scalar loop was 2% of a 12.9M nvfp4 training step. Without Highway: block_scales_of.
+inline void nvfp4_block_scales(const BlockScaleConstants& c, const float* __restrict amax, int64_t n,
+                               float* __restrict mult, uint8_t* __restrict code, float* __restrict scale_inv) {
+#if NIBBLE_HAVE_RNE_LANES
+  static const std::array<float, 256> kE4M3Values = [] {
+    std::array<float, 256> v{};
+    for (uint32_t k = 0; k < 256; ++k) v[k] = decode_scalar(k, formats::kE4M3);
+    return v;
+  }();
+  encode_rne_lanes<formats::kE4M3>(amax, static_cast<size_t>(n), c.nvfp4_global_enc * (1.0f / 6.0f), code);
+  for (int64_t k = 0; k < n; ++k) {
+    const float enc = 1.0f / (kE4M3Values[code[k]] * c.nvfp4_global_dec);  // nvfp4_block_encode_multiplier
+    mult[k] = enc > FLT_MAX ? FLT_MAX : enc;
+    scale_inv[k] = 0.0f;
+  }
+#else
+  block_scales_of<Scheme::kNVFP4>(c, amax, n, mult, code, scale_inv);
+#endif
+}
+
 // Dispatch on the scheme (1-D and 2-D block schemes; not kFP8Tensor nor QuEST).
 inline void block_scales(Scheme s, const BlockScaleConstants& c, const float* amax, int64_t n,
                          const BlockScaleArrays& out) {
@@ -80,10 +107,8 @@ inline void block_scales(Scheme s, const BlockScaleConstants& c, const float* am
       block_scales_of<Scheme::kMXFP4>(c, amax, n, out.multiplier, out.code, out.scale_inv);
       break;
     case Scheme::kNVFP4:
-      block_scales_of<Scheme::kNVFP4>(c, amax, n, out.multiplier, out.code, out.scale_inv);
-      break;
     case Scheme::kNVFP4_2D:
-      block_scales_of<Scheme::kNVFP4_2D>(c, amax, n, out.multiplier, out.code, out.scale_inv);
+      nvfp4_block_scales(c, amax, n, out.multiplier, out.code, out.scale_inv);
       break;
     case Scheme::kFP8Tensor:
     case Scheme::kMXFP4Quest:

@@ -103,6 +103,31 @@ TEST(TileLanes, BlockAmaxesEqualScalarOnEveryTarget) {
   });
 }
 
+// NVFP4's block scales from the encode lanes (tile_block_scales.h nvfp4_block_scales) against block_scale_of's
+// scalar rule: amaxes over the whole range with 0, subnormals, Inf and NaN, under global encode scales that
+// put the products below E4M3's subnormals, in its range and past 448 (and an infinite one).
+TEST(TileLanes, Nvfp4BlockScalesEqualBlockScaleOnEveryTarget) {
+  on_every_target([] {
+    std::vector<float> amax = mixed_values(1000, 11, 0.02, 40);
+    for (float& a : amax) a = std::fabs(a);
+    for (const float global_enc : {1.0f, 2688.0f / 3.0f, 1.7e-3f, 6.0e5f, 3.0e38f,
+                                   std::numeric_limits<float>::infinity()}) {
+      const BlockScaleConstants c{448.0f, 8, 0.0f, false, 448.0f, MxScaleRule::kFloor, global_enc, 1.0f / global_enc};
+      for (const int64_t n : {int64_t{1}, int64_t{17}, int64_t{1000}}) {
+        std::vector<float> mult(n), scale_inv(n, -1.0f);
+        std::vector<uint8_t> code(n);
+        cpu::nvfp4_block_scales(c, amax.data(), n, mult.data(), code.data(), scale_inv.data());
+        for (int64_t k = 0; k < n; ++k) {
+          const BlockScale want = block_scale_of<Scheme::kNVFP4>(c, amax[k]);
+          ASSERT_EQ(code[k], want.code) << "amax " << amax[k] << " enc " << global_enc;
+          ASSERT_EQ(bits_of(mult[k]), bits_of(want.multiplier)) << "amax " << amax[k] << " enc " << global_enc;
+          ASSERT_EQ(bits_of(scale_inv[k]), bits_of(want.scale_inv));
+        }
+      }
+    }
+  });
+}
+
 // y = x times its block's multiplier, rows at a stride, full and partial blocks (n not a multiple of the
 // width, nor of any target's lane count), NaN/Inf/-0/subnormal values and multipliers (subnormal products
 // included), against the scalar product; the padding past n is left alone.
