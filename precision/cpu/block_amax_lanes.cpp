@@ -2,12 +2,8 @@
 // foreach_target.h and the dispatch table work). NaN lanes are zeroed before the max instead of relying on
 // an instruction's NaN rule (x86's max returns its second operand, NEON's returns NaN): the same values on
 // every target.
-// SVE's sizeless vector types cannot be array elements, and this kernel keeps arrays of vectors: ARM builds
-// compile it for NEON only (scripts/arm_check.sh). Where SVE is chosen, its dispatch then takes the static
-// target, NEON, with the same bits. Nothing changes on x86.
-#if defined(__aarch64__) && !defined(HWY_DISABLED_TARGETS)
-#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
-#endif
+// It keeps arrays of vectors, so ARM builds compile it for NEON only:
+#include "precision/cpu/hwy_neon_only_on_arm.h"
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "precision/cpu/block_amax_lanes.cpp"
 #include <hwy/foreach_target.h>  // must come before highway.h

@@ -8,12 +8,8 @@
 // holds, and the reference itself where it does not. The reference's "+ 0.0" (a -0 sum becomes +0) moves to
 // the last product, h * m + 0 (the same rounding of the same product, -0 turned +0): a -0 h adds and squares
 // into the sums as +0 does.
-// SVE's sizeless vector types cannot be array elements, and this kernel keeps arrays of vectors: ARM builds
-// compile it for NEON only (scripts/arm_check.sh). Where SVE is chosen, its dispatch then takes the static
-// target, NEON, with the same bits. Nothing changes on x86.
-#if defined(__aarch64__) && !defined(HWY_DISABLED_TARGETS)
-#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
-#endif
+// It keeps arrays of vectors, so ARM builds compile it for NEON only:
+#include "precision/cpu/hwy_neon_only_on_arm.h"
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "precision/cpu/quest_lanes.cpp"
 #include <hwy/foreach_target.h>  // must come before highway.h

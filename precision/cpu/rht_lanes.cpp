@@ -18,12 +18,8 @@
 // the butterfly runs depth first (few spills), and the x 0.25 rides on the input's multiply-add. GCC may
 // contract a product into the following add (-ffp-contract=fast): every product here is exact (by +-0.25,
 // 0.25), so the fused operation rounds the same.
-// SVE's sizeless vector types cannot be array elements, and this kernel keeps arrays of vectors: ARM builds
-// compile it for NEON only (scripts/arm_check.sh). Where SVE is chosen, its dispatch then takes the static
-// target, NEON, with the same bits. Nothing changes on x86.
-#if defined(__aarch64__) && !defined(HWY_DISABLED_TARGETS)
-#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
-#endif
+// It keeps arrays of vectors, so ARM builds compile it for NEON only:
+#include "precision/cpu/hwy_neon_only_on_arm.h"
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "precision/cpu/rht_lanes.cpp"
 #include <hwy/foreach_target.h>  // must come before highway.h
