@@ -1,23 +1,16 @@
 #pragma once
 // bfloat16 encoding of the fused CPU step (bf16 moments, master-less bf16 parameters with stochastic rounding, the
 // RNE model copy of a master): encode_scalar(x, kBF16, rounding) for whole arrays. GCC does not vectorise the
-// general encode_scalar well (~40 instructions per vector of codes), so the rule is written out below as integer
-// arithmetic: a plain loop of it (bf16_code) that GCC vectorises at -O3 for any vector unit (AVX2, NEON: what
+// general encode_scalar well (~40 instructions per vector of codes), so the rule is integer arithmetic
+// (precision/bf16_bits.h): a plain loop of it (bf16_code) that GCC vectorises at -O3 for any vector unit (AVX2, NEON: what
 // builds without AVX-512 run), and 16 AVX-512 lanes of the same arithmetic, which measured 25-45% faster on Zen 4
 // than GCC's vectorisation of the loop on 256-element arrays (the lanes' tails run the loop).
 //
-// Why the lanes equal encode_scalar: BF16 keeps float32's 8 exponent bits and bias, so every finite x drops
-// exactly the low 16 bits of |x|'s bits a (float32 subnormals included: they land on BF16's subnormals, also
-// 16 bits down), and the kept exponent/mantissa is a >> 16. Rounding up is a carry out of the low 16 bits:
-//  - stochastic with 16 random bits r: frac + r * 2^-16 reaches a step when (a & 0xFFFF) + r >= 2^16, so the code
-//    is (a + r) >> 16;
-//  - RNE: (a + 0x7FFF + ((a >> 16) & 1)) >> 16 (above half, or exactly half with an odd kept part).
-// A carry out of the mantissa moves into the exponent, as in the code. Then satfinite (Inf and everything
-// rounding past the largest finite value 0x7F7F give 0x7F7F), the sign bit ORed in, and NaN gives the canonical
-// NaN 0x7FC0. Checked against encode_scalar in tests/optim/test_state_lanes.cpp.
-#include <algorithm>
+// Why the rule equals encode_scalar: precision/bf16_bits.h. The lanes below are the same arithmetic.
 #include <bit>
 #include <cstdint>
+
+#include "precision/bf16_bits.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -26,13 +19,7 @@
 
 namespace nibble::optim {
 
-// The code of the float with bits u, given what is added below its kept 16 bits before they are dropped
-// (a + add cannot wrap: a < 2^31 and add < 2^17).
-inline uint16_t bf16_code(uint32_t u, uint32_t add) {
-  const uint32_t a = u & 0x7FFFFFFFu;
-  const uint32_t code = std::min((a + add) >> 16, 0x7F7Fu) | ((u >> 16) & 0x8000u);
-  return static_cast<uint16_t>(a > 0x7F800000u ? 0x7FC0u : code);
-}
+using precision::bf16_code;
 
 // The portable loops: encode_bf16_stochastic / encode_bf16_nearest on any target.
 inline void encode_bf16_stochastic_loop(const float* __restrict x, int n, const uint16_t* __restrict random,
@@ -40,10 +27,7 @@ inline void encode_bf16_stochastic_loop(const float* __restrict x, int n, const 
   for (int j = 0; j < n; ++j) out[j] = bf16_code(std::bit_cast<uint32_t>(x[j]), random[j]);
 }
 inline void encode_bf16_nearest_loop(const float* __restrict x, int n, uint16_t* __restrict out) {
-  for (int j = 0; j < n; ++j) {
-    const uint32_t u = std::bit_cast<uint32_t>(x[j]);
-    out[j] = bf16_code(u, 0x7FFFu + ((u >> 16) & 1u));
-  }
+  for (int j = 0; j < n; ++j) out[j] = precision::bf16_code_nearest(std::bit_cast<uint32_t>(x[j]));
 }
 
 #if defined(__AVX512F__)

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/cpu/f32_to_bf16.h"
+#include "precision/bf16_bits.h"
 #include "precision/format.h"
 
 namespace nibble::core::cpu {
@@ -47,7 +48,7 @@ TEST(F32ToBf16, EveryLengthAroundTheVectorWidths) {
     std::vector<uint16_t> out(71, 0xABCD);
     f32_to_bf16_row(in.data(), n, out.data());
     for (int64_t k = 0; k < n; ++k)
-      ASSERT_EQ(out[static_cast<size_t>(k)], bf16_rne_satfinite(std::bit_cast<uint32_t>(in[static_cast<size_t>(k)])))
+      ASSERT_EQ(out[static_cast<size_t>(k)], precision::bf16_code_nearest(std::bit_cast<uint32_t>(in[static_cast<size_t>(k)])))
           << n << " " << k;
     EXPECT_EQ(out[static_cast<size_t>(n)], 0xABCD) << "wrote past " << n;
   }
