@@ -33,6 +33,7 @@
 #include "precision/convert.h"
 #include "precision/cpu/encode_rne_lanes.h"
 #include "precision/cpu/encode_span.h"
+#include "precision/e4m3_values.h"
 #include "precision/error.h"
 
 namespace nibble::optim {
@@ -57,18 +58,6 @@ static_assert(kChunk % kRandomSpan == 0 && kRandomSpan % kTile == 0, "spans spli
 float bf16_to_float(uint16_t b) {
   return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
 }
-
-#if !NIBBLE_HAVE_E4M3_DECODE_HWY
-// E4M3 code -> float, from precision's decode_scalar (the decode without Highway).
-const float* e4m3_values() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(256);
-    for (uint32_t c = 0; c < 256; ++c) t[c] = precision::decode_scalar(c, formats::kE4M3);
-    return t;
-  }();
-  return table.data();
-}
-#endif
 
 // ---- Exact division by a constant ----------------------------------------------------------------------------
 // Division by a per-tensor or per-group constant as a multiply in double. The AdamW loop and DRE's transcendental
@@ -180,7 +169,7 @@ void decode_e4m3(const uint8_t* __restrict codes, int n, float* __restrict out) 
 #if NIBBLE_HAVE_E4M3_DECODE_HWY
   decode_e4m3_hwy(codes, static_cast<size_t>(n), out);
 #else
-  const float* table = e4m3_values();
+  const float* table = precision::e4m3_values().data();
   for (int j = 0; j < n; ++j) out[j] = table[codes[j]];
 #endif
 }

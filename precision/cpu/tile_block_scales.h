@@ -5,7 +5,6 @@
 // come out of one transpose-and-reduce of its vectors, and the scales of all the tile's blocks out of one
 // loop over block_scale_of<S> (block_scale.h), which vectorises because the scheme is a constant.
 #include <algorithm>
-#include <array>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +12,7 @@
 #include "precision/block_scale.h"
 #include "precision/cpu/block_amax_lanes.h"
 #include "precision/cpu/encode_rne_lanes.h"
+#include "precision/e4m3_values.h"
 
 namespace nibble::precision::cpu {
 
@@ -71,14 +71,10 @@ void block_scales_of(const BlockScaleConstants& c, const float* __restrict amax,
 inline void nvfp4_block_scales(const BlockScaleConstants& c, const float* __restrict amax, int64_t n,
                                float* __restrict mult, uint8_t* __restrict code, float* __restrict scale_inv) {
 #if NIBBLE_HAVE_RNE_LANES
-  static const std::array<float, 256> kE4M3Values = [] {
-    std::array<float, 256> v{};
-    for (uint32_t k = 0; k < 256; ++k) v[k] = decode_scalar(k, formats::kE4M3);
-    return v;
-  }();
+  const std::array<float, 256>& values = e4m3_values();
   encode_rne_lanes<formats::kE4M3>(amax, static_cast<size_t>(n), c.nvfp4_global_enc * (1.0f / 6.0f), code);
   for (int64_t k = 0; k < n; ++k) {
-    const float enc = 1.0f / (kE4M3Values[code[k]] * c.nvfp4_global_dec);  // nvfp4_block_encode_multiplier
+    const float enc = 1.0f / (values[code[k]] * c.nvfp4_global_dec);  // nvfp4_block_encode_multiplier
     mult[k] = enc > FLT_MAX ? FLT_MAX : enc;
     scale_inv[k] = 0.0f;
   }
