@@ -10,13 +10,6 @@ namespace {
 
 using torch::autograd::variable_list;
 
-// The torch expression: the reference, and what runs off the CPU or outside float32.
-torch::Tensor rope_expression(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos.to(x.scalar_type()) + rotated * sin.to(x.scalar_type());
-}
-
 cpu::RopeShape rope_shape(const torch::Tensor& x) {
   return {x.size(0), x.size(1), x.size(2), x.size(3), x.stride(0), x.stride(1), x.stride(2)};
 }
@@ -58,7 +51,7 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
                      x.stride(3) == 1 && x.size(3) % 2 == 0 && cos.scalar_type() == torch::kFloat32 &&
                      sin.scalar_type() == torch::kFloat32 && cos.dim() == 2 && cos.size(0) == x.size(2) &&
                      cos.size(1) == x.size(3) && cos.sizes() == sin.sizes();
-  if (!fused) return rope_expression(x, cos, sin);
+  if (!fused) return apply_rope_reference(x, cos, sin);
   const torch::Tensor c = cos.contiguous(), s = sin.contiguous();
   const cpu::RopeShape shape = rope_shape(x);
   torch::Tensor y = torch::empty(x.sizes(), x.options().requires_grad(false));
@@ -72,8 +65,11 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
   return y;
 }
 
+// The torch expression: the reference, and what runs off the CPU or outside float32.
 torch::Tensor apply_rope_reference(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  return rope_expression(x, cos, sin);
+  const int64_t half = x.size(-1) / 2;
+  torch::Tensor rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos.to(x.scalar_type()) + rotated * sin.to(x.scalar_type());
 }
 
 }  // namespace nibble::core::model
