@@ -14,7 +14,7 @@
 #endif
 
 #include "core/gemm.h"
-#include "core/hadamard32_butterfly.h"
+#include "core/cpu/hadamard32_lanes.h"
 #include "core/linear_backward_base.h"
 #include "core/linear_operands.h"
 #include "core/quartet_rotation.h"
@@ -228,7 +228,7 @@ torch::Tensor hadamard32_groups(const torch::Tensor& in) {
   const T* src = in.data_ptr<T>();
   T* dst = out.data_ptr<T>();
   at::parallel_for(0, in.numel() / 32, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) hadamard32_butterfly(src + g * 32, dst + g * 32);
+    cpu::hadamard32_groups_lanes(src + begin * 32, dst + begin * 32, end - begin);  // hadamard32_butterfly's bits
   });
   return out;
 }
