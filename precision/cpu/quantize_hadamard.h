@@ -8,9 +8,12 @@
 // float32 values v_i = m_i 2^(e_i - 23); with E the largest and e the smallest exponent of a nonzero term,
 // every partial sum of N <= 32 terms is a multiple of 2^(e - 23) below 2^(E + 6), i.e. fits 53 bits when
 // E - e <= 24. We take the butterfly only when max|g| < min|g != 0| * 2^24 (which implies that bound, and
-// fails for Inf and NaN) and otherwise call the reference. The index-order sum starts at +0.0 and so never
+// fails for Inf and NaN) and otherwise compute the reference's own index-order sums (hadamard_index_order below,
+// the same operations with the signs from a table). The index-order sum starts at +0.0 and so never
 // yields -0; adding +0.0 to the butterfly's result does the same. The final scaling (x 0.25, x 1/sqrt(32)
 // in float64) and the rounding to float32 are the reference's own operations on the same value.
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -60,14 +63,51 @@ inline bool hadamard_butterfly_exact(const float* __restrict g, uint32_t sign_ma
   return true;
 }
 
+// The Sylvester matrix's signs as float64 sign bits: kHadamardSignBits<N>[i][j] is the sign bit where H[i][j] = -1.
+template <int N>
+inline constexpr auto kHadamardSignBits = [] {
+  std::array<std::array<uint64_t, N>, N> bits{};
+  for (int i = 0; i < N; ++i)
+    for (int j = 0; j < N; ++j) bits[i][j] = (std::popcount(static_cast<uint32_t>(i & j)) & 1) ? 1ull << 63 : 0;
+  return bits;
+}();
+
+// y[j] = float((sum_i ±g_i) * post) with precision/hadamard.h's own float64 operations: acc starts at +0.0 and
+// adds sign_i H[i][j] g_i (as g_i or -g_i: a sign flip, here an XOR of the sign bit) for i = 0, 1, ..., N - 1,
+// one chain per output, then one multiply and one rounding: rht16 (post 0.25) and hadamard32_normalised (post
+// 1/sqrt(32)) bit for bit for every input (a NaN for a NaN: which NaN an add of two returns is the compiler's
+// and the CPU's choice, not the definition's). The N chains run side by side, branch-free, in vectors; the
+// reference recomputes each sign's parity bit by bit and branches on it per term, ~45 ns an element on Zen 4
+// where the butterfly takes ~1, which is what every group outside the butterfly's bound cost.
+template <int N>
+inline void hadamard_index_order(const float* __restrict g, uint32_t sign_mask, double post, float* __restrict y) {
+  // Generic vectors of 4 (GCC, Clang), so the chains run in vector lanes whatever the caller's target: left to
+  // the auto-vectoriser, this loop stayed scalar inside the Highway kernels that call it.
+  typedef uint64_t u64x4 __attribute__((vector_size(32)));
+  typedef double f64x4 __attribute__((vector_size(32)));
+  f64x4 acc[N / 4] = {};
+  for (int i = 0; i < N; ++i) {
+    const uint64_t d = std::bit_cast<uint64_t>(static_cast<double>(g[i])) ^ (static_cast<uint64_t>((sign_mask >> i) & 1u) << 63);
+    const u64x4 dv = {d, d, d, d};
+    for (int q = 0; q < N / 4; ++q) {
+      u64x4 flips;
+      std::memcpy(&flips, &kHadamardSignBits<N>[i][4 * q], sizeof flips);
+      acc[q] += reinterpret_cast<f64x4>(dv ^ flips);
+    }
+  }
+  for (int q = 0; q < N / 4; ++q)
+    for (int k = 0; k < 4; ++k) y[4 * q + k] = static_cast<float>(acc[q][k] * post);
+}
+
 // rht16 of precision/hadamard.h, bit for bit.
 inline void rht16_fast(const float* g, uint32_t sign_mask, float* y) {
-  if (!hadamard_butterfly_exact<16>(g, sign_mask, 0.25, y)) rht16(g, sign_mask, y);
+  if (!hadamard_butterfly_exact<16>(g, sign_mask, 0.25, y)) hadamard_index_order<16>(g, sign_mask, 0.25, y);
 }
 
 // hadamard32_normalised of precision/hadamard.h, bit for bit.
 inline void hadamard32_fast(const float* g, float* h) {
-  if (!hadamard_butterfly_exact<32>(g, 0u, 0.17677669529663687, h)) hadamard32_normalised(g, h);
+  if (!hadamard_butterfly_exact<32>(g, 0u, 0.17677669529663687, h))
+    hadamard_index_order<32>(g, 0u, 0.17677669529663687, h);
 }
 
 }  // namespace nibble::precision
