@@ -54,3 +54,29 @@ def test_the_within_claim_says_which_way_it_misses(study):
     assert lower["DeepSeek-V3: FP8 block scaling within 0.25% of BF16"][1].startswith("no: lower loss than bf16")
     mixed = verdicts(study, {"bf16": runs(4.0, 4.0), "fp8_block": runs(4.04, 4.001)})
     assert mixed["DeepSeek-V3: FP8 block scaling within 0.25% of BF16"][1] == "seeds disagree"
+
+
+def test_flattened_means_under_one_percent_over_the_last_tenth(study):
+    # Held-out losses at every tenth of the steps: only the last interval decides.
+    drop, flat = study.flattening([5.0, 4.0, 3.5, 3.48])
+    assert drop == pytest.approx(100 * (3.48 - 3.5) / 3.5) and flat
+    drop, flat = study.flattening([3.6, 3.5, 3.46])
+    assert drop == pytest.approx(-1.142857, rel=1e-5) and not flat
+    assert not study.flattening([3.0, 3.04])[1]  # rising by more than 1% is not flat either
+
+
+def test_the_training_length_limit_names_the_sizes_that_did_not_flatten(study):
+    steep = study.limits({"default": True, "10m": False})
+    assert any(line.startswith("- **Training length.**") and "had not flattened at 10m" in line for line in steep)
+    flat = study.limits({"default": True, "10m": True})
+    assert any(line.startswith("- **Training length.**") and "flattened at every size" in line for line in flat)
+    assert len(flat) == len(study.LIMITS) + 1
+
+
+def test_each_size_runs_its_own_recipes_unless_all_are_asked_for(study):
+    everything = list(study.RECIPES)
+    assert study.size_recipes("default", everything, False) == everything
+    assert study.size_recipes("10m", everything, False) == study.SIZES["10m"]["recipes"]
+    assert study.size_recipes("10m", everything, True) == everything
+    # --only narrows both; bf16 (the reference) is always among them.
+    assert study.size_recipes("10m", ["bf16", "mxfp4"], False) == ["bf16"]
