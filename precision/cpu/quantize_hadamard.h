@@ -77,7 +77,7 @@ inline constexpr auto kHadamardSignBits = [] {
 // one chain per output, then one multiply and one rounding: rht16 (post 0.25) and hadamard32_normalised (post
 // 1/sqrt(32)) bit for bit for every input (a NaN for a NaN: which NaN an add of two returns is the compiler's
 // and the CPU's choice, not the definition's). The N chains run side by side, branch-free, in vectors; the
-// reference recomputes each sign's parity bit by bit and branches on it per term, ~45 ns an element on Zen 4
+// reference recomputes each sign's parity bit by bit and branches on it per term, 30-45 ns an element on Zen 4
 // where the butterfly takes ~1, which is what every group outside the butterfly's bound cost.
 template <int N>
 inline void hadamard_index_order(const float* __restrict g, uint32_t sign_mask, double post, float* __restrict y) {
