@@ -7,9 +7,10 @@ PNGs in docs/images/.
         [--seeds 0,1] [--sizes default,10m] [--only RECIPE,...] [--all-recipes] [--report-only] [--smoke]
 
 Sized for this machine (2 cores), one thread a run, two runs at a time, each run long enough that bf16's held-out
-loss falls by less than 1% over its last tenth (the curve has flattened). That fits the hour for every recipe at
-the default size and for three at 10M (bf16, fp8_current, nvfp4; SIZES says why those); --all-recipes adds
-the other ten at 10M, about two more hours here. Finished runs are kept in --out and not rerun (a run is identified
+loss falls by less than 1% over its last tenth (the curve has flattened): every recipe at the default size and
+three at 10M (bf16, fp8_current, nvfp4; SIZES says why those), meant to fit the hour; its last full run took
+65.6 min, over it (README says what has changed since); --all-recipes adds the other ten at 10M, about two
+more hours here. Finished runs are kept in --out and not rerun (a run is identified
 by its full command line), so an interrupted study resumes, --all-recipes after a plain study runs only the
 missing runs, and --report-only rewrites the report from the runs on disk. --smoke runs a few steps into a
 scratch directory and writes its report there (a check that every recipe starts and the report builds, not a
@@ -38,8 +39,8 @@ CONFIG = os.path.join(ROOT, "examples", "configs", "default.toml")
 # trained until bf16's held-out loss has flattened. Measured on this machine (2026-12-07, seed 0), bf16's change
 # over the last tenth of a run: default size -0.68% at 1500 steps; 10M -1.3% over the last eighth of 800 steps and
 # -1.00% over the last tenth of 1200. Held-out loss is measured at every tenth of the steps. One 10M run takes
-# 10-13 minutes here (1300 steps at 440-550 ms a step, one thread), so the hour holds three recipes at 10M, two
-# seeds each: bf16, fp8_current (Transformer Engine's default FP8 recipe) and nvfp4 (the NVFP4 paper's recipe;
+# 10-14 minutes here (1300 steps, one thread, two runs side by side: bf16 625 s, fp8_current 649 s, nvfp4 820 s),
+# so the hour holds three recipes at 10M, two seeds each, beside the default size's 26 runs: bf16, fp8_current (Transformer Engine's default FP8 recipe) and nvfp4 (the NVFP4 paper's recipe;
 # with fp8_current, its "NVFP4 above FP8"). `recipes`: the recipes a size runs without --all-recipes (None:
 # every one).
 SIZES = {
