@@ -65,6 +65,14 @@ TEST(RecipeOverrides, OneCopyAndTheNvfp4Ablations) {
   EXPECT_EQ(sr.dy_col.options.rounding, Rounding::kNearestEven);
 }
 
+TEST(RecipeOverrides, ABf16WgradOperandWithAnUnrotatedPartner) {
+  const Recipe r =
+      apply_recipe_overrides(recipe_preset("nvfp4"), parse_recipe_overrides("x.quantized=false,dy_col.rht=false"));
+  EXPECT_FALSE(r.x_col.quantized);
+  EXPECT_TRUE(r.dy_col.quantized);
+  EXPECT_FALSE(r.dy_col.options.rht);
+}
+
 TEST(RecipeOverrides, QuantizedFalseKeepsAnOperandInBf16) {
   const Recipe r = apply_recipe_overrides(recipe_preset("fp8_current"), parse_recipe_overrides("dy.quantized=false"));
   EXPECT_FALSE(r.dy_row.quantized);
@@ -83,6 +91,10 @@ TEST(RecipeOverrides, RefusesEachMistakeNamingTheItem) {
   expect_refused("nvfp4", "x_row.rht=true", "applies to NVFP4 1x16 columnwise copies only");
   expect_refused("nvfp4", "x_col.scaling_2d=true", "has the random Hadamard transform, which takes 1x16 blocks");
   expect_refused("nvfp4", "x_col.rht=false", "the RHT must be on both wgrad operands");  // Recipe::validate
+  expect_refused("nvfp4", "x_col.rht=false", "dy_col has it and x_col has not: set dy_col.rht=false too");
+  // A BF16 wgrad operand is not rotated: its quantized partner must drop the RHT as well.
+  expect_refused("nvfp4", "x.quantized=false", "dy_col has it and x_col is BF16 (never rotated): set dy_col.rht=false");
+  expect_refused("nvfp4", "dy.quantized=false", "x_col has it and dy_col is BF16 (never rotated): set x_col.rht=false");
   expect_refused("fp8_current", "dy.quantized=false,dy.rounding=stochastic", "dy_row of recipe 'fp8_current' is BF16");
   expect_refused("fp8_current", "dy.quantized=false,dy.quantized=true", "quantized = true cannot choose a format");
 }
