@@ -65,16 +65,18 @@ void Recipe::validate() const {
     throw InvalidArgument("recipe '" + name + "': fprop operands x_row and w_row must both use mxfp4_quest (the "
                           "Hadamard cancels only when both sides are transformed)");
   // A BF16 copy is never rotated, so a rotated partner would meet it in another domain (the weight gradient
-  // would be dy_colᵀ·H·x_col instead of dy_colᵀ·x_col, and training diverges: a BF16 x with nvfp4's dy did).
+  // would be (R·dy_col)ᵀ·x_col instead of (R·dy_col)ᵀ·(R·x_col), and training diverges: a BF16 x with nvfp4's
+  // dy did).
   const bool x_rotated = x_col.quantized && x_col.options.rht;
   const bool dy_rotated = dy_col.quantized && dy_col.options.rht;
   if (x_rotated != dy_rotated) {
     const char* with = x_rotated ? "x_col" : "dy_col";
     const char* without = x_rotated ? "dy_col" : "x_col";
     const bool bf16 = !(x_rotated ? dy_col : x_col).quantized;
-    throw InvalidArgument("recipe '" + name + "': the RHT must be on both wgrad operands (x_col and dy_col) or neither; " +
-                          with + " has it and " + without + (bf16 ? " is BF16 (never rotated)" : " has not") +
-                          ": set " + with + ".rht=false too");
+    throw InvalidArgument("recipe '" + name +
+                          "': the RHT must be on both wgrad operands (x_col and dy_col) or neither; " + with +
+                          " has it and " + without + (bf16 ? " is BF16 (never rotated)" : " has not") + ": set " +
+                          with + ".rht=false too");
   }
   if (backward_hadamard) {
     for (const auto& [spec, role] : {std::pair{&dy_row, "dy_row"}, std::pair{&w_col, "w_col"},
