@@ -63,6 +63,11 @@ inline bool hadamard_butterfly_exact(const float* __restrict g, uint32_t sign_ma
   return true;
 }
 
+// The definitions' final factors (precision/hadamard.h): rht16's 1/4 and hadamard32_normalised's 1/sqrt(32), the
+// correctly rounded float64 it multiplies by.
+inline constexpr double kRht16Scale = 0.25;
+inline constexpr double kHadamard32Scale = 0.17677669529663687;
+
 // The Sylvester matrix's signs as float64 sign bits: kHadamardSignBits<N>[i][j] is the sign bit where H[i][j] = -1.
 template <int N>
 inline constexpr auto kHadamardSignBits = [] {
@@ -87,7 +92,8 @@ inline void hadamard_index_order(const float* __restrict g, uint32_t sign_mask, 
   typedef double f64x4 __attribute__((vector_size(32)));
   f64x4 acc[N / 4] = {};
   for (int i = 0; i < N; ++i) {
-    const uint64_t d = std::bit_cast<uint64_t>(static_cast<double>(g[i])) ^ (static_cast<uint64_t>((sign_mask >> i) & 1u) << 63);
+    const uint64_t flip = static_cast<uint64_t>((sign_mask >> i) & 1u) << 63;
+    const uint64_t d = std::bit_cast<uint64_t>(static_cast<double>(g[i])) ^ flip;
     const u64x4 dv = {d, d, d, d};
     for (int q = 0; q < N / 4; ++q) {
       u64x4 flips;
@@ -101,13 +107,13 @@ inline void hadamard_index_order(const float* __restrict g, uint32_t sign_mask, 
 
 // rht16 of precision/hadamard.h, bit for bit.
 inline void rht16_fast(const float* g, uint32_t sign_mask, float* y) {
-  if (!hadamard_butterfly_exact<16>(g, sign_mask, 0.25, y)) hadamard_index_order<16>(g, sign_mask, 0.25, y);
+  if (!hadamard_butterfly_exact<16>(g, sign_mask, kRht16Scale, y))
+    hadamard_index_order<16>(g, sign_mask, kRht16Scale, y);
 }
 
 // hadamard32_normalised of precision/hadamard.h, bit for bit.
 inline void hadamard32_fast(const float* g, float* h) {
-  if (!hadamard_butterfly_exact<32>(g, 0u, 0.17677669529663687, h))
-    hadamard_index_order<32>(g, 0u, 0.17677669529663687, h);
+  if (!hadamard_butterfly_exact<32>(g, 0u, kHadamard32Scale, h)) hadamard_index_order<32>(g, 0u, kHadamard32Scale, h);
 }
 
 }  // namespace nibble::precision

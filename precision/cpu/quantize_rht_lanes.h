@@ -20,7 +20,7 @@ inline void rht16_column(const float* __restrict x, int64_t ldx, int64_t c, uint
                          int64_t ldy) {
   float g[16], r[16];
   for (int i = 0; i < 16; ++i) g[i] = x[i * ldx + c];
-  hadamard_index_order<16>(g, sign_mask, 0.25, r);  // rht16's bits
+  hadamard_index_order<16>(g, sign_mask, kRht16Scale, r);  // rht16's bits
   for (int j = 0; j < 16; ++j) y[j * ldy + c] = r[j];
 }
 
@@ -30,7 +30,7 @@ inline bool rht16_column_amax(const float* __restrict x, int64_t ldx, int64_t c,
   float g[16], r[16];
   bool clean = true;
   for (int i = 0; i < 16; ++i) g[i] = x[i * ldx + c];
-  hadamard_index_order<16>(g, sign_mask, 0.25, r);  // rht16's bits
+  hadamard_index_order<16>(g, sign_mask, kRht16Scale, r);  // rht16's bits
   for (int j = 0; j < 16; ++j) {
     clean = clean && !std::isnan(r[j]);
     *out_amax = std::max(*out_amax, std::fabs(r[j]));

@@ -49,7 +49,7 @@ HWY_INLINE void transform_half(const float* HWY_RESTRICT x, int64_t ldx, int64_t
                                int64_t lds) {
   const D d;
   const DF df;
-  const V post = hn::Set(d, 0.17677669529663687);
+  const V post = hn::Set(d, kHadamard32Scale);
   V v[32];
   butterfly_lanes_but_last(v, [&](int i) HWY_ATTR { return hn::PromoteTo(d, hn::LoadU(df, x + i * ldx + c)); });
 #pragma GCC unroll 16

@@ -178,8 +178,8 @@ TEST(TileLanes, TransposeFloatsEqualsScalarOnEveryTarget) {
   });
 }
 
-// Checks y (16 rows, stride ld) against rht16 of each of x's first `cols` columns, bit for bit (NaN for NaN), and returns
-// what rht16_rows_amax must report for them: the input and transformed maxima, and whether no NaN occurred.
+// Checks y (16 rows, stride ld) against rht16 of each of x's first `cols` columns, bit for bit (NaN for NaN), and
+// returns what rht16_rows_amax must report for them: the input and transformed maxima, and whether no NaN occurred.
 struct Rht16Want {
   float in_amax = 0.0f, out_amax = 0.0f;
   bool clean = true;
@@ -393,10 +393,10 @@ TEST(TileLanes, HadamardIndexOrderEqualsTheDefinition) {
     float g[32], got[32], want[32];
     for (auto& v : g) v = gen() % 50 == 0 ? specials[gen() % 8] : std::ldexp(mant(gen), expo(gen));
     const uint32_t sign_mask = group % 3 == 0 ? 0u : static_cast<uint32_t>(gen()) & 0xFFFFu;
-    hadamard_index_order<16>(g, sign_mask, 0.25, got);
+    hadamard_index_order<16>(g, sign_mask, kRht16Scale, got);
     rht16(g, sign_mask, want);
     for (int j = 0; j < 16; ++j) ASSERT_TRUE(same(got[j], want[j])) << "rht16 group " << group << " output " << j;
-    hadamard_index_order<32>(g, 0u, 0.17677669529663687, got);
+    hadamard_index_order<32>(g, 0u, kHadamard32Scale, got);
     hadamard32_normalised(g, want);
     for (int j = 0; j < 32; ++j) ASSERT_TRUE(same(got[j], want[j])) << "H32 group " << group << " output " << j;
   }
