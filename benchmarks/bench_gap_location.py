@@ -31,11 +31,16 @@ STATS_EVERY = "45"
 DEFAULT_THRESHOLDS = {"nvfp4": "16.8,17.0", "mxfp4": "13.0,13.5"}
 
 
+def fixed_run(recipe: str) -> str:
+    """The name of the run every share of the gap is measured from."""
+    return f"{recipe} (fixed)"
+
+
 def plan(recipe: str, layers: int, thresholds: list[str]) -> dict[str, list[str]]:
     """Run name -> the nibble-train arguments that replace the study's recipe arguments."""
     base = ["--model.recipe", recipe]
     out = {"bf16": ["--model.recipe", "bf16"] + ALL_BLOCKS,
-           f"{recipe} (fixed)": base + ALL_BLOCKS + ["--train.stats_every", STATS_EVERY]}
+           fixed_run(recipe): base + ALL_BLOCKS + ["--train.stats_every", STATS_EVERY]}
     for i in range(layers):
         names = ",".join("bf16" if j == i else recipe for j in range(layers))
         out[f"block {i} in bf16"] = base + ALL_BLOCKS + ["--model.layer_recipes", names]
@@ -72,7 +77,9 @@ def precision_at_end(run_dir: str) -> tuple[str, list[str]]:
     if not p:
         return "", []
     raised = sorted({r["precision_switch"]["linear"] for r in records if "precision_switch" in r})
-    return f"{p[-1]['four_bit']} of {p[-1]['linears']} in 4 bits ({100 * p[-1]['four_bit_weight_share']:.0f}% of weights)", raised
+    end = p[-1]
+    share = 100 * end["four_bit_weight_share"]
+    return f"{end['four_bit']} of {end['linears']} in 4 bits ({share:.0f}% of weights)", raised
 
 
 def main() -> None:
@@ -100,7 +107,7 @@ def main() -> None:
         outcomes = list(pool.map(lambda j: study.train(j[3], j[2]), jobs))
     final = {(name, seed): study.summarize(d)["final"] for name, seed, d, _ in jobs}
     dirs = {(name, seed): d for name, seed, d, _ in jobs}
-    fixed = f"{a.recipe} (fixed)"
+    fixed = fixed_run(a.recipe)
     print(f"{len([o for o in outcomes if o != 'kept'])} runs trained, {outcomes.count('kept')} kept from {a.out}\n")
     print(f"| run ({a.recipe} in every block, {study.SIZES['default']['steps']} steps) | "
           + " | ".join(f"seed {s}: held-out loss, share of the gap recovered" for s in seeds) + " |")
