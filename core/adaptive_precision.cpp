@@ -1,5 +1,7 @@
 #include "core/adaptive_precision.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "core/precision_ladder.h"
@@ -50,6 +52,62 @@ std::vector<PrecisionSwitch> AdaptivePrecision::nonfinite(const std::vector<bool
     return {raise(linears_[i], "non-finite weight gradient")};
   }
   return {};
+}
+
+std::string probe_unit(const std::string& linear) {
+  const size_t dot = linear.rfind('.');
+  return dot == std::string::npos ? linear : linear.substr(0, dot);
+}
+
+std::vector<std::vector<size_t>> AdaptivePrecision::units() const {
+  std::vector<std::vector<size_t>> out;
+  std::string current;
+  for (size_t i = 0; i < linears_.size(); ++i) {
+    const std::string unit = probe_unit(linears_[i].name);
+    if (out.empty() || unit != current) out.emplace_back();
+    current = unit;
+    out.back().push_back(i);
+  }
+  return out;
+}
+
+bool AdaptivePrecision::climbable(const std::vector<size_t>& unit) const {
+  for (size_t i : unit)
+    if (!linears_.at(i).top()) return true;
+  return false;
+}
+
+std::vector<PrecisionSwitch> AdaptivePrecision::probed(const std::vector<double>& gain_pct, double min_gain_pct) {
+  const auto groups = units();
+  if (gain_pct.size() != groups.size())
+    throw InvalidArgument("AdaptivePrecision::probed: " + std::to_string(gain_pct.size()) + " gains for " +
+                          std::to_string(groups.size()) + " units");
+  // The largest gain among the probed units; the first one on a tie, so every rank picks the same.
+  size_t best = groups.size();
+  for (size_t u = 0; u < groups.size(); ++u)
+    if (climbable(groups[u]) && !std::isnan(gain_pct[u]) && (best == groups.size() || gain_pct[u] > gain_pct[best]))
+      best = u;
+  const bool counts = best < groups.size() && gain_pct[best] >= min_gain_pct;
+  for (size_t u = 0; u < groups.size(); ++u)
+    if (u != best || !counts)
+      for (size_t i : groups[u]) linears_[i].below = 0;
+  if (!counts) return {};
+  int64_t count = 0;
+  for (size_t i : groups[best]) count = std::max(count, linears_[i].below);
+  ++count;
+  for (size_t i : groups[best]) linears_[i].below = count;
+  if (count < patience_) return {};
+  char reason[200];
+  std::snprintf(reason, sizeof reason,
+                "loss probe: raising %s lowered the loss the most, by >= %.3f%% in %lld probe(s) in a row, latest "
+                "%.3f%%",
+                probe_unit(linears_[groups[best].front()].name).c_str(), min_gain_pct, static_cast<long long>(count),
+                gain_pct[best]);
+  std::vector<PrecisionSwitch> out;
+  for (size_t i : groups[best])
+    if (!linears_[i].top()) out.push_back(raise(linears_[i], reason));
+  for (size_t i : groups[best]) linears_[i].below = 0;
+  return out;
 }
 
 std::vector<int64_t> AdaptivePrecision::state() const {

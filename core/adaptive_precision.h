@@ -13,6 +13,15 @@
 //     loss), not in a Linear before it that only received them. Raising every flagged Linear would undo the
 //     policy on one bad step, since a non-finite dy spreads to every Linear below.
 // A Linear on its top rung stays there.
+//
+// With model.adaptive_measure = "loss_probe" the statistics do not decide; a loss probe does (what the loss cares
+// about, where SNR only says how far a copy is from its source: docs/ADAPTIVE.md measured the difference). The
+// units are the transformer blocks (and the LM head): the probe evaluates fixed batches with the model as it is
+// and with one unit's Linears one rung up, for every unit, and hands over each unit's gain in % of the loss.
+//   - the unit with the largest gain adds one to its count if that gain reaches model.adaptive_probe_gain (%),
+//     and every other unit's count restarts; at model.adaptive_patience its Linears go up one rung and its count
+//     restarts. No unit reaching the threshold restarts every count. One unit at a time: raising one changes
+//     what raising another would gain.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -26,6 +35,10 @@ struct PrecisionSwitch {
   std::string linear, from, to;  // recipe names
   std::string reason;            // for the log line and the metrics record
 };
+
+// The loss probe's unit a Linear belongs to: "layers.3.qkv" -> "layers.3"; a name without a dot ("lm_head") is
+// its own unit.
+std::string probe_unit(const std::string& linear);
 
 class AdaptivePrecision {
  public:
@@ -48,6 +61,14 @@ class AdaptivePrecision {
   std::vector<PrecisionSwitch> measured(const std::map<std::string, double>& worst_snr_db);
   // A skipped step: whose weight gradients were non-finite, one flag per Linear in forward order.
   std::vector<PrecisionSwitch> nonfinite(const std::vector<bool>& flags);
+
+  // The loss probe's units: each transformer block's Linears ("layers.<i>.*"), the LM head alone, as indices
+  // into linears() in forward order; and whether one of a unit's Linears is below its top rung.
+  std::vector<std::vector<size_t>> units() const;
+  bool climbable(const std::vector<size_t>& unit) const;
+  // A loss probe's outcome: each unit's gain (units() order) in % of the loss, NaN for one not probed (not
+  // climbable); the decision above, with `min_gain_pct` the threshold.
+  std::vector<PrecisionSwitch> probed(const std::vector<double>& gain_pct, double min_gain_pct);
 
   const std::vector<Linear>& linears() const { return linears_; }
   // (rung, below) of every Linear in order: what the ranks agree on and a checkpoint records. set_state checks

@@ -190,6 +190,32 @@ void LinearState::set_recipe(Recipe r) {
   w_col.reset();
 }
 
+LinearState::Snapshot LinearState::snapshot() const {
+  auto copy = [](const std::unique_ptr<precision::DelayedScaling>& ds) {
+    return ds ? std::optional<precision::DelayedScaling>(*ds) : std::nullopt;
+  };
+  return {recipe, copy(ds_x), copy(ds_w),           copy(ds_dy), cache_ptr,     cache_version,
+          w_row,  w_col,      weight_quantizations, sr_counter,  collect_stats, stats};
+}
+
+void LinearState::restore(const Snapshot& saved) {
+  auto copy = [](const std::optional<precision::DelayedScaling>& ds) {
+    return ds ? std::make_unique<precision::DelayedScaling>(*ds) : nullptr;
+  };
+  recipe = saved.recipe;
+  ds_x = copy(saved.ds_x);
+  ds_w = copy(saved.ds_w);
+  ds_dy = copy(saved.ds_dy);
+  cache_ptr = saved.cache_ptr;
+  cache_version = saved.cache_version;
+  w_row = saved.w_row;
+  w_col = saved.w_col;
+  weight_quantizations = saved.weight_quantizations;
+  sr_counter = saved.sr_counter;
+  collect_stats = saved.collect_stats;
+  stats = saved.stats;
+}
+
 void LinearState::make_delayed_states() {
   ds_x.reset();
   ds_w.reset();

@@ -52,6 +52,24 @@ struct LinearState {
   // stochastic-rounding counter stay, so the layer keeps drawing its own stream.
   void set_recipe(Recipe r);
 
+  // Everything a forward or a set_recipe can change (the recipe, delayed-scaling states, the weight cache, the
+  // stochastic-rounding counter, the statistics), for trying other recipes and putting the layer back exactly
+  // as it was: the adaptive policy's loss probe (launch/precision_policy.h) evaluates with a block raised, and
+  // the training run must not notice.
+  struct Snapshot {
+    Recipe recipe;
+    std::optional<precision::DelayedScaling> ds_x, ds_w, ds_dy;
+    const void* cache_ptr;
+    int64_t cache_version;
+    std::shared_ptr<QuantizedTensor> w_row, w_col;
+    int64_t weight_quantizations;
+    uint64_t sr_counter;
+    bool collect_stats;
+    std::map<std::string, QuantizationErrorSums> stats;
+  };
+  Snapshot snapshot() const;
+  void restore(const Snapshot& saved);
+
  private:
   void make_delayed_states();
 };

@@ -19,16 +19,16 @@ double head_loss_everywhere(core::model::Gpt& model, const parallel::Mesh& mesh,
 
 }  // namespace
 
-double evaluate(const TrainConfig& c, core::model::Gpt& model, const core::data::BatchSampler& val,
-                const parallel::Mesh& mesh) {
+double evaluate(const TrainConfig& c, core::model::Gpt& model, const core::data::BatchSampler& data,
+                const parallel::Mesh& mesh, int64_t batches) {
   torch::NoGradGuard no_grad;
   const int64_t per_dp = c.global_batch / c.dp;
   double sum = 0.0;
   int64_t chunks = 0;
-  for (int64_t e = 0; e < c.eval_batches; ++e)
+  for (int64_t e = 0; e < batches; ++e)
     for (int64_t first = 0; first < per_dp; first += c.micro_batch) {
       const int64_t count = std::min(c.micro_batch, per_dp - first);
-      core::data::Batch b = val.eval_batch(e, c.global_batch, mesh.coord().dp * per_dp + first, count);
+      core::data::Batch b = data.eval_batch(e, c.global_batch, mesh.coord().dp * per_dp + first, count);
       sum += head_loss_everywhere(model, mesh, context_parallel_part(b.tokens, mesh).to(model.device()),
                                   context_parallel_part(b.targets, mesh).to(model.device()));
       ++chunks;

@@ -13,9 +13,10 @@
 
 namespace nibble::launch {
 
-// The mean loss over train.eval_batches fixed windows of the held-out split, the same on every rank.
-double evaluate(const TrainConfig& c, core::model::Gpt& model, const core::data::BatchSampler& val,
-                const parallel::Mesh& mesh);
+// The mean loss over `batches` (train.eval_batches for the held-out loss) fixed batches of windows of `data`'s
+// split, the same on every rank.
+double evaluate(const TrainConfig& c, core::model::Gpt& model, const core::data::BatchSampler& data,
+                const parallel::Mesh& mesh, int64_t batches);
 // train.sample_tokens tokens after train.sample_prompt at train.sample_temperature, decoded by `tok` (bytes
 // outside printable ASCII shown as '?').
 std::string sample(const TrainConfig& c, core::model::Gpt& model, const parallel::Mesh& mesh,

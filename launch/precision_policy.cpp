@@ -37,6 +37,12 @@ std::vector<LinearSpec> model_linears(const core::model::GptConfig& c) {
   return out;
 }
 
+std::string fmt_gain(double pct) {
+  char text[32];
+  std::snprintf(text, sizeof text, " %+.3f", pct);
+  return text;
+}
+
 std::string key(const std::string& linear, const char* field) {
   return "precision_policy." + linear + "." + field;
 }
@@ -62,20 +68,30 @@ PrecisionPolicy::PrecisionPolicy(const core::model::GptConfig& config, bool lead
                                                          config.adaptive_snr_db, config.adaptive_patience,
                                                          config.reproducible_sums);
   applied_.assign(linears.size(), 0);
+  if (config.adaptive_measure == "loss_probe") probe_gain_pct_ = config.adaptive_probe_gain;
   if (!lead_) return;
   int64_t climbing = 0;
   for (const auto& l : decisions_->linears()) climbing += l.top() ? 0 : 1;
+  char measure[256];
+  if (probe_gain_pct_)
+    std::snprintf(measure, sizeof measure,
+                  "a block at a time, after %lld loss probe(s) in a row (every train.stats_every steps, %lld "
+                  "batch(es)) in which raising it lowered the loss the most, by >= %.3f%%",
+                  static_cast<long long>(config.adaptive_patience),
+                  static_cast<long long>(config.adaptive_probe_batches), *probe_gain_pct_);
+  else
+    std::snprintf(measure, sizeof measure,
+                  "after %lld measurement(s) in a row (every train.stats_every steps) with a worst SNR < %.2f dB",
+                  static_cast<long long>(config.adaptive_patience), config.adaptive_snr_db);
   std::printf(
       "precision policy: adaptive -- %lld of %zu Linears can climb their ladder (their recipe, then the "
-      "more precise of \"%s\"), one rung after %lld measurement(s) in a row (every train.stats_every steps) "
-      "with a worst SNR < %.2f dB, or on a non-finite weight gradient\n",
-      static_cast<long long>(climbing), linears.size(), config.adaptive_ladder.c_str(),
-      static_cast<long long>(config.adaptive_patience), config.adaptive_snr_db);
+      "more precise of \"%s\"), one rung %s, or on a non-finite weight gradient\n",
+      static_cast<long long>(climbing), linears.size(), config.adaptive_ladder.c_str(), measure);
   std::fflush(stdout);
 }
 
 void PrecisionPolicy::measured(const std::map<std::string, nlohmann::ordered_json>& figures) {
-  if (!decisions_) return;
+  if (!decisions_ || probes()) return;  // under the loss probe the statistics are only logged
   std::map<std::string, double> worst;
   for (const auto& [linear, operands] : figures)
     if (const double w = worst_snr_db(operands); std::isfinite(w)) worst[linear] = w;
@@ -103,6 +119,54 @@ void PrecisionPolicy::nonfinite(const core::model::Gpt& model) {
   std::vector<bool> any(flags.begin(), flags.end());
   for (auto& s : decisions_->nonfinite(any)) pending_.push_back(std::move(s));
   observed_ = true;
+}
+
+nlohmann::ordered_json PrecisionPolicy::probe(core::model::Gpt& model, int64_t step,
+                                              const std::function<double()>& loss) {
+  // Every evaluation starts from the states as they are now and the last one leaves them so: the probe's
+  // forwards fill weight caches, may record delayed-scaling amaxes or draw rounding counters, and must not
+  // change the run. They are not statistics either.
+  std::vector<std::pair<core::LinearState*, core::LinearState::Snapshot>> saved;
+  for (const auto& s : model.linear_states()) saved.emplace_back(s.get(), s->snapshot());
+  auto put_back = [&] {
+    for (auto& [s, snapshot] : saved) s->restore(snapshot);
+  };
+  auto evaluate = [&] {
+    for (auto& [s, snapshot] : saved) s->collect_stats = false;
+    const double l = loss();
+    put_back();
+    return l;
+  };
+  const double base = evaluate();
+  const auto& linears = decisions_->linears();
+  const auto units = decisions_->units();
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < linears.size(); ++i) index[linears[i].name] = i;
+  std::vector<double> gains(units.size(), std::numeric_limits<double>::quiet_NaN());
+  nlohmann::ordered_json record_gains = nlohmann::ordered_json::object();
+  for (size_t u = 0; u < units.size(); ++u) {
+    if (!decisions_->climbable(units[u]) || !(std::isfinite(base) && base > 0)) continue;
+    std::vector<bool> in_unit(linears.size(), false);
+    for (size_t i : units[u]) in_unit[i] = true;
+    for (auto& [s, snapshot] : saved) {
+      const size_t i = index.at(s->name);
+      if (in_unit[i] && !linears[i].top()) s->set_recipe(linears[i].rungs[linears[i].rung + 1]);
+    }
+    gains[u] = 100.0 * (base - evaluate()) / base;
+    record_gains[core::probe_unit(linears[units[u].front()].name)] =
+        std::isfinite(gains[u]) ? nlohmann::ordered_json(gains[u]) : nlohmann::ordered_json();
+  }
+  for (auto& s : decisions_->probed(gains, *probe_gain_pct_)) pending_.push_back(std::move(s));
+  observed_ = true;
+  if (lead_) {
+    std::string line;
+    for (const auto& [unit, gain] : record_gains.items())
+      line += " " + unit + (gain.is_number() ? fmt_gain(gain.get<double>()) : std::string(" n/a"));
+    std::printf("loss probe after step %lld: loss %.4f; raising one rung gains (%% of it):%s\n",
+                static_cast<long long>(step), base, line.c_str());
+    std::fflush(stdout);
+  }
+  return {{"step", step}, {"loss_probe", {{"loss", base}, {"gain_pct", record_gains}}}};
 }
 
 std::vector<nlohmann::ordered_json> PrecisionPolicy::end_step(core::model::Gpt& model, QuantizationStatsLog& stats,

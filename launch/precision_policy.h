@@ -4,6 +4,11 @@
 //
 //   - Statistics (train.stats_every, required > 0): the figures QuantizationStatsLog::finish reduced over the
 //     world; a Linear's measure is the worst snr_db of its quantized copies (x, w, dy; rowwise and columnwise).
+//   - Or, with model.adaptive_measure = "loss_probe", a loss probe after the update on those steps (the statistics
+//     are then only logged): the mean loss of model.adaptive_probe_batches fixed training batches, evaluated as
+//     the model is and with each block's Linears one rung up (collective; the same on every rank). Every
+//     LinearState is saved before and put back after each evaluation (LinearState::Snapshot), so the run goes
+//     on exactly as if no probe had run; metrics.jsonl gets each probe's loss and gains.
 //   - Non-finite gradients: on a step the trainer skips, each rank flags the Linears whose local weight gradient
 //     is non-finite and one world all-reduce (max) gives every rank the same flags.
 //   - At the end of a step on which either came in, every rank takes world rank 0's (rung, count) of every
@@ -18,9 +23,11 @@
 //     starts every Linear at its configured recipe.
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +53,10 @@ class PrecisionPolicy {
   void measured(const std::map<std::string, nlohmann::ordered_json>& figures);
   // A step the trainer skips for non-finite gradients (collective over the world: every rank calls it).
   void nonfinite(const core::model::Gpt& model);
+  // model.adaptive_measure = "loss_probe": whether to probe, and the probe at the end of step `step` (collective:
+  // `loss` evaluates the probe batches on every rank); returns its metrics record.
+  bool probes() const { return decisions_ && probe_gain_pct_.has_value(); }
+  nlohmann::ordered_json probe(core::model::Gpt& model, int64_t step, const std::function<double()>& loss);
   // After the step's update (collective over the world on the steps measured/nonfinite ran, which every rank
   // knows alike): agree, apply to `model`, relabel `stats`; returns one metrics record per switch.
   std::vector<nlohmann::ordered_json> end_step(core::model::Gpt& model, QuantizationStatsLog& stats, int64_t step);
@@ -67,6 +78,7 @@ class PrecisionPolicy {
   std::vector<size_t> applied_;                 // the rung each Linear's recipe is at in the model
   std::vector<core::PrecisionSwitch> pending_;  // this step's own decisions, for their reasons
   bool observed_ = false;
+  std::optional<double> probe_gain_pct_;  // set: model.adaptive_measure = "loss_probe", its threshold
   bool lead_;
 };
 

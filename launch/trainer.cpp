@@ -382,6 +382,12 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     }
     if (collect_stats) stats_log.finish_states(state_stats, step + 1);  // (every rank, applied or not)
     ++state.step;
+    // The loss probe (model.adaptive_measure = "loss_probe") on the updated weights, collective, leaving the
+    // model's states as they were; not after the last step, which no decision can help any more.
+    if (collect_stats && policy.probes() && state.step < c.steps)
+      write_metrics(policy.probe(model, state.step, [&] {
+        return evaluate(c, model, train_data, mesh, c.model.adaptive_probe_batches);
+      }));
     for (const auto& record : policy.end_step(model, stats_log, state.step)) write_metrics(record);  // the boundary
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (account_memory) {
@@ -436,7 +442,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
       return 3;
     }
     if (c.eval_every > 0 && state.step % c.eval_every == 0 && state.step < c.steps) {
-      eval_loss = evaluate(c, model, val_data, mesh);
+      eval_loss = evaluate(c, model, val_data, mesh, c.eval_batches);
       if (lead) std::printf("eval at step %lld | held-out loss %.4f\n", static_cast<long long>(state.step), eval_loss);
       write_metrics({{"step", state.step}, {"eval_loss", eval_loss}});
     }
@@ -450,7 +456,7 @@ int run_training(const TrainConfig& c, const DeviceChoice& device) {
     write_metrics(policy.summary_record(state.step));
     if (lead) std::printf("%s\n", policy.summary().c_str());
   }
-  eval_loss = evaluate(c, model, val_data, mesh);
+  eval_loss = evaluate(c, model, val_data, mesh, c.eval_batches);
   write_metrics({{"step", state.step}, {"eval_loss", eval_loss}, {"final", true}});
   const std::string text =
       c.sample_tokens > 0 ? sample(c, model, mesh, core::data::Tokenizer::for_token_file(c.train_path)) : "";

@@ -71,7 +71,16 @@ void GptConfig::validate() const {
   }
   require(std::isfinite(adaptive_snr_db), "adaptive_snr_db", std::to_string(adaptive_snr_db), "must be finite (dB)");
   require(adaptive_patience >= 1, "adaptive_patience", std::to_string(adaptive_patience),
-          "must be >= 1 (measurements in a row below model.adaptive_snr_db)");
+          "must be >= 1 (measurements in a row below model.adaptive_snr_db, or probes in a row)");
+  require(adaptive_measure == "snr" || adaptive_measure == "loss_probe", "adaptive_measure",
+          "\"" + adaptive_measure + "\"",
+          "valid: \"snr\" (a Linear's worst copy against model.adaptive_snr_db), \"loss_probe\" (the block whose "
+          "raise lowers a probe loss the most)");
+  // Negative thresholds are allowed: the best block then climbs even when raising it costs loss (tests use it).
+  require(std::isfinite(adaptive_probe_gain), "adaptive_probe_gain", std::to_string(adaptive_probe_gain),
+          "must be finite (% of the probe loss)");
+  require(adaptive_probe_batches >= 1, "adaptive_probe_batches", std::to_string(adaptive_probe_batches),
+          "must be >= 1 (training batches of train.global_batch sequences per probe)");
   for (const auto& [key, name] : {std::pair{"recipe", recipe}, std::pair{"lm_head_recipe", lm_head_recipe}}) {
     try {
       recipe_preset(name).validate();

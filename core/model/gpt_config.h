@@ -28,10 +28,16 @@ struct GptConfig {
   // Adaptive precision (launch/precision_policy.h): "fixed" keeps every Linear at its recipe; "adaptive" raises a
   // Linear one rung along adaptive_ladder (core/precision_ladder.h) when the worst SNR of its quantized copies
   // (train.stats_every's reduced statistics) is below adaptive_snr_db for adaptive_patience measurements in a
-  // row, or at once when its weight gradient is non-finite.
+  // row, or at once when its weight gradient is non-finite. adaptive_measure = "loss_probe" decides from a loss
+  // probe instead (core/adaptive_precision.h): every train.stats_every steps, adaptive_probe_batches fixed
+  // training batches are evaluated as the model is and with each block one rung up; the block whose raise
+  // lowers that loss the most, by >= adaptive_probe_gain % of it, for adaptive_patience probes in a row goes up.
   std::string precision_policy = "fixed";
   std::string adaptive_ladder = "mxfp8, bf16";
+  std::string adaptive_measure = "snr";
   double adaptive_snr_db = 15.0;
+  double adaptive_probe_gain = 0.05;
+  int64_t adaptive_probe_batches = 4;
   int64_t adaptive_patience = 2;
   // Whether the norms and SwiGLU save their inputs for backward as FP8 1x16 groups (COAT): "auto" as the
   // layer's recipe says (every quantized preset does, bf16 does not), "true" in every layer, "false" in none.

@@ -1,9 +1,13 @@
 // core/precision_ladder.h and core/adaptive_precision.h: the ladder is checked for order, each Linear's rungs are
 // the entries above its own recipe, decisions follow hand-made figures (threshold, patience, reset, top rung,
 // non-finite gradients nearest the loss), the state round-trips; LinearState::set_recipe makes a Linear compute
-// exactly what a fresh Linear of the new recipe computes.
+// exactly what a fresh Linear of the new recipe computes. The loss probe's decisions (units, the block that gains
+// most, threshold, patience, ties, top rungs) on hand-made gains, and LinearState::Snapshot putting a layer back
+// exactly after a probe's forwards under another recipe.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <limits>
 
 #include "core/adaptive_precision.h"
 #include "core/linear.h"
@@ -154,4 +158,112 @@ TEST(LinearStateSetRecipe, ComputesWhatAFreshLinearOfTheNewRecipeComputes) {
     EXPECT_TRUE(torch::equal(a, b)) << "nvfp4 -> " << to;
     EXPECT_EQ(switched->recipe.name, to);
   }
+}
+
+namespace {
+
+// Two blocks of two nvfp4 Linears and a bf16 LM head (on its top rung already); ladder mxfp8 -> bf16, patience 2.
+AdaptivePrecision two_blocks() {
+  const Recipe nv = recipe_preset("nvfp4");
+  return AdaptivePrecision({{"layers.0.qkv", nv},
+                            {"layers.0.out", nv},
+                            {"layers.1.qkv", nv},
+                            {"layers.1.out", nv},
+                            {"lm_head", recipe_preset("bf16")}},
+                           parse_precision_ladder("mxfp8, bf16"), 15.0, 2, false);
+}
+
+constexpr double kNotProbed = std::numeric_limits<double>::quiet_NaN();
+
+}  // namespace
+
+TEST(AdaptivePrecisionProbe, UnitsAreTheBlocksAndTheHead) {
+  const AdaptivePrecision p = two_blocks();
+  EXPECT_EQ(p.units(), (std::vector<std::vector<size_t>>{{0, 1}, {2, 3}, {4}}));
+  EXPECT_TRUE(p.climbable(p.units()[0]));
+  EXPECT_FALSE(p.climbable(p.units()[2]));  // a bf16 head has one rung
+  EXPECT_EQ(nibble::core::probe_unit("layers.12.down"), "layers.12");
+  EXPECT_EQ(nibble::core::probe_unit("lm_head"), "lm_head");
+}
+
+TEST(AdaptivePrecisionProbe, RaisesTheBlockThatGainsMostForPatienceProbes) {
+  AdaptivePrecision p = two_blocks();
+  // Block 1 gains most but under the threshold: nothing counts.
+  EXPECT_TRUE(p.probed({0.01, 0.04, kNotProbed}, 0.05).empty());
+  for (const auto& l : p.linears()) EXPECT_EQ(l.below, 0) << l.name;
+  // Block 0 leads above the threshold: its count (both Linears) goes up, block 1's stays 0.
+  EXPECT_TRUE(p.probed({0.2, 0.1, kNotProbed}, 0.05).empty());
+  EXPECT_EQ(p.linears()[0].below, 1);
+  EXPECT_EQ(p.linears()[1].below, 1);
+  EXPECT_EQ(p.linears()[2].below, 0);
+  // Block 1 leads now: block 0's count restarts.
+  EXPECT_TRUE(p.probed({0.2, 0.3, kNotProbed}, 0.05).empty());
+  EXPECT_EQ(p.linears()[0].below, 0);
+  EXPECT_EQ(p.linears()[2].below, 1);
+  // Block 1 again: both its Linears go up one rung, nothing else moves.
+  const auto s = p.probed({0.2, 0.25, kNotProbed}, 0.05);
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].linear, "layers.1.qkv");
+  EXPECT_EQ(s[1].linear, "layers.1.out");
+  EXPECT_EQ(s[0].from + "->" + s[0].to, "nvfp4->mxfp8");
+  EXPECT_NE(s[0].reason.find("loss probe: raising layers.1 lowered the loss the most, by >= 0.050% in 2 probe(s) "
+                             "in a row, latest 0.250%"),
+            std::string::npos)
+      << s[0].reason;
+  EXPECT_EQ(p.linears()[0].recipe().name, "nvfp4");
+  EXPECT_EQ(p.linears()[2].below, 0);  // the new rung is judged by new probes
+  EXPECT_EQ(p.four_bit_count(), 2);
+  // A tie goes to the first unit; a NaN gain (not probed) never leads; a negative threshold raises the best
+  // unit even at a loss.
+  EXPECT_TRUE(p.probed({0.1, 0.1, kNotProbed}, 0.05).empty());
+  EXPECT_EQ(p.linears()[0].below, 1);
+  EXPECT_EQ(p.linears()[2].below, 0);
+  const auto forced = p.probed({-0.3, kNotProbed, kNotProbed}, -1.0);
+  ASSERT_EQ(forced.size(), 2u);
+  EXPECT_EQ(forced[0].linear, "layers.0.qkv");
+  EXPECT_THROW(p.probed({0.1, 0.1}, 0.05), nibble::InvalidArgument);
+}
+
+TEST(AdaptivePrecisionProbe, ABlockOnItsTopRungIsNotAmongTheCandidates) {
+  AdaptivePrecision p = two_blocks();
+  for (int i = 0; i < 4; ++i) p.probed({1.0, 0.0, kNotProbed}, 0.05);  // block 0: nvfp4 -> mxfp8 -> bf16
+  EXPECT_EQ(p.linears()[0].recipe().name, "bf16");
+  EXPECT_FALSE(p.climbable(p.units()[0]));
+  // Even a gain reported for it (a caller's mistake) does not make it lead: block 1 counts.
+  EXPECT_TRUE(p.probed({5.0, 0.1, kNotProbed}, 0.05).empty());
+  EXPECT_EQ(p.linears()[2].below, 1);
+}
+
+TEST(LinearStateSnapshot, RestoresEverythingAForwardAndASetRecipeChange) {
+  torch::manual_seed(4);
+  const torch::Tensor x = torch::randn({32, 64}, torch::requires_grad()), w = torch::randn({48, 64}) * 0.1;
+  const torch::Tensor wp = w.clone().requires_grad_(true);
+  // fp8_delayed: a forward records amaxes into the delayed-scaling history; SR gradients draw counters.
+  auto probed = std::make_shared<nibble::core::LinearState>(recipe_preset("fp8_delayed"), "l", 7);
+  auto untouched = std::make_shared<nibble::core::LinearState>(recipe_preset("fp8_delayed"), "l", 7);
+  for (auto& s : {probed, untouched}) {
+    nibble::core::linear_forward(x, wp, std::nullopt, s).sum().backward();
+    s->end_step();
+  }
+  const auto saved = probed->snapshot();
+  {
+    torch::NoGradGuard no_grad;
+    (void)nibble::core::linear_forward(x * 3, w, std::nullopt, probed);  // other amaxes into the history
+    probed->set_recipe(recipe_preset("mxfp8"));
+    (void)nibble::core::linear_forward(x, w, std::nullopt, probed);
+  }
+  probed->restore(saved);
+  EXPECT_EQ(probed->recipe.name, "fp8_delayed");
+  ASSERT_TRUE(probed->ds_x && untouched->ds_x);
+  EXPECT_EQ(probed->ds_x->history(), untouched->ds_x->history());
+  EXPECT_EQ(probed->sr_counter, untouched->sr_counter);
+  // The next training step computes exactly what the layer that never saw the probe computes.
+  for (int step = 0; step < 2; ++step) {
+    torch::Tensor ya = nibble::core::linear_forward(x, wp, std::nullopt, probed);
+    torch::Tensor yb = nibble::core::linear_forward(x, wp, std::nullopt, untouched);
+    EXPECT_TRUE(torch::equal(ya, yb)) << "step " << step;
+    probed->end_step();
+    untouched->end_step();
+  }
+  EXPECT_EQ(probed->ds_w->scale(), untouched->ds_w->scale());
 }

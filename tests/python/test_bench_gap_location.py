@@ -23,16 +23,24 @@ def value(args, key):
 
 
 def test_plan_moves_one_block_or_one_operand_to_bf16(gap):
-    plan = gap.plan("nvfp4", 4, ["16.8"])
+    plan = gap.plan("nvfp4", 4, ["16.8"], ["0.05"])
     assert value(plan["block 2 in bf16"], "--model.layer_recipes") == "nvfp4,nvfp4,bf16,nvfp4"
     # A BF16 wgrad operand is never rotated, so on nvfp4 its partner drops the RHT (Recipe::validate insists).
     assert value(plan["x in bf16 (every block)"], "--model.recipe_overrides") == "x.quantized=false,dy_col.rht=false"
     assert value(plan["dy in bf16 (every block)"], "--model.recipe_overrides") == "dy.quantized=false,x_col.rht=false"
     assert value(plan["w in bf16 (every block)"], "--model.recipe_overrides") == "w.quantized=false"
-    assert value(gap.plan("mxfp4", 4, [])["x in bf16 (every block)"], "--model.recipe_overrides") == "x.quantized=false"
+    mxfp4 = gap.plan("mxfp4", 4, [], [])
+    assert value(mxfp4["x in bf16 (every block)"], "--model.recipe_overrides") == "x.quantized=false"
     adaptive = plan["adaptive, < 16.8 dB"]
     assert value(adaptive, "--model.precision_policy") == "adaptive"
     assert value(adaptive, "--model.adaptive_snr_db") == "16.8"
+    assert "--model.adaptive_measure" not in adaptive
+    probe = plan["adaptive, loss probe >= 0.05%"]
+    assert value(probe, "--model.adaptive_measure") == "loss_probe"
+    assert value(probe, "--model.adaptive_probe_gain") == "0.05"
+    assert value(probe, "--model.adaptive_ladder") == value(adaptive, "--model.adaptive_ladder") == "mxfp8, bf16"
+    assert value(plan["adaptive, loss probe >= 0.05%, ladder bf16"], "--model.adaptive_ladder") == "bf16"
+    assert value(plan["adaptive, loss probe >= 0.05%, every 15 steps"], "--train.stats_every") == "15"
     # Every run quantizes every block unless it names its exception; statistics only where they are read.
     for name, args in plan.items():
         assert value(args, "--model.bf16_first") == "0" and value(args, "--model.bf16_last") == "0", name
@@ -67,3 +75,15 @@ def test_precision_at_end_names_the_raised_linears(gap, tmp_path):
                                                    ["layers.0.gate", "layers.1.up"])
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 900, "final": True, "eval_loss": 3.4}) + "\n")
     assert gap.precision_at_end(str(tmp_path)) == ("", [])
+
+
+def test_block_switches_lists_each_block_once_per_switch(gap, tmp_path):
+    records = [{"step": 270, "precision_switch": {"linear": f"layers.0.{n}", "from": "nvfp4", "to": "mxfp8"}}
+               for n in ("qkv", "out", "gate")]
+    records += [{"step": 630, "precision_switch": {"linear": "layers.0.qkv", "from": "mxfp8", "to": "bf16"}},
+                {"step": 765, "precision_switch": {"linear": "layers.3.up", "from": "nvfp4", "to": "mxfp8"}}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert gap.block_switches(str(tmp_path)) == ("layers.0 -> mxfp8 after step 270, layers.0 -> bf16 after step 630, "
+                                                 "layers.3 -> mxfp8 after step 765")
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 900, "final": True, "eval_loss": 3.4}) + "\n")
+    assert gap.block_switches(str(tmp_path)) == "none"

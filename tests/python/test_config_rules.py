@@ -38,7 +38,14 @@ RULES = {
     "model.adaptive_snr_db": [("nan", "model.adaptive_snr_db = nan is invalid: must be finite (dB)")],
     "model.adaptive_patience": [
         ("0", "model.adaptive_patience = 0 is invalid: must be >= 1 (measurements in a row below "
-              "model.adaptive_snr_db)")],
+              "model.adaptive_snr_db, or probes in a row)")],
+    "model.adaptive_measure": [
+        ("fisher", 'model.adaptive_measure = "fisher" is invalid: valid: "snr" (a Linear\'s worst copy against '
+                   'model.adaptive_snr_db), "loss_probe"')],
+    "model.adaptive_probe_gain": [("inf", "model.adaptive_probe_gain = inf is invalid: must be finite (% of the probe "
+                                          "loss)")],
+    "model.adaptive_probe_batches": [("0", "model.adaptive_probe_batches = 0 is invalid: must be >= 1 (training "
+                                           "batches of train.global_batch sequences per probe)")],
     "model.recipe_overrides": [
         ("dy.rounding=up", 'model.recipe_overrides = "dy.rounding=up" is invalid: \'dy.rounding=up\': rounding takes '
                            "nearest or stochastic, not 'up'"),
