@@ -11,7 +11,7 @@
 //     on exactly as if no probe had run; metrics.jsonl gets each probe's loss and gains.
 //   - Non-finite gradients: on a step the trainer skips, each rank flags the Linears whose local weight gradient
 //     is non-finite and one world all-reduce (max) gives every rank the same flags.
-//   - At the end of a step on which either came in, every rank takes world rank 0's (rung, count) of every
+//   - At the end of a step on which any of these came in, every rank takes world rank 0's (rung, count) of every
 //     Linear (a broadcast: equal inputs give equal decisions already, but no reduction order can then make
 //     two ranks disagree), points the LinearStates it holds at their rungs' recipes (LinearState::set_recipe:
 //     the FP32 master weights and optimizer states are untouched; delayed-scaling history starts anew) and

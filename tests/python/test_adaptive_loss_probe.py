@@ -4,7 +4,7 @@ with each block one rung up, and raises the block whose raise lowers that loss t
 adaptive_probe_gain %, after adaptive_patience probes in a row.
 
 The oracle for what the probe measures is nibble.models.GPT from Python, built with the raised block's recipe and
-loaded with the checkpoint the run wrote at the probe's step. A threshold of -100% makes the best block climb at
+loaded with the checkpoint the run wrote at the probe's step. A threshold of -100% makes the best block count at
 every probe (whatever the gains), so the layouts and the resume below are checked on several switches."""
 import json
 import os
