@@ -61,6 +61,7 @@ PrecisionPolicy::PrecisionPolicy(const core::model::GptConfig& config, bool lead
   if (config.precision_policy != "adaptive") return;
   std::vector<std::pair<std::string, core::Recipe>> linears;
   for (const LinearSpec& l : model_linears(config)) {
+    index_[l.name] = linears.size();
     linears.emplace_back(l.name, l.recipe);
     weights_.push_back(l.weights);
   }
@@ -128,33 +129,26 @@ nlohmann::ordered_json PrecisionPolicy::probe(core::model::Gpt& model, int64_t s
   // change the run. They are not statistics either.
   std::vector<std::pair<core::LinearState*, core::LinearState::Snapshot>> saved;
   for (const auto& s : model.linear_states()) saved.emplace_back(s.get(), s->snapshot());
-  auto put_back = [&] {
-    for (auto& [s, snapshot] : saved) s->restore(snapshot);
-  };
   auto evaluate = [&] {
     for (auto& [s, snapshot] : saved) s->collect_stats = false;
     const double l = loss();
-    put_back();
+    for (auto& [s, snapshot] : saved) s->restore(snapshot);
     return l;
   };
   const double base = evaluate();
   const auto& linears = decisions_->linears();
   const auto units = decisions_->units();
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < linears.size(); ++i) index[linears[i].name] = i;
   std::vector<double> gains(units.size(), std::numeric_limits<double>::quiet_NaN());
   nlohmann::ordered_json record_gains = nlohmann::ordered_json::object();
-  for (size_t u = 0; u < units.size(); ++u) {
-    if (!decisions_->climbable(units[u]) || !(std::isfinite(base) && base > 0)) continue;
-    std::vector<bool> in_unit(linears.size(), false);
-    for (size_t i : units[u]) in_unit[i] = true;
+  for (size_t u = 0; std::isfinite(base) && base > 0 && u < units.size(); ++u) {
+    if (!decisions_->climbable(units[u])) continue;
+    const std::string unit = core::probe_unit(linears[units[u].front()].name);
     for (auto& [s, snapshot] : saved) {
-      const size_t i = index.at(s->name);
-      if (in_unit[i] && !linears[i].top()) s->set_recipe(linears[i].rungs[linears[i].rung + 1]);
+      const auto& l = linears[index_.at(s->name)];
+      if (core::probe_unit(l.name) == unit && !l.top()) s->set_recipe(l.rungs[l.rung + 1]);
     }
     gains[u] = 100.0 * (base - evaluate()) / base;
-    record_gains[core::probe_unit(linears[units[u].front()].name)] =
-        std::isfinite(gains[u]) ? nlohmann::ordered_json(gains[u]) : nlohmann::ordered_json();
+    record_gains[unit] = std::isfinite(gains[u]) ? nlohmann::ordered_json(gains[u]) : nlohmann::ordered_json();
   }
   for (auto& s : decisions_->probed(gains, *probe_gain_pct_)) pending_.push_back(std::move(s));
   observed_ = true;
@@ -205,10 +199,8 @@ std::vector<nlohmann::ordered_json> PrecisionPolicy::end_step(core::model::Gpt& 
 
 void PrecisionPolicy::apply(core::model::Gpt& model) {
   const auto& linears = decisions_->linears();
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < linears.size(); ++i) index[linears[i].name] = i;
   for (const auto& s : model.linear_states()) {
-    const size_t i = index.at(s->name);
+    const size_t i = index_.at(s->name);
     if (linears[i].rung != applied_[i]) s->set_recipe(linears[i].recipe());
   }
   for (size_t i = 0; i < linears.size(); ++i) applied_[i] = linears[i].rung;

@@ -74,6 +74,7 @@ class PrecisionPolicy {
   void apply(core::model::Gpt& model);
   double four_bit_weight_share() const;  // of the Linears' weight elements, in Linears on a 4-bit recipe
   std::vector<int64_t> weights_;         // each Linear's weight elements (the share of GEMM work it carries)
+  std::map<std::string, size_t> index_;  // a Linear's name -> its place in decisions_->linears()
   std::unique_ptr<core::AdaptivePrecision> decisions_;
   std::vector<size_t> applied_;                 // the rung each Linear's recipe is at in the model
   std::vector<core::PrecisionSwitch> pending_;  // this step's own decisions, for their reasons
