@@ -253,7 +253,7 @@ def report(out: str, seeds: list[int], sizes: list[str], by_size: dict[str, list
     with open(CONFIG, "rb") as f:
         config = tomllib.load(f)
     tokens_per_step = config["train"]["global_batch"] * config["model"]["seq_len"]
-    flattened = {}
+    flattened, verdicts_by_size = {}, {}
     for size in sizes:
         s, recipes = SIZES[size], by_size[size]
         results = {name: [summarize(os.path.join(out, run_dir_name(size, name, seed))) for seed in seeds]
@@ -292,15 +292,34 @@ def report(out: str, seeds: list[int], sizes: list[str], by_size: dict[str, list
         rel = os.path.relpath(os.path.join(images, png), os.path.dirname(docs))
         lines += ["", f"![{size} loss curves]({rel})", ""]
         rows = comparisons(results)
+        verdicts_by_size[size] = {claim: verdict for claim, _, verdict in rows}
         if rows:
             lines += ["| published | here (held-out loss gap per seed) | agrees? |", "|---|---|---|"]
             lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
             lines += ["", "Each seed's gap compares two runs that saw the same batches from the same initial weights; "
                       "a claim counts as shown only when every seed shows it. Orderings are compared by the sign of each gap, not "
                       "its size (the published sizes belong to billions of parameters and tokens).", ""]
+    lines += across_sizes(verdicts_by_size)
     lines += limits(flattened)
     with open(docs, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def across_sizes(verdicts_by_size: dict[str, dict[str, str]]) -> list[str]:
+    """The closing table of the published claims: each size's verdict and whether the claim holds at every size
+    (the limits below say why only those mean much). Only claims that every size could test are listed."""
+    sizes = list(verdicts_by_size)
+    claims = [c for c, *_ in CLAIMS if all(c in verdicts_by_size[s] for s in sizes)]
+    if len(sizes) < 2 or not claims:
+        return []
+    lines = ["## The published claims at every size", "",
+             "| published | " + " | ".join(sizes) + " | holds at every size? |",
+             "|---|" + "---|" * len(sizes) + "---|"]
+    for claim in claims:
+        verdicts = [verdicts_by_size[s][claim] for s in sizes]
+        held = all(v == "yes, every seed" for v in verdicts)
+        lines.append(f"| {claim} | " + " | ".join(verdicts) + f" | {'**yes**' if held else 'no'} |")
+    return lines + [""]
 
 
 # A curve has flattened when the held-out loss falls by less than this over the last tenth of the steps.
@@ -357,16 +376,33 @@ def size_recipes(size: str, recipes: list[str], all_recipes: bool) -> list[str]:
     return [r for r in recipes if all_recipes or keep is None or r in keep]
 
 
-def walls(out: str) -> list[str]:
-    """The report's wall-time sentences, from the records the runs left in `out`."""
-    lines = []
-    for name, what in (("study_wall.json", "This study's last full run"),
-                       ("study_wall_all_recipes.json", "`--all-recipes` after it (the runs it adds)")):
+def walls(out: str, added_runs: list[str], parallel: int) -> list[str]:
+    """The report's wall-time sentences, from the records the runs left in `out`. `added_runs` are the run
+    directories `--all-recipes` adds to a plain study; when they were trained over more than one invocation (an
+    interrupted one resumes), the last invocation's wall time covers only some of them, so the sentence also gives
+    what all of their steps took, from each step's own timing."""
+    def record(name: str) -> dict | None:
         path = os.path.join(out, name)
-        if os.path.isfile(path):
-            with open(path) as f:
-                w = json.load(f)
-            lines.append(f"{what} took {w['wall_s'] / 60:.1f} minutes of wall time for {w['jobs']} runs.")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+    lines = []
+    plain = record("study_wall.json")
+    if plain:
+        lines.append(f"This study's last full run took {plain['wall_s'] / 60:.1f} minutes of wall time for "
+                     f"{plain['jobs']} runs.")
+    added = record("study_wall_all_recipes.json")
+    if added and added["jobs"] == len(added_runs):
+        lines.append(f"`--all-recipes` after it took {added['wall_s'] / 60:.1f} minutes of wall time for the "
+                     f"{added['jobs']} runs it adds.")
+    elif added and all(os.path.isfile(os.path.join(out, d, "metrics.jsonl")) for d in added_runs):
+        step_minutes = sum(r["ms_per_step"] for d in added_runs for r in load_records(os.path.join(out, d))
+                           if "ms_per_step" in r) / 60000
+        lines.append(f"The {len(added_runs)} runs `--all-recipes` adds were trained over more than one invocation "
+                     f"(the last took {added['wall_s'] / 60:.1f} minutes for {added['jobs']} of them); their training "
+                     f"steps alone took {step_minutes:.0f} run-minutes, about {step_minutes / parallel:.0f} minutes "
+                     f"of wall time {parallel} at a time.")
     return lines
 
 
@@ -427,7 +463,9 @@ def main() -> None:
             with open(os.path.join(out, name), "w") as f:
                 json.dump({"wall_s": wall, "jobs": sum(o != "kept" for o in outcomes), "parallel": a.parallel,
                            "all_recipes": a.all_recipes}, f)
-    report(out, seeds, sizes, by_size, docs, images, walls(out))
+    added_runs = [run_dir_name(size, name, seed) for size in sizes for name in size_recipes(size, recipes, True)
+                  if name not in size_recipes(size, recipes, False) for seed in seeds]
+    report(out, seeds, sizes, by_size, docs, images, walls(out, added_runs, a.parallel))
     print(f"wrote {docs}")
 
 

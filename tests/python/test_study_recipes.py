@@ -80,3 +80,33 @@ def test_each_size_runs_its_own_recipes_unless_all_are_asked_for(study):
     assert study.size_recipes("10m", everything, True) == everything
     # --only narrows both; bf16 (the reference) is always among them.
     assert study.size_recipes("10m", ["bf16", "mxfp4"], False) == ["bf16"]
+
+
+def test_the_closing_table_holds_a_claim_only_where_every_size_shows_it(study):
+    yes, split = "yes, every seed", "seeds disagree: cannot order them"
+    claims = [c for c, *_ in study.CLAIMS]
+    rows = study.across_sizes({"default": {claims[1]: yes, claims[2]: yes},
+                               "10m": {claims[1]: yes, claims[2]: split}})
+    assert f"| {claims[1]} | {yes} | {yes} | **yes** |" in rows
+    assert f"| {claims[2]} | {yes} | {split} | no |" in rows
+    # A claim one size could not test (its runs missing there) is left out; one size alone has no such table.
+    assert not any(claims[3] in row for row in rows)
+    assert study.across_sizes({"default": {claims[1]: yes}}) == []
+
+
+def test_wall_time_of_added_runs_trained_over_two_invocations_comes_from_their_steps(study, tmp_path):
+    import json
+    for d, ms in (("10m-a-s0", [60000.0, 120000.0]), ("10m-a-s1", [54000.0])):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "ms_per_step": m}) + "\n"
+                                                            for i, m in enumerate(ms)))
+    # The last invocation trained one of the two runs: 234 s of steps in all, 3.9 run-minutes.
+    (tmp_path / "study_wall_all_recipes.json").write_text(json.dumps({"wall_s": 30.0, "jobs": 1}))
+    (line,) = study.walls(str(tmp_path), ["10m-a-s0", "10m-a-s1"], 2)
+    assert line.startswith("The 2 runs `--all-recipes` adds were trained over more than one invocation")
+    assert "(the last took 0.5 minutes for 1 of them)" in line
+    assert "took 4 run-minutes, about 2 minutes of wall time 2 at a time" in line
+    # One invocation that ran them all: its own wall time.
+    (tmp_path / "study_wall_all_recipes.json").write_text(json.dumps({"wall_s": 120.0, "jobs": 2}))
+    assert study.walls(str(tmp_path), ["10m-a-s0", "10m-a-s1"], 2) == [
+        "`--all-recipes` after it took 2.0 minutes of wall time for the 2 runs it adds."]
