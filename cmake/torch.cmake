@@ -27,3 +27,36 @@ target_link_directories(nibble_torch INTERFACE ${NIBBLE_TORCH_DIR}/lib)
 target_link_libraries(nibble_torch INTERFACE c10 torch torch_cpu)
 set(CMAKE_BUILD_RPATH "${CMAKE_BUILD_RPATH};${NIBBLE_TORCH_DIR}/lib")
 
+# Most sources of the torch-using libraries parse torch's headers (<torch/torch.h> alone is most of such a
+# source's compile time). Each of those libraries compiles them once, into a precompiled header those sources
+# load instead: the same declarations, about half the compile time. Loading it (~700 MB) costs a torch-free
+# source seconds, so cmake/torch_includers.py picks the sources that reach torch through their includes and
+# the others compile the plain way. One PCH per library, not one shared: GCC uses a PCH only under the flags
+# it was built with, and each library has its own definitions. NIBBLE_PCH=OFF compiles every source the plain
+# way (docs/ARCHITECTURE.md "Build" has the numbers).
+option(NIBBLE_PCH "Precompile torch's headers once per torch-using library (faster builds)" ON)
+function(nibble_precompile_torch target header)
+  if(NOT NIBBLE_PCH)
+    return()
+  endif()
+  get_target_property(sources ${target} SOURCES)
+  get_target_property(source_dir ${target} SOURCE_DIR)
+  set(paths "")
+  foreach(source IN LISTS sources)
+    if(source MATCHES "^\\$<" OR NOT source MATCHES "\\.cpp$")
+      continue()  # $<TARGET_OBJECTS:...> of other targets; CUDA sources have no PCH
+    endif()
+    cmake_path(ABSOLUTE_PATH source BASE_DIRECTORY ${source_dir} OUTPUT_VARIABLE path)
+    list(APPEND paths ${path})
+  endforeach()
+  execute_process(
+    COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/cmake/torch_includers.py ${PROJECT_SOURCE_DIR} ${paths}
+    OUTPUT_VARIABLE includers OUTPUT_STRIP_TRAILING_WHITESPACE COMMAND_ERROR_IS_FATAL ANY)
+  string(REPLACE "\n" ";" includers "${includers}")
+  set(torch_free ${paths})
+  list(REMOVE_ITEM torch_free ${includers})
+  if(torch_free)
+    set_source_files_properties(${torch_free} TARGET_DIRECTORY ${target} PROPERTIES SKIP_PRECOMPILE_HEADERS ON)
+  endif()
+  target_precompile_headers(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:${header}>")
+endfunction()

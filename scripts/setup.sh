@@ -16,7 +16,9 @@ apt_packages=(
 # transformers, safetensors and tokenizers are for tests and Hugging Face interop only: importing nibble and
 # training need none of them.
 # scikit-build-core builds the package from this CMake project (`pip install --no-build-isolation .`).
-pip_packages=(torch numpy pytest ml_dtypes matplotlib torchao transformers safetensors tokenizers scikit-build-core)
+# pytest-xdist runs the Python tests on both cores (tests/CMakeLists.txt).
+pip_packages=(torch numpy pytest pytest-xdist ml_dtypes matplotlib torchao transformers safetensors tokenizers
+              scikit-build-core)
 
 missing=()
 for p in "${apt_packages[@]}"; do
