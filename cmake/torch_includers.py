@@ -24,20 +24,16 @@ def reaches_torch(path: str, root: str, memo: dict[str, bool]) -> bool:
             text = f.read()
     except OSError:
         return False
-    found = False
     for kind, name in INCLUDE.findall(text):
-        if kind == "<" and name.startswith(TORCH):
-            found = True
-            break
-        # Project headers are included by their path from the root ("core/linear.h") or beside the includer.
-        for candidate in (os.path.join(root, name), os.path.join(os.path.dirname(path), name)):
-            if kind == '"' and os.path.isfile(candidate) and reaches_torch(os.path.realpath(candidate), root, memo):
-                found = True
-                break
+        if kind == "<":
+            found = name.startswith(TORCH)
+        else:  # a project header, by its path from the root ("core/linear.h") or beside the includer
+            found = any(os.path.isfile(c) and reaches_torch(os.path.realpath(c), root, memo)
+                        for c in (os.path.join(root, name), os.path.join(os.path.dirname(path), name)))
         if found:
-            break
-    memo[path] = found
-    return found
+            memo[path] = True
+            return True
+    return False
 
 
 def main() -> None:
